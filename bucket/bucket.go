@@ -1,0 +1,87 @@
+// Package bucket is the narrow interface the rest of ossmount uses to talk to
+// OSS, its implementation over the official SDK (oss.go), and an in-memory
+// fake over the same store as the local server (fake.go).
+//
+// Only this package imports the OSS SDK; errors.go is the only code that
+// inspects SDK errors.
+package bucket
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// ObjectInfo describes an object.
+type ObjectInfo struct {
+	Key          string
+	Size         int64
+	ETag         string
+	LastModified time.Time
+	ContentType  string
+	// Meta is the user metadata (x-oss-meta-NAME) keyed by lower-case NAME.
+	// Listings do not carry it (nil).
+	Meta map[string]string
+}
+
+// Attrs are what an upload or a metadata-replacing copy sets on an object.
+type Attrs struct {
+	ContentType     string
+	Meta            map[string]string
+	StorageClass    string // x-oss-storage-class; empty: the bucket's default
+	ACL             string // x-oss-object-acl; empty: inherit
+	ForbidOverwrite bool   // x-oss-forbid-overwrite: true
+}
+
+// PutRequest uploads Size bytes of Body as Key. Body is read from offset 0
+// and may be read more than once (retries, parallel parts).
+type PutRequest struct {
+	Key   string
+	Body  io.ReaderAt
+	Size  int64
+	Attrs Attrs
+}
+
+// PutResult is what the server returned for a completed upload.
+type PutResult struct {
+	ETag      string
+	RequestID string
+}
+
+// ListRequest asks for one page of keys under Prefix.
+type ListRequest struct {
+	Prefix            string
+	Delimiter         string
+	ContinuationToken string
+	MaxKeys           int // 0: the server's default
+}
+
+// ListPage is one page of a listing.
+type ListPage struct {
+	Objects  []ObjectInfo
+	Prefixes []string // common prefixes, each ending with the delimiter
+	// NextToken is empty on the last page.
+	NextToken string
+}
+
+// Bucket is one bucket. Every method is safe for concurrent use. Errors wrap
+// the sentinels of errors.go; a missing object is ErrNotFound.
+type Bucket interface {
+	// Name is the bucket's name, for messages.
+	Name() string
+	// Head returns the object's description with its metadata (HeadObject).
+	Head(ctx context.Context, key string) (ObjectInfo, error)
+	// Get reads length bytes from off (length < 0: to the end) (GetObject
+	// with a Range header). The caller closes the reader.
+	Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error)
+	// Put uploads an object: PutObject, or a multipart upload through the
+	// SDK's Uploader for large bodies. The server's CRC64 is verified.
+	Put(ctx context.Context, req PutRequest) (PutResult, error)
+	// List returns one page (ListObjectsV2).
+	List(ctx context.Context, req ListRequest) (ListPage, error)
+	// Delete removes an object; a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+	// Copy copies src to dst in the bucket. attrs nil keeps the source's
+	// metadata; otherwise it replaces it (x-oss-metadata-directive: REPLACE).
+	Copy(ctx context.Context, src, dst string, attrs *Attrs) error
+}

@@ -1,0 +1,235 @@
+package bucket_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/integration/osslocal"
+)
+
+// Every Bucket implementation runs the same suite: the fake, the SDK
+// against osslocal (memory and directory stores), and the SDK against real
+// OSS when OSSMOUNT_TEST_BUCKET and credentials are in the environment.
+func implementations(t *testing.T) map[string]func(t *testing.T) bucket.Bucket {
+	impls := map[string]func(t *testing.T) bucket.Bucket{
+		"fake": func(t *testing.T) bucket.Bucket { return bucket.NewFake("test-bucket") },
+		"osslocal-memory": func(t *testing.T) bucket.Bucket {
+			return localBucket(t, store.NewMemory())
+		},
+		"osslocal-dir": func(t *testing.T) bucket.Bucket {
+			s, err := store.NewDir(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return localBucket(t, s)
+		},
+	}
+	if name := os.Getenv("OSSMOUNT_TEST_BUCKET"); name != "" {
+		impls["oss"] = func(t *testing.T) bucket.Bucket {
+			return bucket.NewOSS(bucket.Config{Bucket: name, Endpoint: os.Getenv("OSSMOUNT_TEST_ENDPOINT"), Region: os.Getenv("OSSMOUNT_TEST_REGION")})
+		}
+	}
+	return impls
+}
+
+func localBucket(t *testing.T, s *store.Store) bucket.Bucket {
+	if err := s.CreateBucket("test-bucket"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}}))
+	t.Cleanup(srv.Close)
+	return bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
+		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}, PartSize: 100 << 10})
+}
+
+func put(t *testing.T, b bucket.Bucket, key string, data []byte, attrs bucket.Attrs) {
+	t.Helper()
+	if _, err := b.Put(context.Background(), bucket.PutRequest{Key: key, Body: bytes.NewReader(data), Size: int64(len(data)), Attrs: attrs}); err != nil {
+		t.Fatalf("put %q: %v", key, err)
+	}
+}
+
+func get(t *testing.T, b bucket.Bucket, key string, off, n int64) []byte {
+	t.Helper()
+	r, err := b.Get(context.Background(), key, off, n)
+	if err != nil {
+		t.Fatalf("get %q: %v", key, err)
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestConformance(t *testing.T) {
+	ctx := context.Background()
+	for name, newBucket := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Run("PutHeadGet", func(t *testing.T) {
+				b := newBucket(t)
+				data := []byte("hello, world")
+				put(t, b, "dir/a b+c%.txt", data, bucket.Attrs{ContentType: "text/plain", Meta: map[string]string{"mode": "33188", "mtime": "1700000000"}})
+				info, err := b.Head(ctx, "dir/a b+c%.txt")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.Size != int64(len(data)) || info.ContentType != "text/plain" || info.Meta["mode"] != "33188" || info.Meta["mtime"] != "1700000000" {
+					t.Fatalf("head = %+v", info)
+				}
+				if got := get(t, b, "dir/a b+c%.txt", 0, -1); !bytes.Equal(got, data) {
+					t.Fatalf("get = %q", got)
+				}
+				if got := get(t, b, "dir/a b+c%.txt", 7, 5); string(got) != "world" {
+					t.Fatalf("ranged get = %q", got)
+				}
+			})
+			t.Run("MissingIsNotFound", func(t *testing.T) {
+				b := newBucket(t)
+				if _, err := b.Head(ctx, "nope"); !errors.Is(err, bucket.ErrNotFound) {
+					t.Fatalf("head missing: %v", err)
+				}
+				if _, err := b.Get(ctx, "nope", 0, -1); !errors.Is(err, bucket.ErrNotFound) {
+					t.Fatalf("get missing: %v", err)
+				}
+				if err := b.Delete(ctx, "nope"); err != nil {
+					t.Fatalf("delete missing: %v", err)
+				}
+			})
+			t.Run("Overwrite", func(t *testing.T) {
+				b := newBucket(t)
+				put(t, b, "k", []byte("one"), bucket.Attrs{})
+				put(t, b, "k", []byte("two!"), bucket.Attrs{})
+				if got := get(t, b, "k", 0, -1); string(got) != "two!" {
+					t.Fatalf("got %q", got)
+				}
+				_, err := b.Put(ctx, bucket.PutRequest{Key: "k", Body: strings.NewReader("x"), Size: 1, Attrs: bucket.Attrs{ForbidOverwrite: true}})
+				if !errors.Is(err, bucket.ErrExists) {
+					t.Fatalf("forbid overwrite: %v", err)
+				}
+			})
+			t.Run("Empty", func(t *testing.T) {
+				b := newBucket(t)
+				put(t, b, "empty", nil, bucket.Attrs{})
+				info, err := b.Head(ctx, "empty")
+				if err != nil || info.Size != 0 {
+					t.Fatalf("head = %+v, %v", info, err)
+				}
+			})
+			t.Run("Multipart", func(t *testing.T) {
+				b := newBucket(t)
+				data := make([]byte, 350<<10+7)
+				rand.Read(data)
+				put(t, b, "big", data, bucket.Attrs{Meta: map[string]string{"mode": "33188"}})
+				if got := get(t, b, "big", 0, -1); !bytes.Equal(got, data) {
+					t.Fatal("multipart content differs")
+				}
+				if info, _ := b.Head(ctx, "big"); info.Meta["mode"] != "33188" {
+					t.Fatalf("multipart meta = %v", info.Meta)
+				}
+			})
+			t.Run("ListPagesAndDelimiter", func(t *testing.T) {
+				b := newBucket(t)
+				var want []string
+				for i := 0; i < 25; i++ {
+					k := fmt.Sprintf("d/f%02d", i)
+					put(t, b, k, []byte("x"), bucket.Attrs{})
+					want = append(want, k)
+				}
+				put(t, b, "d/sub/x", nil, bucket.Attrs{})
+				put(t, b, "d/sub/y", nil, bucket.Attrs{})
+				put(t, b, "d/sub2/", nil, bucket.Attrs{})
+				put(t, b, "other", nil, bucket.Attrs{})
+				var keys, prefixes []string
+				tok := ""
+				pages := 0
+				for {
+					page, err := b.List(ctx, bucket.ListRequest{Prefix: "d/", Delimiter: "/", ContinuationToken: tok, MaxKeys: 7})
+					if err != nil {
+						t.Fatal(err)
+					}
+					pages++
+					for _, o := range page.Objects {
+						keys = append(keys, o.Key)
+					}
+					prefixes = append(prefixes, page.Prefixes...)
+					if tok = page.NextToken; tok == "" {
+						break
+					}
+				}
+				sort.Strings(keys)
+				if strings.Join(keys, ",") != strings.Join(want, ",") || strings.Join(prefixes, ",") != "d/sub/,d/sub2/" || pages != 4 {
+					t.Fatalf("keys %v prefixes %v pages %d", keys, prefixes, pages)
+				}
+			})
+			t.Run("CopyKeepsOrReplacesMeta", func(t *testing.T) {
+				b := newBucket(t)
+				put(t, b, "src", []byte("data"), bucket.Attrs{ContentType: "text/plain", Meta: map[string]string{"mode": "33188"}})
+				if err := b.Copy(ctx, "src", "dst", nil); err != nil {
+					t.Fatal(err)
+				}
+				if info, _ := b.Head(ctx, "dst"); info.Meta["mode"] != "33188" {
+					t.Fatalf("copy meta = %v", info.Meta)
+				}
+				if err := b.Copy(ctx, "src", "src", &bucket.Attrs{ContentType: "text/plain", Meta: map[string]string{"mode": "33261"}}); err != nil {
+					t.Fatal(err)
+				}
+				info, _ := b.Head(ctx, "src")
+				if info.Meta["mode"] != "33261" || string(get(t, b, "src", 0, -1)) != "data" {
+					t.Fatalf("replace meta = %v", info.Meta)
+				}
+				if err := b.Copy(ctx, "missing", "x", nil); !errors.Is(err, bucket.ErrNotFound) {
+					t.Fatalf("copy missing: %v", err)
+				}
+			})
+		})
+	}
+}
+
+func TestDirStoreSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := localBucket(t, s)
+	put(t, b, "keep/me", []byte("durable"), bucket.Attrs{Meta: map[string]string{"mode": "33188"}})
+	put(t, b, "keep/me", []byte("durable2"), bucket.Attrs{})
+	s2, err := store.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s2.Head("test-bucket", "keep/me")
+	if err != nil || o.Size != 8 {
+		t.Fatalf("after restart: %+v %v", o, err)
+	}
+}
+
+func TestWrongCredentialsAreAccessDenied(t *testing.T) {
+	s := store.NewMemory()
+	s.CreateBucket("test-bucket")
+	srv := httptest.NewServer(osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}}))
+	defer srv.Close()
+	for _, cred := range []bucket.Credentials{{AccessKeyID: "id", AccessKeySecret: "wrong"}, {AccessKeyID: "nobody", AccessKeySecret: "secret"}} {
+		b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true, Credentials: &cred})
+		_, err := b.List(context.Background(), bucket.ListRequest{MaxKeys: 1})
+		if !errors.Is(err, bucket.ErrAccessDenied) {
+			t.Fatalf("%s: %v", cred.AccessKeyID, err)
+		}
+		if strings.Contains(err.Error(), cred.AccessKeySecret) {
+			t.Fatalf("error leaks the secret: %v", err)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
+)
+
+// Sentinels every Bucket error wraps, so callers never look at SDK types.
+var (
+	ErrNotFound     = errors.New("object not found")
+	ErrNoSuchBucket = errors.New("bucket not found")
+	ErrAccessDenied = errors.New("access denied")
+	ErrExists       = errors.New("object already exists")
+	ErrInvalidName  = errors.New("invalid object name")
+	// ErrTransient is a failure worth trying again later: 5xx, timeouts,
+	// dropped connections, once the SDK's own retries are spent.
+	ErrTransient = errors.New("transient failure")
+	// ErrIntegrity is a CRC64 mismatch between what was sent and what the
+	// server stored.
+	ErrIntegrity = errors.New("integrity check failed")
+)
+
+// Error is a failed request: which operation on which key, what the server
+// said, and the sentinel it amounts to. It never holds credentials or URLs.
+type Error struct {
+	Op        string
+	Key       string
+	Status    int    // HTTP status, 0 when no response arrived
+	Code      string // OSS error code
+	RequestID string
+	Kind      error // one of the sentinels
+	Err       error // the cause, for messages
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("%s %q: %v", e.Op, e.Key, e.Kind)
+	if e.Code != "" {
+		s += fmt.Sprintf(" (%d %s, request id %s)", e.Status, e.Code, e.RequestID)
+	} else if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Kind }
+
+// RequestID returns the request id of a Bucket error, or "".
+func RequestID(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RequestID
+	}
+	return ""
+}
+
+// convert turns an SDK error into an *Error. It is the only place that
+// inspects SDK errors.
+func convert(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	e := &Error{Op: op, Key: key, Err: err}
+	var se *oss.ServiceError
+	switch {
+	case errors.As(err, &se):
+		e.Status, e.Code, e.RequestID = se.StatusCode, se.Code, se.RequestID
+		e.Err = nil
+		e.Kind = kindOf(se.StatusCode, se.Code)
+	case errors.Is(err, context.Canceled):
+		e.Kind = context.Canceled
+	case isCRCMismatch(err):
+		e.Kind = ErrIntegrity
+	default:
+		// Timeouts, resets and other client-side failures are worth another
+		// try later, and are never taken for "not found".
+		e.Kind = ErrTransient
+	}
+	return e
+}
+
+func kindOf(status int, code string) error {
+	switch code {
+	case "NoSuchKey":
+		return ErrNotFound
+	case "NoSuchBucket":
+		return ErrNoSuchBucket
+	case "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "SecurityTokenExpired", "InvalidSecurityToken":
+		return ErrAccessDenied
+	case "FileAlreadyExists":
+		return ErrExists
+	case "InvalidObjectName", "KeyTooLong":
+		return ErrInvalidName
+	}
+	switch {
+	case status == 404:
+		return ErrNotFound // HEAD responses have no body, so no code
+	case status == 403:
+		return ErrAccessDenied
+	case status == 409:
+		return ErrExists
+	}
+	return ErrTransient
+}
+
+// isCRCMismatch recognises the SDK's CRC64 check failure, which it reports
+// as a plain error with no type of its own.
+func isCRCMismatch(err error) bool {
+	return strings.Contains(err.Error(), "crc is inconsistent")
+}

@@ -1,0 +1,170 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/ossmount/ossmount/bucket/store"
+)
+
+// Fake is an in-memory Bucket for unit tests, over the same store as the
+// local server. Fail injects errors; Calls counts requests by operation.
+type Fake struct {
+	store *store.Store
+	name  string
+
+	mu    sync.Mutex
+	calls map[string]int // GUARDED_BY(mu)
+	// fail, when set, is asked before each request; a non-nil error is
+	// returned instead of performing it.
+	fail func(op, key string) error // GUARDED_BY(mu)
+}
+
+var _ Bucket = (*Fake)(nil)
+
+// NewFake returns an empty in-memory bucket.
+func NewFake(name string) *Fake {
+	s := store.NewMemory()
+	if err := s.CreateBucket(name); err != nil {
+		panic(err)
+	}
+	return &Fake{store: s, name: name, calls: map[string]int{}}
+}
+
+// SetFail installs a fault hook (nil removes it).
+func (f *Fake) SetFail(fn func(op, key string) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = fn
+}
+
+// Calls returns how many requests of op were made.
+func (f *Fake) Calls(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+func (f *Fake) begin(op, key string) error {
+	f.mu.Lock()
+	f.calls[op]++
+	fail := f.fail
+	f.mu.Unlock()
+	if fail != nil {
+		if err := fail(op, key); err != nil {
+			return &Error{Op: op, Key: key, Kind: kindOfFake(err), Err: err}
+		}
+	}
+	return nil
+}
+
+func kindOfFake(err error) error {
+	for _, k := range []error{ErrNotFound, ErrAccessDenied, ErrExists, ErrInvalidName, ErrTransient, ErrIntegrity} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	return ErrTransient
+}
+
+// storeErr maps store errors to Bucket errors.
+func storeErr(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	kind := ErrTransient
+	switch {
+	case errors.Is(err, store.ErrNoSuchKey):
+		kind = ErrNotFound
+	case errors.Is(err, store.ErrNoSuchBucket):
+		kind = ErrNoSuchBucket
+	case errors.Is(err, store.ErrExists):
+		kind = ErrExists
+	}
+	return &Error{Op: op, Key: key, Kind: kind, Err: err}
+}
+
+func (f *Fake) Name() string { return f.name }
+
+func (f *Fake) Head(_ context.Context, key string) (ObjectInfo, error) {
+	if err := f.begin("HeadObject", key); err != nil {
+		return ObjectInfo{}, err
+	}
+	o, err := f.store.Head(f.name, key)
+	if err != nil {
+		return ObjectInfo{}, storeErr("HeadObject", key, err)
+	}
+	info := infoOf(o)
+	if info.Meta == nil {
+		info.Meta = map[string]string{}
+	}
+	return info, nil
+}
+
+func infoOf(o store.Object) ObjectInfo {
+	return ObjectInfo{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified, ContentType: o.ContentType, Meta: o.Meta}
+}
+
+func (f *Fake) Get(_ context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	if err := f.begin("GetObject", key); err != nil {
+		return nil, err
+	}
+	_, r, err := f.store.Open(f.name, key, off, length)
+	return r, storeErr("GetObject", key, err)
+}
+
+func (f *Fake) Put(_ context.Context, req PutRequest) (PutResult, error) {
+	if err := f.begin("PutObject", req.Key); err != nil {
+		return PutResult{}, err
+	}
+	o, err := f.store.Put(f.name, req.Key, io.NewSectionReader(req.Body, 0, req.Size), storeAttrs(req.Attrs), req.Attrs.ForbidOverwrite)
+	if err != nil {
+		return PutResult{}, storeErr("PutObject", req.Key, err)
+	}
+	return PutResult{ETag: o.ETag}, nil
+}
+
+func storeAttrs(a Attrs) store.Attrs {
+	return store.Attrs{ContentType: a.ContentType, Meta: a.Meta, StorageClass: a.StorageClass, ACL: a.ACL}
+}
+
+func (f *Fake) List(_ context.Context, req ListRequest) (ListPage, error) {
+	if err := f.begin("ListObjectsV2", req.Prefix); err != nil {
+		return ListPage{}, err
+	}
+	res, err := f.store.List(f.name, store.ListRequest{Prefix: req.Prefix, Delimiter: req.Delimiter,
+		StartAfter: req.ContinuationToken, MaxKeys: req.MaxKeys})
+	if err != nil {
+		return ListPage{}, storeErr("ListObjectsV2", req.Prefix, err)
+	}
+	page := ListPage{Prefixes: res.Prefixes, NextToken: res.Next}
+	for _, o := range res.Objects {
+		info := infoOf(o)
+		info.Meta = nil
+		page.Objects = append(page.Objects, info)
+	}
+	return page, nil
+}
+
+func (f *Fake) Delete(_ context.Context, key string) error {
+	if err := f.begin("DeleteObject", key); err != nil {
+		return err
+	}
+	return storeErr("DeleteObject", key, f.store.Delete(f.name, key))
+}
+
+func (f *Fake) Copy(_ context.Context, src, dst string, attrs *Attrs) error {
+	if err := f.begin("CopyObject", dst); err != nil {
+		return err
+	}
+	var sa *store.Attrs
+	forbid := false
+	if attrs != nil {
+		a := storeAttrs(*attrs)
+		sa, forbid = &a, attrs.ForbidOverwrite
+	}
+	_, err := f.store.Copy(f.name, src, f.name, dst, sa, forbid)
+	return storeErr("CopyObject", dst, err)
+}

@@ -1,0 +1,212 @@
+package bucket
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/credentials"
+)
+
+// Config says how to reach a bucket.
+type Config struct {
+	Bucket    string
+	Endpoint  string // host[:port], or a URL with http:// or https://
+	Region    string
+	PathStyle bool // path-style addressing, for OSS-compatible servers
+	// Credentials, when nil, come from OSS_ACCESS_KEY_ID,
+	// OSS_ACCESS_KEY_SECRET and OSS_SESSION_TOKEN.
+	Credentials *Credentials
+	// PartSize and Parallel tune multipart uploads; 0 takes the SDK's
+	// defaults. Bodies smaller than PartSize go in one PutObject.
+	PartSize int64
+	Parallel int
+	// RetryMaxAttempts bounds the SDK's retries of one request; 0: default.
+	RetryMaxAttempts int
+}
+
+// Credentials is an access key. Its String method hides the secret so it
+// cannot leak into a log line by accident.
+type Credentials struct {
+	AccessKeyID, AccessKeySecret, SessionToken string
+}
+
+func (c Credentials) String() string { return "Credentials{" + c.AccessKeyID + ", <secret hidden>}" }
+
+// OSS is a Bucket over the official SDK.
+type OSS struct {
+	client   *oss.Client
+	uploader *oss.Uploader
+	copier   *oss.Copier
+	name     string
+}
+
+var _ Bucket = (*OSS)(nil)
+
+// NewOSS returns a Bucket over the SDK. It sends nothing.
+func NewOSS(cfg Config) *OSS {
+	var provider credentials.CredentialsProvider = credentials.NewEnvironmentVariableCredentialsProvider()
+	if c := cfg.Credentials; c != nil {
+		provider = credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.AccessKeySecret, c.SessionToken)
+	}
+	region := cfg.Region
+	if region == "" {
+		region = regionFromEndpoint(cfg.Endpoint)
+	}
+	sdkCfg := oss.LoadDefaultConfig().
+		WithCredentialsProvider(provider).
+		WithRegion(region).
+		WithEndpoint(cfg.Endpoint).
+		WithUsePathStyle(cfg.PathStyle).
+		WithConnectTimeout(10 * time.Second).
+		WithReadWriteTimeout(60 * time.Second)
+	if strings.HasPrefix(cfg.Endpoint, "http://") {
+		sdkCfg = sdkCfg.WithDisableSSL(true)
+	}
+	if cfg.RetryMaxAttempts > 0 {
+		sdkCfg = sdkCfg.WithRetryMaxAttempts(cfg.RetryMaxAttempts)
+	}
+	client := oss.NewClient(sdkCfg)
+	return &OSS{
+		client: client,
+		name:   cfg.Bucket,
+		uploader: client.NewUploader(func(o *oss.UploaderOptions) {
+			if cfg.PartSize > 0 {
+				o.PartSize = cfg.PartSize
+			}
+			if cfg.Parallel > 0 {
+				o.ParallelNum = cfg.Parallel
+			}
+		}),
+		copier: client.NewCopier(),
+	}
+}
+
+// regionFromEndpoint derives cn-hangzhou from oss-cn-hangzhou.aliyuncs.com;
+// the SDK needs a region to sign (V4) even for other servers.
+func regionFromEndpoint(endpoint string) string {
+	host := endpoint
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	host, _, _ = strings.Cut(host, ".")
+	host = strings.TrimSuffix(host, "-internal")
+	if r, ok := strings.CutPrefix(host, "oss-"); ok {
+		return r
+	}
+	return "cn-hangzhou"
+}
+
+func (b *OSS) Name() string { return b.name }
+
+func (b *OSS) Head(ctx context.Context, key string) (ObjectInfo, error) {
+	res, err := b.client.HeadObject(ctx, &oss.HeadObjectRequest{Bucket: &b.name, Key: &key})
+	if err != nil {
+		return ObjectInfo{}, convert("HeadObject", key, err)
+	}
+	info := ObjectInfo{Key: key, Size: res.ContentLength, ETag: oss.ToString(res.ETag),
+		ContentType: oss.ToString(res.ContentType), Meta: map[string]string{}}
+	if res.LastModified != nil {
+		info.LastModified = *res.LastModified
+	}
+	for k, v := range res.Metadata {
+		info.Meta[strings.ToLower(k)] = v
+	}
+	return info, nil
+}
+
+func (b *OSS) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	req := &oss.GetObjectRequest{Bucket: &b.name, Key: &key}
+	if off > 0 || length >= 0 {
+		r := fmt.Sprintf("bytes=%d-", off)
+		if length >= 0 {
+			r += fmt.Sprint(off + length - 1)
+		}
+		req.Range = &r
+	}
+	res, err := b.client.GetObject(ctx, req)
+	if err != nil {
+		return nil, convert("GetObject", key, err)
+	}
+	return res.Body, nil
+}
+
+func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
+	preq := &oss.PutObjectRequest{Bucket: &b.name, Key: &req.Key, Metadata: req.Attrs.Meta}
+	applyAttrs(req.Attrs, &preq.ContentType, &preq.StorageClass, &preq.Acl, &preq.ForbidOverwrite)
+	body := io.NewSectionReader(req.Body, 0, req.Size)
+	res, err := b.uploader.UploadFrom(ctx, preq, body)
+	if err != nil {
+		return PutResult{}, convert("PutObject", req.Key, err)
+	}
+	return PutResult{ETag: oss.ToString(res.ETag), RequestID: res.Headers.Get("x-oss-request-id")}, nil
+}
+
+func applyAttrs(a Attrs, contentType **string, class *oss.StorageClassType, acl *oss.ObjectACLType, forbid **string) {
+	if a.ContentType != "" {
+		*contentType = oss.Ptr(a.ContentType)
+	}
+	*class = oss.StorageClassType(a.StorageClass)
+	*acl = oss.ObjectACLType(a.ACL)
+	if a.ForbidOverwrite {
+		*forbid = oss.Ptr("true")
+	}
+}
+
+func (b *OSS) List(ctx context.Context, req ListRequest) (ListPage, error) {
+	lreq := &oss.ListObjectsV2Request{Bucket: &b.name, Prefix: &req.Prefix, MaxKeys: int32(req.MaxKeys)}
+	if req.Delimiter != "" {
+		lreq.Delimiter = &req.Delimiter
+	}
+	if req.ContinuationToken != "" {
+		lreq.ContinuationToken = &req.ContinuationToken
+	}
+	res, err := b.client.ListObjectsV2(ctx, lreq)
+	if err != nil {
+		return ListPage{}, convert("ListObjectsV2", req.Prefix, err)
+	}
+	var page ListPage
+	for _, o := range res.Contents {
+		info := ObjectInfo{Key: oss.ToString(o.Key), Size: o.Size, ETag: oss.ToString(o.ETag)}
+		if o.LastModified != nil {
+			info.LastModified = *o.LastModified
+		}
+		page.Objects = append(page.Objects, info)
+	}
+	for _, p := range res.CommonPrefixes {
+		page.Prefixes = append(page.Prefixes, oss.ToString(p.Prefix))
+	}
+	if res.IsTruncated {
+		page.NextToken = oss.ToString(res.NextContinuationToken)
+	}
+	return page, nil
+}
+
+func (b *OSS) Delete(ctx context.Context, key string) error {
+	_, err := b.client.DeleteObject(ctx, &oss.DeleteObjectRequest{Bucket: &b.name, Key: &key})
+	if err = convert("DeleteObject", key, err); err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+func (b *OSS) Copy(ctx context.Context, src, dst string, attrs *Attrs) error {
+	req := &oss.CopyObjectRequest{Bucket: &b.name, Key: &dst, SourceBucket: &b.name, SourceKey: &src}
+	if attrs != nil {
+		req.MetadataDirective = oss.Ptr("REPLACE")
+		req.Metadata = attrs.Meta
+		applyAttrs(*attrs, &req.ContentType, &req.StorageClass, &req.Acl, &req.ForbidOverwrite)
+	}
+	// The Copier uses one CopyObject below its threshold and a multipart
+	// copy above it.
+	_, err := b.copier.Copy(ctx, req)
+	return convert("CopyObject", dst, err)
+}
+
+func isNotFound(err error) bool {
+	e, ok := err.(*Error)
+	return ok && e.Kind == ErrNotFound
+}

@@ -1,0 +1,285 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// blobStore keeps object bodies and, on disk, the record that names them.
+// Methods other than create/open are called with Store.mu held.
+type blobStore interface {
+	createBucket(bucket string) error
+	create(bucket string) (blobWriter, error)
+	open(bucket, blob string, size int64) (readerAtCloser, error)
+	// remove drops a blob that is no longer referenced.
+	remove(bucket, blob string)
+	// unlink deletes the object record of key and its blob.
+	unlink(bucket, blob, key string) error
+}
+
+type blobWriter interface {
+	io.Writer
+	// commit makes the blob durable and records it as the body of obj.
+	commit(obj Object) (blob string, err error)
+	// commitBody makes the blob durable without recording an object: bodies
+	// of multipart parts, which do not outlive a restart.
+	commitBody() (blob string, err error)
+	abort()
+}
+
+type readerAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
+// --- memory ---
+
+type memBlobs struct {
+	mu    sync.Mutex
+	data  map[string][]byte // GUARDED_BY(mu)
+	count int               // GUARDED_BY(mu)
+}
+
+func newMemBlobs() *memBlobs { return &memBlobs{data: map[string][]byte{}} }
+
+func (m *memBlobs) createBucket(string) error { return nil }
+
+func (m *memBlobs) create(string) (blobWriter, error) { return &memWriter{m: m}, nil }
+
+func (m *memBlobs) open(_, blob string, _ int64) (readerAtCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return nopCloser{bytes.NewReader(m.data[blob])}, nil
+}
+
+func (m *memBlobs) remove(_, blob string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.data, blob)
+}
+
+func (m *memBlobs) unlink(bucket, blob, _ string) error {
+	m.remove(bucket, blob)
+	return nil
+}
+
+type nopCloser struct{ io.ReaderAt }
+
+func (nopCloser) Close() error { return nil }
+
+type memWriter struct {
+	m   *memBlobs
+	buf bytes.Buffer
+}
+
+func (w *memWriter) Write(p []byte) (int, error)   { return w.buf.Write(p) }
+func (w *memWriter) abort()                        {}
+func (w *memWriter) commit(Object) (string, error) { return w.commitBody() }
+
+func (w *memWriter) commitBody() (string, error) {
+	w.m.mu.Lock()
+	defer w.m.mu.Unlock()
+	w.m.count++
+	id := fmt.Sprint(w.m.count)
+	w.m.data[id] = w.buf.Bytes()
+	return id, nil
+}
+
+// --- directory ---
+//
+// Layout: ROOT/BUCKET/objects/SHA256(key).json is the record of one object
+// (its Object fields and the name of its body); ROOT/BUCKET/data/ID holds
+// bodies; ROOT/BUCKET/tmp/ holds bodies being written. A replace writes a new
+// body, then renames a new record over the old one: the rename is the atomic
+// switch, and bodies no record names are removed at the next start.
+
+type dirBlobs struct{ root string }
+
+func newDirBlobs(root string) (*dirBlobs, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	return &dirBlobs{root: root}, nil
+}
+
+type record struct {
+	Object
+	Blob string
+}
+
+func (d *dirBlobs) createBucket(bucket string) error {
+	for _, sub := range []string{"objects", "data", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(d.root, bucket, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// load reads every bucket's records and removes unreferenced bodies and
+// leftovers of interrupted writes.
+func (d *dirBlobs) load() (map[string][]*entry, error) {
+	dirs, err := os.ReadDir(d.root)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]*entry{}
+	for _, bd := range dirs {
+		if !bd.IsDir() {
+			continue
+		}
+		bucket := bd.Name()
+		if err := d.createBucket(bucket); err != nil {
+			return nil, err
+		}
+		os.RemoveAll(filepath.Join(d.root, bucket, "tmp"))
+		os.MkdirAll(filepath.Join(d.root, bucket, "tmp"), 0o700)
+		recs, err := os.ReadDir(filepath.Join(d.root, bucket, "objects"))
+		if err != nil {
+			return nil, err
+		}
+		used := map[string]bool{}
+		out[bucket] = nil
+		for _, r := range recs {
+			p := filepath.Join(d.root, bucket, "objects", r.Name())
+			if !strings.HasSuffix(r.Name(), ".json") {
+				os.Remove(p)
+				continue
+			}
+			raw, err := os.ReadFile(p)
+			if err != nil {
+				return nil, err
+			}
+			var rec record
+			if err := json.Unmarshal(raw, &rec); err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			used[rec.Blob] = true
+			out[bucket] = append(out[bucket], &entry{Object: rec.Object, blob: rec.Blob})
+		}
+		bodies, err := os.ReadDir(filepath.Join(d.root, bucket, "data"))
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bodies {
+			if !used[b.Name()] {
+				os.Remove(filepath.Join(d.root, bucket, "data", b.Name()))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (d *dirBlobs) recordPath(bucket, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return filepath.Join(d.root, bucket, "objects", hex.EncodeToString(sum[:])+".json")
+}
+
+func (d *dirBlobs) create(bucket string) (blobWriter, error) {
+	f, err := os.CreateTemp(filepath.Join(d.root, bucket, "tmp"), "body-")
+	if err != nil {
+		return nil, err
+	}
+	return &dirWriter{d: d, bucket: bucket, f: f}, nil
+}
+
+func (d *dirBlobs) open(bucket, blob string, _ int64) (readerAtCloser, error) {
+	return os.Open(filepath.Join(d.root, bucket, "data", blob))
+}
+
+func (d *dirBlobs) remove(bucket, blob string) {
+	os.Remove(filepath.Join(d.root, bucket, "data", blob))
+}
+
+func (d *dirBlobs) unlink(bucket, blob, key string) error {
+	if err := os.Remove(d.recordPath(bucket, key)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	d.remove(bucket, blob)
+	return nil
+}
+
+type dirWriter struct {
+	d      *dirBlobs
+	bucket string
+	f      *os.File
+}
+
+func (w *dirWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
+
+func (w *dirWriter) abort() {
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+func (w *dirWriter) commit(obj Object) (string, error) {
+	blob, err := w.commitBody()
+	if err != nil {
+		return "", err
+	}
+	dataPath := filepath.Join(w.d.root, w.bucket, "data", blob)
+	raw, err := json.Marshal(record{Object: obj, Blob: blob})
+	if err == nil {
+		err = writeFileAtomic(w.d.recordPath(w.bucket, obj.Key), raw)
+	}
+	if err != nil {
+		os.Remove(dataPath)
+		return "", err
+	}
+	return blob, nil
+}
+
+func (w *dirWriter) commitBody() (string, error) {
+	blob := newID()
+	dataPath := filepath.Join(w.d.root, w.bucket, "data", blob)
+	err := w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(w.f.Name(), dataPath)
+	}
+	if err != nil {
+		os.Remove(w.f.Name())
+		return "", err
+	}
+	return blob, nil
+}
+
+// writeFileAtomic writes data to a temporary file, syncs it and renames it to
+// path, then syncs the directory, so path holds either the old or the new
+// content after a crash.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if df, err := os.Open(dir); err == nil {
+		df.Sync()
+		df.Close()
+	}
+	return nil
+}
