@@ -1,0 +1,266 @@
+// Command ossmount mounts an OSS bucket as a file system:
+//
+//	ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]]
+//
+// It detaches once the mount is ready; its exit status says whether
+// mounting worked (2: bad arguments, unreachable endpoint, missing bucket,
+// rejected credentials). -f keeps it in the foreground.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
+	"github.com/ossmount/ossmount/fs"
+	"github.com/ossmount/ossmount/upload"
+)
+
+const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]]
+  -f   stay in the foreground
+  -o   options: endpoint=URL, region=R, path_style, cache_dir=DIR,
+       storage_class=C, acl=A, uid=N, gid=N, umask=022, allow_other, ro,
+       stat_ttl=2s, forbid_overwrite, passwd_file=F, part_size=16MiB,
+       parallel=N, log_file=F, debug`
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+// mountArgs is the parsed command line.
+type mountArgs struct {
+	foreground bool
+	bucket     string
+	prefix     string
+	mountpoint string
+	opts       options
+	unknown    []string
+}
+
+func parseArgs(args []string) (mountArgs, error) {
+	a := mountArgs{opts: defaultOptions()}
+	var positional []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		switch {
+		case arg == "-f":
+			a.foreground = true
+		case arg == "-d" || arg == "--debug":
+			a.opts.Debug = true
+		case arg == "-o":
+			if i+1 == len(args) {
+				return a, errors.New("-o needs a value")
+			}
+			i++
+			unknown, err := parseOptions(&a.opts, args[i])
+			if err != nil {
+				return a, err
+			}
+			a.unknown = append(a.unknown, unknown...)
+		case strings.HasPrefix(arg, "-o"):
+			unknown, err := parseOptions(&a.opts, arg[2:])
+			if err != nil {
+				return a, err
+			}
+			a.unknown = append(a.unknown, unknown...)
+		case strings.HasPrefix(arg, "-"):
+			return a, fmt.Errorf("unknown flag %s", arg)
+		default:
+			positional = append(positional, arg)
+		}
+	}
+	if len(positional) != 2 {
+		return a, errors.New("expected BUCKET[:/PREFIX] and MOUNTPOINT")
+	}
+	a.bucket, a.prefix, _ = strings.Cut(positional[0], ":")
+	a.mountpoint = positional[1]
+	if err := upload.ValidateBucket(a.bucket); err != nil {
+		return a, err
+	}
+	prefix, err := upload.NormalizePrefix(a.prefix)
+	if err != nil {
+		return a, err
+	}
+	a.prefix = prefix
+	if a.opts.Endpoint == "" {
+		if a.opts.Region == "" {
+			return a, errors.New("no endpoint: use -o endpoint=URL (or -o region=R for oss-R.aliyuncs.com)")
+		}
+		a.opts.Endpoint = "oss-" + a.opts.Region + ".aliyuncs.com"
+	}
+	return a, nil
+}
+
+func run(args []string) int {
+	a, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ossmount: %v\n%s\n", err, usage)
+		return 2
+	}
+	if !a.foreground {
+		return detach(args)
+	}
+	ready := openReadyPipe()
+	log, closeLog, err := newLogger(a.opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ossmount:", err)
+		ready.report(err)
+		return 2
+	}
+	defer closeLog()
+	for _, u := range a.unknown {
+		log.Warn("ignoring option with no meaning here", "option", u)
+	}
+	if err := serve(a, log, ready); err != nil {
+		fmt.Fprintln(os.Stderr, "ossmount:", err)
+		ready.report(err)
+		return 2
+	}
+	return 0
+}
+
+func newLogger(o options) (*slog.Logger, func(), error) {
+	level := slog.LevelInfo
+	if o.Debug {
+		level = slog.LevelDebug
+	}
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if o.LogFile != "" {
+		f, err := os.OpenFile(o.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log file: %w", err)
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeFn, nil
+}
+
+// serve checks the bucket, mounts, reports readiness and serves until
+// unmounted. Errors before the mount is up are returned.
+func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
+	o := a.opts
+	if fi, err := os.Stat(a.mountpoint); err != nil || !fi.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", a.mountpoint)
+	}
+	creds, err := loadCredentials(o, a.bucket)
+	if err != nil {
+		return err
+	}
+	b := bucket.NewOSS(bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
+		Credentials: creds, PartSize: o.PartSize, Parallel: o.Parallel})
+	if err := checkBucket(b, a.prefix, o.Endpoint); err != nil {
+		return err
+	}
+	cacheDir := o.CacheDir
+	if cacheDir == "" {
+		cacheDir = cache.DefaultPath()
+	}
+	cd, err := cache.OpenDir(cacheDir)
+	if err != nil {
+		return err
+	}
+	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
+	if o.UID >= 0 {
+		uid = uint32(o.UID)
+	}
+	if o.GID >= 0 {
+		gid = uint32(o.GID)
+	}
+	fsys := fs.New(fs.Config{
+		Bucket:          b,
+		Uploader:        upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite}, log),
+		Cache:           cd,
+		Log:             log,
+		Prefix:          a.prefix,
+		UID:             uid,
+		GID:             gid,
+		Umask:           o.Umask,
+		ForbidOverwrite: o.ForbidOverwrite,
+	})
+	ttl := o.StatTTL
+	mountOpts := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:      "ossmount:" + a.bucket,
+			Name:        "ossmount",
+			AllowOther:  o.AllowOther,
+			MaxWrite:    1 << 20,
+			DirectMount: os.Geteuid() == 0,
+		},
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &ttl,
+	}
+	if o.ReadOnly {
+		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "ro")
+	}
+	server, err := gofs.Mount(a.mountpoint, fsys.Root(), mountOpts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %v", a.mountpoint, err)
+	}
+	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
+	ready.report(nil)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for s := range sigs {
+			log.Info("unmounting", "signal", s.String())
+			unmount(server, a.mountpoint, log)
+		}
+	}()
+	server.Wait()
+	signal.Stop(sigs)
+	log.Info("unmounted", "mountpoint", a.mountpoint)
+	return nil
+}
+
+// unmount asks the kernel to unmount. While files are open that fails
+// (EBUSY); then the mount is detached lazily: it leaves the namespace at
+// once, and the kernel finishes the open files (their flushes upload)
+// before it closes the connection and serve returns.
+func unmount(server *fuse.Server, mountpoint string, log *slog.Logger) {
+	if err := server.Unmount(); err == nil {
+		return
+	} else {
+		log.Warn("unmount failed; detaching, open files finish first", "err", err)
+	}
+	var err error
+	if os.Geteuid() == 0 {
+		err = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+	} else {
+		err = exec.Command("fusermount3", "-u", "-z", mountpoint).Run()
+	}
+	if err != nil {
+		log.Error("lazy unmount failed", "mountpoint", mountpoint, "err", err)
+	}
+}
+
+// checkBucket makes one listing request so that a wrong endpoint, bucket or
+// key fails the mount with a readable message instead of every operation.
+func checkBucket(b *bucket.OSS, prefix, endpoint string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := b.List(ctx, bucket.ListRequest{Prefix: prefix, MaxKeys: 1})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, bucket.ErrNoSuchBucket):
+		return fmt.Errorf("bucket %q does not exist at %s", b.Name(), endpoint)
+	case errors.Is(err, bucket.ErrAccessDenied):
+		return fmt.Errorf("access to bucket %q denied: check the credentials (%v)", b.Name(), err)
+	default:
+		return fmt.Errorf("cannot reach %s: %v", endpoint, err)
+	}
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// options are the -o settings of a mount.
+type options struct {
+	Endpoint        string
+	Region          string
+	PathStyle       bool
+	CacheDir        string
+	StorageClass    string
+	ACL             string
+	Debug           bool
+	UID, GID        int64 // -1: the mounting user
+	Umask           uint32
+	AllowOther      bool
+	ReadOnly        bool
+	StatTTL         time.Duration
+	ForbidOverwrite bool
+	PasswdFile      string
+	PartSize        int64
+	Parallel        int
+	LogFile         string
+}
+
+func defaultOptions() options {
+	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second}
+}
+
+// parseOptions applies a comma-separated "-o" list to o. Unknown options
+// are returned so the caller can warn once about each.
+func parseOptions(o *options, list string) (unknown []string, err error) {
+	for _, opt := range strings.Split(list, ",") {
+		opt = strings.TrimSpace(opt)
+		if opt == "" {
+			continue
+		}
+		name, value, hasValue := strings.Cut(opt, "=")
+		need := func() error {
+			if !hasValue || value == "" {
+				return fmt.Errorf("option %s needs a value (%s=...)", name, name)
+			}
+			return nil
+		}
+		switch name {
+		case "endpoint", "url":
+			err = need()
+			o.Endpoint = value
+		case "region":
+			err = need()
+			o.Region = value
+		case "path_style", "use_path_request_style":
+			o.PathStyle, err = parseBool(value, hasValue)
+		case "cache_dir", "use_cache":
+			err = need()
+			o.CacheDir = value
+		case "storage_class":
+			err = need()
+			o.StorageClass = value
+		case "acl", "default_acl":
+			err = need()
+			o.ACL = value
+		case "debug", "dbglevel":
+			o.Debug = true
+		case "uid":
+			o.UID, err = strconv.ParseInt(value, 10, 32)
+		case "gid":
+			o.GID, err = strconv.ParseInt(value, 10, 32)
+		case "umask":
+			var m uint64
+			m, err = strconv.ParseUint(value, 8, 32)
+			o.Umask = uint32(m) & 0o777
+		case "allow_other":
+			o.AllowOther = true
+		case "ro":
+			o.ReadOnly = true
+		case "rw":
+			o.ReadOnly = false
+		case "stat_ttl":
+			o.StatTTL, err = time.ParseDuration(value)
+			if err != nil {
+				var secs float64
+				if secs, err = strconv.ParseFloat(value, 64); err == nil {
+					o.StatTTL = time.Duration(secs * float64(time.Second))
+				}
+			}
+		case "forbid_overwrite":
+			o.ForbidOverwrite, err = parseBool(value, hasValue)
+		case "passwd_file":
+			err = need()
+			o.PasswdFile = value
+		case "part_size":
+			var n uint64
+			n, err = humanize.ParseBytes(value)
+			o.PartSize = int64(n)
+		case "multipart_size": // ossfs: in MB
+			var n int64
+			n, err = strconv.ParseInt(value, 10, 64)
+			o.PartSize = n << 20
+		case "parallel", "parallel_count":
+			o.Parallel, err = strconv.Atoi(value)
+		case "log_file":
+			err = need()
+			o.LogFile = value
+		case "dev", "suid", "nosuid", "nodev", "exec", "noexec", "auto", "noauto", "user", "nouser", "_netdev", "defaults":
+			// fstab and mount(8) options with no meaning here.
+		default:
+			unknown = append(unknown, opt)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("option %q: %v", opt, err)
+		}
+	}
+	return unknown, nil
+}
+
+func parseBool(value string, hasValue bool) (bool, error) {
+	if !hasValue {
+		return true, nil
+	}
+	return strconv.ParseBool(value)
+}

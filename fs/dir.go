@@ -1,0 +1,294 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/upload"
+)
+
+// dirNode is a directory: a marker object "dir/", or just a prefix that
+// other keys share.
+type dirNode struct {
+	gofs.Inode
+	fsys *FS
+
+	mu   sync.Mutex
+	meta upload.Metadata // GUARDED_BY(mu)
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*dirNode)(nil))
+	_ = (gofs.NodeReaddirer)((*dirNode)(nil))
+	_ = (gofs.NodeGetattrer)((*dirNode)(nil))
+	_ = (gofs.NodeSetattrer)((*dirNode)(nil))
+	_ = (gofs.NodeCreater)((*dirNode)(nil))
+	_ = (gofs.NodeMkdirer)((*dirNode)(nil))
+	_ = (gofs.NodeUnlinker)((*dirNode)(nil))
+	_ = (gofs.NodeRmdirer)((*dirNode)(nil))
+	_ = (gofs.NodeLinker)((*dirNode)(nil))
+	_ = (gofs.NodeStatfser)((*dirNode)(nil))
+)
+
+func (d *dirNode) path() string { return pathOf(&d.Inode) }
+
+func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fillAttr(&out.Attr, d.meta, 0)
+	out.Nlink = 2
+	return 0
+}
+
+// Setattr keeps directory attributes in memory only for now.
+func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	applySetattr(&d.meta, in, d.fsys.now())
+	fillAttr(&out.Attr, d.meta, 0)
+	return 0
+}
+
+func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	// Object storage has no fixed size: report a large, mostly free volume
+	// so that tools checking free space go ahead.
+	const blocks = 1 << 40
+	out.Bsize, out.Frsize = 4096, 4096
+	out.Blocks, out.Bfree, out.Bavail = blocks, blocks, blocks
+	out.Files, out.Ffree = 1<<30, 1<<30
+	out.NameLen = 1023
+	return 0
+}
+
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	path := upload.Child(d.path(), name)
+	key := d.fsys.fileKey(path)
+	if upload.ValidateKey(key) != nil {
+		return nil, syscall.ENOENT
+	}
+	// A file with local state (staged, dirty) is what the bucket will hold:
+	// it wins over what the bucket holds now.
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
+			fn.fillEntry(out)
+			return ch, 0
+		}
+	}
+	info, err := d.fsys.bucket.Head(ctx, key)
+	if err == nil {
+		return d.fileChild(ctx, name, info, out), 0
+	}
+	if !errors.Is(err, bucket.ErrNotFound) {
+		// A failed HEAD must never make an existing object look absent.
+		return nil, d.fsys.fail("lookup", key, err)
+	}
+	dirKey := d.fsys.dirKey(path)
+	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
+	if err != nil {
+		return nil, d.fsys.fail("lookup", dirKey, err)
+	}
+	if len(page.Objects) == 0 && len(page.Prefixes) == 0 {
+		return nil, syscall.ENOENT
+	}
+	mtime := time.Time{}
+	if len(page.Objects) > 0 && page.Objects[0].Key == dirKey {
+		mtime = page.Objects[0].LastModified
+	}
+	return d.dirChild(ctx, name, d.fsys.defaultMeta(syscall.S_IFDIR, mtime), out), 0
+}
+
+// fileChild returns the inode for an object, reusing the existing one.
+func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.ObjectInfo, out *fuse.EntryOut) *gofs.Inode {
+	md := upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFREG, info.LastModified))
+	if md.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		md.Mode = syscall.S_IFREG | md.Mode&0o7777
+	}
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok {
+			fn.refresh(info.Size, md)
+			fn.fillEntry(out)
+			return ch
+		}
+	}
+	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md}
+	fn.fillEntry(out)
+	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+}
+
+// dirChild returns the inode for a directory, reusing the existing one.
+func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata, out *fuse.EntryOut) *gofs.Inode {
+	if ch := d.GetChild(name); ch != nil {
+		if dn, ok := ch.Operations().(*dirNode); ok {
+			dn.mu.Lock()
+			fillAttr(&out.Attr, dn.meta, 0)
+			dn.mu.Unlock()
+			return ch
+		}
+	}
+	dn := &dirNode{fsys: d.fsys, meta: md}
+	fillAttr(&out.Attr, md, 0)
+	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR})
+}
+
+func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	prefix := d.fsys.dirKey(d.path())
+	modes := map[string]uint32{}
+	var names []string
+	add := func(name string, mode uint32) {
+		if name == "" || strings.Contains(name, "/") {
+			return
+		}
+		if _, ok := modes[name]; !ok {
+			names = append(names, name)
+		}
+		if _, ok := modes[name]; !ok || mode == syscall.S_IFDIR {
+			modes[name] = mode
+		}
+	}
+	token := ""
+	for {
+		page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
+		if err != nil {
+			return nil, d.fsys.fail("readdir", prefix, err)
+		}
+		for _, o := range page.Objects {
+			add(strings.TrimPrefix(o.Key, prefix), syscall.S_IFREG)
+		}
+		for _, p := range page.Prefixes {
+			add(strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/"), syscall.S_IFDIR)
+		}
+		if token = page.NextToken; token == "" {
+			break
+		}
+	}
+	// Files being written are listed before their first upload.
+	for name, ch := range d.Children() {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
+			add(name, syscall.S_IFREG)
+		}
+	}
+	entries := make([]fuse.DirEntry, 0, len(names))
+	for _, name := range names {
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: modes[name]})
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	key := d.fsys.fileKey(upload.Child(d.path(), name))
+	if errno := d.fsys.checkNewName("create", key); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	if d.fsys.cfg.ForbidOverwrite {
+		_, err := d.fsys.bucket.Head(ctx, key)
+		if err == nil {
+			return nil, nil, 0, syscall.EEXIST
+		}
+		if !errors.Is(err, bucket.ErrNotFound) {
+			return nil, nil, 0, d.fsys.fail("create", key, err)
+		}
+	}
+	st, err := d.fsys.cfg.Cache.NewStaging()
+	if err != nil {
+		return nil, nil, 0, d.fsys.fail("create", key, err)
+	}
+	// Create sends nothing: the first flush uploads, even an empty file.
+	fn := &fileNode{fsys: d.fsys, meta: d.fsys.callerMeta(ctx, syscall.S_IFREG, mode), staging: st, dirty: true, emptyPending: true, handles: 1}
+	fn.fillEntry(out)
+	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	return ch, &fileHandle{node: fn, append: flags&syscall.O_APPEND != 0}, 0, 0
+}
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	key := d.fsys.dirKey(upload.Child(d.path(), name))
+	if errno := d.fsys.checkNewName("mkdir", key); errno != 0 {
+		return nil, errno
+	}
+	md := d.fsys.callerMeta(ctx, syscall.S_IFDIR, mode)
+	if err := d.fsys.cfg.Uploader.PutDirMarker(ctx, key, md); err != nil {
+		return nil, d.fsys.fail("mkdir", key, err)
+	}
+	dn := &dirNode{fsys: d.fsys, meta: md}
+	fillAttr(&out.Attr, md, 0)
+	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR}), 0
+}
+
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	key := d.fsys.fileKey(upload.Child(d.path(), name))
+	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
+		return d.fsys.fail("unlink", key, err)
+	}
+	if ch := d.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok {
+			fn.forget()
+		}
+	}
+	return 0
+}
+
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	key := d.fsys.dirKey(upload.Child(d.path(), name))
+	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: key, MaxKeys: 2})
+	if err != nil {
+		return d.fsys.fail("rmdir", key, err)
+	}
+	for _, o := range page.Objects {
+		if o.Key != key {
+			return syscall.ENOTEMPTY
+		}
+	}
+	if len(page.Prefixes) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	if ch := d.GetChild(name); ch != nil {
+		for _, grandchild := range ch.Children() {
+			if fn, ok := grandchild.Operations().(*fileNode); ok && fn.isLocal() {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
+		return d.fsys.fail("rmdir", key, err)
+	}
+	return 0
+}
+
+// Link: OSS has no hard links.
+func (d *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.ENOTSUP
+}
+
+// applySetattr copies the mode, owner and times of a setattr into md.
+func applySetattr(md *upload.Metadata, in *fuse.SetAttrIn, now time.Time) (changed bool) {
+	if m, ok := in.GetMode(); ok {
+		md.Mode = md.Mode&syscall.S_IFMT | m&0o7777
+		changed = true
+	}
+	if uid, ok := in.GetUID(); ok {
+		md.UID = uid
+		changed = true
+	}
+	if gid, ok := in.GetGID(); ok {
+		md.GID = gid
+		changed = true
+	}
+	if t, ok := in.GetMTime(); ok {
+		md.Mtime = t
+		changed = true
+	}
+	if t, ok := in.GetATime(); ok {
+		md.Atime = t
+	}
+	if changed {
+		md.Ctime = now
+	}
+	return changed
+}

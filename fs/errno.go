@@ -1,0 +1,56 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/upload"
+)
+
+// errnoTable is the only mapping from errors to errnos (DESIGN §3). The
+// first sentinel an error wraps decides; anything unknown is EIO.
+var errnoTable = []struct {
+	err   error
+	errno syscall.Errno
+}{
+	{upload.ErrInvalidName, syscall.EINVAL},
+	{upload.ErrNameTooLong, syscall.ENAMETOOLONG},
+	{bucket.ErrNotFound, syscall.ENOENT},
+	{bucket.ErrAccessDenied, syscall.EACCES},
+	{bucket.ErrExists, syscall.EEXIST},
+	{bucket.ErrInvalidName, syscall.EINVAL},
+	{bucket.ErrNoSuchBucket, syscall.EIO},
+	{bucket.ErrTransient, syscall.EIO},
+	{bucket.ErrIntegrity, syscall.EIO},
+	{context.Canceled, syscall.EINTR},
+}
+
+// errnoOf maps err to an errno. A syscall.Errno (a local disk error such as
+// ENOSPC) passes through.
+func errnoOf(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	for _, e := range errnoTable {
+		if errors.Is(err, e.err) {
+			return e.errno
+		}
+	}
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return en
+	}
+	return syscall.EIO
+}
+
+// fail maps err to an errno and logs every failure but ENOENT with the
+// operation, the key and the request id.
+func (f *FS) fail(op, key string, err error) syscall.Errno {
+	errno := errnoOf(err)
+	if errno != syscall.ENOENT && errno != 0 {
+		f.log.Warn(op+" failed", "key", key, "errno", errno.Error(), "request_id", bucket.RequestID(err), "err", err)
+	}
+	return errno
+}

@@ -1,0 +1,340 @@
+package fs
+
+import (
+	"context"
+	"io"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ossmount/ossmount/cache"
+	"github.com/ossmount/ossmount/upload"
+)
+
+// fileNode is a regular file: an object, and while it is open for writing,
+// a staging file shared by all its handles.
+type fileNode struct {
+	gofs.Inode
+	fsys *FS
+
+	// freeze is held shared by writers and exclusively by whatever must see
+	// the staged content stand still: an upload, filling staging.
+	freeze sync.RWMutex
+
+	mu      sync.Mutex
+	meta    upload.Metadata // GUARDED_BY(mu)
+	size    int64           // GUARDED_BY(mu)
+	staging *cache.Staging  // GUARDED_BY(mu); nil when not staged
+	// dirty: staging holds content the bucket does not have yet.
+	// INVARIANT: dirty implies staging != nil.
+	dirty bool // GUARDED_BY(mu)
+	// emptyPending: dirty only because the file was created or opened with
+	// O_TRUNC, and nothing written since. Flush leaves such a file to
+	// Release: a shell redirection closes a dup of the descriptor before
+	// anything is written, and that close must not upload an empty object
+	// that the real content replaces a moment later.
+	emptyPending bool // GUARDED_BY(mu)
+	handles  int  // GUARDED_BY(mu); open file handles
+	unlinked bool // GUARDED_BY(mu); removed: never upload again
+}
+
+var (
+	_ = (gofs.NodeOpener)((*fileNode)(nil))
+	_ = (gofs.NodeGetattrer)((*fileNode)(nil))
+	_ = (gofs.NodeSetattrer)((*fileNode)(nil))
+	_ = (gofs.NodeReader)((*fileNode)(nil))
+	_ = (gofs.NodeWriter)((*fileNode)(nil))
+	_ = (gofs.NodeFlusher)((*fileNode)(nil))
+	_ = (gofs.NodeFsyncer)((*fileNode)(nil))
+	_ = (gofs.NodeReleaser)((*fileNode)(nil))
+)
+
+func (n *fileNode) key() string { return n.fsys.fileKey(pathOf(&n.Inode)) }
+
+// isLocal reports whether the node has content the bucket may not have.
+func (n *fileNode) isLocal() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.unlinked && (n.dirty || n.staging != nil)
+}
+
+// refresh takes the bucket's view of a file that has no local state.
+func (n *fileNode) refresh(size int64, md upload.Metadata) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.staging == nil {
+		n.size, n.meta = size, md
+	}
+}
+
+func (n *fileNode) fillEntry(out *fuse.EntryOut) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	fillAttr(&out.Attr, n.meta, n.size)
+}
+
+func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	fillAttr(&out.Attr, n.meta, n.size)
+	return 0
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.mu.Lock()
+	n.handles++
+	n.mu.Unlock()
+	truncate := flags&syscall.O_TRUNC != 0
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || truncate {
+		if err := n.stage(ctx, truncate, -1); err != nil {
+			n.mu.Lock()
+			n.handles--
+			n.mu.Unlock()
+			return nil, 0, n.fsys.fail("open", n.key(), err)
+		}
+	}
+	return &fileHandle{node: n, append: flags&syscall.O_APPEND != 0}, 0, 0
+}
+
+// stage makes sure the file has a staging file. Without one yet, the
+// object's content is copied in first (ranged GETs) unless truncate is set.
+// With newSize >= 0 the staged content is then cut or extended to it.
+func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) error {
+	n.freeze.Lock()
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	st, size := n.staging, n.size
+	n.mu.Unlock()
+	if st == nil {
+		var err error
+		if st, err = n.fsys.cfg.Cache.NewStaging(); err != nil {
+			return err
+		}
+		if !truncate && size > 0 && (newSize < 0 || newSize > 0) {
+			if err := n.download(ctx, st, size); err != nil {
+				st.Close()
+				return err
+			}
+		}
+		n.mu.Lock()
+		n.staging = st
+		n.mu.Unlock()
+	}
+	if truncate {
+		newSize = 0
+	}
+	if newSize < 0 {
+		return nil
+	}
+	if err := st.Truncate(newSize); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.size, n.dirty, n.emptyPending = newSize, true, truncate
+	n.meta.Mtime = n.fsys.now()
+	n.meta.Ctime = n.meta.Mtime
+	n.mu.Unlock()
+	return nil
+}
+
+// downloadChunk is the size of one ranged GET when copying an object into
+// staging.
+const downloadChunk = 8 << 20
+
+// download copies the object into st.
+func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64) error {
+	key := n.key()
+	for off := int64(0); off < size; off += downloadChunk {
+		length := min(downloadChunk, size-off)
+		r, err := n.fsys.bucket.Get(ctx, key, off, length)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.NewOffsetWriter(st, off), io.LimitReader(r, length))
+		r.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.mu.Lock()
+	st, size := n.staging, n.size
+	n.mu.Unlock()
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	length := min(int64(len(dest)), size-off)
+	if st != nil {
+		got, err := st.ReadAt(dest[:length], off)
+		if err != nil && err != io.EOF {
+			return nil, n.fsys.fail("read", n.key(), err)
+		}
+		return fuse.ReadResultData(dest[:got]), 0
+	}
+	key := n.key()
+	r, err := n.fsys.bucket.Get(ctx, key, off, length)
+	if err != nil {
+		return nil, n.fsys.fail("read", key, err)
+	}
+	defer r.Close()
+	got, err := io.ReadFull(r, dest[:length])
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return nil, n.fsys.fail("read", key, err)
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	h, _ := fh.(*fileHandle)
+	n.freeze.RLock()
+	defer n.freeze.RUnlock()
+	n.mu.Lock()
+	st := n.staging
+	if st == nil {
+		n.mu.Unlock()
+		return 0, syscall.EBADF
+	}
+	appending := h != nil && h.append
+	if appending {
+		// Hold mu across the write so concurrent appenders cannot pick the
+		// same offset.
+		off = n.size
+	} else {
+		n.mu.Unlock()
+	}
+	written, err := st.WriteAt(data, off)
+	if !appending {
+		n.mu.Lock()
+	}
+	if end := off + int64(written); end > n.size {
+		n.size = end
+	}
+	if written > 0 {
+		n.dirty, n.emptyPending = true, false
+		n.meta.Mtime = n.fsys.now()
+		n.meta.Ctime = n.meta.Mtime
+	}
+	n.mu.Unlock()
+	if err != nil {
+		return uint32(written), n.fsys.fail("write", n.key(), err)
+	}
+	return uint32(written), 0
+}
+
+// Flush runs at every close of every descriptor: upload if dirty and return
+// the upload's error, so close reports it. An empty new file is left to
+// Release (see emptyPending).
+func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	n.mu.Lock()
+	deferred := n.emptyPending
+	n.mu.Unlock()
+	if deferred {
+		return 0
+	}
+	if err := n.upload(ctx); err != nil {
+		return n.fsys.fail("flush", n.key(), err)
+	}
+	return 0
+}
+
+// Fsync: 0 means the object is durable in the bucket.
+func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	if err := n.upload(ctx); err != nil {
+		return n.fsys.fail("fsync", n.key(), err)
+	}
+	return 0
+}
+
+// Release lets the handle go. Content still dirty (written through mmap and
+// never flushed, or a failed upload) is uploaded once more; if that fails
+// too, the staged data is kept for the next open and close.
+func (n *fileNode) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	n.mu.Lock()
+	n.handles--
+	last, dirty := n.handles == 0, n.dirty
+	n.mu.Unlock()
+	if last && dirty {
+		if err := n.upload(context.Background()); err != nil {
+			n.fsys.log.Error("upload at release failed; the staged data is kept until the next close", "key", n.key(), "err", err)
+		}
+	}
+	n.dropStagingIfIdle()
+	return 0
+}
+
+// dropStagingIfIdle frees the staging file when no handle uses it and the
+// bucket has its content.
+func (n *fileNode) dropStagingIfIdle() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.handles == 0 && (!n.dirty || n.unlinked) && n.staging != nil {
+		n.staging.Close()
+		n.staging = nil
+		n.dirty = false
+	}
+}
+
+// upload puts the staged content if it is dirty, as one consistent
+// snapshot: writers wait until it is done.
+func (n *fileNode) upload(ctx context.Context) error {
+	n.freeze.Lock()
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	if !n.dirty || n.unlinked {
+		n.mu.Unlock()
+		return nil
+	}
+	st, size, md := n.staging, n.size, n.meta
+	n.dirty, n.emptyPending = false, false
+	n.mu.Unlock()
+
+	err := n.fsys.cfg.Uploader.Put(ctx, n.key(), st, size, md)
+	if err != nil {
+		n.mu.Lock()
+		n.dirty = true
+		n.mu.Unlock()
+	}
+	return err
+}
+
+// forget is called when the file is unlinked: drop pending work.
+func (n *fileNode) forget() {
+	n.mu.Lock()
+	n.unlinked = true
+	n.mu.Unlock()
+	n.dropStagingIfIdle()
+}
+
+func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		if err := n.stage(ctx, false, int64(size)); err != nil {
+			return n.fsys.fail("truncate", n.key(), err)
+		}
+	}
+	n.mu.Lock()
+	changed := applySetattr(&n.meta, in, n.fsys.now())
+	md, dirty, handles := n.meta, n.dirty, n.handles
+	n.mu.Unlock()
+
+	switch {
+	case dirty && handles == 0:
+		// truncate(2) on a path: no close will follow, so upload now.
+		if err := n.upload(ctx); err != nil {
+			return n.fsys.fail("truncate", n.key(), err)
+		}
+		n.dropStagingIfIdle()
+	case changed && !dirty:
+		// The object is in the bucket: replace its metadata in place.
+		key := n.key()
+		attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
+		if err := n.fsys.bucket.Copy(ctx, key, key, &attrs); err != nil {
+			return n.fsys.fail("setattr", key, err)
+		}
+	}
+	return n.Getattr(ctx, fh, out)
+}

@@ -1,0 +1,118 @@
+// Package fs is the go-fuse node tree of ossmount: FUSE operations only,
+// delegating staging to cache/ and uploads to upload/. errno.go is the only
+// place errors become errnos.
+//
+// Object keys are derived from an inode's place in the tree (Inode.Path), so
+// a rename in the tree renames every key below it with no bookkeeping.
+//
+// Lock order: fileNode.freeze, then fileNode.mu; dirNode.mu alone. No mu is
+// held across network I/O; freeze is, on purpose: an upload holds it
+// exclusively so that it reads a consistent snapshot while writers of that
+// one file wait.
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
+	"github.com/ossmount/ossmount/upload"
+)
+
+// Config holds the dependencies and settings of a mounted file system.
+type Config struct {
+	Bucket   bucket.Bucket
+	Uploader *upload.Uploader
+	Cache    *cache.Dir
+	Log      *slog.Logger
+	Now      func() time.Time // nil: time.Now
+
+	Prefix          string // normalized key prefix ("" or ending in "/")
+	UID, GID        uint32 // owner of objects without metadata
+	Umask           uint32 // applied to the default modes 0666/0777
+	ForbidOverwrite bool
+}
+
+// FS is the state shared by every node of one mount.
+type FS struct {
+	cfg    Config
+	bucket bucket.Bucket
+	log    *slog.Logger
+	now    func() time.Time
+	root   *dirNode
+}
+
+// New returns the file system; Root is its root node.
+func New(cfg Config) *FS {
+	f := &FS{cfg: cfg, bucket: cfg.Bucket, log: cfg.Log, now: cfg.Now}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, time.Time{})}
+	return f
+}
+
+// Root is the node to mount.
+func (f *FS) Root() gofs.InodeEmbedder { return f.root }
+
+// defaultMeta is the metadata of an object that carries none.
+func (f *FS) defaultMeta(typ uint32, mtime time.Time) upload.Metadata {
+	perm := uint32(0o666)
+	if typ == syscall.S_IFDIR {
+		perm = 0o777
+	}
+	return upload.Metadata{Mode: typ | perm&^f.cfg.Umask, UID: f.cfg.UID, GID: f.cfg.GID, Mtime: mtime}
+}
+
+// callerMeta is the metadata of a new node created by the caller of ctx.
+func (f *FS) callerMeta(ctx context.Context, typ, mode uint32) upload.Metadata {
+	md := upload.Metadata{Mode: typ | mode&0o7777, UID: f.cfg.UID, GID: f.cfg.GID, Mtime: f.now()}
+	if caller, ok := fuse.FromContext(ctx); ok {
+		md.UID, md.GID = caller.Uid, caller.Gid
+	}
+	md.Ctime = md.Mtime
+	return md
+}
+
+// pathOf is the node's path below the mountpoint ("" for the root).
+func pathOf(in *gofs.Inode) string { return in.Path(nil) }
+
+// fileKey and dirKey are the object keys of a path.
+func (f *FS) fileKey(path string) string { return upload.Key(f.cfg.Prefix, path) }
+func (f *FS) dirKey(path string) string  { return upload.DirKey(f.cfg.Prefix, path) }
+
+// checkNewName applies the name rules to a new entry and logs a refusal.
+func (f *FS) checkNewName(op, key string) syscall.Errno {
+	if err := upload.ValidateKey(key); err != nil {
+		f.log.Warn(fmt.Sprintf("%s %q: refusing a name that breaks OSS rules", op, key), "err", err)
+		return errnoOf(err)
+	}
+	return 0
+}
+
+// fillAttr writes md and size into a FUSE attribute.
+func fillAttr(out *fuse.Attr, md upload.Metadata, size int64) {
+	out.Mode = md.Mode
+	out.Size = uint64(size)
+	out.Blocks = (uint64(size) + 511) / 512
+	out.Blksize = 1 << 20
+	out.Nlink = 1
+	out.Uid, out.Gid = md.UID, md.GID
+	mtime := md.Mtime
+	ctime := md.Ctime
+	if ctime.IsZero() {
+		ctime = mtime
+	}
+	atime := md.Atime
+	if atime.IsZero() {
+		atime = mtime
+	}
+	out.SetTimes(&atime, &mtime, &ctime)
+}

@@ -1,0 +1,279 @@
+// Package integration mounts ossmount through the kernel (/dev/fuse) against
+// an in-process osslocal server, drives it with real programs and raw
+// system calls, and checks the objects in the server byte for byte.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/integration/osslocal"
+)
+
+const (
+	testBucket = "test-bucket"
+	testKeyID  = "test-key-id"
+	testSecret = "test-key-secret"
+)
+
+// ossmountBin is the binary under test, built once by TestMain.
+var ossmountBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration tests mount through /dev/fuse and must run as root")
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "ossmount-bin-")
+	if err != nil {
+		panic(err)
+	}
+	ossmountBin = filepath.Join(dir, "ossmount")
+	out, err := exec.Command("go", "build", "-o", ossmountBin, "../cmd/ossmount").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building ossmount: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is an osslocal instance on a loopback port.
+type server struct {
+	*osslocal.Server
+	store *store.Store
+	url   string
+}
+
+func startServer(t *testing.T) *server {
+	t.Helper()
+	st, err := store.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateBucket(testBucket); err != nil {
+		t.Fatal(err)
+	}
+	s := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{testKeyID: testSecret}})
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	return &server{Server: s, store: st, url: hs.URL}
+}
+
+// object returns the content of key in the test bucket.
+func (s *server) object(t *testing.T, key string) []byte {
+	t.Helper()
+	_, r, err := s.store.Open(testBucket, key, 0, -1)
+	if err != nil {
+		t.Fatalf("object %q: %v", key, err)
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func (s *server) exists(key string) bool {
+	_, err := s.store.Head(testBucket, key)
+	return err == nil
+}
+
+// keys lists every key in the test bucket.
+func (s *server) keys(t *testing.T) []string {
+	t.Helper()
+	var keys []string
+	after := ""
+	for {
+		res, err := s.store.List(testBucket, store.ListRequest{StartAfter: after, MaxKeys: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range res.Objects {
+			keys = append(keys, o.Key)
+		}
+		if !res.Truncated {
+			return keys
+		}
+		after = res.Next
+	}
+}
+
+// mount is a running ossmount in the foreground.
+type mount struct {
+	dir      string
+	cacheDir string
+	srv      *server
+	cmd      *exec.Cmd
+	logs     *syncBuffer
+	stopped  bool
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// mountArgs returns the command line for srv with extra -o options.
+func mountArgs(srv *server, mnt, cacheDir string, extra ...string) []string {
+	opts := []string{"endpoint=" + srv.url, "path_style", "region=local", "cache_dir=" + cacheDir, "debug"}
+	return []string{testBucket, mnt, "-o", strings.Join(append(opts, extra...), ",")}
+}
+
+func credentialsEnv() []string {
+	return append(os.Environ(), "OSS_ACCESS_KEY_ID="+testKeyID, "OSS_ACCESS_KEY_SECRET="+testSecret)
+}
+
+// startMount mounts srv's bucket and waits until the mount is ready. The
+// mount is stopped with SIGTERM at the end of the test, which must make
+// ossmount exit 0 and leave no mount and no staging file behind.
+func startMount(t *testing.T, srv *server, extra ...string) *mount {
+	t.Helper()
+	m := &mount{dir: t.TempDir(), cacheDir: filepath.Join(t.TempDir(), "cache"), srv: srv, logs: &syncBuffer{}}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.cmd = exec.Command(ossmountBin, append([]string{"-f"}, mountArgs(srv, m.dir, m.cacheDir, extra...)...)...)
+	m.cmd.Env = append(credentialsEnv(), "OSSMOUNT_READY_FD=3")
+	m.cmd.ExtraFiles = []*os.File{w}
+	m.cmd.Stderr = m.logs
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	status, err := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	if strings.TrimSpace(status) != "ok" {
+		m.cmd.Wait()
+		t.Fatalf("mount failed: %q %v\nlogs:\n%s", status, err, m.logs)
+	}
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+// stop sends SIGTERM and checks the exit.
+func (m *mount) stop(t *testing.T) {
+	t.Helper()
+	if m.stopped {
+		return
+	}
+	m.stopped = true
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	err := m.cmd.Wait()
+	if err != nil {
+		t.Errorf("ossmount exited with %v\nlogs:\n%s", err, m.logs)
+	}
+	if isMounted(m.dir) {
+		t.Errorf("%s still mounted after SIGTERM", m.dir)
+		syscall.Unmount(m.dir, syscall.MNT_DETACH)
+	}
+	entries, _ := os.ReadDir(m.cacheDir)
+	for _, e := range entries {
+		t.Errorf("file left in the cache directory: %s", e.Name())
+	}
+	if t.Failed() {
+		t.Logf("ossmount logs:\n%s", m.logs)
+	}
+}
+
+func isMounted(dir string) bool {
+	data, _ := os.ReadFile("/proc/mounts")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *mount) path(rel string) string { return filepath.Join(m.dir, rel) }
+
+// run runs a command and fails the test if it fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sameObject fails unless key holds exactly want.
+func (s *server) sameObject(t *testing.T, key string, want []byte) {
+	t.Helper()
+	got := s.object(t, key)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("object %q: %d bytes, want %d (content differs)", key, len(got), len(want))
+	}
+}
+
+func errnoOf(err error) syscall.Errno {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return en
+	}
+	return 0
+}
+
+// deadline bounds a wait on a condition that another process makes true.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// faultPut500 makes every PutObject fail with 500 InternalError.
+var faultPut500 = osslocal.Fault{Op: "PutObject", Status: 500}

@@ -1,0 +1,231 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// DESIGN §2: files copied in become objects, byte for byte.
+func TestCopyFiles(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	src := t.TempDir()
+	for name, size := range map[string]int{"one-mib.bin": 1 << 20, "hundred-mib.bin": 100 << 20} {
+		data := randomBytes(t, size)
+		writeFile(t, filepath.Join(src, name), data)
+		run(t, "cp", filepath.Join(src, name), m.path(name))
+		srv.sameObject(t, name, data)
+	}
+	// Reading back through the mount returns the same bytes.
+	run(t, "cmp", filepath.Join(src, "one-mib.bin"), m.path("one-mib.bin"))
+}
+
+func TestCopyTree(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	src := filepath.Join(t.TempDir(), "tree")
+	want := map[string][]byte{}
+	for i := 0; i < 200; i++ {
+		rel := fmt.Sprintf("d%d/e%d/f%03d.txt", i%4, i%7, i)
+		data := randomBytes(t, 100+i*37)
+		writeFile(t, filepath.Join(src, rel), data)
+		want["tree/"+rel] = data
+	}
+	run(t, "cp", "-r", src, m.path(""))
+	for key, data := range want {
+		srv.sameObject(t, key, data)
+	}
+	files := 0
+	for _, k := range srv.keys(t) {
+		if !strings.HasSuffix(k, "/") {
+			files++
+		}
+	}
+	if files != 200 {
+		t.Fatalf("%d file objects, want 200", files)
+	}
+	if !srv.exists("tree/d0/e0/") {
+		t.Fatalf("no directory marker for tree/d0/e0/")
+	}
+	// The tree reads back the same through the mount.
+	run(t, "diff", "-r", src, m.path("tree"))
+}
+
+func TestShellRedirectDdTouchOverwrite(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+
+	// One close cycle is one upload: the shell closes a dup of the new
+	// descriptor before echo writes, and that must not upload.
+	run(t, "sh", "-c", "echo x > "+m.path("echo.txt"))
+	srv.sameObject(t, "echo.txt", []byte("x\n"))
+	if n := srv.Count("PutObject"); n != 1 {
+		t.Fatalf("echo > f made %d PutObject requests, want 1", n)
+	}
+
+	run(t, "dd", "if=/dev/urandom", "of="+m.path("dd.bin"), "bs=64k", "count=40", "status=none")
+	local, err := os.ReadFile(m.path("dd.bin"))
+	if err != nil || len(local) != 40*64<<10 {
+		t.Fatalf("read back dd.bin: %d bytes, %v", len(local), err)
+	}
+	srv.sameObject(t, "dd.bin", local)
+
+	// touch makes a zero-byte object; sync FILE is the program's way to
+	// wait until it is in the bucket (fsync).
+	run(t, "touch", m.path("empty"))
+	run(t, "sync", m.path("empty"))
+	srv.sameObject(t, "empty", nil)
+
+	// Overwrite replaces the object.
+	src := filepath.Join(t.TempDir(), "new")
+	newData := randomBytes(t, 3000)
+	writeFile(t, src, newData)
+	run(t, "cp", src, m.path("echo.txt"))
+	srv.sameObject(t, "echo.txt", newData)
+}
+
+// DESIGN §1: names that break OSS rules are refused before anything is
+// sent, with the errno of the table and a warn line quoting the name.
+func TestIllegalNames(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+
+	// A directory chain whose last file key is exactly 1,024 bytes.
+	dir := strings.Repeat("d", 200) + "/" + strings.Repeat("e", 200) + "/" + strings.Repeat("f", 200) + "/" + strings.Repeat("g", 200)
+	if err := os.MkdirAll(m.path(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	longName := strings.Repeat("x", 1024-len(dir)-1)
+	puts := srv.Count("PutObject")
+
+	for _, tc := range []struct {
+		name string
+		path string
+		want syscall.Errno
+	}{
+		{"not UTF-8", m.path("bad\xff\xfename"), syscall.EINVAL},
+		{"leading backslash at the root", m.path(`\lead`), syscall.EINVAL},
+		{"1,024-byte key", m.path(dir + "/" + longName), syscall.ENAMETOOLONG},
+	} {
+		fd, err := syscall.Open(tc.path, syscall.O_CREAT|syscall.O_WRONLY, 0o644)
+		if err == nil {
+			syscall.Close(fd)
+		}
+		if errnoOf(err) != tc.want {
+			t.Errorf("%s: open = %v, want %v", tc.name, err, tc.want)
+		}
+		if err := syscall.Mkdir(tc.path, 0o755); errnoOf(err) != tc.want {
+			t.Errorf("%s: mkdir = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// A 1,023-byte key is fine.
+	okPath := m.path(dir + "/" + longName[1:])
+	if err := os.WriteFile(okPath, []byte("ok"), 0o644); err != nil {
+		t.Fatalf("1,023-byte key: %v", err)
+	}
+	if got := srv.Count("PutObject") - puts; got != 1 {
+		t.Fatalf("%d PutObject requests, want only the valid one", got)
+	}
+	for _, k := range srv.keys(t) {
+		if strings.Contains(k, "bad") || strings.Contains(k, "lead") {
+			t.Fatalf("object %q was created", k)
+		}
+	}
+	// The warn line quotes the key with %q (and the log format escapes
+	// that once more).
+	logs := m.logs.String()
+	for _, key := range []string{"bad\xff\xfename", `\lead`} {
+		want := strings.Trim(strconv.Quote(strconv.Quote(key)), `"`)
+		if !strings.Contains(logs, want) {
+			t.Errorf("no log line quoting %q", key)
+		}
+	}
+}
+
+// DESIGN §2, the dup/fork rule: closing a dup or a child's copy of a
+// descriptor must not upload unchanged data again.
+func TestDupAndForkUploadOnce(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+
+	f, err := os.Create(m.path("dup.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("written once"); err != nil {
+		t.Fatal(err)
+	}
+	dup, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Close(dup); err != nil {
+		t.Fatalf("close dup: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	srv.sameObject(t, "dup.txt", []byte("written once"))
+	if n := srv.Count("PutObject"); n != 1 {
+		t.Fatalf("%d PutObject requests, want 1", n)
+	}
+
+	// A child inherits the descriptor and exits (closing it) after the
+	// write; the parent closes last.
+	script := fmt.Sprintf("exec 3>%s; echo forked >&3; /bin/true; exec 3>&-", m.path("fork.txt"))
+	run(t, "bash", "-c", script)
+	srv.sameObject(t, "fork.txt", []byte("forked\n"))
+	if n := srv.Count("PutObject"); n != 2 {
+		t.Fatalf("%d PutObject requests after the fork case, want 2", n)
+	}
+}
+
+// DESIGN §3: an upload error is close's error, and the staged data is kept
+// so that a later close uploads it.
+func TestUploadFailureIsCloseError(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	srv.AddFault(faultPut500)
+
+	f, err := os.Create(m.path("fails.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("keep me"); err != nil {
+		t.Fatal(err)
+	}
+	err = f.Close()
+	if errnoOf(err) != syscall.EIO {
+		t.Fatalf("close = %v, want EIO", err)
+	}
+	if srv.exists("fails.txt") {
+		t.Fatal("object exists although every PutObject failed")
+	}
+	if !strings.Contains(m.logs.String(), `key=fails.txt`) {
+		t.Errorf("no log line names the key")
+	}
+	// cp reports the failure too.
+	out, err := exec.Command("cp", "/etc/hostname", m.path("cp-fails")).CombinedOutput()
+	if err == nil {
+		t.Fatalf("cp succeeded although the upload failed: %s", out)
+	}
+
+	srv.ClearFaults()
+	f, err = os.OpenFile(m.path("fails.txt"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(", and this"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close after recovery: %v", err)
+	}
+	srv.sameObject(t, "fails.txt", []byte("keep me, and this"))
+}

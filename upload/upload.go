@@ -1,0 +1,94 @@
+package upload
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"mime"
+	"path"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/ossmount/ossmount/bucket"
+)
+
+// DirContentType is the Content-Type of directory markers.
+const DirContentType = "application/x-directory"
+
+// Config holds the per-mount settings every upload carries.
+type Config struct {
+	StorageClass    string // x-oss-storage-class
+	ACL             string // x-oss-object-acl
+	ForbidOverwrite bool   // x-oss-forbid-overwrite: true
+}
+
+// Uploader puts staged bodies into a bucket with their headers.
+type Uploader struct {
+	bucket bucket.Bucket
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns an Uploader.
+func New(b bucket.Bucket, cfg Config, log *slog.Logger) *Uploader {
+	return &Uploader{bucket: b, cfg: cfg, log: log, now: time.Now}
+}
+
+// Attrs returns the object attributes an upload of key with md sets:
+// metadata, Content-Type from the extension, storage class and ACL.
+func (u *Uploader) Attrs(key string, md Metadata, contentType string) bucket.Attrs {
+	if contentType == "" {
+		contentType = ContentType(key)
+	}
+	return bucket.Attrs{ContentType: contentType, Meta: md.Encode(), StorageClass: u.cfg.StorageClass, ACL: u.cfg.ACL}
+}
+
+// ContentType guesses a Content-Type from the key's extension.
+func ContentType(key string) string {
+	if t := mime.TypeByExtension(path.Ext(key)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
+
+// Put uploads size bytes of body as key. The name rules are checked again
+// here so that nothing invalid is ever sent, whatever the caller did.
+func (u *Uploader) Put(ctx context.Context, key string, body io.ReaderAt, size int64, md Metadata) error {
+	return u.put(ctx, key, body, size, u.Attrs(key, md, ""))
+}
+
+// PutDirMarker uploads the zero-byte marker of a directory (key ends in "/").
+func (u *Uploader) PutDirMarker(ctx context.Context, key string, md Metadata) error {
+	return u.put(ctx, key, emptyReader{}, 0, u.Attrs(key, md, DirContentType))
+}
+
+func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size int64, attrs bucket.Attrs) error {
+	if err := ValidateKey(key); err != nil {
+		u.log.Warn("refusing to upload invalid name", "key", key, "err", err)
+		return err
+	}
+	attrs.ForbidOverwrite = u.cfg.ForbidOverwrite
+	start := u.now()
+	res, err := u.bucket.Put(ctx, bucket.PutRequest{Key: key, Body: body, Size: size, Attrs: attrs})
+	elapsed := u.now().Sub(start)
+	if err != nil {
+		u.log.Error("upload failed", "key", key, "size", humanize.IBytes(uint64(size)), "request_id", bucket.RequestID(err), "err", err)
+		return err
+	}
+	u.log.Debug("uploaded", "key", key, "size", humanize.IBytes(uint64(size)), "took", elapsed.Round(time.Millisecond).String(),
+		"rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)
+	return nil
+}
+
+// rate is a humanized throughput.
+func rate(size int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return humanize.IBytes(uint64(float64(size)/d.Seconds())) + "/s"
+}
+
+type emptyReader struct{}
+
+func (emptyReader) ReadAt([]byte, int64) (int, error) { return 0, io.EOF }
