@@ -36,8 +36,8 @@ type fileNode struct {
 	// anything is written, and that close must not upload an empty object
 	// that the real content replaces a moment later.
 	emptyPending bool // GUARDED_BY(mu)
-	handles  int  // GUARDED_BY(mu); open file handles
-	unlinked bool // GUARDED_BY(mu); removed: never upload again
+	handles      int  // GUARDED_BY(mu); open file handles
+	unlinked     bool // GUARDED_BY(mu); removed: never upload again
 }
 
 var (

@@ -5,6 +5,10 @@
 //	         [--latency D] [--fault op=PutObject,status=500,count=1]...
 //
 // Without --root everything is kept in memory.
+//
+//	osslocal ls --endpoint URL --bucket NAME [--access-key-id ID --access-key-secret S]
+//
+// lists a bucket's objects with their sizes.
 package main
 
 import (
@@ -27,6 +31,13 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "ls" {
+		if err := listObjects(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "osslocal ls:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	addr := flag.String("addr", "127.0.0.1:9000", "listen address")
 	root := flag.String("root", "", "directory to keep buckets in (empty: memory)")
 	keyID := flag.String("access-key-id", "", "access key id requests must be signed with")

@@ -15,6 +15,9 @@ import (
 // passes it to its child; tests pass it to a foreground mount.
 const readyFDEnv = "OSSMOUNT_READY_FD"
 
+// detachedEnv tells the child it has no terminal to log to.
+const detachedEnv = "OSSMOUNT_DETACHED"
+
 // detach re-runs ossmount in the foreground in a new session and waits
 // until the child reports; it returns the exit status for the parent.
 func detach(args []string) int {
@@ -31,7 +34,10 @@ func detach(args []string) int {
 	cmd := exec.Command(self, append([]string{"-f"}, args...)...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
-	cmd.Stderr = os.Stderr // logs, unless -o log_file
+	// The child keeps no descriptor of ours open, or whoever reads our
+	// output would wait for the mount to end. Errors before the mount is
+	// ready come back through the pipe; logs go to -o log_file or syslog.
+	cmd.Env = append(cmd.Env, detachedEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "ossmount:", err)
@@ -47,7 +53,7 @@ func detach(args []string) int {
 		fmt.Fprintf(os.Stderr, "ossmount: the mount process ended before mounting (%v)\n", state)
 		return 2
 	}
-	// The child has printed the error itself; just wait for it.
+	fmt.Fprintf(os.Stderr, "ossmount: %s", msg)
 	cmd.Process.Wait()
 	return 2
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"log/syslog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -109,10 +110,15 @@ func run(args []string) int {
 		return 2
 	}
 	if !a.foreground {
+		for _, u := range a.unknown {
+			fmt.Fprintf(os.Stderr, "ossmount: ignoring option with no meaning here: %s\n", u)
+		}
 		return detach(args)
 	}
 	ready := openReadyPipe()
-	log, closeLog, err := newLogger(a.opts)
+	detached := os.Getenv(detachedEnv) != ""
+	os.Unsetenv(detachedEnv)
+	log, closeLog, err := newLogger(a.opts, detached)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ossmount:", err)
 		ready.report(err)
@@ -123,21 +129,32 @@ func run(args []string) int {
 		log.Warn("ignoring option with no meaning here", "option", u)
 	}
 	if err := serve(a, log, ready); err != nil {
-		fmt.Fprintln(os.Stderr, "ossmount:", err)
+		if !detached {
+			fmt.Fprintln(os.Stderr, "ossmount:", err)
+		}
+		log.Error("mount failed", "err", err)
 		ready.report(err)
 		return 2
 	}
 	return 0
 }
 
-func newLogger(o options) (*slog.Logger, func(), error) {
+// newLogger logs to -o log_file, else to stderr, or to syslog when
+// detached (nowhere if there is no syslog).
+func newLogger(o options, detached bool) (*slog.Logger, func(), error) {
 	level := slog.LevelInfo
 	if o.Debug {
 		level = slog.LevelDebug
 	}
 	var w io.Writer = os.Stderr
 	closeFn := func() {}
-	if o.LogFile != "" {
+	switch {
+	case o.LogFile == "" && detached:
+		w = io.Discard
+		if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "ossmount"); err == nil {
+			w, closeFn = sl, func() { sl.Close() }
+		}
+	case o.LogFile != "":
 		f, err := os.OpenFile(o.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, nil, fmt.Errorf("log file: %w", err)

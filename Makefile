@@ -1,0 +1,38 @@
+# ossmount — see README.md.
+GO ?= go
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: build run test deps vet bench clean
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# The main job on the embedded default: local server + mount + demo copy.
+run: build
+	bash integration/run-demo.sh
+
+# Every test: unit tests over the fake bucket, the bucket conformance suite
+# against osslocal, and the integration tests through /dev/fuse.
+test: deps vet
+	$(GO) test -count=1 -timeout 9m ./...
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# fuse3 (fusermount3) and rsync for the tests; installed when missing and root.
+deps:
+	@missing=""; \
+	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	command -v cmp >/dev/null || missing="$$missing diffutils"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else echo "missing:$$missing (install them, or run as root)"; exit 1; fi; \
+	fi
+	@test -e /dev/fuse || { echo "/dev/fuse is missing"; exit 1; }
+
+clean:
+	rm -rf bin mnt

@@ -1,0 +1,112 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// runOssmount runs ossmount in its default, detaching mode and returns its
+// exit status and output.
+func runOssmount(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(ossmountBin, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// The mount command refuses what cannot work with exit status 2 and one
+// readable line, before anything is mounted.
+func TestMountErrors(t *testing.T) {
+	srv := startServer(t)
+	mnt := t.TempDir()
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	wrongKey := append(os.Environ(), "OSS_ACCESS_KEY_ID="+testKeyID, "OSS_ACCESS_KEY_SECRET=wrong-secret")
+
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"bad bucket name", credentialsEnv(), mountArgs(srv, mnt, cacheDir)[1:], "lowercase letters, digits and hyphens"},
+		{"wrong credentials", wrongKey, mountArgs(srv, mnt, cacheDir), "denied"},
+		{"missing bucket", credentialsEnv(), append([]string{"no-such-bucket"}, mountArgs(srv, mnt, cacheDir)[1:]...), "does not exist"},
+		{"unreachable endpoint", credentialsEnv(), []string{testBucket, mnt, "-o", "endpoint=http://127.0.0.1:1,path_style,region=local,cache_dir=" + cacheDir}, "cannot reach"},
+		{"bad prefix", credentialsEnv(), append([]string{testBucket + `:\bad`}, mountArgs(srv, mnt, cacheDir)[1:]...), "invalid prefix"},
+		{"unknown flag", credentialsEnv(), append([]string{"--nope"}, mountArgs(srv, mnt, cacheDir)...), "unknown flag"},
+	} {
+		args := tc.args
+		if tc.name == "bad bucket name" {
+			args = append([]string{"Bad_Bucket"}, tc.args...)
+		}
+		code, out := runOssmount(t, tc.env, args...)
+		if code != 2 || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: exit %d, output %q; want exit 2 and %q", tc.name, code, out, tc.want)
+		}
+		if strings.Contains(out, "wrong-secret") {
+			t.Errorf("%s: output shows the secret", tc.name)
+		}
+		if isMounted(mnt) {
+			t.Fatalf("%s: mounted anyway", tc.name)
+		}
+	}
+}
+
+// Without -f, ossmount returns 0 once the mount is ready and keeps serving
+// in the background until unmounted.
+func TestDetachedMount(t *testing.T) {
+	srv := startServer(t)
+	mnt := t.TempDir()
+	code, out := runOssmount(t, credentialsEnv(), mountArgs(srv, mnt, filepath.Join(t.TempDir(), "cache"), "log_file="+filepath.Join(t.TempDir(), "log"))...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if !isMounted(mnt) {
+		t.Fatal("not mounted after a successful exit")
+	}
+	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(mnt, "detached.txt"), []byte("works"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "detached.txt", []byte("works"))
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatalf("umount: %v", err)
+	}
+}
+
+// A credentials file others can read is refused, as ossfs does.
+func TestPasswdFilePermissions(t *testing.T) {
+	srv := startServer(t)
+	mnt := t.TempDir()
+	passwd := filepath.Join(t.TempDir(), "passwd")
+	writeFile(t, passwd, []byte(testBucket+":"+testKeyID+":"+testSecret+"\n"))
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	args := mountArgs(srv, mnt, filepath.Join(t.TempDir(), "cache"), "passwd_file="+passwd)
+
+	os.Chmod(passwd, 0o644)
+	code, out := runOssmount(t, env, args...)
+	if code != 2 || !strings.Contains(out, "chmod 600") {
+		t.Fatalf("mode 0644: exit %d, %q", code, out)
+	}
+	if strings.Contains(out, testSecret) {
+		t.Fatal("output shows the secret")
+	}
+	os.Chmod(passwd, 0o600)
+	if code, out = runOssmount(t, env, args...); code != 0 {
+		t.Fatalf("mode 0600: exit %d, %q", code, out)
+	}
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatalf("umount: %v", err)
+	}
+}
