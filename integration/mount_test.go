@@ -110,3 +110,44 @@ func TestPasswdFilePermissions(t *testing.T) {
 		t.Fatalf("umount: %v", err)
 	}
 }
+
+// SIGTERM while a program still has a file open: the mount is detached,
+// the program's close still uploads, then ossmount exits 0.
+func TestSigtermWithOpenFile(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	f, err := os.Create(m.path("open-at-sigterm.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("before the signal, "); err != nil {
+		t.Fatal(err)
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	waitUntil(t, "the lazy unmount", func() bool { return strings.Contains(m.logs.String(), "detaching") })
+	if _, err := f.WriteString("after it"); err != nil {
+		t.Fatalf("write after SIGTERM: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close after SIGTERM: %v", err)
+	}
+	srv.sameObject(t, "open-at-sigterm.txt", []byte("before the signal, after it"))
+	m.stop(t)
+}
+
+// -o storage_class and -o acl ride along with every upload.
+func TestStorageClassAndACL(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "storage_class=IA", "acl=private")
+	writeFile(t, m.path("classy.txt"), []byte("x"))
+	o, err := srv.store.Head(testBucket, "classy.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.StorageClass != "IA" || o.ACL != "private" || o.ContentType != "text/plain; charset=utf-8" {
+		t.Fatalf("object attributes %+v", o.Attrs)
+	}
+	if o.Meta["mode"] != "33188" || o.Meta["uid"] != "0" || o.Meta["mtime"] == "" {
+		t.Fatalf("metadata %v", o.Meta)
+	}
+}

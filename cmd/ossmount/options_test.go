@@ -1,0 +1,74 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseOptions(t *testing.T) {
+	o := defaultOptions()
+	unknown, err := parseOptions(&o, "url=http://h:1,path_style,cache_dir=/c,storage_class=IA,default_acl=private,uid=5,gid=6,umask=027,stat_ttl=1.5,multipart_size=16,parallel_count=4,allow_other,ro,nodev,mystery=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Endpoint != "http://h:1" || !o.PathStyle || o.CacheDir != "/c" || o.StorageClass != "IA" || o.ACL != "private" ||
+		o.UID != 5 || o.GID != 6 || o.Umask != 0o027 || o.StatTTL != 1500*time.Millisecond || o.PartSize != 16<<20 ||
+		o.Parallel != 4 || !o.AllowOther || !o.ReadOnly {
+		t.Fatalf("parsed %+v", o)
+	}
+	if strings.Join(unknown, ",") != "mystery=1" {
+		t.Fatalf("unknown = %v", unknown)
+	}
+	if _, err := parseOptions(&o, "part_size=16MiB"); err != nil || o.PartSize != 16<<20 {
+		t.Fatalf("part_size: %v %d", err, o.PartSize)
+	}
+	for _, bad := range []string{"uid=x", "endpoint", "stat_ttl=soon", "part_size=lots"} {
+		if _, err := parseOptions(&o, bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	a, err := parseArgs([]string{"my-bucket:/a/b/", "/mnt", "-o", "endpoint=http://x", "-f"})
+	if err != nil || a.bucket != "my-bucket" || a.prefix != "a/b/" || a.mountpoint != "/mnt" || !a.foreground {
+		t.Fatalf("%+v %v", a, err)
+	}
+	if a, err := parseArgs([]string{"b-1", "/m", "-oregion=cn-beijing"}); err != nil || a.opts.Endpoint != "oss-cn-beijing.aliyuncs.com" {
+		t.Fatalf("region endpoint: %+v %v", a.opts, err)
+	}
+	for _, bad := range [][]string{{"Bad", "/m", "-o", "endpoint=x"}, {"ok-bucket", "/m"}, {"ok-bucket"}, {"ok-bucket:\\p", "/m", "-o", "endpoint=x"}} {
+		if _, err := parseArgs(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestPasswdFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "passwd")
+	os.WriteFile(p, []byte("# comment\nid0:secret0\nother:id1:secret1\nmine:id2:secret2\n"), 0o600)
+	c, err := readPasswdFile(p, "mine", false)
+	if err != nil || c.AccessKeyID != "id2" || c.AccessKeySecret != "secret2" {
+		t.Fatalf("%v %v", c, err)
+	}
+	if c, err = readPasswdFile(p, "unlisted", false); err != nil || c.AccessKeyID != "id0" {
+		t.Fatalf("fallback: %v %v", c, err)
+	}
+	if strings.Contains(c.String(), "secret0") {
+		t.Fatalf("String shows the secret: %s", c)
+	}
+	for mode, ok := range map[os.FileMode]bool{0o600: true, 0o400: true, 0o640: false, 0o604: false, 0o700: false} {
+		os.Chmod(p, mode)
+		if _, err := readPasswdFile(p, "mine", false); (err == nil) != ok {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
+	os.Chmod(p, 0o640)
+	if _, err := readPasswdFile(p, "mine", true); err != nil {
+		t.Errorf("system-wide file with group read: %v", err)
+	}
+}
