@@ -19,6 +19,7 @@ import (
 // other keys share.
 type dirNode struct {
 	gofs.Inode
+	noXattrs
 	fsys *FS
 
 	mu   sync.Mutex
@@ -36,6 +37,8 @@ var (
 	_ = (gofs.NodeRmdirer)((*dirNode)(nil))
 	_ = (gofs.NodeLinker)((*dirNode)(nil))
 	_ = (gofs.NodeStatfser)((*dirNode)(nil))
+	_ = (gofs.NodeSymlinker)((*dirNode)(nil))
+	_ = (gofs.NodeRenamer)((*dirNode)(nil))
 )
 
 func (d *dirNode) path() string { return pathOf(&d.Inode) }
@@ -48,12 +51,23 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 	return 0
 }
 
-// Setattr keeps directory attributes in memory only for now.
+// Setattr keeps a directory's mode, owner and times in its marker, which
+// it writes anew (creating it for a directory that had none).
 func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	applySetattr(&d.meta, in, d.fsys.now())
+	md := d.meta
+	changed := applySetattr(&md, in, d.fsys.now())
+	d.mu.Unlock()
+	if changed && d.path() != "" {
+		key := d.fsys.dirKey(d.path())
+		if err := d.fsys.cfg.Uploader.PutDirMarker(ctx, key, md); err != nil {
+			return d.fsys.fail("setattr", key, err)
+		}
+	}
+	d.mu.Lock()
+	d.meta = md
 	fillAttr(&out.Attr, d.meta, 0)
+	d.mu.Unlock()
 	return 0
 }
 
@@ -90,7 +104,24 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		// A failed HEAD must never make an existing object look absent.
 		return nil, d.fsys.fail("lookup", key, err)
 	}
-	dirKey := d.fsys.dirKey(path)
+	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out)
+}
+
+// lookupDir finds a directory: its marker (with metadata), or else any key
+// below it.
+func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if upload.ValidateKey(dirKey) != nil {
+		return nil, syscall.ENOENT // its marker could not exist
+	}
+	info, err := d.fsys.bucket.Head(ctx, dirKey)
+	if err == nil {
+		md := upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFDIR, info.LastModified))
+		md.Mode = syscall.S_IFDIR | md.Mode&0o7777
+		return d.dirChild(ctx, name, md, out), 0
+	}
+	if !errors.Is(err, bucket.ErrNotFound) {
+		return nil, d.fsys.fail("lookup", dirKey, err)
+	}
 	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
 	if err != nil {
 		return nil, d.fsys.fail("lookup", dirKey, err)
@@ -98,19 +129,16 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if len(page.Objects) == 0 && len(page.Prefixes) == 0 {
 		return nil, syscall.ENOENT
 	}
-	mtime := time.Time{}
-	if len(page.Objects) > 0 && page.Objects[0].Key == dirKey {
-		mtime = page.Objects[0].LastModified
-	}
-	return d.dirChild(ctx, name, d.fsys.defaultMeta(syscall.S_IFDIR, mtime), out), 0
+	return d.dirChild(ctx, name, d.fsys.defaultMeta(syscall.S_IFDIR, time.Time{}), out), 0
 }
 
 // fileChild returns the inode for an object, reusing the existing one.
 func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.ObjectInfo, out *fuse.EntryOut) *gofs.Inode {
 	md := upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFREG, info.LastModified))
-	if md.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		md.Mode = syscall.S_IFREG | md.Mode&0o7777
+	if md.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+		return d.symlinkChild(ctx, name, md, info.Size, out)
 	}
+	md.Mode = syscall.S_IFREG | md.Mode&0o7777
 	if ch := d.GetChild(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
 			fn.refresh(info.Size, md)
@@ -136,6 +164,21 @@ func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata,
 	dn := &dirNode{fsys: d.fsys, meta: md}
 	fillAttr(&out.Attr, md, 0)
 	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR})
+}
+
+// symlinkChild returns the inode for a symlink object, reusing the existing
+// one.
+func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metadata, size int64, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(&out.Attr, md, size)
+	if ch := d.GetChild(name); ch != nil {
+		if sn, ok := ch.Operations().(*symlinkNode); ok {
+			sn.mu.Lock()
+			sn.meta, sn.size = md, size
+			sn.mu.Unlock()
+			return ch
+		}
+	}
+	return d.NewInode(ctx, &symlinkNode{fsys: d.fsys, meta: md, size: size}, gofs.StableAttr{Mode: syscall.S_IFLNK})
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -235,26 +278,10 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if errno := d.checkEmpty(ctx, name); errno != 0 {
+		return errno
+	}
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
-	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: key, MaxKeys: 2})
-	if err != nil {
-		return d.fsys.fail("rmdir", key, err)
-	}
-	for _, o := range page.Objects {
-		if o.Key != key {
-			return syscall.ENOTEMPTY
-		}
-	}
-	if len(page.Prefixes) > 0 {
-		return syscall.ENOTEMPTY
-	}
-	if ch := d.GetChild(name); ch != nil {
-		for _, grandchild := range ch.Children() {
-			if fn, ok := grandchild.Operations().(*fileNode); ok && fn.isLocal() {
-				return syscall.ENOTEMPTY
-			}
-		}
-	}
 	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
 		return d.fsys.fail("rmdir", key, err)
 	}

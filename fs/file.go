@@ -17,6 +17,7 @@ import (
 // a staging file shared by all its handles.
 type fileNode struct {
 	gofs.Inode
+	noXattrs
 	fsys *FS
 
 	// freeze is held shared by writers and exclusively by whatever must see
@@ -36,8 +37,12 @@ type fileNode struct {
 	// anything is written, and that close must not upload an empty object
 	// that the real content replaces a moment later.
 	emptyPending bool // GUARDED_BY(mu)
-	handles      int  // GUARDED_BY(mu); open file handles
-	unlinked     bool // GUARDED_BY(mu); removed: never upload again
+	// metaPending: meta changed on a clean file and is not in the bucket
+	// yet; it is held for a moment (FS.holdMeta) to ride along with a
+	// rename's copy or an upload.
+	metaPending bool // GUARDED_BY(mu)
+	handles     int  // GUARDED_BY(mu); open file handles
+	unlinked    bool // GUARDED_BY(mu); removed: never upload again
 }
 
 var (
@@ -48,7 +53,6 @@ var (
 	_ = (gofs.NodeWriter)((*fileNode)(nil))
 	_ = (gofs.NodeFlusher)((*fileNode)(nil))
 	_ = (gofs.NodeFsyncer)((*fileNode)(nil))
-	_ = (gofs.NodeReleaser)((*fileNode)(nil))
 )
 
 func (n *fileNode) key() string { return n.fsys.fileKey(pathOf(&n.Inode)) }
@@ -177,13 +181,12 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 		return fuse.ReadResultData(dest[:got]), 0
 	}
 	key := n.key()
-	r, err := n.fsys.bucket.Get(ctx, key, off, length)
-	if err != nil {
-		return nil, n.fsys.fail("read", key, err)
+	h, ok := fh.(*fileHandle)
+	if !ok {
+		return nil, syscall.EBADF
 	}
-	defer r.Close()
-	got, err := io.ReadFull(r, dest[:length])
-	if err != nil && err != io.ErrUnexpectedEOF {
+	got, err := h.readRemote(key, dest[:length], off, size)
+	if err != nil {
 		return nil, n.fsys.fail("read", key, err)
 	}
 	return fuse.ReadResultData(dest[:got]), 0
@@ -244,16 +247,20 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 
 // Fsync: 0 means the object is durable in the bucket.
 func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
-	if err := n.upload(ctx); err != nil {
+	err := n.upload(ctx)
+	if err == nil {
+		err = n.applyHeldMeta(ctx)
+	}
+	if err != nil {
 		return n.fsys.fail("fsync", n.key(), err)
 	}
 	return 0
 }
 
-// Release lets the handle go. Content still dirty (written through mmap and
+// release lets a handle go (fileHandle.Release). Content still dirty (written through mmap and
 // never flushed, or a failed upload) is uploaded once more; if that fails
 // too, the staged data is kept for the next open and close.
-func (n *fileNode) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+func (n *fileNode) release() syscall.Errno {
 	n.mu.Lock()
 	n.handles--
 	last, dirty := n.handles == 0, n.dirty
@@ -290,7 +297,7 @@ func (n *fileNode) upload(ctx context.Context) error {
 		return nil
 	}
 	st, size, md := n.staging, n.size, n.meta
-	n.dirty, n.emptyPending = false, false
+	n.dirty, n.emptyPending, n.metaPending = false, false, false
 	n.mu.Unlock()
 
 	err := n.fsys.cfg.Uploader.Put(ctx, n.key(), st, size, md)
@@ -300,6 +307,60 @@ func (n *fileNode) upload(ctx context.Context) error {
 		n.mu.Unlock()
 	}
 	return err
+}
+
+// moveTo renames the file's object from oldKey to newKey: a dirty file is
+// uploaded straight to newKey, a clean one copied with its current
+// metadata (held changes included). The old object is then deleted.
+func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
+	n.freeze.Lock()
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	st, size, md, dirty := n.staging, n.size, n.meta, n.dirty
+	n.mu.Unlock()
+	if dirty {
+		if err := n.fsys.cfg.Uploader.Put(ctx, newKey, st, size, md); err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.dirty, n.emptyPending, n.metaPending = false, false, false
+		n.mu.Unlock()
+		return n.fsys.bucket.Delete(ctx, oldKey)
+	}
+	// Replace the metadata in the copy: it carries held changes, and the
+	// Content-Type follows the new name.
+	attrs := n.fsys.cfg.Uploader.Attrs(newKey, md, "")
+	if err := n.fsys.moveObject(ctx, oldKey, newKey, &attrs); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.metaPending = false
+	n.mu.Unlock()
+	return nil
+}
+
+// applyHeldMeta sends held metadata changes of a clean file: a copy of the
+// object onto itself with the new metadata.
+func (n *fileNode) applyHeldMeta(ctx context.Context) error {
+	n.freeze.Lock()
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	pending := n.metaPending && !n.dirty && !n.unlinked
+	md := n.meta
+	n.metaPending = false
+	n.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	key := n.key()
+	attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
+	if err := n.fsys.bucket.Copy(ctx, key, key, &attrs); err != nil {
+		n.mu.Lock()
+		n.metaPending = true
+		n.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // forget is called when the file is unlinked: drop pending work.
@@ -318,7 +379,7 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 	}
 	n.mu.Lock()
 	changed := applySetattr(&n.meta, in, n.fsys.now())
-	md, dirty, handles := n.meta, n.dirty, n.handles
+	dirty, handles := n.dirty, n.handles
 	n.mu.Unlock()
 
 	switch {
@@ -329,11 +390,15 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 		}
 		n.dropStagingIfIdle()
 	case changed && !dirty:
-		// The object is in the bucket: replace its metadata in place.
-		key := n.key()
-		attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
-		if err := n.fsys.bucket.Copy(ctx, key, key, &attrs); err != nil {
-			return n.fsys.fail("setattr", key, err)
+		// The object is in the bucket: its metadata is replaced with a copy
+		// onto itself, held for a moment so that the changes tools make in
+		// a row (utimens, chmod, chown, then rename) cost one copy.
+		n.mu.Lock()
+		already := n.metaPending
+		n.metaPending = true
+		n.mu.Unlock()
+		if !already {
+			n.fsys.holdMeta(n)
 		}
 	}
 	return n.Getattr(ctx, fh, out)

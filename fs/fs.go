@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,12 @@ type Config struct {
 	UID, GID        uint32 // owner of objects without metadata
 	Umask           uint32 // applied to the default modes 0666/0777
 	ForbidOverwrite bool
+	// DirRenameLimit is the most objects a directory rename moves (EXDEV
+	// above it).
+	DirRenameLimit int
+	// MetaHold is how long a metadata change on an uploaded file waits for
+	// a rename or upload to carry it; 0: one second.
+	MetaHold time.Duration
 }
 
 // FS is the state shared by every node of one mount.
@@ -47,6 +54,9 @@ type FS struct {
 	log    *slog.Logger
 	now    func() time.Time
 	root   *dirNode
+
+	heldMu sync.Mutex
+	held   map[*fileNode]bool // GUARDED_BY(heldMu); files with metaPending
 }
 
 // New returns the file system; Root is its root node.
@@ -55,12 +65,51 @@ func New(cfg Config) *FS {
 	if f.now == nil {
 		f.now = time.Now
 	}
+	if f.cfg.MetaHold <= 0 {
+		f.cfg.MetaHold = time.Second
+	}
+	if f.cfg.DirRenameLimit <= 0 {
+		f.cfg.DirRenameLimit = 1000
+	}
+	f.held = map[*fileNode]bool{}
 	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, time.Time{})}
 	return f
 }
 
 // Root is the node to mount.
 func (f *FS) Root() gofs.InodeEmbedder { return f.root }
+
+// holdMeta schedules n's held metadata to be sent after MetaHold, unless a
+// rename, an upload or an fsync carries it first.
+func (f *FS) holdMeta(n *fileNode) {
+	f.heldMu.Lock()
+	f.held[n] = true
+	f.heldMu.Unlock()
+	time.AfterFunc(f.cfg.MetaHold, func() { f.applyHeld(context.Background(), n) })
+}
+
+func (f *FS) applyHeld(ctx context.Context, n *fileNode) {
+	f.heldMu.Lock()
+	delete(f.held, n)
+	f.heldMu.Unlock()
+	if err := n.applyHeldMeta(ctx); err != nil {
+		f.log.Error("metadata change not saved", "key", n.key(), "request_id", bucket.RequestID(err), "err", err)
+	}
+}
+
+// Shutdown sends what is still held. Call it after the file system is
+// unmounted.
+func (f *FS) Shutdown(ctx context.Context) {
+	f.heldMu.Lock()
+	nodes := make([]*fileNode, 0, len(f.held))
+	for n := range f.held {
+		nodes = append(nodes, n)
+	}
+	f.heldMu.Unlock()
+	for _, n := range nodes {
+		f.applyHeld(ctx, n)
+	}
+}
 
 // defaultMeta is the metadata of an object that carries none.
 func (f *FS) defaultMeta(typ uint32, mtime time.Time) upload.Metadata {

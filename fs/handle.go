@@ -1,12 +1,96 @@
 package fs
 
-import gofs "github.com/hanwen/go-fuse/v2/fs"
+import (
+	"context"
+	"io"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+)
 
 // fileHandle is one open file description. The node does the work; the
-// handle remembers how it was opened.
+// handle remembers how it was opened and keeps the read-ahead stream of an
+// unstaged file.
 type fileHandle struct {
 	node   *fileNode
 	append bool // O_APPEND: every write goes to the end
+
+	mu        sync.Mutex
+	stream    io.ReadCloser // GUARDED_BY(mu); open GET body, nil if none
+	streamOff int64         // GUARDED_BY(mu); offset stream yields next
+	streamEnd int64         // GUARDED_BY(mu); end of the requested range
+	window    int64         // GUARDED_BY(mu); size of the next range
 }
 
-var _ gofs.FileHandle = (*fileHandle)(nil)
+var (
+	_ gofs.FileHandle   = (*fileHandle)(nil)
+	_ gofs.FileReleaser = (*fileHandle)(nil)
+)
+
+// Read-ahead: sequential reads are served from one ranged GET whose range
+// doubles each time it is used up, from minWindow to maxWindow; a jump
+// starts over. A small jump forward skips ahead in the stream, since the
+// kernel's concurrent reads can arrive slightly out of order.
+const (
+	minWindow = 1 << 20
+	maxWindow = 64 << 20
+	maxSkip   = 1 << 20
+)
+
+// readRemote fills dest from the object at off (size is the object's size).
+func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	end := off + int64(len(dest))
+	if h.stream == nil || off < h.streamOff || off > h.streamOff+maxSkip || end > h.streamEnd {
+		sequential := h.stream != nil && off == h.streamEnd
+		h.closeStream()
+		if sequential {
+			h.window = min(h.window*2, maxWindow)
+		} else {
+			h.window = minWindow
+		}
+		length := min(max(h.window, int64(len(dest))), size-off)
+		// The stream outlives this request, so it must not be tied to
+		// the request's context.
+		r, err := h.node.fsys.bucket.Get(context.Background(), key, off, length)
+		if err != nil {
+			return 0, err
+		}
+		h.stream, h.streamOff, h.streamEnd = r, off, off+length
+	}
+	if skip := off - h.streamOff; skip > 0 {
+		if _, err := io.CopyN(io.Discard, h.stream, skip); err != nil {
+			h.closeStream()
+			return 0, err
+		}
+		h.streamOff = off
+	}
+	n, err := io.ReadFull(h.stream, dest)
+	h.streamOff += int64(n)
+	if err != nil {
+		h.closeStream()
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			return n, nil
+		}
+		return n, err
+	}
+	return n, nil
+}
+
+// closeStream drops the read-ahead stream. LOCKS_REQUIRED(h.mu)
+func (h *fileHandle) closeStream() {
+	if h.stream != nil {
+		h.stream.Close()
+		h.stream = nil
+	}
+}
+
+// Release closes the handle's stream, then lets the node release.
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	h.closeStream()
+	h.mu.Unlock()
+	return h.node.release()
+}

@@ -205,6 +205,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		GID:             gid,
 		Umask:           o.Umask,
 		ForbidOverwrite: o.ForbidOverwrite,
+		DirRenameLimit:  o.DirRenameLimit,
 	})
 	ttl := o.StatTTL
 	mountOpts := &gofs.Options{
@@ -239,6 +240,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	}()
 	server.Wait()
 	signal.Stop(sigs)
+	fsys.Shutdown(context.Background())
 	log.Info("unmounted", "mountpoint", a.mountpoint)
 	return nil
 }

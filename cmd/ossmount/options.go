@@ -28,10 +28,11 @@ type options struct {
 	PartSize        int64
 	Parallel        int
 	LogFile         string
+	DirRenameLimit  int
 }
 
 func defaultOptions() options {
-	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second}
+	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000}
 }
 
 // parseOptions applies a comma-separated "-o" list to o. Unknown options
@@ -106,6 +107,8 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			o.PartSize = n << 20
 		case "parallel", "parallel_count":
 			o.Parallel, err = strconv.Atoi(value)
+		case "dir_rename_limit":
+			o.DirRenameLimit, err = strconv.Atoi(value)
 		case "log_file":
 			err = need()
 			o.LogFile = value

@@ -1,0 +1,239 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/upload"
+)
+
+// renameFlags from renameat2(2); go-fuse passes them through.
+const (
+	renameNoReplace = 0x1
+	renameExchange  = 0x2
+)
+
+// Rename moves a file with a server-side copy and a delete (a dirty file is
+// uploaded straight to its new name), and a directory by moving every key
+// below it, up to Config.DirRenameLimit objects (EXDEV above, so that mv
+// falls back to copying). go-fuse moves the inode in the tree once this
+// returns 0, which renames the keys of everything below with it.
+func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if flags&renameExchange != 0 {
+		return syscall.EINVAL
+	}
+	dst, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	src := d.GetChild(name)
+	if src == nil {
+		return syscall.ENOENT
+	}
+	oldPath := upload.Child(d.path(), name)
+	newPath := upload.Child(dst.path(), newName)
+	target := dst.GetChild(newName)
+	if flags&renameNoReplace != 0 {
+		if target != nil {
+			return syscall.EEXIST
+		}
+		if exists, err := dst.exists(ctx, newName); err != nil {
+			return d.fsys.fail("rename", d.fsys.fileKey(newPath), err)
+		} else if exists {
+			return syscall.EEXIST
+		}
+	}
+
+	switch n := src.Operations().(type) {
+	case *dirNode:
+		if target != nil {
+			if _, isDir := target.Operations().(*dirNode); !isDir {
+				return syscall.ENOTDIR
+			}
+			if errno := dst.checkEmpty(ctx, newName); errno != 0 {
+				return errno
+			}
+		}
+		return d.fsys.renameDir(ctx, src, oldPath, newPath)
+	case *fileNode:
+		if target != nil {
+			if _, isDir := target.Operations().(*dirNode); isDir {
+				return syscall.EISDIR
+			}
+		}
+		newKey := d.fsys.fileKey(newPath)
+		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
+			return errno
+		}
+		if err := n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey); err != nil {
+			return d.fsys.fail("rename", newKey, err)
+		}
+	case *symlinkNode:
+		newKey := d.fsys.fileKey(newPath)
+		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
+			return errno
+		}
+		if err := d.fsys.moveObject(ctx, d.fsys.fileKey(oldPath), newKey, nil); err != nil {
+			return d.fsys.fail("rename", newKey, err)
+		}
+	default:
+		return syscall.EINVAL
+	}
+	// The replaced file's pending work must not recreate it.
+	if target != nil {
+		if fn, ok := target.Operations().(*fileNode); ok {
+			fn.forget()
+		}
+	}
+	return 0
+}
+
+// exists reports whether name is an object or a directory in the bucket.
+func (d *dirNode) exists(ctx context.Context, name string) (bool, error) {
+	path := upload.Child(d.path(), name)
+	for _, key := range []string{d.fsys.fileKey(path), d.fsys.dirKey(path)} {
+		if upload.ValidateKey(key) != nil {
+			continue
+		}
+		_, err := d.fsys.bucket.Head(ctx, key)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, bucket.ErrNotFound) {
+			return false, err
+		}
+	}
+	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: d.fsys.dirKey(path), MaxKeys: 1})
+	return err == nil && len(page.Objects)+len(page.Prefixes) > 0, err
+}
+
+// checkEmpty returns ENOTEMPTY if anything but its marker lies below the
+// directory name, in the bucket or staged locally.
+func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
+	key := d.fsys.dirKey(upload.Child(d.path(), name))
+	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: key, MaxKeys: 2})
+	if err != nil {
+		return d.fsys.fail("rmdir", key, err)
+	}
+	for _, o := range page.Objects {
+		if o.Key != key {
+			return syscall.ENOTEMPTY
+		}
+	}
+	if len(page.Prefixes) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	if ch := d.GetChild(name); ch != nil {
+		for _, grandchild := range ch.Children() {
+			if fn, ok := grandchild.Operations().(*fileNode); ok && fn.isLocal() {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+	return 0
+}
+
+// moveObject copies src to dst (replacing its metadata when attrs is set)
+// and deletes src.
+func (f *FS) moveObject(ctx context.Context, src, dst string, attrs *bucket.Attrs) error {
+	if err := f.bucket.Copy(ctx, src, dst, attrs); err != nil {
+		return err
+	}
+	return f.bucket.Delete(ctx, src)
+}
+
+// renameDir moves every key below oldPath to newPath.
+func (f *FS) renameDir(ctx context.Context, dir *gofs.Inode, oldPath, newPath string) syscall.Errno {
+	oldPrefix, newPrefix := f.dirKey(oldPath), f.dirKey(newPath)
+	if errno := f.checkNewName("rename", newPrefix); errno != 0 {
+		return errno
+	}
+	// Staged content below goes to the bucket first, so one listing sees
+	// everything that has to move.
+	if err := uploadBelow(ctx, dir); err != nil {
+		return f.fail("rename", oldPrefix, err)
+	}
+	var keys []string
+	token := ""
+	for {
+		page, err := f.bucket.List(ctx, bucket.ListRequest{Prefix: oldPrefix, ContinuationToken: token, MaxKeys: 1000})
+		if err != nil {
+			return f.fail("rename", oldPrefix, err)
+		}
+		for _, o := range page.Objects {
+			keys = append(keys, o.Key)
+		}
+		if len(keys) > f.cfg.DirRenameLimit {
+			f.log.Warn("directory rename over the object limit; mv falls back to copying", "key", oldPrefix, "limit", f.cfg.DirRenameLimit)
+			return syscall.EXDEV
+		}
+		if token = page.NextToken; token == "" {
+			break
+		}
+	}
+	for _, k := range keys {
+		if errno := f.checkNewName("rename", newPrefix+strings.TrimPrefix(k, oldPrefix)); errno != 0 {
+			return errno
+		}
+	}
+	if err := parallel(ctx, keys, func(k string) error {
+		return f.bucket.Copy(ctx, k, newPrefix+strings.TrimPrefix(k, oldPrefix), nil)
+	}); err != nil {
+		return f.fail("rename", oldPrefix, err)
+	}
+	if err := parallel(ctx, keys, func(k string) error { return f.bucket.Delete(ctx, k) }); err != nil {
+		return f.fail("rename", oldPrefix, err)
+	}
+	return 0
+}
+
+// uploadBelow uploads every dirty file below dir.
+func uploadBelow(ctx context.Context, dir *gofs.Inode) error {
+	for _, ch := range dir.Children() {
+		switch n := ch.Operations().(type) {
+		case *fileNode:
+			if err := n.upload(ctx); err != nil {
+				return err
+			}
+		case *dirNode:
+			if err := uploadBelow(ctx, ch); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// parallel runs fn for every key with a few requests in flight and returns
+// the first error.
+func parallel(ctx context.Context, keys []string, fn func(string) error) error {
+	const inFlight = 8
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, inFlight)
+	for _, k := range keys {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := fn(k); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}

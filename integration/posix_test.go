@@ -1,0 +1,346 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ossmount/ossmount/bucket/store"
+)
+
+// goNet is the tree the rsync test copies: about 415 files.
+const goNet = "/usr/local/go/src/net"
+
+// requests returns the request counts since before, as "Op=N" sorted.
+func requestsSince(before, after map[string]int) string {
+	var parts []string
+	total := 0
+	for op, n := range after {
+		if d := n - before[op]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", op, d))
+			total += d
+		}
+	}
+	sort.Strings(parts)
+	return fmt.Sprintf("%d requests (%s)", total, strings.Join(parts, " "))
+}
+
+// DESIGN §4, §5: rsync -a lands every file with its mode and mtime in
+// metadata, and a second run (also after a remount) has nothing to do.
+func TestRsyncTree(t *testing.T) {
+	src := goNet
+	if _, err := os.Stat(src); err != nil {
+		t.Fatalf("test tree: %v", err)
+	}
+	srv := startServer(t)
+	m := startMount(t, srv)
+
+	before := srv.Counts()
+	start := time.Now()
+	run(t, "rsync", "-a", src+"/", m.path("net")+"/")
+	t.Logf("rsync -a first run: %v, %s", time.Since(start).Round(time.Millisecond), requestsSince(before, srv.Counts()))
+
+	files := 0
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
+		}
+		files++
+		rel, _ := filepath.Rel(src, p)
+		key := "net/" + rel
+		want, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		srv.sameObject(t, key, want)
+		o, _ := srv.store.Head(testBucket, key)
+		st := fi.Sys().(*syscall.Stat_t)
+		if o.Meta["mode"] != strconv.FormatUint(uint64(st.Mode), 10) {
+			t.Errorf("%s: mode %s, want %d", key, o.Meta["mode"], st.Mode)
+		}
+		if sec, _, _ := strings.Cut(o.Meta["mtime"], "."); sec != strconv.FormatInt(fi.ModTime().Unix(), 10) {
+			t.Errorf("%s: mtime %s, want %d", key, o.Meta["mtime"], fi.ModTime().Unix())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d files", files)
+
+	before = srv.Counts()
+	start = time.Now()
+	if out := run(t, "rsync", "-ai", src+"/", m.path("net")+"/"); out != "" {
+		t.Fatalf("second rsync -ai changed things:\n%s", out)
+	}
+	t.Logf("rsync -ai second run: %v, %s", time.Since(start).Round(time.Millisecond), requestsSince(before, srv.Counts()))
+
+	m.stop(t)
+	m = startMount(t, srv)
+	if out := run(t, "rsync", "-ai", src+"/", m.path("net")+"/"); out != "" {
+		t.Fatalf("rsync -ai after remount changed things:\n%s", out)
+	}
+	// Cold cache: every file reads back the same.
+	run(t, "diff", "-r", src, m.path("net"))
+}
+
+func TestTarRoundTrip(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	tree := filepath.Join(t.TempDir(), "tree")
+	for i := 0; i < 30; i++ {
+		writeFile(t, filepath.Join(tree, fmt.Sprintf("d%d/f%d.dat", i%3, i)), randomBytes(t, 500*i))
+	}
+	os.Chmod(filepath.Join(tree, "d0/f0.dat"), 0o600)
+	os.Symlink("d1/f1.dat", filepath.Join(tree, "link"))
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	os.Chtimes(filepath.Join(tree, "d2/f2.dat"), old, old)
+	orig := filepath.Join(t.TempDir(), "orig.tar")
+	run(t, "tar", "-cf", orig, "-C", tree, ".")
+
+	os.Mkdir(m.path("x"), 0o755)
+	run(t, "tar", "-xf", orig, "-C", m.path("x"))
+	again := filepath.Join(t.TempDir(), "again.tar")
+	run(t, "tar", "-cf", again, "-C", m.path("x"), ".")
+	list := func(archive string) string {
+		lines := strings.Split(strings.TrimSpace(run(t, "tar", "-tvf", archive, "--full-time")), "\n")
+		sort.Strings(lines)
+		return strings.Join(lines, "\n")
+	}
+	if a, b := list(orig), list(again); a != b {
+		t.Fatalf("archives differ:\n%s\n---\n%s", a, b)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	os.Mkdir(out, 0o755)
+	run(t, "tar", "-xf", again, "-C", out)
+	run(t, "diff", "-r", tree, out)
+}
+
+func TestMoveCopyChmodTouch(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	writeFile(t, m.path("a.txt"), []byte("alpha"))
+	writeFile(t, m.path("b.txt"), []byte("beta"))
+
+	run(t, "mv", m.path("a.txt"), m.path("moved.txt"))
+	if srv.exists("a.txt") || string(srv.object(t, "moved.txt")) != "alpha" {
+		t.Fatalf("mv of a file: keys %v", srv.keys(t))
+	}
+	run(t, "mv", m.path("moved.txt"), m.path("b.txt"))
+	if keys := srv.keys(t); strings.Join(keys, ",") != "b.txt" || string(srv.object(t, "b.txt")) != "alpha" {
+		t.Fatalf("mv over a file: keys %v", keys)
+	}
+
+	for i := 0; i < 5; i++ {
+		writeFile(t, m.path(fmt.Sprintf("dir/sub/f%d", i)), []byte{byte(i)})
+	}
+	run(t, "mv", m.path("dir"), m.path("renamed"))
+	keys := strings.Join(srv.keys(t), ",")
+	if strings.Contains(keys, "dir/") || !strings.Contains(keys, "renamed/sub/f4") || !srv.exists("renamed/sub/") {
+		t.Fatalf("mv of a directory: keys %v", keys)
+	}
+	if data, err := os.ReadFile(m.path("renamed/sub/f3")); err != nil || !bytes.Equal(data, []byte{3}) {
+		t.Fatalf("read after directory rename: %v %v", data, err)
+	}
+
+	// cp -a keeps modes and times.
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "exec.sh"), []byte("#!/bin/sh\n"))
+	os.Chmod(filepath.Join(src, "exec.sh"), 0o751)
+	when := time.Date(2021, 6, 7, 8, 9, 10, 123456789, time.UTC)
+	os.Chtimes(filepath.Join(src, "exec.sh"), when, when)
+	run(t, "cp", "-a", src, m.path("copied"))
+	fi, err := os.Stat(m.path("copied/exec.sh"))
+	if err != nil || fi.Mode().Perm() != 0o751 || !fi.ModTime().Equal(when) {
+		t.Fatalf("cp -a: %v %v %v", fi.Mode(), fi.ModTime(), err)
+	}
+
+	run(t, "chmod", "600", m.path("b.txt"))
+	run(t, "touch", "-d", "2019-05-06 07:08:09", m.path("b.txt"))
+	run(t, "sync", m.path("b.txt")) // held metadata goes out at fsync
+	o, _ := srv.store.Head(testBucket, "b.txt")
+	wantMtime := time.Date(2019, 5, 6, 7, 8, 9, 0, time.Local).Unix()
+	if o.Meta["mode"] != strconv.Itoa(syscall.S_IFREG|0o600) || o.Meta["mtime"] != strconv.FormatInt(wantMtime, 10) {
+		t.Fatalf("chmod/touch -d metadata: %v", o.Meta)
+	}
+	// After a remount the attributes come back from the bucket.
+	m.stop(t)
+	m = startMount(t, srv)
+	fi, err = os.Stat(m.path("b.txt"))
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.ModTime().Unix() != wantMtime {
+		t.Fatalf("after remount: %v %v %v", fi.Mode(), fi.ModTime(), err)
+	}
+}
+
+func TestSedAndEditorSave(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	writeFile(t, m.path("conf/app.conf"), []byte("color=red\nsize=1\n"))
+	run(t, "sed", "-i", "s/red/blue/", m.path("conf/app.conf"))
+	srv.sameObject(t, "conf/app.conf", []byte("color=blue\nsize=1\n"))
+
+	// An editor's save: write a temporary file, fsync, rename over.
+	tmp := m.path("conf/.app.conf.swp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("color=green\n")
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync: %v", err)
+	}
+	if err := os.Rename(tmp, m.path("conf/app.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close after rename: %v", err)
+	}
+	if keys := strings.Join(srv.keys(t), ","); keys != "conf/,conf/app.conf" {
+		t.Fatalf("keys after editor save: %s", keys)
+	}
+	srv.sameObject(t, "conf/app.conf", []byte("color=green\n"))
+}
+
+// Random-access edits give the same bytes as on a local file.
+func TestRandomAccessEdits(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	initial := randomBytes(t, 3<<20+123)
+	local := filepath.Join(t.TempDir(), "local")
+	writeFile(t, local, initial)
+	writeFile(t, m.path("remote"), initial)
+
+	edit := func(path string) {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte("MIDDLE-OVERWRITE"), 1<<20+7)
+		f.Seek(0, 2)
+		f.Write([]byte("appended tail"))
+		if err := f.Close(); err != nil {
+			t.Fatalf("close %s: %v", path, err)
+		}
+		for _, s := range []string{" one", " two"} {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte(s))
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	edit(local)
+	edit(m.path("remote"))
+	want, _ := os.ReadFile(local)
+	srv.sameObject(t, "remote", want)
+
+	// truncate(1) to a smaller and a larger size.
+	run(t, "truncate", "-s", "1000", m.path("remote"))
+	srv.sameObject(t, "remote", want[:1000])
+	run(t, "truncate", "-s", "5000", m.path("remote"))
+	srv.sameObject(t, "remote", append(append([]byte{}, want[:1000]...), make([]byte, 4000)...))
+}
+
+func TestLargeDirectoryAndRmdir(t *testing.T) {
+	srv := startServer(t)
+	for i := 0; i < 5000; i++ {
+		if _, err := srv.store.Put(testBucket, fmt.Sprintf("big/f%05d", i), strings.NewReader("x"), store.Attrs{}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startMount(t, srv)
+	entries, err := os.ReadDir(m.path("big"))
+	if err != nil || len(entries) != 5000 {
+		t.Fatalf("listed %d entries, want 5000 (%v)", len(entries), err)
+	}
+	if err := syscall.Rmdir(m.path("big")); err != syscall.ENOTEMPTY {
+		t.Fatalf("rmdir of a non-empty directory: %v, want ENOTEMPTY", err)
+	}
+	os.Mkdir(m.path("empty"), 0o755)
+	if err := syscall.Rmdir(m.path("empty")); err != nil {
+		t.Fatalf("rmdir: %v", err)
+	}
+	if srv.exists("empty/") {
+		t.Fatal("marker left after rmdir")
+	}
+}
+
+func TestLinksAndRenameFlags(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "dir_rename_limit=3")
+	writeFile(t, m.path("target.txt"), []byte("pointed at"))
+	if err := os.Symlink("target.txt", m.path("link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(m.path("target.txt"), m.path("hard")); errnoOf(err) != syscall.ENOTSUP {
+		t.Fatalf("hard link: %v, want ENOTSUP", err)
+	}
+	writeFile(t, m.path("other.txt"), []byte("other"))
+	if err := unix.Renameat2(unix.AT_FDCWD, m.path("other.txt"), unix.AT_FDCWD, m.path("target.txt"), unix.RENAME_NOREPLACE); err != unix.EEXIST {
+		t.Fatalf("RENAME_NOREPLACE over a file: %v", err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, m.path("other.txt"), unix.AT_FDCWD, m.path("target.txt"), unix.RENAME_EXCHANGE); err != unix.EINVAL {
+		t.Fatalf("RENAME_EXCHANGE: %v", err)
+	}
+	for i := 0; i < 5; i++ {
+		writeFile(t, m.path(fmt.Sprintf("many/f%d", i)), []byte("x"))
+	}
+	if err := os.Rename(m.path("many"), m.path("many2")); errnoOf(err) != syscall.EXDEV {
+		t.Fatalf("rename over dir_rename_limit: %v, want EXDEV", err)
+	}
+	run(t, "mv", m.path("many"), m.path("many3")) // mv copies instead
+	if !srv.exists("many3/f4") || srv.exists("many/f4") {
+		t.Fatalf("mv fallback: %v", srv.keys(t))
+	}
+
+	m.stop(t)
+	m = startMount(t, srv)
+	if target, err := os.Readlink(m.path("link")); err != nil || target != "target.txt" {
+		t.Fatalf("readlink after remount: %q %v", target, err)
+	}
+	if data, err := os.ReadFile(m.path("link")); err != nil || string(data) != "pointed at" {
+		t.Fatalf("read through the link: %q %v", data, err)
+	}
+	if o, _ := srv.store.Head(testBucket, "link"); o.Meta["mode"] != strconv.Itoa(syscall.S_IFLNK|0o777) {
+		t.Fatalf("link mode %v", o.Meta)
+	}
+}
+
+// Implicit directories (keys with a shared prefix and no marker) and files
+// written by other clients show up.
+func TestObjectsFromOtherClients(t *testing.T) {
+	srv := startServer(t)
+	srv.store.Put(testBucket, "implicit/deeper/file.txt", strings.NewReader("from elsewhere"), store.Attrs{}, false)
+	m := startMount(t, srv, "uid=1234", "gid=99", "umask=027")
+	fi, err := os.Stat(m.path("implicit/deeper/file.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o640 || st.Uid != 1234 || st.Gid != 99 {
+		t.Fatalf("defaults for an object without metadata: %v uid %d gid %d", fi.Mode(), st.Uid, st.Gid)
+	}
+	if fi, err := os.Stat(m.path("implicit")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o750 {
+		t.Fatalf("implicit directory: %v %v", fi, err)
+	}
+	out := run(t, "cat", m.path("implicit/deeper/file.txt"))
+	if out != "from elsewhere" {
+		t.Fatalf("cat: %q", out)
+	}
+	if err := exec.Command("ls", "-R", m.path("")).Run(); err != nil {
+		t.Fatal(err)
+	}
+}
