@@ -81,7 +81,17 @@ type Bucket interface {
 	List(ctx context.Context, req ListRequest) (ListPage, error)
 	// Delete removes an object; a missing object is not an error.
 	Delete(ctx context.Context, key string) error
-	// Copy copies src to dst in the bucket. attrs nil keeps the source's
-	// metadata; otherwise it replaces it (x-oss-metadata-directive: REPLACE).
-	Copy(ctx context.Context, src, dst string, attrs *Attrs) error
+	// Copy copies an object within the bucket (CopyObject, or a multipart
+	// copy through the SDK's Copier for large objects).
+	Copy(ctx context.Context, req CopyRequest) error
+}
+
+// CopyRequest copies Src to Dst. Attrs nil keeps the source's metadata;
+// otherwise it replaces it (x-oss-metadata-directive: REPLACE).
+type CopyRequest struct {
+	Src, Dst string
+	// Size of Src if known, else -1: a known small size saves the HEAD the
+	// SDK's Copier makes to choose between a simple and a multipart copy.
+	Size  int64
+	Attrs *Attrs
 }

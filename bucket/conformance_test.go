@@ -177,20 +177,20 @@ func TestConformance(t *testing.T) {
 			t.Run("CopyKeepsOrReplacesMeta", func(t *testing.T) {
 				b := newBucket(t)
 				put(t, b, "src", []byte("data"), bucket.Attrs{ContentType: "text/plain", Meta: map[string]string{"mode": "33188"}})
-				if err := b.Copy(ctx, "src", "dst", nil); err != nil {
+				if err := b.Copy(ctx, bucket.CopyRequest{Src: "src", Dst: "dst", Size: -1}); err != nil {
 					t.Fatal(err)
 				}
 				if info, _ := b.Head(ctx, "dst"); info.Meta["mode"] != "33188" {
 					t.Fatalf("copy meta = %v", info.Meta)
 				}
-				if err := b.Copy(ctx, "src", "src", &bucket.Attrs{ContentType: "text/plain", Meta: map[string]string{"mode": "33261"}}); err != nil {
+				if err := b.Copy(ctx, bucket.CopyRequest{Src: "src", Dst: "src", Size: 4, Attrs: &bucket.Attrs{ContentType: "text/plain", Meta: map[string]string{"mode": "33261"}}}); err != nil {
 					t.Fatal(err)
 				}
 				info, _ := b.Head(ctx, "src")
 				if info.Meta["mode"] != "33261" || string(get(t, b, "src", 0, -1)) != "data" {
 					t.Fatalf("replace meta = %v", info.Meta)
 				}
-				if err := b.Copy(ctx, "missing", "x", nil); !errors.Is(err, bucket.ErrNotFound) {
+				if err := b.Copy(ctx, bucket.CopyRequest{Src: "missing", Dst: "x", Size: -1}); !errors.Is(err, bucket.ErrNotFound) {
 					t.Fatalf("copy missing: %v", err)
 				}
 			})

@@ -155,16 +155,16 @@ func (f *Fake) Delete(_ context.Context, key string) error {
 	return storeErr("DeleteObject", key, f.store.Delete(f.name, key))
 }
 
-func (f *Fake) Copy(_ context.Context, src, dst string, attrs *Attrs) error {
-	if err := f.begin("CopyObject", dst); err != nil {
+func (f *Fake) Copy(_ context.Context, c CopyRequest) error {
+	if err := f.begin("CopyObject", c.Dst); err != nil {
 		return err
 	}
 	var sa *store.Attrs
 	forbid := false
-	if attrs != nil {
-		a := storeAttrs(*attrs)
-		sa, forbid = &a, attrs.ForbidOverwrite
+	if c.Attrs != nil {
+		a := storeAttrs(*c.Attrs)
+		sa, forbid = &a, c.Attrs.ForbidOverwrite
 	}
-	_, err := f.store.Copy(f.name, src, f.name, dst, sa, forbid)
-	return storeErr("CopyObject", dst, err)
+	_, err := f.store.Copy(f.name, c.Src, f.name, c.Dst, sa, forbid)
+	return storeErr("CopyObject", c.Dst, err)
 }

@@ -193,17 +193,22 @@ func (b *OSS) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-func (b *OSS) Copy(ctx context.Context, src, dst string, attrs *Attrs) error {
-	req := &oss.CopyObjectRequest{Bucket: &b.name, Key: &dst, SourceBucket: &b.name, SourceKey: &src}
-	if attrs != nil {
+func (b *OSS) Copy(ctx context.Context, c CopyRequest) error {
+	req := &oss.CopyObjectRequest{Bucket: &b.name, Key: &c.Dst, SourceBucket: &b.name, SourceKey: &c.Src}
+	if c.Attrs != nil {
 		req.MetadataDirective = oss.Ptr("REPLACE")
-		req.Metadata = attrs.Meta
-		applyAttrs(*attrs, &req.ContentType, &req.StorageClass, &req.Acl, &req.ForbidOverwrite)
+		req.Metadata = c.Attrs.Meta
+		applyAttrs(*c.Attrs, &req.ContentType, &req.StorageClass, &req.Acl, &req.ForbidOverwrite)
 	}
-	// The Copier uses one CopyObject below its threshold and a multipart
-	// copy above it.
-	_, err := b.copier.Copy(ctx, req)
-	return convert("CopyObject", dst, err)
+	var err error
+	if c.Size >= 0 && c.Size < oss.DefaultCopyThreshold {
+		_, err = b.client.CopyObject(ctx, req)
+	} else {
+		// The Copier heads the source, then makes one CopyObject below its
+		// threshold and a multipart copy above it.
+		_, err = b.copier.Copy(ctx, req)
+	}
+	return convert("CopyObject", c.Dst, err)
 }
 
 func isNotFound(err error) bool {

@@ -24,6 +24,10 @@ type dirNode struct {
 
 	mu   sync.Mutex
 	meta upload.Metadata // GUARDED_BY(mu)
+	// metaPending: meta changed and not written to the marker yet (held
+	// like a file's, so that chmod and utimens in a row cost one PUT).
+	metaPending bool // GUARDED_BY(mu)
+	removed     bool // GUARDED_BY(mu); rmdir'd: never write the marker again
 }
 
 var (
@@ -52,23 +56,32 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 }
 
 // Setattr keeps a directory's mode, owner and times in its marker, which
-// it writes anew (creating it for a directory that had none).
+// is written anew (created for a directory that had none) after a moment.
 func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	d.mu.Lock()
-	md := d.meta
-	changed := applySetattr(&md, in, d.fsys.now())
-	d.mu.Unlock()
-	if changed && d.path() != "" {
-		key := d.fsys.dirKey(d.path())
-		if err := d.fsys.cfg.Uploader.PutDirMarker(ctx, key, md); err != nil {
-			return d.fsys.fail("setattr", key, err)
-		}
-	}
-	d.mu.Lock()
-	d.meta = md
+	changed := applySetattr(&d.meta, in, d.fsys.now())
+	hold := changed && !d.metaPending && d != d.fsys.root
+	d.metaPending = d.metaPending || hold
 	fillAttr(&out.Attr, d.meta, 0)
 	d.mu.Unlock()
+	if hold {
+		d.fsys.holdMeta(d)
+	}
 	return 0
+}
+
+func (d *dirNode) key() string { return d.dirKey() }
+
+// applyHeldMeta writes the marker with the held metadata.
+func (d *dirNode) applyHeldMeta(ctx context.Context) error {
+	d.mu.Lock()
+	pending, md := d.metaPending && !d.removed, d.meta
+	d.metaPending = false
+	d.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	return d.fsys.cfg.Uploader.PutDirMarker(ctx, d.dirKey(), md)
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
@@ -96,6 +109,19 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return ch, 0
 		}
 	}
+	known, exists, isDir, expired := d.fsys.listings.Lookup(d.dirKey(), name)
+	if expired {
+		if _, errno := d.list(ctx); errno != 0 {
+			return nil, errno
+		}
+		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
+	}
+	switch {
+	case known && !exists:
+		return nil, syscall.ENOENT
+	case known && isDir:
+		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out)
+	}
 	info, err := d.fsys.bucket.Head(ctx, key)
 	if err == nil {
 		return d.fileChild(ctx, name, info, out), 0
@@ -107,21 +133,17 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out)
 }
 
+// dirKey is the directory's key prefix.
+func (d *dirNode) dirKey() string { return d.fsys.dirKey(d.path()) }
+
 // lookupDir finds a directory: its marker (with metadata), or else any key
 // below it.
 func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if upload.ValidateKey(dirKey) != nil {
 		return nil, syscall.ENOENT // its marker could not exist
 	}
-	info, err := d.fsys.bucket.Head(ctx, dirKey)
-	if err == nil {
-		md := upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFDIR, info.LastModified))
-		md.Mode = syscall.S_IFDIR | md.Mode&0o7777
-		return d.dirChild(ctx, name, md, out), 0
-	}
-	if !errors.Is(err, bucket.ErrNotFound) {
-		return nil, d.fsys.fail("lookup", dirKey, err)
-	}
+	// One listing tells whether anything lies below; the marker, if there
+	// is one, sorts first and is read for its metadata.
 	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
 	if err != nil {
 		return nil, d.fsys.fail("lookup", dirKey, err)
@@ -129,7 +151,18 @@ func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.
 	if len(page.Objects) == 0 && len(page.Prefixes) == 0 {
 		return nil, syscall.ENOENT
 	}
-	return d.dirChild(ctx, name, d.fsys.defaultMeta(syscall.S_IFDIR, time.Time{}), out), 0
+	md := d.fsys.defaultMeta(syscall.S_IFDIR, time.Time{})
+	if len(page.Objects) > 0 && page.Objects[0].Key == dirKey {
+		info, err := d.fsys.bucket.Head(ctx, dirKey)
+		switch {
+		case err == nil:
+			md = upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFDIR, info.LastModified))
+			md.Mode = syscall.S_IFDIR | md.Mode&0o7777
+		case !errors.Is(err, bucket.ErrNotFound):
+			return nil, d.fsys.fail("lookup", dirKey, err)
+		}
+	}
+	return d.dirChild(ctx, name, md, out), 0
 }
 
 // fileChild returns the inode for an object, reusing the existing one.
@@ -182,7 +215,17 @@ func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metad
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	prefix := d.fsys.dirKey(d.path())
+	entries, errno := d.list(ctx)
+	if errno != 0 {
+		return nil, errno
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
+// list reads the directory's entries from the bucket, merged with files
+// not uploaded yet, and records them in the listing cache.
+func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
+	prefix := d.dirKey()
 	modes := map[string]uint32{}
 	var names []string
 	add := func(name string, mode uint32) {
@@ -200,7 +243,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	for {
 		page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
 		if err != nil {
-			return nil, d.fsys.fail("readdir", prefix, err)
+			return nil, d.fsys.fail("list", prefix, err)
 		}
 		for _, o := range page.Objects {
 			add(strings.TrimPrefix(o.Key, prefix), syscall.S_IFREG)
@@ -219,10 +262,13 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		}
 	}
 	entries := make([]fuse.DirEntry, 0, len(names))
+	listed := make(map[string]bool, len(names))
 	for _, name := range names {
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: modes[name]})
+		listed[name] = modes[name] == syscall.S_IFDIR
 	}
-	return gofs.NewListDirStream(entries), 0
+	d.fsys.listings.Put(prefix, listed)
+	return entries, 0
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -247,6 +293,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	fn := &fileNode{fsys: d.fsys, meta: d.fsys.callerMeta(ctx, syscall.S_IFREG, mode), staging: st, dirty: true, emptyPending: true, handles: 1}
 	fn.fillEntry(out)
 	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	d.fsys.listings.Add(d.dirKey(), name, false)
 	return ch, &fileHandle{node: fn, append: flags&syscall.O_APPEND != 0}, 0, 0
 }
 
@@ -261,6 +308,11 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	dn := &dirNode{fsys: d.fsys, meta: md}
 	fillAttr(&out.Attr, md, 0)
+	d.fsys.listings.Add(d.dirKey(), name, true)
+	// The lookup before mkdir found nothing below key, so the directory is
+	// empty (unless another client writes there meanwhile): lookups in it
+	// need no requests for a while.
+	d.fsys.listings.Put(key, nil)
 	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR}), 0
 }
 
@@ -269,6 +321,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
 		return d.fsys.fail("unlink", key, err)
 	}
+	d.fsys.listings.Remove(d.dirKey(), name, false)
 	if ch := d.GetChild(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
 			fn.forget()
@@ -284,6 +337,15 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
 	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
 		return d.fsys.fail("rmdir", key, err)
+	}
+	d.fsys.listings.Remove(d.dirKey(), name, true)
+	d.fsys.listings.ForgetBelow(key)
+	if ch := d.GetChild(name); ch != nil {
+		if dn, ok := ch.Operations().(*dirNode); ok {
+			dn.mu.Lock()
+			dn.removed = true
+			dn.mu.Unlock()
+		}
 	}
 	return 0
 }

@@ -9,6 +9,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/cache"
 	"github.com/ossmount/ossmount/upload"
 )
@@ -330,7 +331,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	// Replace the metadata in the copy: it carries held changes, and the
 	// Content-Type follows the new name.
 	attrs := n.fsys.cfg.Uploader.Attrs(newKey, md, "")
-	if err := n.fsys.moveObject(ctx, oldKey, newKey, &attrs); err != nil {
+	if err := n.fsys.moveObject(ctx, bucket.CopyRequest{Src: oldKey, Dst: newKey, Size: size, Attrs: &attrs}); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -346,7 +347,7 @@ func (n *fileNode) applyHeldMeta(ctx context.Context) error {
 	defer n.freeze.Unlock()
 	n.mu.Lock()
 	pending := n.metaPending && !n.dirty && !n.unlinked
-	md := n.meta
+	md, size := n.meta, n.size
 	n.metaPending = false
 	n.mu.Unlock()
 	if !pending {
@@ -354,7 +355,7 @@ func (n *fileNode) applyHeldMeta(ctx context.Context) error {
 	}
 	key := n.key()
 	attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
-	if err := n.fsys.bucket.Copy(ctx, key, key, &attrs); err != nil {
+	if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: key, Dst: key, Size: size, Attrs: &attrs}); err != nil {
 		n.mu.Lock()
 		n.metaPending = true
 		n.mu.Unlock()

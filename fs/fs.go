@@ -42,6 +42,9 @@ type Config struct {
 	// DirRenameLimit is the most objects a directory rename moves (EXDEV
 	// above it).
 	DirRenameLimit int
+	// StatTTL is how long directory listings are trusted to answer
+	// lookups (the kernel caches attributes and names as long).
+	StatTTL time.Duration
 	// MetaHold is how long a metadata change on an uploaded file waits for
 	// a rename or upload to carry it; 0: one second.
 	MetaHold time.Duration
@@ -54,9 +57,18 @@ type FS struct {
 	log    *slog.Logger
 	now    func() time.Time
 	root   *dirNode
+	// listings answers lookups of names a recently listed directory lacks.
+	listings *cache.Listings
 
 	heldMu sync.Mutex
-	held   map[*fileNode]bool // GUARDED_BY(heldMu); files with metaPending
+	held   map[metaHolder]bool // GUARDED_BY(heldMu); nodes with metaPending
+}
+
+// metaHolder is a node whose metadata changes can be held (fileNode,
+// dirNode).
+type metaHolder interface {
+	applyHeldMeta(ctx context.Context) error
+	key() string
 }
 
 // New returns the file system; Root is its root node.
@@ -71,7 +83,8 @@ func New(cfg Config) *FS {
 	if f.cfg.DirRenameLimit <= 0 {
 		f.cfg.DirRenameLimit = 1000
 	}
-	f.held = map[*fileNode]bool{}
+	f.held = map[metaHolder]bool{}
+	f.listings = cache.NewListings(cfg.StatTTL, f.now)
 	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, time.Time{})}
 	return f
 }
@@ -81,14 +94,14 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 
 // holdMeta schedules n's held metadata to be sent after MetaHold, unless a
 // rename, an upload or an fsync carries it first.
-func (f *FS) holdMeta(n *fileNode) {
+func (f *FS) holdMeta(n metaHolder) {
 	f.heldMu.Lock()
 	f.held[n] = true
 	f.heldMu.Unlock()
 	time.AfterFunc(f.cfg.MetaHold, func() { f.applyHeld(context.Background(), n) })
 }
 
-func (f *FS) applyHeld(ctx context.Context, n *fileNode) {
+func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	f.heldMu.Lock()
 	delete(f.held, n)
 	f.heldMu.Unlock()
@@ -101,7 +114,7 @@ func (f *FS) applyHeld(ctx context.Context, n *fileNode) {
 // unmounted.
 func (f *FS) Shutdown(ctx context.Context) {
 	f.heldMu.Lock()
-	nodes := make([]*fileNode, 0, len(f.held))
+	nodes := make([]metaHolder, 0, len(f.held))
 	for n := range f.held {
 		nodes = append(nodes, n)
 	}

@@ -79,11 +79,21 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		if err := d.fsys.moveObject(ctx, d.fsys.fileKey(oldPath), newKey, nil); err != nil {
+		n.mu.Lock()
+		size := n.size
+		n.mu.Unlock()
+		if err := d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size}); err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
 	default:
 		return syscall.EINVAL
+	}
+	_, srcIsDir := src.Operations().(*dirNode)
+	d.fsys.listings.Remove(d.dirKey(), name, srcIsDir)
+	dst.fsys.listings.Add(dst.dirKey(), newName, srcIsDir)
+	if srcIsDir {
+		d.fsys.listings.ForgetBelow(d.fsys.dirKey(oldPath))
+		d.fsys.listings.ForgetBelow(d.fsys.dirKey(newPath))
 	}
 	// The replaced file's pending work must not recreate it.
 	if target != nil {
@@ -139,13 +149,12 @@ func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// moveObject copies src to dst (replacing its metadata when attrs is set)
-// and deletes src.
-func (f *FS) moveObject(ctx context.Context, src, dst string, attrs *bucket.Attrs) error {
-	if err := f.bucket.Copy(ctx, src, dst, attrs); err != nil {
+// moveObject copies and then deletes the source.
+func (f *FS) moveObject(ctx context.Context, c bucket.CopyRequest) error {
+	if err := f.bucket.Copy(ctx, c); err != nil {
 		return err
 	}
-	return f.bucket.Delete(ctx, src)
+	return f.bucket.Delete(ctx, c.Src)
 }
 
 // renameDir moves every key below oldPath to newPath.
@@ -159,17 +168,15 @@ func (f *FS) renameDir(ctx context.Context, dir *gofs.Inode, oldPath, newPath st
 	if err := uploadBelow(ctx, dir); err != nil {
 		return f.fail("rename", oldPrefix, err)
 	}
-	var keys []string
+	var objs []bucket.ObjectInfo
 	token := ""
 	for {
 		page, err := f.bucket.List(ctx, bucket.ListRequest{Prefix: oldPrefix, ContinuationToken: token, MaxKeys: 1000})
 		if err != nil {
 			return f.fail("rename", oldPrefix, err)
 		}
-		for _, o := range page.Objects {
-			keys = append(keys, o.Key)
-		}
-		if len(keys) > f.cfg.DirRenameLimit {
+		objs = append(objs, page.Objects...)
+		if len(objs) > f.cfg.DirRenameLimit {
 			f.log.Warn("directory rename over the object limit; mv falls back to copying", "key", oldPrefix, "limit", f.cfg.DirRenameLimit)
 			return syscall.EXDEV
 		}
@@ -177,17 +184,17 @@ func (f *FS) renameDir(ctx context.Context, dir *gofs.Inode, oldPath, newPath st
 			break
 		}
 	}
-	for _, k := range keys {
-		if errno := f.checkNewName("rename", newPrefix+strings.TrimPrefix(k, oldPrefix)); errno != 0 {
+	for _, o := range objs {
+		if errno := f.checkNewName("rename", newPrefix+strings.TrimPrefix(o.Key, oldPrefix)); errno != 0 {
 			return errno
 		}
 	}
-	if err := parallel(ctx, keys, func(k string) error {
-		return f.bucket.Copy(ctx, k, newPrefix+strings.TrimPrefix(k, oldPrefix), nil)
+	if err := parallel(ctx, objs, func(o bucket.ObjectInfo) error {
+		return f.bucket.Copy(ctx, bucket.CopyRequest{Src: o.Key, Dst: newPrefix + strings.TrimPrefix(o.Key, oldPrefix), Size: o.Size})
 	}); err != nil {
 		return f.fail("rename", oldPrefix, err)
 	}
-	if err := parallel(ctx, keys, func(k string) error { return f.bucket.Delete(ctx, k) }); err != nil {
+	if err := parallel(ctx, objs, func(o bucket.ObjectInfo) error { return f.bucket.Delete(ctx, o.Key) }); err != nil {
 		return f.fail("rename", oldPrefix, err)
 	}
 	return 0
@@ -210,9 +217,9 @@ func uploadBelow(ctx context.Context, dir *gofs.Inode) error {
 	return nil
 }
 
-// parallel runs fn for every key with a few requests in flight and returns
-// the first error.
-func parallel(ctx context.Context, keys []string, fn func(string) error) error {
+// parallel runs fn for every object with a few requests in flight and
+// returns the first error.
+func parallel(ctx context.Context, objs []bucket.ObjectInfo, fn func(bucket.ObjectInfo) error) error {
 	const inFlight = 8
 	var (
 		wg       sync.WaitGroup
@@ -220,7 +227,7 @@ func parallel(ctx context.Context, keys []string, fn func(string) error) error {
 		firstErr error
 	)
 	sem := make(chan struct{}, inFlight)
-	for _, k := range keys {
+	for _, k := range objs {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {

@@ -10,6 +10,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/upload"
 )
 
@@ -67,13 +68,13 @@ func (n *symlinkNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.
 // Setattr (lchown, lutimes) replaces the link object's metadata in place.
 func (n *symlinkNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
-	md := n.meta
+	md, size := n.meta, n.size
 	changed := applySetattr(&md, in, n.fsys.now())
 	n.mu.Unlock()
 	if changed {
 		key := n.key()
 		attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
-		if err := n.fsys.bucket.Copy(ctx, key, key, &attrs); err != nil {
+		if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: key, Dst: key, Size: size, Attrs: &attrs}); err != nil {
 			return n.fsys.fail("setattr", key, err)
 		}
 	}
@@ -96,6 +97,7 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 		return nil, d.fsys.fail("symlink", key, err)
 	}
 	sn := &symlinkNode{fsys: d.fsys, meta: md, size: int64(len(body)), target: body}
+	d.fsys.listings.Add(d.dirKey(), name, false)
 	fillAttr(&out.Attr, md, sn.size)
 	return d.NewInode(ctx, sn, gofs.StableAttr{Mode: syscall.S_IFLNK}), 0
 }

@@ -60,12 +60,21 @@ type server struct {
 	url   string
 }
 
-func startServer(t *testing.T) *server {
+// startServer starts osslocal with buckets in memory.
+func startServer(t *testing.T) *server { return startServerOn(t, store.NewMemory()) }
+
+// startDiskServer starts osslocal with buckets on disk (durable writes).
+func startDiskServer(t *testing.T) *server {
 	t.Helper()
 	st, err := store.NewDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startServerOn(t, st)
+}
+
+func startServerOn(t *testing.T, st *store.Store) *server {
+	t.Helper()
 	if err := st.CreateBucket(testBucket); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 // DESIGN §2: files copied in become objects, byte for byte.
 func TestCopyFiles(t *testing.T) {
-	srv := startServer(t)
+	srv := startDiskServer(t)
 	m := startMount(t, srv)
 	src := t.TempDir()
 	for name, size := range map[string]int{"one-mib.bin": 1 << 20, "hundred-mib.bin": 100 << 20} {

@@ -12,8 +12,7 @@ import (
 
 // loadCredentials finds the access key: the -o passwd_file, the
 // OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET environment, then ossfs's
-// ~/.passwd-ossfs and /etc/passwd-ossfs. nil means the SDK's environment
-// provider (no key anywhere: the request will be refused by the server).
+// ~/.passwd-ossfs and /etc/passwd-ossfs.
 func loadCredentials(o options, bucketName string) (*bucket.Credentials, error) {
 	if o.PasswdFile != "" {
 		return readPasswdFile(o.PasswdFile, bucketName, false)
@@ -31,7 +30,7 @@ func loadCredentials(o options, bucketName string) (*bucket.Credentials, error) 
 	if _, err := os.Stat("/etc/passwd-ossfs"); err == nil {
 		return readPasswdFile("/etc/passwd-ossfs", bucketName, true)
 	}
-	return nil, nil
+	return nil, fmt.Errorf("no credentials: set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET, or use -o passwd_file=FILE")
 }
 
 // readPasswdFile reads "bucket:id:secret" or "id:secret" lines. A file that

@@ -206,6 +206,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		Umask:           o.Umask,
 		ForbidOverwrite: o.ForbidOverwrite,
 		DirRenameLimit:  o.DirRenameLimit,
+		StatTTL:         o.StatTTL,
 	})
 	ttl := o.StatTTL
 	mountOpts := &gofs.Options{

@@ -150,6 +150,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fault != nil && s.injectFault(req, fault) {
 		return
 	}
+	s.cfg.Log.Debug("request", "op", req.op, "bucket", req.bucket, "key", req.key)
 	err := s.serve(req)
 	if err != nil {
 		s.writeError(req, errorFor(err))

@@ -1,0 +1,112 @@
+package cache
+
+import (
+	"strings"
+	"sync"
+	"time"
+)
+
+// Listings remembers the complete entry list of directories for a while
+// (the stat TTL), so that looking up a name the directory does not have
+// costs no request. The mount's own changes are applied to the cached
+// lists at once; changes by other clients show after the TTL.
+//
+// Safe for concurrent use. Directories are identified by their key prefix
+// ("" for the bucket root, else ending in "/").
+type Listings struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu   sync.Mutex
+	dirs map[string]*listing // GUARDED_BY(mu)
+}
+
+type listing struct {
+	at      time.Time
+	entries map[string]bool // name -> is a directory
+}
+
+// NewListings returns an empty cache; ttl 0 disables it.
+func NewListings(ttl time.Duration, now func() time.Time) *Listings {
+	if now == nil {
+		now = time.Now
+	}
+	return &Listings{ttl: ttl, now: now, dirs: map[string]*listing{}}
+}
+
+// Put records the complete list of dir's entries (name -> is a directory).
+func (l *Listings) Put(dir string, entries map[string]bool) {
+	if l.ttl <= 0 {
+		return
+	}
+	copied := make(map[string]bool, len(entries))
+	for k, v := range entries {
+		copied[k] = v
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dirs[dir] = &listing{at: l.now(), entries: copied}
+	if len(l.dirs) > 10000 {
+		l.expireLocked()
+	}
+}
+
+// expireLocked drops expired lists. LOCKS_REQUIRED(l.mu)
+func (l *Listings) expireLocked() {
+	for k, d := range l.dirs {
+		if l.now().Sub(d.at) >= l.ttl {
+			delete(l.dirs, k)
+		}
+	}
+}
+
+// Lookup answers from a fresh list of dir: known is false when there is
+// none; otherwise exists and isDir say what dir holds under name. expired
+// says a list was kept but is too old: the directory is in use, and listing
+// it again is likely cheaper than looking up names one by one.
+func (l *Listings) Lookup(dir, name string) (known, exists, isDir, expired bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d, ok := l.dirs[dir]
+	if !ok {
+		return false, false, false, false
+	}
+	if l.now().Sub(d.at) >= l.ttl {
+		delete(l.dirs, dir)
+		return false, false, false, true
+	}
+	isDir, exists = d.entries[name]
+	return true, exists, isDir, false
+}
+
+// Add records that dir now holds name.
+func (l *Listings) Add(dir, name string, isDir bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d, ok := l.dirs[dir]; ok {
+		d.entries[name] = isDir || d.entries[name]
+	}
+}
+
+// Remove records that dir no longer holds name as a file (isDir false) or
+// as a directory.
+func (l *Listings) Remove(dir, name string, isDir bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d, ok := l.dirs[dir]; ok {
+		if d.entries[name] == isDir {
+			delete(d.entries, name)
+		}
+	}
+}
+
+// ForgetBelow drops the lists of prefix and of every directory below it.
+func (l *Listings) ForgetBelow(prefix string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k := range l.dirs {
+		if strings.HasPrefix(k, prefix) {
+			delete(l.dirs, k)
+		}
+	}
+}
