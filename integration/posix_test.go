@@ -344,3 +344,56 @@ func TestObjectsFromOtherClients(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// DESIGN §5: the mount's own changes show at once; other clients' after
+// the stat TTL.
+func TestStatTTL(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=300ms")
+	if _, err := os.ReadDir(m.path("")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("mine.txt"), []byte("at once"))
+	if data, err := os.ReadFile(m.path("mine.txt")); err != nil || string(data) != "at once" {
+		t.Fatalf("own write: %q %v", data, err)
+	}
+	if _, err := os.Stat(m.path("theirs.txt")); !os.IsNotExist(err) {
+		t.Fatalf("stat before: %v", err)
+	}
+	srv.store.Put(testBucket, "theirs.txt", strings.NewReader("from another client"), store.Attrs{}, false)
+	waitUntil(t, "another client's object to show", func() bool {
+		_, err := os.Stat(m.path("theirs.txt"))
+		return err == nil
+	})
+	if data, err := os.ReadFile(m.path("theirs.txt")); err != nil || string(data) != "from another client" {
+		t.Fatalf("their object: %q %v", data, err)
+	}
+}
+
+// DESIGN §5: unlink drops staged data and pending work.
+func TestUnlinkOpenFile(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	f, err := os.Create(m.path("doomed.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("never uploaded")
+	if err := os.Remove(m.path("doomed.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close of an unlinked file: %v", err)
+	}
+	if srv.exists("doomed.txt") || srv.Count("PutObject") != 0 {
+		t.Fatalf("unlinked file was uploaded: %v", srv.keys(t))
+	}
+	// A chmod held for an uploaded file is dropped by unlink too.
+	writeFile(t, m.path("held.txt"), []byte("x"))
+	os.Chmod(m.path("held.txt"), 0o600)
+	os.Remove(m.path("held.txt"))
+	m.stop(t) // applies whatever is still held
+	if srv.exists("held.txt") {
+		t.Fatal("held metadata recreated an unlinked file")
+	}
+}
