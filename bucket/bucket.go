@@ -64,6 +64,29 @@ type ListPage struct {
 	NextToken string
 }
 
+// Part is an uploaded part of a multipart upload.
+type Part struct {
+	Number int
+	Size   int64
+	ETag   string
+	CRC64  uint64
+}
+
+// Multipart is the multipart upload API, for uploads that start before
+// the whole body is known. A started upload must be completed or aborted.
+type Multipart interface {
+	// StartMultipart begins an upload of key with attrs
+	// (InitiateMultipartUpload; the ACL is sent at completion).
+	StartMultipart(ctx context.Context, key string, attrs Attrs) (uploadID string, err error)
+	// UploadPart sends size bytes of body from off as part number (1-based).
+	UploadPart(ctx context.Context, key, uploadID string, number int, body io.ReaderAt, off, size int64) (Part, error)
+	// CompleteMultipart joins the parts in order. The CRC64 the server
+	// returns is checked against the parts'.
+	CompleteMultipart(ctx context.Context, key, uploadID string, parts []Part, attrs Attrs) (PutResult, error)
+	// AbortMultipart drops the upload and its parts.
+	AbortMultipart(ctx context.Context, key, uploadID string) error
+}
+
 // Bucket is one bucket. Every method is safe for concurrent use. Errors wrap
 // the sentinels of errors.go; a missing object is ErrNotFound.
 type Bucket interface {
@@ -84,6 +107,8 @@ type Bucket interface {
 	// Copy copies an object within the bucket (CopyObject, or a multipart
 	// copy through the SDK's Copier for large objects).
 	Copy(ctx context.Context, req CopyRequest) error
+
+	Multipart
 }
 
 // CopyRequest copies Src to Dst. Attrs nil keeps the source's metadata;

@@ -140,6 +140,43 @@ func TestConformance(t *testing.T) {
 					t.Fatalf("multipart meta = %v", info.Meta)
 				}
 			})
+			t.Run("MultipartAPI", func(t *testing.T) {
+				b := newBucket(t)
+				data := make([]byte, 300<<10+5)
+				rand.Read(data)
+				id, err := b.StartMultipart(ctx, "mp", bucket.Attrs{ContentType: "text/plain", Meta: map[string]string{"mode": "33188"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var parts []bucket.Part
+				for i, off := 0, int64(0); off < int64(len(data)); i++ {
+					n := min(int64(128<<10), int64(len(data))-off)
+					p, err := b.UploadPart(ctx, "mp", id, i+1, bytes.NewReader(data), off, n)
+					if err != nil {
+						t.Fatal(err)
+					}
+					parts = append(parts, p)
+					off += n
+				}
+				if _, err := b.CompleteMultipart(ctx, "mp", id, parts, bucket.Attrs{ACL: "private"}); err != nil {
+					t.Fatal(err)
+				}
+				if got := get(t, b, "mp", 0, -1); !bytes.Equal(got, data) {
+					t.Fatal("multipart API content differs")
+				}
+				info, _ := b.Head(ctx, "mp")
+				if info.Meta["mode"] != "33188" || info.ContentType != "text/plain" {
+					t.Fatalf("multipart API attrs %+v", info)
+				}
+				id2, _ := b.StartMultipart(ctx, "aborted", bucket.Attrs{})
+				b.UploadPart(ctx, "aborted", id2, 1, bytes.NewReader(data), 0, 10)
+				if err := b.AbortMultipart(ctx, "aborted", id2); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := b.Head(ctx, "aborted"); !errors.Is(err, bucket.ErrNotFound) {
+					t.Fatalf("aborted upload left an object: %v", err)
+				}
+			})
 			t.Run("ListPagesAndDelimiter", func(t *testing.T) {
 				b := newBucket(t)
 				var want []string

@@ -168,3 +168,44 @@ func (f *Fake) Copy(_ context.Context, c CopyRequest) error {
 	_, err := f.store.Copy(f.name, c.Src, f.name, c.Dst, sa, forbid)
 	return storeErr("CopyObject", c.Dst, err)
 }
+
+func (f *Fake) StartMultipart(_ context.Context, key string, attrs Attrs) (string, error) {
+	if err := f.begin("InitiateMultipartUpload", key); err != nil {
+		return "", err
+	}
+	id, err := f.store.InitiateMultipart(f.name, key, storeAttrs(attrs))
+	return id, storeErr("InitiateMultipartUpload", key, err)
+}
+
+func (f *Fake) UploadPart(_ context.Context, key, uploadID string, number int, body io.ReaderAt, off, size int64) (Part, error) {
+	if err := f.begin("UploadPart", key); err != nil {
+		return Part{}, err
+	}
+	p, err := f.store.UploadPart(f.name, uploadID, number, io.NewSectionReader(body, off, size))
+	if err != nil {
+		return Part{}, storeErr("UploadPart", key, err)
+	}
+	return Part{Number: number, Size: p.Size, ETag: p.ETag, CRC64: p.CRC64}, nil
+}
+
+func (f *Fake) CompleteMultipart(_ context.Context, key, uploadID string, parts []Part, attrs Attrs) (PutResult, error) {
+	if err := f.begin("CompleteMultipartUpload", key); err != nil {
+		return PutResult{}, err
+	}
+	var infos []store.PartInfo
+	for _, p := range parts {
+		infos = append(infos, store.PartInfo{Number: p.Number, ETag: p.ETag})
+	}
+	o, err := f.store.CompleteMultipart(f.name, uploadID, infos, attrs.ACL, attrs.ForbidOverwrite)
+	if err != nil {
+		return PutResult{}, storeErr("CompleteMultipartUpload", key, err)
+	}
+	return PutResult{ETag: o.ETag}, nil
+}
+
+func (f *Fake) AbortMultipart(_ context.Context, key, uploadID string) error {
+	if err := f.begin("AbortMultipartUpload", key); err != nil {
+		return err
+	}
+	return storeErr("AbortMultipartUpload", key, f.store.AbortMultipart(f.name, uploadID))
+}

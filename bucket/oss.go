@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -214,4 +215,58 @@ func (b *OSS) Copy(ctx context.Context, c CopyRequest) error {
 func isNotFound(err error) bool {
 	e, ok := err.(*Error)
 	return ok && e.Kind == ErrNotFound
+}
+
+func (b *OSS) StartMultipart(ctx context.Context, key string, attrs Attrs) (string, error) {
+	req := &oss.InitiateMultipartUploadRequest{Bucket: &b.name, Key: &key, Metadata: attrs.Meta,
+		StorageClass: oss.StorageClassType(attrs.StorageClass), DisableAutoDetectMimeType: true}
+	if attrs.ContentType != "" {
+		req.ContentType = oss.Ptr(attrs.ContentType)
+	}
+	if attrs.ForbidOverwrite {
+		req.ForbidOverwrite = oss.Ptr("true")
+	}
+	res, err := b.client.InitiateMultipartUpload(ctx, req)
+	if err != nil {
+		return "", convert("InitiateMultipartUpload", key, err)
+	}
+	return oss.ToString(res.UploadId), nil
+}
+
+func (b *OSS) UploadPart(ctx context.Context, key, uploadID string, number int, body io.ReaderAt, off, size int64) (Part, error) {
+	res, err := b.client.UploadPart(ctx, &oss.UploadPartRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID,
+		PartNumber: int32(number), Body: io.NewSectionReader(body, off, size), ContentLength: oss.Ptr(size)})
+	if err != nil {
+		return Part{}, convert("UploadPart", key, err)
+	}
+	crc, _ := strconv.ParseUint(oss.ToString(res.HashCRC64), 10, 64)
+	return Part{Number: number, Size: size, ETag: oss.ToString(res.ETag), CRC64: crc}, nil
+}
+
+func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts []Part, attrs Attrs) (PutResult, error) {
+	req := &oss.CompleteMultipartUploadRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID,
+		Acl: oss.ObjectACLType(attrs.ACL), CompleteMultipartUpload: &oss.CompleteMultipartUpload{}}
+	if attrs.ForbidOverwrite {
+		req.ForbidOverwrite = oss.Ptr("true")
+	}
+	var crc uint64
+	for _, p := range parts {
+		req.CompleteMultipartUpload.Parts = append(req.CompleteMultipartUpload.Parts, oss.UploadPart{PartNumber: int32(p.Number), ETag: oss.Ptr(p.ETag)})
+		crc = oss.CRC64Combine(crc, p.CRC64, uint64(p.Size))
+	}
+	res, err := b.client.CompleteMultipartUpload(ctx, req)
+	if err != nil {
+		return PutResult{}, convert("CompleteMultipartUpload", key, err)
+	}
+	requestID := res.Headers.Get("x-oss-request-id")
+	if got := res.Headers.Get("x-oss-hash-crc64ecma"); got != "" && got != strconv.FormatUint(crc, 10) {
+		return PutResult{}, &Error{Op: "CompleteMultipartUpload", Key: key, RequestID: requestID, Kind: ErrIntegrity,
+			Err: fmt.Errorf("server CRC64 %s, parts give %d", got, crc)}
+	}
+	return PutResult{ETag: oss.ToString(res.ETag), RequestID: requestID}, nil
+}
+
+func (b *OSS) AbortMultipart(ctx context.Context, key, uploadID string) error {
+	_, err := b.client.AbortMultipartUpload(ctx, &oss.AbortMultipartUploadRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID})
+	return convert("AbortMultipartUpload", key, err)
 }

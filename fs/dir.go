@@ -290,7 +290,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, d.fsys.fail("create", key, err)
 	}
 	// Create sends nothing: the first flush uploads, even an empty file.
-	fn := &fileNode{fsys: d.fsys, meta: d.fsys.callerMeta(ctx, syscall.S_IFREG, mode), staging: st, dirty: true, emptyPending: true, handles: 1}
+	fn := &fileNode{fsys: d.fsys, meta: d.fsys.callerMeta(ctx, syscall.S_IFREG, mode), staging: st, dirty: true, emptyPending: true, streamable: true, handles: 1}
 	fn.fillEntry(out)
 	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
 	d.fsys.listings.Add(d.dirKey(), name, false)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -42,8 +43,12 @@ type fileNode struct {
 	// yet; it is held for a moment (FS.holdMeta) to ride along with a
 	// rename's copy or an upload.
 	metaPending bool // GUARDED_BY(mu)
-	handles     int  // GUARDED_BY(mu); open file handles
-	unlinked    bool // GUARDED_BY(mu); removed: never upload again
+	// streamable: everything staged was written sequentially from an empty
+	// file, so parts can be uploaded while it is written (stream).
+	streamable bool           // GUARDED_BY(mu)
+	stream     *upload.Stream // GUARDED_BY(mu); nil until the first part is due
+	handles    int            // GUARDED_BY(mu); open file handles
+	unlinked   bool           // GUARDED_BY(mu); removed: never upload again
 }
 
 var (
@@ -140,8 +145,21 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) erro
 	n.size, n.dirty, n.emptyPending = newSize, true, truncate
 	n.meta.Mtime = n.fsys.now()
 	n.meta.Ctime = n.meta.Mtime
+	old := n.stopStreamLocked()
+	n.streamable = newSize == 0
 	n.mu.Unlock()
+	if old != nil {
+		old.Abort()
+	}
 	return nil
+}
+
+// stopStreamLocked ends streaming; the caller aborts the stream returned.
+// LOCKS_REQUIRED(n.mu)
+func (n *fileNode) stopStreamLocked() *upload.Stream {
+	s := n.stream
+	n.stream, n.streamable = nil, false
+	return s
 }
 
 // downloadChunk is the size of one ranged GET when copying an object into
@@ -205,12 +223,19 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	}
 	appending := h != nil && h.append
 	if appending {
-		// Hold mu across the write so concurrent appenders cannot pick the
-		// same offset.
 		off = n.size
-	} else {
+	}
+	// Only writes that extend the file in order keep a streamed upload.
+	var stale *upload.Stream
+	sequential := n.streamable && off == n.size
+	if !sequential {
+		stale = n.stopStreamLocked()
+	}
+	if !appending {
 		n.mu.Unlock()
 	}
+	// An appender holds mu across the write so that concurrent appenders
+	// cannot pick the same offset.
 	written, err := st.WriteAt(data, off)
 	if !appending {
 		n.mu.Lock()
@@ -218,16 +243,51 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	if end := off + int64(written); end > n.size {
 		n.size = end
 	}
+	size := n.size
 	if written > 0 {
 		n.dirty, n.emptyPending = true, false
 		n.meta.Mtime = n.fsys.now()
 		n.meta.Ctime = n.meta.Mtime
 	}
+	stream, startStream := n.stream, sequential && n.stream == nil && size > n.fsys.cfg.Uploader.PartSize()
+	md := n.meta
 	n.mu.Unlock()
+	if stale != nil {
+		stale.Abort()
+	}
 	if err != nil {
 		return uint32(written), n.fsys.fail("write", n.key(), err)
 	}
+	if startStream {
+		stream = n.startStream(st, md)
+	}
+	if stream != nil && sequential {
+		if err := stream.Written(ctx, size); err != nil {
+			// The whole file is uploaded at close instead.
+			n.mu.Lock()
+			if n.stream == stream {
+				n.stopStreamLocked()
+			}
+			n.mu.Unlock()
+			stream.Abort()
+		}
+	}
 	return uint32(written), 0
+}
+
+// startStream begins a streamed upload of a file written in order. Its
+// metadata leaves out the mtime, which would be stale by completion: the
+// object's Last-Modified stands for it.
+func (n *fileNode) startStream(st *cache.Staging, md upload.Metadata) *upload.Stream {
+	md.Mtime, md.Ctime, md.Atime = time.Time{}, time.Time{}, time.Time{}
+	stream := n.fsys.cfg.Uploader.NewStream(n.key(), st, md)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.streamable || n.stream != nil {
+		return n.stream
+	}
+	n.stream = stream
+	return stream
 }
 
 // Flush runs at every close of every descriptor: upload if dirty and return
@@ -299,8 +359,15 @@ func (n *fileNode) upload(ctx context.Context) error {
 	}
 	st, size, md := n.staging, n.size, n.meta
 	n.dirty, n.emptyPending, n.metaPending = false, false, false
+	stream := n.stopStreamLocked()
 	n.mu.Unlock()
 
+	if stream != nil {
+		if err := stream.Complete(ctx, size); err == nil {
+			n.holdIfChangedSince(stream.Attrs().Meta)
+			return nil
+		}
+	}
 	err := n.fsys.cfg.Uploader.Put(ctx, n.key(), st, size, md)
 	if err != nil {
 		n.mu.Lock()
@@ -308,6 +375,20 @@ func (n *fileNode) upload(ctx context.Context) error {
 		n.mu.Unlock()
 	}
 	return err
+}
+
+// holdIfChangedSince holds the metadata for a copy if mode or owner
+// changed after a streamed upload sent sent.
+func (n *fileNode) holdIfChangedSince(sent map[string]string) {
+	n.mu.Lock()
+	now := n.meta.Encode()
+	changed := now["mode"] != sent["mode"] || now["uid"] != sent["uid"] || now["gid"] != sent["gid"]
+	hold := changed && !n.metaPending
+	n.metaPending = n.metaPending || changed
+	n.mu.Unlock()
+	if hold {
+		n.fsys.holdMeta(n)
+	}
 }
 
 // moveTo renames the file's object from oldKey to newKey: a dirty file is
@@ -318,7 +399,11 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	defer n.freeze.Unlock()
 	n.mu.Lock()
 	st, size, md, dirty := n.staging, n.size, n.meta, n.dirty
+	stream := n.stopStreamLocked()
 	n.mu.Unlock()
+	if stream != nil {
+		stream.Abort()
+	}
 	if dirty {
 		if err := n.fsys.cfg.Uploader.Put(ctx, newKey, st, size, md); err != nil {
 			return err
@@ -368,7 +453,11 @@ func (n *fileNode) applyHeldMeta(ctx context.Context) error {
 func (n *fileNode) forget() {
 	n.mu.Lock()
 	n.unlinked = true
+	stream := n.stopStreamLocked()
 	n.mu.Unlock()
+	if stream != nil {
+		stream.Abort()
+	}
 	n.dropStagingIfIdle()
 }
 

@@ -20,7 +20,26 @@ type Config struct {
 	StorageClass    string // x-oss-storage-class
 	ACL             string // x-oss-object-acl
 	ForbidOverwrite bool   // x-oss-forbid-overwrite: true
+	PartSize        int64  // first part size of streamed uploads; 0: DefaultPartSize
+	Parallel        int    // parts in flight per streamed upload; 0: 4
 }
+
+func (c Config) partSize() int64 {
+	if c.PartSize > 0 {
+		return c.PartSize
+	}
+	return DefaultPartSize
+}
+
+func (c Config) parallel() int {
+	if c.Parallel > 0 {
+		return c.Parallel
+	}
+	return 4
+}
+
+// PartSize is the first part size of streamed uploads.
+func (u *Uploader) PartSize() int64 { return u.cfg.partSize() }
 
 // Uploader puts staged bodies into a bucket with their headers.
 type Uploader struct {

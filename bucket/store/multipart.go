@@ -114,8 +114,8 @@ func (s *Store) ListParts(bucket, id string) (string, []PartInfo, error) {
 }
 
 // CompleteMultipart joins the listed parts (ascending numbers, etags as
-// returned by UploadPart) into the object.
-func (s *Store) CompleteMultipart(bucket, id string, parts []PartInfo, forbidOverwrite bool) (Object, error) {
+// returned by UploadPart) into the object; a non-empty acl is set on it.
+func (s *Store) CompleteMultipart(bucket, id string, parts []PartInfo, acl string, forbidOverwrite bool) (Object, error) {
 	s.mu.Lock()
 	u, err := s.upload(bucket, id)
 	var chosen []*part
@@ -156,7 +156,11 @@ func (s *Store) CompleteMultipart(bucket, id string, parts []PartInfo, forbidOve
 		size += n
 	}
 	etag := `"` + strings.ToUpper(hex.EncodeToString(md.Sum(nil))) + "-" + strconv.Itoa(len(chosen)) + `"`
-	obj, err := s.install(bucket, w, Object{Key: u.key, Size: size, ETag: etag, CRC64: crc.Sum64(), Attrs: u.attrs}, forbidOverwrite)
+	attrs := u.attrs
+	if acl != "" {
+		attrs.ACL = acl
+	}
+	obj, err := s.install(bucket, w, Object{Key: u.key, Size: size, ETag: etag, CRC64: crc.Sum64(), Attrs: attrs}, forbidOverwrite)
 	if err != nil {
 		return Object{}, err
 	}

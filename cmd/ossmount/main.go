@@ -175,8 +175,12 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if err != nil {
 		return err
 	}
+	partSize := o.PartSize
+	if partSize <= 0 {
+		partSize = upload.DefaultPartSize
+	}
 	b := bucket.NewOSS(bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
-		Credentials: creds, PartSize: o.PartSize, Parallel: o.Parallel})
+		Credentials: creds, PartSize: partSize, Parallel: o.Parallel})
 	if err := checkBucket(b, a.prefix, o.Endpoint); err != nil {
 		return err
 	}
@@ -196,8 +200,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		gid = uint32(o.GID)
 	}
 	fsys := fs.New(fs.Config{
-		Bucket:          b,
-		Uploader:        upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite}, log),
+		Bucket: b,
+		Uploader: upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
+			PartSize: o.PartSize, Parallel: o.Parallel}, log),
 		Cache:           cd,
 		Log:             log,
 		Prefix:          a.prefix,

@@ -286,7 +286,7 @@ func (s *Server) completeMultipart(req *request) error {
 			parts = append(parts, store.PartInfo{Number: p.PartNumber, ETag: p.ETag})
 		}
 	}
-	obj, err := s.cfg.Store.CompleteMultipart(req.bucket, id, parts, forbidOverwrite(req.r.Header))
+	obj, err := s.cfg.Store.CompleteMultipart(req.bucket, id, parts, req.r.Header.Get("x-oss-object-acl"), forbidOverwrite(req.r.Header))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,69 @@
+package integration
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// DESIGN §2: a file written in order is uploaded in parts while it is
+// written; sizes around part boundaries land byte for byte.
+func TestStreamedMultipart(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=1MiB", "parallel=2")
+	src := t.TempDir()
+	const mib = 1 << 20
+	for _, size := range []int{0, 1, mib - 1, mib, mib + 1, 2 * mib, 3*mib + 5, 7*mib + 12345} {
+		name := filepath.Join(src, "f")
+		data := randomBytes(t, size)
+		writeFile(t, name, data)
+		before := srv.Count("CompleteMultipartUpload")
+		run(t, "dd", "if="+name, "of="+m.path("f"), "bs=128k", "status=none")
+		if size == 0 {
+			run(t, "sync", m.path("f")) // an empty new file is uploaded at release
+		}
+		srv.sameObject(t, "f", data)
+		streamed := srv.Count("CompleteMultipartUpload") - before
+		if want := size >= mib; (streamed == 1) != want { // from 1 MiB on: multipart (streamed, or the SDK Uploader at exactly one part)
+			t.Errorf("size %d: %d multipart completions, want streamed=%v", size, streamed, want)
+		}
+	}
+	if n := srv.Count("AbortMultipartUpload"); n != 0 {
+		t.Errorf("%d aborts for sequential writes", n)
+	}
+}
+
+// A write behind the parts already sent falls back to a whole upload.
+func TestStreamedMultipartRandomWriteFallsBack(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=1MiB")
+	data := randomBytes(t, 5<<20)
+	f, err := os.Create(m.path("rewritten"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += 256 << 10 {
+		if _, err := f.Write(data[off : off+256<<10]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.WriteAt([]byte("BEHIND"), 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	want := bytes.Clone(data)
+	copy(want[100:], "BEHIND")
+	srv.sameObject(t, "rewritten", want)
+	if srv.Count("InitiateMultipartUpload") == 0 || srv.Count("AbortMultipartUpload") == 0 {
+		t.Fatalf("expected a started and aborted stream: %v", srv.Counts())
+	}
+	// The whole upload is a multipart upload of its own (the SDK's
+	// Uploader); the torn stream is never completed.
+	c := srv.Counts()
+	if c["CompleteMultipartUpload"] != c["InitiateMultipartUpload"]-c["AbortMultipartUpload"] {
+		t.Fatalf("the torn stream was completed: %v", c)
+	}
+}

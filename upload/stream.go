@@ -1,0 +1,201 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/ossmount/ossmount/bucket"
+)
+
+// DefaultPartSize is the first part size of multipart uploads.
+const DefaultPartSize = 8 << 20
+
+// maxParts is OSS's limit on the parts of one upload.
+const maxParts = 10000
+
+// PartSize is the size of part index i (0-based) of a streamed upload whose
+// final size is unknown: base for the first thousand parts, then doubling
+// every thousand parts, so that 10,000 parts hold 1,023,000 × base (8 TB
+// with 8 MiB parts) instead of the 80 GB a fixed 8 MiB part allows.
+func PartSize(base int64, i int) int64 { return base << (i / 1000) }
+
+// ErrStreamAborted is returned by Stream.Complete after Abort.
+var ErrStreamAborted = errors.New("streamed upload aborted")
+
+// Stream uploads a file while it is still being written sequentially:
+// each part is sent as soon as the staged file holds all its bytes, with a
+// bounded number of parts in flight, so that completing costs little more
+// than the last part. Parts read from body at the time they are sent; the
+// caller guarantees that bytes already handed to a part (below Handed) are
+// not written again, or aborts.
+type Stream struct {
+	u    *Uploader
+	key  string
+	body io.ReaderAt
+	// attrs are sent at initiation: a file's metadata as it is when its
+	// first part is due.
+	attrs bucket.Attrs
+	slots chan struct{} // parts in flight
+	start time.Time
+
+	mu       sync.Mutex
+	uploadID string        // GUARDED_BY(mu)
+	parts    []bucket.Part // GUARDED_BY(mu); by index
+	handed   int64         // GUARDED_BY(mu); bytes given to parts
+	err      error         // GUARDED_BY(mu); first failure
+	wg       sync.WaitGroup
+}
+
+// NewStream prepares a streamed upload of key; nothing is sent until a
+// part is due.
+func (u *Uploader) NewStream(key string, body io.ReaderAt, md Metadata) *Stream {
+	attrs := u.Attrs(key, md, "")
+	attrs.ForbidOverwrite = u.cfg.ForbidOverwrite
+	return &Stream{u: u, key: key, body: body, attrs: attrs, slots: make(chan struct{}, u.cfg.parallel()), start: u.now()}
+}
+
+// Attrs returns the attributes the stream sends.
+func (s *Stream) Attrs() bucket.Attrs { return s.attrs }
+
+// Handed is the offset below which the staged bytes belong to parts.
+func (s *Stream) Handed() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handed
+}
+
+// Written tells the stream that the staged file now holds size bytes. Every
+// part that size completes (leaving at least one byte for the last part)
+// is started; when all slots are busy this waits, which holds back the
+// writer rather than letting staged data pile up.
+func (s *Stream) Written(ctx context.Context, size int64) error {
+	for {
+		s.mu.Lock()
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return err
+		}
+		i := len(s.parts)
+		partSize := PartSize(s.u.cfg.partSize(), i)
+		off := s.handed
+		if size-off <= partSize || i >= maxParts-1 {
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+		if err := s.startPart(ctx, i, off, partSize); err != nil {
+			return err
+		}
+	}
+}
+
+// startPart initiates the upload if needed and sends part i in the
+// background.
+func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	if s.uploadID == "" && s.err == nil {
+		// Initiation happens under mu so that it happens once; only the
+		// writer's path can wait on it, as no part is in flight yet.
+		id, err := s.u.bucket.StartMultipart(ctx, s.key, s.attrs)
+		if err != nil {
+			s.err = err
+		}
+		s.uploadID = id
+	}
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		<-s.slots
+		return err
+	}
+	id := s.uploadID
+	s.parts = append(s.parts, bucket.Part{})
+	s.handed = off + size
+	s.mu.Unlock()
+
+	s.wg.Add(1)
+	go func() {
+		defer func() { <-s.slots; s.wg.Done() }()
+		// Parts outlive the write request that started them.
+		p, err := s.u.bucket.UploadPart(context.Background(), s.key, id, i+1, s.body, off, size)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err != nil {
+			if s.err == nil {
+				s.err = err
+			}
+			return
+		}
+		if i < len(s.parts) {
+			s.parts[i] = p
+		}
+	}()
+	return nil
+}
+
+// Complete sends what remains up to size, waits for every part and
+// completes the upload. On failure the upload is aborted and the error
+// returned; the caller then uploads the whole file another way.
+func (s *Stream) Complete(ctx context.Context, size int64) error {
+	err := s.Written(ctx, size)
+	if err == nil {
+		s.mu.Lock()
+		i, off := len(s.parts), s.handed
+		s.mu.Unlock()
+		if size > off || i == 0 {
+			err = s.startPart(ctx, i, off, size-off)
+		}
+	}
+	s.wg.Wait()
+	s.mu.Lock()
+	if err == nil {
+		err = s.err
+	}
+	id, parts := s.uploadID, s.parts
+	s.mu.Unlock()
+	if err == nil {
+		var res bucket.PutResult
+		res, err = s.u.bucket.CompleteMultipart(ctx, s.key, id, parts, s.attrs)
+		if err == nil {
+			elapsed := s.u.now().Sub(s.start)
+			s.u.log.Debug("uploaded", "key", s.key, "size", humanize.IBytes(uint64(size)), "parts", len(parts),
+				"took", elapsed.Round(time.Millisecond).String(), "rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)
+			return nil
+		}
+	}
+	s.u.log.Warn("streamed upload failed; uploading the whole file instead", "key", s.key, "request_id", bucket.RequestID(err), "err", err)
+	s.Abort()
+	return err
+}
+
+// Abort gives the upload up: parts in flight finish, then the upload is
+// aborted in the background. It is idempotent.
+func (s *Stream) Abort() {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = ErrStreamAborted
+	}
+	id := s.uploadID
+	s.uploadID = ""
+	s.mu.Unlock()
+	if id == "" {
+		return
+	}
+	go func() {
+		s.wg.Wait()
+		if err := s.u.bucket.AbortMultipart(context.Background(), s.key, id); err != nil {
+			s.u.log.Warn("abort of a multipart upload failed; the bucket's lifecycle rules must clean it", "key", s.key, "upload_id", id, "err", err)
+		}
+	}()
+}
