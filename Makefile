@@ -36,3 +36,7 @@ deps:
 
 clean:
 	rm -rf bin mnt
+
+# Throughput through the mount against the direct SDK, same server, same run.
+bench: build deps
+	$(GO) run ./integration/bench -bin bin

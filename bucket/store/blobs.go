@@ -13,25 +13,31 @@ import (
 	"sync"
 )
 
-// blobStore keeps object bodies and, on disk, the record that names them.
-// Methods other than create/open are called with Store.mu held.
+// blobStore keeps object bodies ("blobs") and, on disk, the records that
+// name an object's blobs. An object is one blob, or the part blobs of a
+// completed multipart upload in order, so completing costs no copy.
 type blobStore interface {
 	createBucket(bucket string) error
 	create(bucket string) (blobWriter, error)
-	open(bucket, blob string, size int64) (readerAtCloser, error)
+	open(bucket, blob string) (readerAtCloser, error)
 	// remove drops a blob that is no longer referenced.
 	remove(bucket, blob string)
-	// unlink deletes the object record of key and its blob.
-	unlink(bucket, blob, key string) error
+	// saveRecord durably records obj as made of blobs.
+	saveRecord(bucket string, obj Object, blobs []blobRef) error
+	// deleteRecord removes the record of key.
+	deleteRecord(bucket, key string) error
+}
+
+// blobRef is one blob of an object.
+type blobRef struct {
+	ID   string
+	Size int64
 }
 
 type blobWriter interface {
 	io.Writer
-	// commit makes the blob durable and records it as the body of obj.
-	commit(obj Object) (blob string, err error)
-	// commitBody makes the blob durable without recording an object: bodies
-	// of multipart parts, which do not outlive a restart.
-	commitBody() (blob string, err error)
+	// commit makes the blob durable and returns its id.
+	commit() (blob string, err error)
 	abort()
 }
 
@@ -54,7 +60,7 @@ func (m *memBlobs) createBucket(string) error { return nil }
 
 func (m *memBlobs) create(string) (blobWriter, error) { return &memWriter{m: m}, nil }
 
-func (m *memBlobs) open(_, blob string, _ int64) (readerAtCloser, error) {
+func (m *memBlobs) open(_, blob string) (readerAtCloser, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return nopCloser{bytes.NewReader(m.data[blob])}, nil
@@ -66,10 +72,8 @@ func (m *memBlobs) remove(_, blob string) {
 	delete(m.data, blob)
 }
 
-func (m *memBlobs) unlink(bucket, blob, _ string) error {
-	m.remove(bucket, blob)
-	return nil
-}
+func (m *memBlobs) saveRecord(string, Object, []blobRef) error { return nil }
+func (m *memBlobs) deleteRecord(string, string) error          { return nil }
 
 type nopCloser struct{ io.ReaderAt }
 
@@ -80,11 +84,9 @@ type memWriter struct {
 	buf bytes.Buffer
 }
 
-func (w *memWriter) Write(p []byte) (int, error)   { return w.buf.Write(p) }
-func (w *memWriter) abort()                        {}
-func (w *memWriter) commit(Object) (string, error) { return w.commitBody() }
-
-func (w *memWriter) commitBody() (string, error) {
+func (w *memWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+func (w *memWriter) abort()                      {}
+func (w *memWriter) commit() (string, error) {
 	w.m.mu.Lock()
 	defer w.m.mu.Unlock()
 	w.m.count++
@@ -112,7 +114,7 @@ func newDirBlobs(root string) (*dirBlobs, error) {
 
 type record struct {
 	Object
-	Blob string
+	Blobs []blobRef
 }
 
 func (d *dirBlobs) createBucket(bucket string) error {
@@ -162,8 +164,10 @@ func (d *dirBlobs) load() (map[string][]*entry, error) {
 			if err := json.Unmarshal(raw, &rec); err != nil {
 				return nil, fmt.Errorf("%s: %w", p, err)
 			}
-			used[rec.Blob] = true
-			out[bucket] = append(out[bucket], &entry{Object: rec.Object, blob: rec.Blob})
+			for _, b := range rec.Blobs {
+				used[b.ID] = true
+			}
+			out[bucket] = append(out[bucket], &entry{Object: rec.Object, blobs: rec.Blobs})
 		}
 		bodies, err := os.ReadDir(filepath.Join(d.root, bucket, "data"))
 		if err != nil {
@@ -191,7 +195,7 @@ func (d *dirBlobs) create(bucket string) (blobWriter, error) {
 	return &dirWriter{d: d, bucket: bucket, f: f}, nil
 }
 
-func (d *dirBlobs) open(bucket, blob string, _ int64) (readerAtCloser, error) {
+func (d *dirBlobs) open(bucket, blob string) (readerAtCloser, error) {
 	return os.Open(filepath.Join(d.root, bucket, "data", blob))
 }
 
@@ -199,11 +203,18 @@ func (d *dirBlobs) remove(bucket, blob string) {
 	os.Remove(filepath.Join(d.root, bucket, "data", blob))
 }
 
-func (d *dirBlobs) unlink(bucket, blob, key string) error {
+func (d *dirBlobs) saveRecord(bucket string, obj Object, blobs []blobRef) error {
+	raw, err := json.Marshal(record{Object: obj, Blobs: blobs})
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(d.recordPath(bucket, obj.Key), raw)
+}
+
+func (d *dirBlobs) deleteRecord(bucket, key string) error {
 	if err := os.Remove(d.recordPath(bucket, key)); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	d.remove(bucket, blob)
 	return nil
 }
 
@@ -220,24 +231,7 @@ func (w *dirWriter) abort() {
 	os.Remove(w.f.Name())
 }
 
-func (w *dirWriter) commit(obj Object) (string, error) {
-	blob, err := w.commitBody()
-	if err != nil {
-		return "", err
-	}
-	dataPath := filepath.Join(w.d.root, w.bucket, "data", blob)
-	raw, err := json.Marshal(record{Object: obj, Blob: blob})
-	if err == nil {
-		err = writeFileAtomic(w.d.recordPath(w.bucket, obj.Key), raw)
-	}
-	if err != nil {
-		os.Remove(dataPath)
-		return "", err
-	}
-	return blob, nil
-}
-
-func (w *dirWriter) commitBody() (string, error) {
+func (w *dirWriter) commit() (string, error) {
 	blob := newID()
 	dataPath := filepath.Join(w.d.root, w.bucket, "data", blob)
 	err := w.f.Sync()

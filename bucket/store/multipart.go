@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/md5"
 	"encoding/hex"
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
 	"hash/crc64"
 	"io"
 	"sort"
@@ -80,7 +81,7 @@ func (s *Store) UploadPart(bucket, id string, n int, r io.Reader) (PartInfo, err
 		return PartInfo{}, err
 	}
 	p := &part{size: size, etag: `"` + strings.ToUpper(hex.EncodeToString(md.Sum(nil))) + `"`, crc: crc.Sum64()}
-	if p.blob, err = w.commitBody(); err != nil {
+	if p.blob, err = w.commit(); err != nil {
 		return PartInfo{}, err
 	}
 	s.mu.Lock()
@@ -134,42 +135,38 @@ func (s *Store) CompleteMultipart(bucket, id string, parts []PartInfo, acl strin
 	if err != nil {
 		return Object{}, err
 	}
-	w, err := s.blobs.create(bucket)
-	if err != nil {
-		return Object{}, err
-	}
+	// As on OSS, completing costs no copy: the object is its parts. The
+	// ETag is the MD5 of the parts' MD5s, the CRC the parts' combined.
 	md := md5.New()
-	crc := crc64.New(CRCTable)
-	var size int64
+	var (
+		crc   uint64
+		size  int64
+		blobs []blobRef
+		used  = map[string]bool{}
+	)
 	for _, p := range chosen {
-		r, err := s.blobs.open(bucket, p.blob, p.size)
-		if err != nil {
-			w.abort()
-			return Object{}, err
-		}
-		n, err := io.Copy(io.MultiWriter(w, md, crc), io.NewSectionReader(r, 0, p.size))
-		r.Close()
-		if err != nil {
-			w.abort()
-			return Object{}, err
-		}
-		size += n
+		sum, _ := hex.DecodeString(strings.Trim(p.etag, `"`))
+		md.Write(sum)
+		crc = oss.CRC64Combine(crc, p.crc, uint64(p.size))
+		size += p.size
+		blobs = append(blobs, blobRef{ID: p.blob, Size: p.size})
+		used[p.blob] = true
 	}
 	etag := `"` + strings.ToUpper(hex.EncodeToString(md.Sum(nil))) + "-" + strconv.Itoa(len(chosen)) + `"`
 	attrs := u.attrs
 	if acl != "" {
 		attrs.ACL = acl
 	}
-	obj, err := s.install(bucket, w, Object{Key: u.key, Size: size, ETag: etag, CRC64: crc.Sum64(), Attrs: attrs}, forbidOverwrite)
+	obj, err := s.install(bucket, Object{Key: u.key, Size: size, ETag: etag, CRC64: crc, Attrs: attrs}, blobs, forbidOverwrite)
 	if err != nil {
 		return Object{}, err
 	}
-	s.AbortMultipart(bucket, id)
+	s.dropUpload(bucket, id, used)
 	return obj, nil
 }
 
-// AbortMultipart drops the upload and its parts.
-func (s *Store) AbortMultipart(bucket, id string) error {
+// dropUpload forgets an upload and removes its part blobs but those kept.
+func (s *Store) dropUpload(bucket, id string, keep map[string]bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u, err := s.upload(bucket, id)
@@ -177,8 +174,13 @@ func (s *Store) AbortMultipart(bucket, id string) error {
 		return err
 	}
 	for _, p := range u.parts {
-		s.blobs.remove(bucket, p.blob)
+		if !keep[p.blob] {
+			s.blobs.remove(bucket, p.blob)
+		}
 	}
 	delete(s.buckets[bucket].uploads, id)
 	return nil
 }
+
+// AbortMultipart drops the upload and its parts.
+func (s *Store) AbortMultipart(bucket, id string) error { return s.dropUpload(bucket, id, nil) }

@@ -68,7 +68,7 @@ type bucketState struct {
 
 type entry struct {
 	Object
-	blob string // blob id in blobs
+	blobs []blobRef // the body, in order
 }
 
 // NewMemory returns a store that keeps everything in memory.
@@ -154,34 +154,43 @@ func (s *Store) Put(bucket, key string, r io.Reader, attrs Attrs, forbidOverwrit
 		w.abort()
 		return Object{}, err
 	}
+	blob, err := w.commit()
+	if err != nil {
+		return Object{}, err
+	}
 	obj := Object{Key: key, Size: n, ETag: `"` + strings.ToUpper(hex.EncodeToString(md.Sum(nil))) + `"`, CRC64: crc.Sum64(), Attrs: attrs}
-	return s.install(bucket, w, obj, forbidOverwrite)
+	return s.install(bucket, obj, []blobRef{{ID: blob, Size: n}}, forbidOverwrite)
 }
 
-// install makes a written blob the current version of obj.Key.
-func (s *Store) install(bucket string, w blobWriter, obj Object, forbidOverwrite bool) (Object, error) {
+// install makes blobs the body of obj.Key, replacing any current version.
+// On failure the blobs are removed.
+func (s *Store) install(bucket string, obj Object, blobs []blobRef, forbidOverwrite bool) (Object, error) {
 	obj.Attrs.Meta = cloneMeta(obj.Attrs.Meta)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, err := s.bucketLocked(bucket)
+	if err == nil {
+		if _, ok := b.objects[obj.Key]; ok && forbidOverwrite {
+			err = ErrExists
+		}
+	}
+	if err == nil {
+		obj.LastModified = s.now().UTC().Truncate(time.Second)
+		err = s.blobs.saveRecord(bucket, obj, blobs)
+	}
 	if err != nil {
-		w.abort()
-		return Object{}, err
-	}
-	if _, ok := b.objects[obj.Key]; ok && forbidOverwrite {
-		w.abort()
-		return Object{}, ErrExists
-	}
-	obj.LastModified = s.now().UTC().Truncate(time.Second)
-	e := &entry{Object: obj}
-	if e.blob, err = w.commit(e.Object); err != nil {
+		for _, bl := range blobs {
+			s.blobs.remove(bucket, bl.ID)
+		}
 		return Object{}, err
 	}
 	if old, ok := b.objects[obj.Key]; ok {
-		s.blobs.remove(bucket, old.blob)
+		for _, bl := range old.blobs {
+			s.blobs.remove(bucket, bl.ID)
+		}
 	}
-	b.objects[obj.Key] = e
-	return e.Object, nil
+	b.objects[obj.Key] = &entry{Object: obj, blobs: blobs}
+	return obj, nil
 }
 
 // Head returns the object's description.
@@ -215,10 +224,10 @@ func (s *Store) Open(bucket, key string, off, length int64) (Object, io.ReadClos
 		s.mu.Unlock()
 		return Object{}, nil, ErrNoSuchKey
 	}
-	obj, blob := e.Object, e.blob
-	// Open while locked so a concurrent replace cannot remove the blob first;
-	// an open file (or byte slice) stays readable after removal.
-	r, err := s.blobs.open(bucket, blob, obj.Size)
+	obj := e.Object
+	// Open while locked so a concurrent replace cannot remove the blobs
+	// first; an open file (or byte slice) stays readable after removal.
+	r, err := s.openBlobs(bucket, e.blobs)
 	s.mu.Unlock()
 	if err != nil {
 		return Object{}, nil, err
@@ -230,6 +239,55 @@ func (s *Store) Open(bucket, key string, off, length int64) (Object, io.ReadClos
 		length = obj.Size - off
 	}
 	return obj, readCloser{io.NewSectionReader(r, off, length), r}, nil
+}
+
+// openBlobs opens an object's blobs as one body. LOCKS_REQUIRED(s.mu)
+func (s *Store) openBlobs(bucket string, blobs []blobRef) (readerAtCloser, error) {
+	var m multiBlob
+	for _, b := range blobs {
+		r, err := s.blobs.open(bucket, b.ID)
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		m.parts = append(m.parts, r)
+		m.sizes = append(m.sizes, b.Size)
+	}
+	return &m, nil
+}
+
+// multiBlob reads blobs one after the other.
+type multiBlob struct {
+	parts []readerAtCloser
+	sizes []int64
+}
+
+func (m *multiBlob) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for i, r := range m.parts {
+		if off >= m.sizes[i] {
+			off -= m.sizes[i]
+			continue
+		}
+		want := min(int64(len(p)-n), m.sizes[i]-off)
+		got, err := r.ReadAt(p[n:n+int(want)], off)
+		n += got
+		if err != nil && !(err == io.EOF && int64(got) == want) {
+			return n, err
+		}
+		off = 0
+		if n == len(p) {
+			return n, nil
+		}
+	}
+	return n, io.EOF
+}
+
+func (m *multiBlob) Close() error {
+	for _, r := range m.parts {
+		r.Close()
+	}
+	return nil
 }
 
 type readCloser struct {
@@ -246,8 +304,11 @@ func (s *Store) Delete(bucket, key string) error {
 		return err
 	}
 	if e, ok := b.objects[key]; ok {
-		if err := s.blobs.unlink(bucket, e.blob, key); err != nil {
+		if err := s.blobs.deleteRecord(bucket, key); err != nil {
 			return err
+		}
+		for _, bl := range e.blobs {
+			s.blobs.remove(bucket, bl.ID)
 		}
 		delete(b.objects, key)
 	}

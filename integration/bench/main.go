@@ -1,0 +1,344 @@
+// Command bench is `make bench`: it starts osslocal on disk and measures
+// each workload through an ossmount mount and directly with the SDK,
+// against the same server in the same run, and prints the ratios.
+//
+// Times through the mount run until every object is in the bucket, not
+// until the copying program returns.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/upload"
+)
+
+const (
+	bucketName = "bench"
+	keyID      = "bench-key"
+	secret     = "bench-secret"
+)
+
+type env struct {
+	bin      string // directory with ossmount and osslocal
+	work     string
+	endpoint string
+	direct   bucket.Bucket
+}
+
+type row struct {
+	workload     string
+	bytes        int64
+	files        int
+	mount        time.Duration
+	direct       time.Duration
+	rss          int64
+	note         string
+	targetRatio  float64
+	hasDirectRef bool
+}
+
+func main() {
+	bin := flag.String("bin", "bin", "directory holding ossmount and osslocal")
+	bigSize := flag.String("big", "1GiB", "size of the big file")
+	smallFiles := flag.Int("small", 2000, "number of small files")
+	rsyncTree := flag.String("rsync-tree", "/usr/local/go/src/net", "tree for the rsync workload")
+	flag.Parse()
+	big, err := humanize.ParseBytes(*bigSize)
+	check(err)
+
+	e := &env{bin: must(filepath.Abs(*bin))}
+	e.work = must(os.MkdirTemp("", "ossmount-bench-"))
+	defer os.RemoveAll(e.work)
+	server := e.startServer()
+	defer server.Process.Kill()
+	// The direct client uploads with the part size and parallelism the
+	// mount uses by default, so that the two differ only in the mount.
+	e.direct = bucket.NewOSS(bucket.Config{Bucket: bucketName, Endpoint: e.endpoint, Region: "local", PathStyle: true,
+		Credentials: &bucket.Credentials{AccessKeyID: keyID, AccessKeySecret: secret}, PartSize: upload.DefaultPartSize, Parallel: 4})
+
+	var rows []row
+	rows = append(rows, e.bigFile(int64(big)))
+	rows = append(rows, e.smallFiles(*smallFiles, false), e.smallFiles(*smallFiles, true))
+	rows = append(rows, e.rsync(*rsyncTree)...)
+	printTable(rows)
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func must[T any](v T, err error) T {
+	check(err)
+	return v
+}
+
+func (e *env) startServer() *exec.Cmd {
+	ln := must(net.Listen("tcp", "127.0.0.1:0"))
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(filepath.Join(e.bin, "osslocal"), "--addr", addr, "--root", filepath.Join(e.work, "server"),
+		"--bucket", bucketName, "--access-key-id", keyID, "--access-key-secret", secret)
+	cmd.Stderr = os.Stderr
+	check(cmd.Start())
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			check(fmt.Errorf("osslocal did not start"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.endpoint = "http://" + addr
+	return cmd
+}
+
+// mounted is a running ossmount.
+type mounted struct {
+	dir string
+	cmd *exec.Cmd
+}
+
+func (e *env) mount(name string, extra ...string) *mounted {
+	dir := filepath.Join(e.work, "mnt-"+name)
+	check(os.MkdirAll(dir, 0o755))
+	opts := append([]string{"endpoint=" + e.endpoint, "path_style", "region=local", "cache_dir=" + filepath.Join(e.work, "cache-"+name),
+		"log_file=" + filepath.Join(e.work, "log-"+name)}, extra...)
+	r, w := must2(os.Pipe())
+	cmd := exec.Command(filepath.Join(e.bin, "ossmount"), "-f", bucketName, dir, "-o", strings.Join(opts, ","))
+	cmd.Env = append(os.Environ(), "OSS_ACCESS_KEY_ID="+keyID, "OSS_ACCESS_KEY_SECRET="+secret, "OSSMOUNT_READY_FD=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stderr = os.Stderr
+	check(cmd.Start())
+	w.Close()
+	status, _ := bufio.NewReader(r).ReadString('\n')
+	if strings.TrimSpace(status) != "ok" {
+		check(fmt.Errorf("mount failed: %s", status))
+	}
+	return &mounted{dir: dir, cmd: cmd}
+}
+
+func must2(a, b *os.File, err error) (*os.File, *os.File) {
+	check(err)
+	return a, b
+}
+
+// peakRSS is the process's high-water mark of resident memory.
+func (m *mounted) peakRSS() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	check(err)
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// unmount stops ossmount (SIGTERM drains a write-back queue) and waits.
+func (m *mounted) unmount() time.Duration {
+	start := time.Now()
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	check(m.cmd.Wait())
+	return time.Since(start)
+}
+
+func runCmd(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		check(fmt.Errorf("%s %v: %v\n%s", name, args, err, out))
+	}
+	return string(out)
+}
+
+// countObjects counts objects under prefix.
+func (e *env) countObjects(prefix string) int {
+	n, token := 0, ""
+	for {
+		page, err := e.direct.List(context.Background(), bucket.ListRequest{Prefix: prefix, ContinuationToken: token, MaxKeys: 1000})
+		check(err)
+		for _, o := range page.Objects {
+			if !strings.HasSuffix(o.Key, "/") {
+				n++
+			}
+		}
+		if token = page.NextToken; token == "" {
+			return n
+		}
+	}
+}
+
+func (e *env) bigFile(size int64) row {
+	src := filepath.Join(e.work, "big.bin")
+	f := must(os.Create(src))
+	_, err := io.CopyN(f, rand.Reader, size)
+	check(err)
+	check(f.Close())
+	fmt.Fprintf(os.Stderr, "big file: %s\n", humanize.IBytes(uint64(size)))
+
+	m := e.mount("big")
+	start := time.Now()
+	runCmd("cp", src, filepath.Join(m.dir, "big-mount.bin"))
+	mountTime := time.Since(start)
+	rss := m.peakRSS()
+	m.unmount()
+
+	body := must(os.Open(src))
+	defer body.Close()
+	start = time.Now()
+	_, err = e.direct.Put(context.Background(), bucket.PutRequest{Key: "big-direct.bin", Body: body, Size: size})
+	check(err)
+	directTime := time.Since(start)
+	os.Remove(src)
+	return row{workload: "1 big file (cp)", bytes: size, files: 1, mount: mountTime, direct: directTime, rss: rss, targetRatio: 1.15, hasDirectRef: true}
+}
+
+func (e *env) makeSmallTree(n int) (string, int64) {
+	dir := filepath.Join(e.work, "small")
+	if _, err := os.Stat(dir); err == nil {
+		return dir, dirSize(dir)
+	}
+	r := mrand.New(mrand.NewPCG(1, 2))
+	var total int64
+	buf := make([]byte, 64<<10)
+	for i := 0; i < n; i++ {
+		size := 4<<10 + r.IntN(60<<10+1)
+		rand.Read(buf[:size])
+		p := filepath.Join(dir, fmt.Sprintf("d%02d", i%20), fmt.Sprintf("f%04d.bin", i))
+		check(os.MkdirAll(filepath.Dir(p), 0o755))
+		check(os.WriteFile(p, buf[:size], 0o644))
+		total += int64(size)
+	}
+	return dir, total
+}
+
+func dirSize(dir string) int64 {
+	var total int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			total += fi.Size()
+		}
+		return nil
+	})
+	return total
+}
+
+func (e *env) smallFiles(n int, writeback bool) row {
+	src, total := e.makeSmallTree(n)
+	mode, name := "sync", "small-sync"
+	var extra []string
+	target := 4.0
+	if writeback {
+		mode, name, extra, target = "writeback", "small-wb", []string{"writeback"}, 1.3
+	}
+	m := e.mount(name, extra...)
+	start := time.Now()
+	runCmd("cp", "-r", src, filepath.Join(m.dir, name))
+	cpTime := time.Since(start)
+	for e.countObjects(name+"/") < n {
+		time.Sleep(20 * time.Millisecond)
+	}
+	mountTime := time.Since(start)
+	rss := m.peakRSS()
+	m.unmount()
+
+	// Direct: 16 parallel PutObject calls of the same files.
+	var paths []string
+	filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	start = time.Now()
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				data := must(os.ReadFile(p))
+				rel, _ := filepath.Rel(src, p)
+				_, err := e.direct.Put(context.Background(), bucket.PutRequest{Key: "direct-" + name + "/" + rel, Body: bytes.NewReader(data), Size: int64(len(data))})
+				check(err)
+			}
+		}()
+	}
+	for _, p := range paths {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+	directTime := time.Since(start)
+	return row{workload: fmt.Sprintf("%d small files, %s (cp -r)", n, mode), bytes: total, files: n, mount: mountTime, direct: directTime,
+		rss: rss, targetRatio: target, hasDirectRef: true, note: fmt.Sprintf("cp returned after %s", cpTime.Round(time.Millisecond))}
+}
+
+func (e *env) rsync(tree string) []row {
+	m := e.mount("rsync")
+	dst := filepath.Join(m.dir, "tree") + "/"
+	start := time.Now()
+	runCmd("rsync", "-a", tree+"/", dst)
+	first := time.Since(start)
+	start = time.Now()
+	out := runCmd("rsync", "-ai", tree+"/", dst)
+	second := time.Since(start)
+	resent := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, ">f") {
+			resent++
+		}
+	}
+	rss := m.peakRSS()
+	m.unmount()
+	size := dirSize(tree)
+	files := e.countObjects("tree/")
+	return []row{
+		{workload: "rsync -a of " + filepath.Base(tree), bytes: size, files: files, mount: first, rss: rss},
+		{workload: "rsync -a again", files: files, mount: second, rss: rss, note: fmt.Sprintf("%d files resent", resent)},
+	}
+}
+
+func printTable(rows []row) {
+	fmt.Printf("| workload | size | files | mount | direct SDK | ratio (target) | throughput via mount | peak RSS | note |\n")
+	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, r := range rows {
+		direct, ratio := "-", "-"
+		if r.hasDirectRef {
+			direct = r.direct.Round(time.Millisecond).String()
+			ratio = fmt.Sprintf("%.2f× (≤ %.2f×)", r.mount.Seconds()/r.direct.Seconds(), r.targetRatio)
+		}
+		size, tput := "-", "-"
+		if r.bytes > 0 {
+			size = humanize.IBytes(uint64(r.bytes))
+			tput = humanize.IBytes(uint64(float64(r.bytes)/r.mount.Seconds())) + "/s"
+		}
+		fmt.Printf("| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.workload, size, r.files,
+			r.mount.Round(time.Millisecond), direct, ratio, tput, humanize.IBytes(uint64(r.rss)), r.note)
+	}
+}
