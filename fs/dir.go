@@ -179,7 +179,7 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 			return ch
 		}
 	}
-	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md}
+	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md, inBucket: true}
 	fn.fillEntry(out)
 	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
 }
@@ -318,11 +318,24 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
-	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
-		return d.fsys.fail("unlink", key, err)
+	ch := d.GetChild(name)
+	inBucket := true
+	if ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok {
+			fn.dropQueued(ctx)
+			fn.mu.Lock()
+			inBucket = fn.inBucket
+			fn.mu.Unlock()
+		}
+	}
+	// A file made here and never uploaded has no object to delete.
+	if inBucket {
+		if err := d.fsys.bucket.Delete(ctx, key); err != nil {
+			return d.fsys.fail("unlink", key, err)
+		}
 	}
 	d.fsys.listings.Remove(d.dirKey(), name, false)
-	if ch := d.GetChild(name); ch != nil {
+	if ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
 			fn.forget()
 		}

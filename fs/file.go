@@ -47,8 +47,14 @@ type fileNode struct {
 	// file, so parts can be uploaded while it is written (stream).
 	streamable bool           // GUARDED_BY(mu)
 	stream     *upload.Stream // GUARDED_BY(mu); nil until the first part is due
-	handles    int            // GUARDED_BY(mu); open file handles
-	unlinked   bool           // GUARDED_BY(mu); removed: never upload again
+	// Write-back mode (writeback.go): wbID names the queue item of this
+	// file; sealed says staging belongs to a queued upload and must be
+	// copied before it changes.
+	wbID     string // GUARDED_BY(mu)
+	sealed   bool   // GUARDED_BY(mu)
+	inBucket bool   // GUARDED_BY(mu); an object exists at the current key
+	handles  int    // GUARDED_BY(mu); open file handles
+	unlinked bool   // GUARDED_BY(mu); removed: never upload again
 }
 
 var (
@@ -77,6 +83,7 @@ func (n *fileNode) refresh(size int64, md upload.Metadata) {
 	if n.staging == nil {
 		n.size, n.meta = size, md
 	}
+	n.inBucket = true
 }
 
 func (n *fileNode) fillEntry(out *fuse.EntryOut) {
@@ -114,6 +121,11 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) error {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
+	if truncate || newSize >= 0 {
+		if err := n.unsealLocked(); err != nil {
+			return err
+		}
+	}
 	n.mu.Lock()
 	st, size := n.staging, n.size
 	n.mu.Unlock()
@@ -124,7 +136,7 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) erro
 		}
 		if !truncate && size > 0 && (newSize < 0 || newSize > 0) {
 			if err := n.download(ctx, st, size); err != nil {
-				st.Close()
+				st.Remove()
 				return err
 			}
 		}
@@ -216,6 +228,19 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	n.freeze.RLock()
 	defer n.freeze.RUnlock()
 	n.mu.Lock()
+	for n.sealed {
+		// The staged content belongs to a queued upload: copy it first.
+		n.mu.Unlock()
+		n.freeze.RUnlock()
+		n.freeze.Lock()
+		err := n.unsealLocked()
+		n.freeze.Unlock()
+		n.freeze.RLock()
+		if err != nil {
+			return 0, n.fsys.fail("write", n.key(), err)
+		}
+		n.mu.Lock()
+	}
 	st := n.staging
 	if st == nil {
 		n.mu.Unlock()
@@ -249,7 +274,7 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 		n.meta.Mtime = n.fsys.now()
 		n.meta.Ctime = n.meta.Mtime
 	}
-	stream, startStream := n.stream, sequential && n.stream == nil && size > n.fsys.cfg.Uploader.PartSize()
+	stream, startStream := n.stream, sequential && n.stream == nil && n.fsys.queue == nil && size > n.fsys.cfg.Uploader.PartSize()
 	md := n.meta
 	n.mu.Unlock()
 	if stale != nil {
@@ -309,6 +334,9 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 // Fsync: 0 means the object is durable in the bucket.
 func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
 	err := n.upload(ctx)
+	if err == nil && n.fsys.queue != nil {
+		err = n.waitQueued(ctx)
+	}
 	if err == nil {
 		err = n.applyHeldMeta(ctx)
 	}
@@ -340,8 +368,8 @@ func (n *fileNode) release() syscall.Errno {
 func (n *fileNode) dropStagingIfIdle() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.handles == 0 && (!n.dirty || n.unlinked) && n.staging != nil {
-		n.staging.Close()
+	if n.handles == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
+		n.staging.Remove()
 		n.staging = nil
 		n.dirty = false
 	}
@@ -350,6 +378,9 @@ func (n *fileNode) dropStagingIfIdle() {
 // upload puts the staged content if it is dirty, as one consistent
 // snapshot: writers wait until it is done.
 func (n *fileNode) upload(ctx context.Context) error {
+	if n.fsys.queue != nil {
+		return n.submit()
+	}
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()
@@ -369,11 +400,13 @@ func (n *fileNode) upload(ctx context.Context) error {
 		}
 	}
 	err := n.fsys.cfg.Uploader.Put(ctx, n.key(), st, size, md)
+	n.mu.Lock()
 	if err != nil {
-		n.mu.Lock()
 		n.dirty = true
-		n.mu.Unlock()
+	} else {
+		n.inBucket = true
 	}
+	n.mu.Unlock()
 	return err
 }
 
@@ -395,6 +428,9 @@ func (n *fileNode) holdIfChangedSince(sent map[string]string) {
 // uploaded straight to newKey, a clean one copied with its current
 // metadata (held changes included). The old object is then deleted.
 func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
+	if moved, err := n.renameQueued(ctx, oldKey, newKey); moved || err != nil {
+		return err
+	}
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()
@@ -410,7 +446,12 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		}
 		n.mu.Lock()
 		n.dirty, n.emptyPending, n.metaPending = false, false, false
+		inBucket := n.inBucket
+		n.inBucket = true
 		n.mu.Unlock()
+		if !inBucket {
+			return nil
+		}
 		return n.fsys.bucket.Delete(ctx, oldKey)
 	}
 	// Replace the metadata in the copy: it carries held changes, and the
@@ -420,7 +461,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		return err
 	}
 	n.mu.Lock()
-	n.metaPending = false
+	n.metaPending, n.inBucket = false, true
 	n.mu.Unlock()
 	return nil
 }
@@ -479,6 +520,8 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 			return n.fsys.fail("truncate", n.key(), err)
 		}
 		n.dropStagingIfIdle()
+	case changed && !dirty && n.metaQueued():
+		// Rides along with the queued upload.
 	case changed && !dirty:
 		// The object is in the bucket: its metadata is replaced with a copy
 		// onto itself, held for a moment so that the changes tools make in

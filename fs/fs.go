@@ -32,8 +32,11 @@ type Config struct {
 	Bucket   bucket.Bucket
 	Uploader *upload.Uploader
 	Cache    *cache.Dir
-	Log      *slog.Logger
-	Now      func() time.Time // nil: time.Now
+	// Queue, when set, is write-back mode: close journals and queues the
+	// upload instead of waiting for it.
+	Queue *upload.Queue
+	Log   *slog.Logger
+	Now   func() time.Time // nil: time.Now
 
 	Prefix          string // normalized key prefix ("" or ending in "/")
 	UID, GID        uint32 // owner of objects without metadata
@@ -54,6 +57,7 @@ type Config struct {
 type FS struct {
 	cfg    Config
 	bucket bucket.Bucket
+	queue  *upload.Queue // nil in synchronous mode
 	log    *slog.Logger
 	now    func() time.Time
 	root   *dirNode
@@ -73,7 +77,7 @@ type metaHolder interface {
 
 // New returns the file system; Root is its root node.
 func New(cfg Config) *FS {
-	f := &FS{cfg: cfg, bucket: cfg.Bucket, log: cfg.Log, now: cfg.Now}
+	f := &FS{cfg: cfg, bucket: cfg.Bucket, queue: cfg.Queue, log: cfg.Log, now: cfg.Now}
 	if f.now == nil {
 		f.now = time.Now
 	}

@@ -166,7 +166,13 @@ func credentialsEnv() []string {
 // ossmount exit 0 and leave no mount and no staging file behind.
 func startMount(t *testing.T, srv *server, extra ...string) *mount {
 	t.Helper()
-	m := &mount{dir: t.TempDir(), cacheDir: filepath.Join(t.TempDir(), "cache"), srv: srv, logs: &syncBuffer{}}
+	return startMountAt(t, srv, t.TempDir(), filepath.Join(t.TempDir(), "cache"), extra...)
+}
+
+// startMountAt mounts at dir with the given cache directory.
+func startMountAt(t *testing.T, srv *server, dir, cacheDir string, extra ...string) *mount {
+	t.Helper()
+	m := &mount{dir: dir, cacheDir: cacheDir, srv: srv, logs: &syncBuffer{}}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -205,13 +211,36 @@ func (m *mount) stop(t *testing.T) {
 		t.Errorf("%s still mounted after SIGTERM", m.dir)
 		syscall.Unmount(m.dir, syscall.MNT_DETACH)
 	}
-	entries, _ := os.ReadDir(m.cacheDir)
-	for _, e := range entries {
-		t.Errorf("file left in the cache directory: %s", e.Name())
+	for _, f := range filesBelow(m.cacheDir) {
+		t.Errorf("file left in the cache directory: %s", f)
 	}
 	if t.Failed() {
 		t.Logf("ossmount logs:\n%s", m.logs)
 	}
+}
+
+// kill ends ossmount with SIGKILL, as a crash would, and detaches its
+// dead mount.
+func (m *mount) kill(t *testing.T) {
+	t.Helper()
+	m.stopped = true
+	m.cmd.Process.Kill()
+	m.cmd.Wait()
+	if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("detaching the dead mount: %v", err)
+	}
+}
+
+// filesBelow lists the regular files under dir.
+func filesBelow(dir string) []string {
+	var files []string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	return files
 }
 
 func isMounted(dir string) bool {

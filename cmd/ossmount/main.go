@@ -9,6 +9,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -35,7 +38,8 @@ const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]
   -o   options: endpoint=URL, region=R, path_style, cache_dir=DIR,
        storage_class=C, acl=A, uid=N, gid=N, umask=022, allow_other, ro,
        stat_ttl=2s, forbid_overwrite, passwd_file=F, part_size=16MiB,
-       parallel=N, log_file=F, debug`
+       parallel=N, writeback, writeback_delay=100ms, writeback_workers=16,
+       cache_size=10GiB, dir_rename_limit=1000, log_file=F, debug`
 
 func main() { os.Exit(run(os.Args[1:])) }
 
@@ -188,9 +192,17 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if cacheDir == "" {
 		cacheDir = cache.DefaultPath()
 	}
-	cd, err := cache.OpenDir(cacheDir)
+	cd, err := cache.OpenDir(cacheDir, o.CacheSize)
 	if err != nil {
 		return err
+	}
+	uploader := upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
+		PartSize: o.PartSize, Parallel: o.Parallel}, log)
+	var queue *upload.Queue
+	if o.Writeback {
+		if queue, err = startQueue(cd, uploader, a, log); err != nil {
+			return err
+		}
 	}
 	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
 	if o.UID >= 0 {
@@ -200,9 +212,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		gid = uint32(o.GID)
 	}
 	fsys := fs.New(fs.Config{
-		Bucket: b,
-		Uploader: upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
-			PartSize: o.PartSize, Parallel: o.Parallel}, log),
+		Bucket:          b,
+		Uploader:        uploader,
+		Queue:           queue,
 		Cache:           cd,
 		Log:             log,
 		Prefix:          a.prefix,
@@ -233,13 +245,19 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", a.mountpoint, err)
 	}
+	// Signals are caught before readiness is reported, so that a SIGTERM
+	// sent as soon as the mount is up still unmounts cleanly.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
 	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
 	ready.report(nil)
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		for s := range sigs {
+			if s == syscall.SIGUSR1 {
+				logStatus(log, cd, queue)
+				continue
+			}
 			log.Info("unmounting", "signal", s.String())
 			unmount(server, a.mountpoint, log)
 		}
@@ -247,8 +265,55 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	server.Wait()
 	signal.Stop(sigs)
 	fsys.Shutdown(context.Background())
+	if queue != nil {
+		s := queue.Stats()
+		log.Info("draining the write-back queue", "files", s.Queued, "bytes", humanize.IBytes(uint64(s.BytesQueued)))
+		if err := queue.Drain(context.Background()); err != nil {
+			log.Error("write-back queue not drained", "err", err)
+			return err
+		}
+		log.Info("write-back queue drained", "uploaded", queue.Stats().Uploaded)
+	}
 	log.Info("unmounted", "mountpoint", a.mountpoint)
 	return nil
+}
+
+// startQueue opens the write-back journal of this mount in the cache
+// directory, removes staged files whose close was never acknowledged, and
+// starts the queue with whatever an earlier mount left journaled.
+func startQueue(cd *cache.Dir, u *upload.Uploader, a mountArgs, log *slog.Logger) (*upload.Queue, error) {
+	sum := sha256.Sum256([]byte(a.opts.Endpoint + "\x00" + a.bucket + "\x00" + a.prefix))
+	journal, err := cd.EnableWriteback(a.bucket + "-" + hex.EncodeToString(sum[:6]))
+	if err != nil {
+		return nil, err
+	}
+	recs, err := journal.Load()
+	if err != nil {
+		return nil, err
+	}
+	if n := cd.RemoveUnjournaled(recs); n > 0 {
+		log.Info("removed staged files whose close was never acknowledged", "files", n)
+	}
+	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay})
+	cd.SetEvictable(q.Busy)
+	if len(recs) > 0 {
+		log.Info("replaying the write-back journal", "files", len(recs))
+		if err := q.Replay(cd, recs); err != nil {
+			log.Error("some journaled files could not be replayed", "err", err)
+		}
+	}
+	return q, nil
+}
+
+// logStatus answers SIGUSR1.
+func logStatus(log *slog.Logger, cd *cache.Dir, q *upload.Queue) {
+	attrs := []any{"staged", humanize.IBytes(uint64(cd.Used())), "staging_files", cd.Open()}
+	if q != nil {
+		s := q.Stats()
+		attrs = append(attrs, "queued", s.Queued, "queued_bytes", humanize.IBytes(uint64(s.BytesQueued)), "running", s.Running,
+			"uploaded", s.Uploaded, "uploaded_bytes", humanize.IBytes(uint64(s.BytesUploaded)), "failures", s.Failures, "gave_up", s.GaveUp)
+	}
+	log.Info("status", attrs...)
 }
 
 // unmount asks the kernel to unmount. While files are open that fails

@@ -11,28 +11,33 @@ import (
 
 // options are the -o settings of a mount.
 type options struct {
-	Endpoint        string
-	Region          string
-	PathStyle       bool
-	CacheDir        string
-	StorageClass    string
-	ACL             string
-	Debug           bool
-	UID, GID        int64 // -1: the mounting user
-	Umask           uint32
-	AllowOther      bool
-	ReadOnly        bool
-	StatTTL         time.Duration
-	ForbidOverwrite bool
-	PasswdFile      string
-	PartSize        int64
-	Parallel        int
-	LogFile         string
-	DirRenameLimit  int
+	Endpoint         string
+	Region           string
+	PathStyle        bool
+	CacheDir         string
+	StorageClass     string
+	ACL              string
+	Debug            bool
+	UID, GID         int64 // -1: the mounting user
+	Umask            uint32
+	AllowOther       bool
+	ReadOnly         bool
+	StatTTL          time.Duration
+	ForbidOverwrite  bool
+	PasswdFile       string
+	PartSize         int64
+	Parallel         int
+	LogFile          string
+	DirRenameLimit   int
+	Writeback        bool
+	WritebackDelay   time.Duration
+	WritebackWorkers int
+	CacheSize        int64
 }
 
 func defaultOptions() options {
-	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000}
+	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
+		WritebackDelay: 100 * time.Millisecond, WritebackWorkers: 16, Parallel: 4}
 }
 
 // parseOptions applies a comma-separated "-o" list to o. Unknown options
@@ -109,6 +114,16 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			o.Parallel, err = strconv.Atoi(value)
 		case "dir_rename_limit":
 			o.DirRenameLimit, err = strconv.Atoi(value)
+		case "writeback":
+			o.Writeback, err = parseBool(value, hasValue)
+		case "writeback_delay":
+			o.WritebackDelay, err = time.ParseDuration(value)
+		case "writeback_workers":
+			o.WritebackWorkers, err = strconv.Atoi(value)
+		case "cache_size":
+			var n uint64
+			n, err = humanize.ParseBytes(value)
+			o.CacheSize = int64(n)
 		case "log_file":
 			err = need()
 			o.LogFile = value

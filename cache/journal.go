@@ -1,0 +1,155 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Journal is the write-back journal: one record per file whose close was
+// acknowledged and whose upload has not finished. A record is written
+// (and fsync'd, with its directory) before close returns, so that after a
+// crash the next mount uploads everything that was acknowledged.
+type Journal struct {
+	dir string
+}
+
+// Record is what must be uploaded: the staged file's content as Key with
+// the user metadata Meta.
+type Record struct {
+	ID   string
+	Key  string
+	File string // named staging file
+	Size int64
+	Meta map[string]string
+}
+
+// EnableWriteback switches the cache directory to named staging files under
+// DIR/namespace/staged and returns the journal in DIR/namespace/journal.
+// namespace separates mounts of different buckets sharing a directory.
+func (d *Dir) EnableWriteback(namespace string) (*Journal, error) {
+	base := filepath.Join(d.path, namespace)
+	for _, sub := range []string{"", "staged", "journal"} {
+		if err := ensurePrivateDir(filepath.Join(base, sub)); err != nil {
+			return nil, fmt.Errorf("cache directory: %w", err)
+		}
+	}
+	d.named = filepath.Join(base, "staged")
+	return &Journal{dir: filepath.Join(base, "journal")}, nil
+}
+
+// OpenNamed opens a named staging file found through the journal.
+func (d *Dir) OpenNamed(path string) (*Staging, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	d.mu.Lock()
+	d.used += fi.Size()
+	d.mu.Unlock()
+	d.count.Add(1)
+	return &Staging{dir: d, f: f, name: path, size: fi.Size()}, nil
+}
+
+// RemoveUnjournaled deletes named staging files no record names: files
+// being written when the process died, whose close was never acknowledged.
+func (d *Dir) RemoveUnjournaled(records []Record) (removed int) {
+	if d.named == "" {
+		return 0
+	}
+	keep := map[string]bool{}
+	for _, r := range records {
+		keep[filepath.Base(r.File)] = true
+	}
+	entries, _ := os.ReadDir(d.named)
+	for _, e := range entries {
+		if !keep[e.Name()] {
+			os.Remove(filepath.Join(d.named, e.Name()))
+			removed++
+		}
+	}
+	return removed
+}
+
+// Put writes r durably, replacing the record with the same ID.
+func (j *Journal) Put(r Record) error {
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(j.dir, r.ID+".json"), raw)
+}
+
+// Delete removes the record of id.
+func (j *Journal) Delete(id string) error {
+	err := os.Remove(filepath.Join(j.dir, id+".json"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Load returns every record. Leftovers of interrupted writes are removed.
+func (j *Journal) Load() ([]Record, error) {
+	entries, err := os.ReadDir(j.dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Record
+	for _, e := range entries {
+		p := filepath.Join(j.dir, e.Name())
+		if !strings.HasSuffix(e.Name(), ".json") {
+			os.Remove(p)
+			continue
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var r Record
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return nil, fmt.Errorf("journal record %s: %w", p, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// writeFileAtomic writes data to a temporary file, syncs it, renames it to
+// path and syncs the directory: after a crash path holds the old or the new
+// content, never a mix.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	df, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer df.Close()
+	return df.Sync()
+}

@@ -1,0 +1,149 @@
+package fs
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/ossmount/ossmount/cache"
+)
+
+// Write-back mode (-o writeback): a close seals the staged file, journals
+// it and queues its upload (upload.Queue), and returns. The sealed file
+// belongs to the queue until the upload is done; a write to the file before
+// then copies it first, so an acknowledged version is never changed. A
+// rename or chmod of a file still queued changes the queued item instead of
+// costing requests.
+
+// submit seals the staged content and queues its upload.
+func (n *fileNode) submit() error {
+	n.freeze.Lock()
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	if !n.dirty || n.unlinked {
+		n.mu.Unlock()
+		return nil
+	}
+	st, size, md := n.staging, n.size, n.meta
+	if n.wbID == "" {
+		n.wbID = filepath.Base(st.Name())
+	}
+	id := n.wbID
+	n.dirty, n.emptyPending, n.metaPending, n.sealed = false, false, false, true
+	n.mu.Unlock()
+
+	err := st.Sync()
+	if err == nil {
+		rec := cache.Record{ID: id, Key: n.key(), File: st.Name(), Size: size, Meta: md.Encode()}
+		err = n.fsys.queue.Submit(rec, st, n.queuedDone)
+	}
+	if err != nil {
+		n.mu.Lock()
+		n.dirty, n.sealed = true, false
+		n.mu.Unlock()
+	}
+	return err
+}
+
+// queuedDone takes back a staged file the queue is done with.
+func (n *fileNode) queuedDone(f *cache.Staging, uploaded bool) {
+	n.mu.Lock()
+	mine := n.staging == f
+	if mine {
+		n.sealed = false
+		if uploaded {
+			n.inBucket = true
+		}
+	}
+	n.mu.Unlock()
+	if mine {
+		n.dropStagingIfIdle()
+	} else {
+		f.Remove()
+	}
+}
+
+// unsealLocked gives the file a staging file of its own if the current one
+// belongs to a queued upload. LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) unsealLocked() error {
+	n.mu.Lock()
+	sealed, st := n.sealed, n.staging
+	n.mu.Unlock()
+	if !sealed {
+		return nil
+	}
+	c, err := st.CopyTo(n.fsys.cfg.Cache)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.staging, n.sealed = c, false
+	n.mu.Unlock()
+	return nil
+}
+
+// waitQueued waits until the file's queued upload is done.
+func (n *fileNode) waitQueued(ctx context.Context) error {
+	n.mu.Lock()
+	id := n.wbID
+	n.mu.Unlock()
+	if id == "" {
+		return nil
+	}
+	return n.fsys.queue.Wait(ctx, id)
+}
+
+// renameQueued moves a file whose upload has not started to newKey by
+// changing the queued item, and reports whether it could.
+func (n *fileNode) renameQueued(ctx context.Context, oldKey, newKey string) (bool, error) {
+	if n.fsys.queue == nil {
+		return false, nil
+	}
+	n.mu.Lock()
+	id, md, inBucket := n.wbID, n.meta, n.inBucket
+	n.mu.Unlock()
+	if id == "" {
+		return false, nil
+	}
+	ok, err := n.fsys.queue.Update(id, newKey, md.Encode())
+	if err != nil || !ok {
+		if err == nil {
+			// Running: let it finish, then rename the object.
+			err = n.fsys.queue.Wait(ctx, id)
+		}
+		return false, err
+	}
+	n.mu.Lock()
+	n.metaPending, n.inBucket = false, false
+	n.mu.Unlock()
+	if inBucket {
+		// An older version was uploaded under the old name.
+		return true, n.fsys.bucket.Delete(ctx, oldKey)
+	}
+	return true, nil
+}
+
+// metaQueued puts changed metadata into the queued item, if there is one
+// that has not started.
+func (n *fileNode) metaQueued() bool {
+	if n.fsys.queue == nil {
+		return false
+	}
+	n.mu.Lock()
+	id, md := n.wbID, n.meta
+	n.mu.Unlock()
+	if id == "" {
+		return false
+	}
+	ok, err := n.fsys.queue.Update(id, n.key(), md.Encode())
+	return ok && err == nil
+}
+
+// dropQueued removes the file's queued upload (unlink).
+func (n *fileNode) dropQueued(ctx context.Context) {
+	n.mu.Lock()
+	id := n.wbID
+	n.mu.Unlock()
+	if n.fsys.queue != nil && id != "" {
+		n.fsys.queue.Remove(ctx, id)
+	}
+}

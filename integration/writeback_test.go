@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ossmount/ossmount/integration/osslocal"
+)
+
+// DESIGN §2 write-back: close returns once the data is journaled, even
+// while the server refuses every upload; the queue delivers it later.
+func TestWritebackCloseDoesNotWaitForTheServer(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=0s")
+	os.Mkdir(m.path("wb"), 0o755) // directory markers are written at once
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Status: 503})
+	want := map[string][]byte{}
+	for i := 0; i < 20; i++ {
+		name := fmt.Sprintf("wb/f%02d", i)
+		want[name] = randomBytes(t, 1000+i)
+		writeFile(t, m.path(name), want[name])
+	}
+	srv.ClearFaults()
+	// fsync waits for that file's upload.
+	f, err := os.Open(m.path("wb/f03"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync: %v", err)
+	}
+	f.Close()
+	srv.sameObject(t, "wb/f03", want["wb/f03"])
+	// Unmount drains the rest.
+	m.stop(t)
+	for k, v := range want {
+		srv.sameObject(t, k, v)
+	}
+}
+
+// A rename, chmod or unlink of a file still queued changes the job: one
+// request per file, no upload-then-copy.
+func TestWritebackRenameAndUnlinkWhileQueued(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	writeFile(t, m.path(".tmp.partial"), []byte("final content"))
+	os.Chmod(m.path(".tmp.partial"), 0o640)
+	if err := os.Rename(m.path(".tmp.partial"), m.path("final.txt")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("doomed"), []byte("never sent"))
+	if err := os.Remove(m.path("doomed")); err != nil {
+		t.Fatal(err)
+	}
+	// Reading back before the upload sees the new bytes.
+	if data, err := os.ReadFile(m.path("final.txt")); err != nil || string(data) != "final content" {
+		t.Fatalf("read back: %q %v", data, err)
+	}
+	m.stop(t)
+	srv.sameObject(t, "final.txt", []byte("final content"))
+	c := srv.Counts()
+	if c["PutObject"] != 1 || c["CopyObject"] != 0 || c["DeleteObject"] != 0 {
+		t.Fatalf("requests %v, want one PutObject", c)
+	}
+	if o, _ := srv.store.Head(testBucket, "final.txt"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o640) {
+		t.Fatalf("chmod while queued: %v", o.Meta)
+	}
+	if srv.exists("doomed") || srv.exists(".tmp.partial") {
+		t.Fatalf("keys %v", srv.keys(t))
+	}
+}
+
+// After a crash (SIGKILL) the next mount with the same cache directory
+// uploads every acknowledged file; a file still open at the crash was never
+// acknowledged and leaves nothing behind.
+func TestWritebackJournalReplayAfterKill(t *testing.T) {
+	srv := startServer(t)
+	dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+	m := startMountAt(t, srv, dir, cacheDir, "writeback", "writeback_delay=1h")
+	want := map[string][]byte{}
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprintf("crash/f%d", i)
+		want[name] = randomBytes(t, 5000*i)
+		writeFile(t, m.path(name), want[name])
+	}
+	open, err := os.Create(m.path("crash/unacknowledged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open.WriteString("not closed")
+	m.kill(t)
+	open.Close()
+	for k := range want {
+		if srv.exists(k) {
+			t.Fatalf("%s uploaded before the crash; the test needs it queued", k)
+		}
+	}
+
+	m = startMountAt(t, srv, dir, cacheDir, "writeback")
+	m.stop(t) // drains the replayed queue
+	for k, v := range want {
+		srv.sameObject(t, k, v)
+	}
+	if srv.exists("crash/unacknowledged") {
+		t.Fatal("an unacknowledged file was uploaded")
+	}
+	if !strings.Contains(m.logs.String(), "replaying") {
+		t.Errorf("no log line about the replay")
+	}
+}
+
+// -o cache_size bounds the staged bytes: in write-back mode writers wait
+// for uploads; with nothing to wait for, a write fails with ENOSPC.
+func TestCacheSizeLimit(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=0s", "cache_size=1MiB")
+	src := t.TempDir()
+	for i := 0; i < 8; i++ {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("f%d", i)), randomBytes(t, 400<<10))
+	}
+	run(t, "cp", "-r", src, m.path("bounded"))
+	m.stop(t)
+	for i := 0; i < 8; i++ {
+		data, _ := os.ReadFile(filepath.Join(src, fmt.Sprintf("f%d", i)))
+		srv.sameObject(t, fmt.Sprintf("bounded/f%d", i), data)
+	}
+
+	m = startMount(t, srv, "cache_size=1MiB")
+	f, err := os.Create(m.path("too-big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Write(make([]byte, 2<<20))
+	f.Close()
+	if errnoOf(err) != syscall.ENOSPC {
+		t.Fatalf("write over the cache limit: %v, want ENOSPC", err)
+	}
+}

@@ -1,0 +1,429 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/ossmount/ossmount/cache"
+)
+
+// Queue is the write-back queue (-o writeback): uploads that close has
+// already acknowledged, run by a few workers. It knows nothing of inodes:
+// an item is an id, a key, metadata and a staged file; the file system
+// changes items that have not started (rename, chmod, unlink) and waits
+// for them (fsync). Retries of one request belong to the SDK; the queue
+// decides only when to try a whole file again, with capped backoff, and
+// gives up visibly after MaxAttempts, keeping the journal record for the
+// next mount.
+//
+// Lock order: Queue.mu only; no lock is held during an upload.
+type Queue struct {
+	u       *Uploader
+	journal *cache.Journal
+	log     *slog.Logger
+	cfg     QueueConfig
+
+	mu     sync.Mutex
+	cond   *sync.Cond       // signalled when items change
+	items  map[string]*item // GUARDED_BY(mu)
+	closed bool             // GUARDED_BY(mu)
+	stats  QueueStats       // GUARDED_BY(mu)
+	wg     sync.WaitGroup
+}
+
+// QueueConfig sets the queue's constants.
+type QueueConfig struct {
+	Workers     int           // uploads at once; 0: 16
+	Delay       time.Duration // wait after a close before uploading, so a rename or chmod that follows rides along
+	MaxAttempts int           // whole-file attempts before giving up until the next mount; 0: 5
+	MaxBackoff  time.Duration // 0: 30s
+}
+
+// QueueStats is what SIGUSR1 and the logs report.
+type QueueStats struct {
+	Queued        int
+	Running       int
+	BytesQueued   int64
+	Uploaded      int
+	BytesUploaded int64
+	Failures      int
+	GaveUp        int
+}
+
+type item struct {
+	rec  cache.Record
+	file *cache.Staging
+	// onDone, if set, takes the staged file back once the item leaves the
+	// queue (uploaded says whether it was): the file system may still read
+	// from it. Without onDone the queue removes the file.
+	onDone   func(f *cache.Staging, uploaded bool)
+	due      time.Time
+	running  bool
+	again    *item // a newer version submitted while this one ran
+	removed  bool
+	attempts int
+	gaveUp   bool
+	waiters  []chan error
+}
+
+// NewQueue starts the workers.
+func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) *Queue {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 16
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	q := &Queue{u: u, journal: j, log: log, cfg: cfg, items: map[string]*item{}}
+	q.cond = sync.NewCond(&q.mu)
+	for i := 0; i < cfg.Workers; i++ {
+		q.wg.Add(1)
+		go q.worker()
+	}
+	return q
+}
+
+// Submit journals rec (durably) and queues its upload from file. A newer
+// version of an id replaces a queued one; if that one is running, the
+// newer one runs after it. onDone is called once this version is uploaded.
+func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
+	if err := q.journal.Put(rec); err != nil {
+		return err
+	}
+	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay)}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	old, ok := q.items[rec.ID]
+	switch {
+	case !ok:
+		q.items[rec.ID] = it
+	case old.running:
+		if old.again != nil && old.again.file != file && old.again.file != old.file {
+			old.again.file.Remove()
+		}
+		if old.again != nil {
+			it.waiters = old.again.waiters
+		}
+		old.again = it
+	default:
+		if old.file != file {
+			old.file.Remove()
+		}
+		it.waiters = old.waiters
+		q.items[rec.ID] = it
+	}
+	q.cond.Broadcast()
+	return nil
+}
+
+// Replay queues the records of a journal left by an earlier mount.
+func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
+	var errs []error
+	for _, rec := range recs {
+		f, err := dir.OpenNamed(rec.File)
+		if err != nil {
+			errs = append(errs, err)
+			q.log.Error("journaled file lost", "key", rec.Key, "file", rec.File, "err", err)
+			continue
+		}
+		q.log.Info("replaying journaled upload", "key", rec.Key, "size", humanize.IBytes(uint64(rec.Size)))
+		q.mu.Lock()
+		q.items[rec.ID] = &item{rec: rec, file: f, due: q.u.now()}
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Update changes the key and metadata of a queued item that has not
+// started, and reports whether it did (false: unknown or running).
+func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
+	q.mu.Lock()
+	it, ok := q.items[id]
+	if !ok || it.running {
+		q.mu.Unlock()
+		return false, nil
+	}
+	it.rec.Key, it.rec.Meta = key, meta
+	rec := it.rec
+	q.mu.Unlock()
+	// Journal the change before the rename or chmod is acknowledged.
+	return true, q.journal.Put(rec)
+}
+
+// Remove drops a queued item (unlink). A running upload finishes first.
+func (q *Queue) Remove(ctx context.Context, id string) {
+	q.mu.Lock()
+	it, ok := q.items[id]
+	if ok && it.running {
+		if next := it.again; next != nil && next.file != it.file {
+			next.file.Remove()
+		}
+		it.again = nil
+		it.removed = true
+	}
+	q.mu.Unlock()
+	if !ok {
+		return
+	}
+	if it.running {
+		q.Wait(ctx, id)
+		return
+	}
+	q.mu.Lock()
+	if q.items[id] == it {
+		delete(q.items, id)
+	}
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	q.journal.Delete(id)
+	it.notify(nil)
+	it.handBack(false)
+}
+
+// handBack gives the staged file to onDone, or removes it.
+func (it *item) handBack(uploaded bool) {
+	if it.onDone != nil {
+		it.onDone(it.file, uploaded)
+	} else {
+		it.file.Remove()
+	}
+}
+
+// Pending reports whether id is queued or running.
+func (q *Queue) Pending(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.items[id]
+	return ok
+}
+
+// Wait makes id due now and waits until it is uploaded. It returns the
+// error of a failed attempt (the item stays queued and is retried).
+func (q *Queue) Wait(ctx context.Context, id string) error {
+	q.mu.Lock()
+	it, ok := q.items[id]
+	if !ok {
+		q.mu.Unlock()
+		return nil
+	}
+	for it.again != nil {
+		it = it.again
+	}
+	ch := make(chan error, 1)
+	it.waiters = append(it.waiters, ch)
+	if !it.running {
+		it.due = q.u.now()
+	}
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (it *item) notify(err error) {
+	for _, ch := range it.waiters {
+		ch <- err
+	}
+	it.waiters = nil
+}
+
+// Stats returns the queue's counters.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.stats
+	for _, it := range q.items {
+		s.Queued++
+		s.BytesQueued += it.rec.Size
+		if it.running {
+			s.Running++
+		}
+	}
+	return s
+}
+
+// Busy reports whether uploads are queued or running: waiting for cache
+// space can then succeed.
+func (q *Queue) Busy() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, it := range q.items {
+		if !it.gaveUp {
+			return true
+		}
+	}
+	return false
+}
+
+// Drain makes everything due now and waits until the queue is empty or
+// only items that gave up remain, logging progress. Then it stops the
+// workers.
+func (q *Queue) Drain(ctx context.Context) error {
+	q.mu.Lock()
+	for _, it := range q.items {
+		if !it.running {
+			it.due = q.u.now()
+		}
+	}
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	done := make(chan struct{})
+	go func() {
+		q.mu.Lock()
+		for q.activeLocked() > 0 {
+			q.cond.Wait()
+		}
+		q.mu.Unlock()
+		close(done)
+	}()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case <-tick.C:
+			s := q.Stats()
+			q.log.Info("draining the write-back queue", "files", s.Queued, "bytes", humanize.IBytes(uint64(s.BytesQueued)),
+				"uploaded", s.Uploaded, "uploaded_bytes", humanize.IBytes(uint64(s.BytesUploaded)))
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	q.mu.Lock()
+	q.closed = true
+	left := len(q.items)
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	q.wg.Wait()
+	if left > 0 {
+		return errors.New("some uploads failed; they stay journaled in the cache directory and are retried at the next mount")
+	}
+	return nil
+}
+
+// activeLocked counts items still to be tried. LOCKS_REQUIRED(q.mu)
+func (q *Queue) activeLocked() int {
+	n := 0
+	for _, it := range q.items {
+		if !it.gaveUp {
+			n++
+		}
+	}
+	return n
+}
+
+// next returns the item to upload, waiting until one is due.
+// LOCKS_REQUIRED(q.mu)
+func (q *Queue) next() *item {
+	for {
+		if q.closed {
+			return nil
+		}
+		var ready []*item
+		var soonest time.Time
+		now := q.u.now()
+		for _, it := range q.items {
+			if it.running || it.gaveUp {
+				continue
+			}
+			if !it.due.After(now) {
+				ready = append(ready, it)
+			} else if soonest.IsZero() || it.due.Before(soonest) {
+				soonest = it.due
+			}
+		}
+		if len(ready) > 0 {
+			sort.Slice(ready, func(i, j int) bool { return ready[i].due.Before(ready[j].due) })
+			return ready[0]
+		}
+		if !soonest.IsZero() {
+			t := time.AfterFunc(soonest.Sub(now), func() {
+				q.mu.Lock()
+				q.cond.Broadcast()
+				q.mu.Unlock()
+			})
+			q.cond.Wait()
+			t.Stop()
+		} else {
+			q.cond.Wait()
+		}
+	}
+}
+
+func (q *Queue) worker() {
+	defer q.wg.Done()
+	q.mu.Lock()
+	for {
+		it := q.next()
+		if it == nil {
+			q.mu.Unlock()
+			return
+		}
+		it.running = true
+		rec := it.rec
+		q.mu.Unlock()
+
+		md := DecodeMetadata(rec.Meta, Metadata{})
+		err := q.u.put(context.Background(), rec.Key, it.file, rec.Size, q.u.Attrs(rec.Key, md, ""))
+
+		q.mu.Lock()
+		it.running = false
+		if err != nil {
+			q.failedLocked(it, err)
+			continue
+		}
+		q.stats.Uploaded++
+		q.stats.BytesUploaded += rec.Size
+		next := it.again
+		if next != nil {
+			q.items[rec.ID] = next
+		} else {
+			delete(q.items, rec.ID)
+		}
+		q.cond.Broadcast()
+		q.mu.Unlock()
+
+		if next == nil {
+			q.journal.Delete(rec.ID)
+		}
+		it.notify(nil)
+		if next == nil || next.file != it.file {
+			it.handBack(!it.removed)
+		}
+		q.mu.Lock()
+	}
+}
+
+// failedLocked schedules another attempt with backoff, or gives up.
+// LOCKS_REQUIRED(q.mu)
+func (q *Queue) failedLocked(it *item, err error) {
+	it.attempts++
+	q.stats.Failures++
+	if errors.Is(err, ErrInvalidName) || errors.Is(err, ErrNameTooLong) || it.attempts >= q.cfg.MaxAttempts {
+		it.gaveUp = true
+		q.stats.GaveUp++
+		q.log.Error("write-back upload failed; giving up until the next mount (the data stays journaled)",
+			"key", it.rec.Key, "attempts", it.attempts, "err", err)
+	} else {
+		backoff := min(time.Second<<(it.attempts-1), q.cfg.MaxBackoff)
+		it.due = q.u.now().Add(backoff)
+		q.log.Warn("write-back upload failed; retrying", "key", it.rec.Key, "attempt", it.attempts, "in", backoff.String(), "err", err)
+	}
+	it.notify(err)
+	q.cond.Broadcast()
+}
