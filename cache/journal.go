@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Journal is the write-back journal: one record per file whose close was
@@ -14,8 +15,12 @@ import (
 // (and fsync'd, with its directory) before close returns, so that after a
 // crash the next mount uploads everything that was acknowledged.
 type Journal struct {
-	dir string
+	dir  string
+	lock *os.File // flock'd for the life of the mount
 }
+
+// Close releases the journal's lock; the lock file itself stays.
+func (j *Journal) Close() error { return j.lock.Close() }
 
 // Record is what must be uploaded: the staged file's content as Key with
 // the user metadata Meta.
@@ -32,13 +37,25 @@ type Record struct {
 // namespace separates mounts of different buckets sharing a directory.
 func (d *Dir) EnableWriteback(namespace string) (*Journal, error) {
 	base := filepath.Join(d.path, namespace)
-	for _, sub := range []string{"", "staged", "journal"} {
+	for _, sub := range []string{"", "staged"} {
 		if err := ensurePrivateDir(filepath.Join(base, sub)); err != nil {
 			return nil, fmt.Errorf("cache directory: %w", err)
 		}
 	}
+	// One mount at a time may own a journal: a second one would replay
+	// records the first is still uploading.
+	lock, err := os.OpenFile(filepath.Join(base, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("the write-back journal in %s is in use by another ossmount (still draining?): %w", base, err)
+	}
 	d.named = filepath.Join(base, "staged")
-	return &Journal{dir: filepath.Join(base, "journal")}, nil
+	// Records live beside the staged files they name, so that one sync of
+	// that directory makes both entries durable.
+	return &Journal{dir: d.named, lock: lock}, nil
 }
 
 // OpenNamed opens a named staging file found through the journal.
@@ -68,6 +85,7 @@ func (d *Dir) RemoveUnjournaled(records []Record) (removed int) {
 	keep := map[string]bool{}
 	for _, r := range records {
 		keep[filepath.Base(r.File)] = true
+		keep[r.ID+".json"] = true
 	}
 	entries, _ := os.ReadDir(d.named)
 	for _, e := range entries {
@@ -79,7 +97,35 @@ func (d *Dir) RemoveUnjournaled(records []Record) (removed int) {
 	return removed
 }
 
-// Put writes r durably, replacing the record with the same ID.
+// Add writes the first record of r.ID durably (with the directory entry of
+// its staged file). A crash before it returns leaves at worst a torn
+// record, which Load drops: that close was never acknowledged.
+func (j *Journal) Add(r Record) error {
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(j.dir, r.ID+".json"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return j.Put(r)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(raw)
+	if err == nil {
+		err = syscall.Fdatasync(int(f.Fd()))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(j.dir)
+	}
+	return err
+}
+
+// Put replaces the record of r.ID durably (rename, chmod, a newer version).
 func (j *Journal) Put(r Record) error {
 	raw, err := json.Marshal(r)
 	if err != nil {
@@ -106,8 +152,11 @@ func (j *Journal) Load() ([]Record, error) {
 	var out []Record
 	for _, e := range entries {
 		p := filepath.Join(j.dir, e.Name())
-		if !strings.HasSuffix(e.Name(), ".json") {
+		if strings.HasPrefix(e.Name(), ".tmp-") {
 			os.Remove(p)
+			continue
+		}
+		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
 		raw, err := os.ReadFile(p)
@@ -116,7 +165,9 @@ func (j *Journal) Load() ([]Record, error) {
 		}
 		var r Record
 		if err := json.Unmarshal(raw, &r); err != nil {
-			return nil, fmt.Errorf("journal record %s: %w", p, err)
+			// Torn by a crash before its close was acknowledged.
+			os.Remove(p)
+			continue
 		}
 		out = append(out, r)
 	}
@@ -146,6 +197,10 @@ func writeFileAtomic(path string, data []byte) error {
 		os.Remove(f.Name())
 		return err
 	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
 	df, err := os.Open(dir)
 	if err != nil {
 		return err

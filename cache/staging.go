@@ -233,8 +233,8 @@ func (s *Staging) grow(end int64) error {
 	return nil
 }
 
-// Sync flushes the staged content to the disk.
-func (s *Staging) Sync() error { return s.f.Sync() }
+// Sync flushes the staged content (and size) to the disk.
+func (s *Staging) Sync() error { return syscall.Fdatasync(int(s.f.Fd())) }
 
 // Close frees the descriptor. A named staging file stays on disk (the
 // journal may need it); Remove deletes it.

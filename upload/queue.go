@@ -1,10 +1,10 @@
 package upload
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -31,7 +31,8 @@ type Queue struct {
 
 	mu     sync.Mutex
 	cond   *sync.Cond       // signalled when items change
-	items  map[string]*item // GUARDED_BY(mu)
+	items  map[string]*item // GUARDED_BY(mu); by id, running or not
+	ready  itemHeap         // GUARDED_BY(mu); items waiting to run, by due time
 	closed bool             // GUARDED_BY(mu)
 	stats  QueueStats       // GUARDED_BY(mu)
 	wg     sync.WaitGroup
@@ -70,6 +71,46 @@ type item struct {
 	attempts int
 	gaveUp   bool
 	waiters  []chan error
+	index    int // in Queue.ready; -1 when not there
+}
+
+// itemHeap orders waiting items by due time (container/heap).
+type itemHeap []*item
+
+func (h itemHeap) Len() int           { return len(h) }
+func (h itemHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h itemHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *itemHeap) Push(x any) {
+	it := x.(*item)
+	it.index = len(*h)
+	*h = append(*h, it)
+}
+func (h *itemHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	it.index = -1
+	return it
+}
+
+// schedule puts it in the ready heap. LOCKS_REQUIRED(q.mu)
+func (q *Queue) schedule(it *item) {
+	if it.index >= 0 {
+		heap.Fix(&q.ready, it.index)
+	} else {
+		heap.Push(&q.ready, it)
+	}
+	q.cond.Broadcast()
+}
+
+// unschedule takes it out of the ready heap. LOCKS_REQUIRED(q.mu)
+func (q *Queue) unschedule(it *item) {
+	if it.index >= 0 {
+		heap.Remove(&q.ready, it.index)
+	}
 }
 
 // NewQueue starts the workers.
@@ -96,16 +137,17 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 // version of an id replaces a queued one; if that one is running, the
 // newer one runs after it. onDone is called once this version is uploaded.
 func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
-	if err := q.journal.Put(rec); err != nil {
+	if err := q.journal.Add(rec); err != nil {
 		return err
 	}
-	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay)}
+	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), index: -1}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	old, ok := q.items[rec.ID]
 	switch {
 	case !ok:
 		q.items[rec.ID] = it
+		q.schedule(it)
 	case old.running:
 		if old.again != nil && old.again.file != file && old.again.file != old.file {
 			old.again.file.Remove()
@@ -119,9 +161,10 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 			old.file.Remove()
 		}
 		it.waiters = old.waiters
+		q.unschedule(old)
 		q.items[rec.ID] = it
+		q.schedule(it)
 	}
-	q.cond.Broadcast()
 	return nil
 }
 
@@ -137,8 +180,9 @@ func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
 		}
 		q.log.Info("replaying journaled upload", "key", rec.Key, "size", humanize.IBytes(uint64(rec.Size)))
 		q.mu.Lock()
-		q.items[rec.ID] = &item{rec: rec, file: f, due: q.u.now()}
-		q.cond.Broadcast()
+		it := &item{rec: rec, file: f, due: q.u.now(), index: -1}
+		q.items[rec.ID] = it
+		q.schedule(it)
 		q.mu.Unlock()
 	}
 	return errors.Join(errs...)
@@ -182,6 +226,7 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 	q.mu.Lock()
 	if q.items[id] == it {
 		delete(q.items, id)
+		q.unschedule(it)
 	}
 	q.cond.Broadcast()
 	q.mu.Unlock()
@@ -221,10 +266,10 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 	}
 	ch := make(chan error, 1)
 	it.waiters = append(it.waiters, ch)
-	if !it.running {
+	if !it.running && it.index >= 0 {
 		it.due = q.u.now()
+		q.schedule(it)
 	}
-	q.cond.Broadcast()
 	q.mu.Unlock()
 	select {
 	case err := <-ch:
@@ -274,11 +319,11 @@ func (q *Queue) Busy() bool {
 // workers.
 func (q *Queue) Drain(ctx context.Context) error {
 	q.mu.Lock()
-	for _, it := range q.items {
-		if !it.running {
-			it.due = q.u.now()
-		}
+	now := q.u.now()
+	for _, it := range q.ready {
+		it.due = now
 	}
+	heap.Init(&q.ready)
 	q.cond.Broadcast()
 	q.mu.Unlock()
 	tick := time.NewTicker(2 * time.Second)
@@ -330,39 +375,25 @@ func (q *Queue) activeLocked() int {
 // next returns the item to upload, waiting until one is due.
 // LOCKS_REQUIRED(q.mu)
 func (q *Queue) next() *item {
-	for {
-		if q.closed {
-			return nil
-		}
-		var ready []*item
-		var soonest time.Time
-		now := q.u.now()
-		for _, it := range q.items {
-			if it.running || it.gaveUp {
-				continue
-			}
-			if !it.due.After(now) {
-				ready = append(ready, it)
-			} else if soonest.IsZero() || it.due.Before(soonest) {
-				soonest = it.due
-			}
-		}
-		if len(ready) > 0 {
-			sort.Slice(ready, func(i, j int) bool { return ready[i].due.Before(ready[j].due) })
-			return ready[0]
-		}
-		if !soonest.IsZero() {
-			t := time.AfterFunc(soonest.Sub(now), func() {
-				q.mu.Lock()
-				q.cond.Broadcast()
-				q.mu.Unlock()
-			})
+	for !q.closed {
+		if q.ready.Len() == 0 {
 			q.cond.Wait()
-			t.Stop()
-		} else {
-			q.cond.Wait()
+			continue
 		}
+		top := q.ready[0]
+		wait := top.due.Sub(q.u.now())
+		if wait <= 0 {
+			return heap.Pop(&q.ready).(*item)
+		}
+		t := time.AfterFunc(wait, func() {
+			q.mu.Lock()
+			q.cond.Broadcast()
+			q.mu.Unlock()
+		})
+		q.cond.Wait()
+		t.Stop()
 	}
+	return nil
 }
 
 func (q *Queue) worker() {
@@ -392,6 +423,7 @@ func (q *Queue) worker() {
 		next := it.again
 		if next != nil {
 			q.items[rec.ID] = next
+			q.schedule(next)
 		} else {
 			delete(q.items, rec.ID)
 		}
@@ -422,6 +454,7 @@ func (q *Queue) failedLocked(it *item, err error) {
 	} else {
 		backoff := min(time.Second<<(it.attempts-1), q.cfg.MaxBackoff)
 		it.due = q.u.now().Add(backoff)
+		q.schedule(it)
 		q.log.Warn("write-back upload failed; retrying", "key", it.rec.Key, "attempt", it.attempts, "in", backoff.String(), "err", err)
 	}
 	it.notify(err)

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -131,6 +132,13 @@ func run(args []string) int {
 	defer closeLog()
 	for _, u := range a.unknown {
 		log.Warn("ignoring option with no meaning here", "option", u)
+	}
+	if path := os.Getenv("OSSMOUNT_CPUPROFILE"); path != "" {
+		// A developer's aid for `make bench` investigations.
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	if err := serve(a, log, ready); err != nil {
 		if !detached {
