@@ -215,21 +215,21 @@ func (s *Staging) Truncate(size int64) error {
 // grow accounts the file growing to end.
 func (s *Staging) grow(end int64) error {
 	s.mu.Lock()
-	delta := end - s.size
+	want := end - s.size
 	s.mu.Unlock()
-	if delta <= 0 {
+	if want <= 0 {
 		return nil
 	}
-	if err := s.dir.reserve(delta); err != nil {
+	if err := s.dir.reserve(want); err != nil {
 		return err
 	}
+	// The size may have changed while waiting (another writer grew it, a
+	// truncate shrank it): account what the growth really is.
 	s.mu.Lock()
-	if end > s.size {
-		s.size = end
-		delta = 0
-	}
+	actual := max(0, end-s.size)
+	s.size = max(s.size, end)
 	s.mu.Unlock()
-	s.dir.release(delta) // another writer grew it meanwhile
+	s.dir.release(want - actual) // negative: adds the difference
 	return nil
 }
 

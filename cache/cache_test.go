@@ -1,0 +1,144 @@
+package cache
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestListings(t *testing.T) {
+	now := time.Unix(100, 0)
+	l := NewListings(time.Second, func() time.Time { return now })
+	if known, _, _, _ := l.Lookup("d/", "x"); known {
+		t.Fatal("empty cache knows something")
+	}
+	l.Put("d/", map[string]bool{"file": false, "sub": true})
+	if known, exists, isDir, _ := l.Lookup("d/", "sub"); !known || !exists || !isDir {
+		t.Fatal("sub")
+	}
+	if known, exists, _, _ := l.Lookup("d/", "nope"); !known || exists {
+		t.Fatal("absent name")
+	}
+	l.Add("d/", "new", false)
+	l.Remove("d/", "file", false)
+	l.Remove("d/", "sub", false) // kind differs: kept
+	if _, exists, _, _ := l.Lookup("d/", "new"); !exists {
+		t.Fatal("added name")
+	}
+	if _, exists, _, _ := l.Lookup("d/", "file"); exists {
+		t.Fatal("removed name")
+	}
+	if _, exists, _, _ := l.Lookup("d/", "sub"); !exists {
+		t.Fatal("directory removed as a file")
+	}
+	now = now.Add(time.Second)
+	if known, _, _, expired := l.Lookup("d/", "new"); known || !expired {
+		t.Fatal("expired list used")
+	}
+	l.Put("a/b/", nil)
+	l.ForgetBelow("a/")
+	if known, _, _, _ := l.Lookup("a/b/", "x"); known {
+		t.Fatal("ForgetBelow")
+	}
+	if off := NewListings(0, nil); func() bool { off.Put("d/", nil); k, _, _, _ := off.Lookup("d/", "x"); return k }() {
+		t.Fatal("ttl 0 caches")
+	}
+}
+
+func TestStagingIsPrivateAndUnlinked(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	d, err := OpenDir(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("cache dir mode %v", fi.Mode())
+	}
+	s, err := d.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.WriteAt([]byte("hello"), 3)
+	buf := make([]byte, 8)
+	if n, _ := s.ReadAt(buf, 0); n != 8 || string(buf[3:]) != "hello" {
+		t.Fatalf("read %q", buf)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("staging file visible in the cache dir: %v", entries)
+	}
+	if d.Used() != 8 || d.Open() != 1 {
+		t.Fatalf("used %d open %d", d.Used(), d.Open())
+	}
+	s.Close()
+	if d.Used() != 0 || d.Open() != 0 {
+		t.Fatalf("after close: used %d open %d", d.Used(), d.Open())
+	}
+}
+
+func TestSpaceLimit(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 10)
+	s, _ := d.NewStaging()
+	defer s.Close()
+	other, _ := d.NewStaging()
+	if _, err := s.WriteAt(make([]byte, 5), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.WriteAt(make([]byte, 5), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteAt([]byte{1}, 5); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("over the limit with nothing to evict: %v", err)
+	}
+	// With uploads under way, the writer waits until space is freed.
+	d.SetEvictable(func() bool { return true })
+	done := make(chan error)
+	go func() { _, err := s.WriteAt([]byte{1}, 5); done <- err }()
+	other.Close() // an upload finished: frees 5 bytes
+	if err := <-done; err != nil {
+		t.Fatalf("waiting writer: %v", err)
+	}
+	if d.Used() != 6 {
+		t.Fatalf("used %d, want 6", d.Used())
+	}
+}
+
+func TestJournal(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 0)
+	j, err := d.EnableWriteback("ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.EnableWriteback("ns"); err == nil {
+		t.Fatal("a second mount got the journal")
+	}
+	s, _ := d.NewStaging()
+	s.WriteAt([]byte("data"), 0)
+	orphan, _ := d.NewStaging()
+	rec := Record{ID: "a", Key: "k", File: s.Name(), Size: 4, Meta: map[string]string{"mode": "33188"}}
+	if err := j.Add(rec); err != nil {
+		t.Fatal(err)
+	}
+	rec.Key = "renamed"
+	if err := j.Put(rec); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(j.dir, "torn.json"), []byte(`{"ID":`), 0o600)
+	recs, err := j.Load()
+	if err != nil || len(recs) != 1 || recs[0].Key != "renamed" {
+		t.Fatalf("load: %+v %v", recs, err)
+	}
+	if n := d.RemoveUnjournaled(recs); n != 1 {
+		t.Fatalf("removed %d unjournaled files, want 1", n)
+	}
+	if _, err := os.Stat(orphan.Name()); !os.IsNotExist(err) {
+		t.Fatal("unacknowledged staging file kept")
+	}
+	j.Delete("a")
+	if recs, _ := j.Load(); len(recs) != 0 {
+		t.Fatal("delete")
+	}
+	j.Close()
+}

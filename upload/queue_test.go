@@ -1,0 +1,130 @@
+package upload
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
+)
+
+type queueEnv struct {
+	b   *bucket.Fake
+	dir *cache.Dir
+	j   *cache.Journal
+	q   *Queue
+}
+
+func newQueueEnv(t *testing.T, cfg QueueConfig) *queueEnv {
+	t.Helper()
+	b := bucket.NewFake("test-bucket")
+	d, err := cache.OpenDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := d.EnableWriteback("ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := New(b, Config{}, slog.New(slog.DiscardHandler))
+	return &queueEnv{b: b, dir: d, j: j, q: NewQueue(u, j, slog.New(slog.DiscardHandler), cfg)}
+}
+
+func (e *queueEnv) submit(t *testing.T, id, key, content string) *cache.Staging {
+	t.Helper()
+	s, err := e.dir.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.WriteAt([]byte(content), 0)
+	if err := e.q.Submit(cache.Record{ID: id, Key: key, File: s.Name(), Size: int64(len(content))}, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (e *queueEnv) content(t *testing.T, key string) string {
+	t.Helper()
+	r, err := e.b.Get(context.Background(), key, 0, -1)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer r.Close()
+	data, _ := io.ReadAll(r)
+	return string(data)
+}
+
+func TestQueueUpdateAndRemoveBeforeStart(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
+	e.submit(t, "a", "tmp", "A")
+	if ok, err := e.q.Update("a", "final", map[string]string{"mode": "33261"}); !ok || err != nil {
+		t.Fatalf("update: %v %v", ok, err)
+	}
+	e.submit(t, "b", "gone", "B")
+	e.q.Remove(context.Background(), "b")
+	if err := e.q.Wait(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if e.content(t, "final") != "A" || e.b.Calls("PutObject") != 1 {
+		t.Fatalf("puts %d", e.b.Calls("PutObject"))
+	}
+	if info, _ := e.b.Head(context.Background(), "final"); info.Meta["mode"] != "33261" {
+		t.Fatalf("meta %v", info.Meta)
+	}
+	if err := e.q.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := e.j.Load(); len(recs) != 0 {
+		t.Fatalf("journal left: %v", recs)
+	}
+}
+
+func TestQueueNewerVersionReplacesQueued(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
+	e.submit(t, "a", "k", "old")
+	e.submit(t, "a", "k", "new")
+	if err := e.q.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e.content(t, "k") != "new" || e.b.Calls("PutObject") != 1 {
+		t.Fatalf("content %q, %d puts", e.content(t, "k"), e.b.Calls("PutObject"))
+	}
+	if e.dir.Used() != 0 {
+		t.Fatalf("staged bytes left: %d", e.dir.Used())
+	}
+}
+
+func TestQueueRetriesThenGivesUpVisibly(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 2, MaxBackoff: time.Millisecond})
+	fails := 0
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" && key == "flaky" && fails < 1 {
+			fails++
+			return bucket.ErrTransient
+		}
+		if op == "PutObject" && key == "broken" {
+			return bucket.ErrTransient
+		}
+		return nil
+	})
+	e.submit(t, "f", "flaky", "eventually")
+	e.submit(t, "b", "broken", "never")
+	err := e.q.Drain(context.Background())
+	if err == nil {
+		t.Fatal("drain hid a failed upload")
+	}
+	if e.content(t, "flaky") != "eventually" {
+		t.Fatal("retry did not upload")
+	}
+	s := e.q.Stats()
+	if s.GaveUp != 1 || s.Uploaded != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	recs, _ := e.j.Load()
+	if len(recs) != 1 || recs[0].Key != "broken" {
+		t.Fatalf("the failed upload must stay journaled: %+v", recs)
+	}
+}
