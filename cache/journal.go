@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/ossmount/ossmount/internal/fsutil"
 )
 
 // Journal is the write-back journal: one record per file whose close was
@@ -120,7 +122,7 @@ func (j *Journal) Add(r Record) error {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(j.dir)
+		err = fsutil.SyncDir(j.dir)
 	}
 	return err
 }
@@ -131,7 +133,7 @@ func (j *Journal) Put(r Record) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(j.dir, r.ID+".json"), raw)
+	return fsutil.WriteFileAtomic(filepath.Join(j.dir, r.ID+".json"), raw)
 }
 
 // Delete removes the record of id.
@@ -172,39 +174,4 @@ func (j *Journal) Load() ([]Record, error) {
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// writeFileAtomic writes data to a temporary file, syncs it, renames it to
-// path and syncs the directory: after a crash path holds the old or the new
-// content, never a mix.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	df, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer df.Close()
-	return df.Sync()
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/ossmount/ossmount/internal/fsutil"
 )
 
 // blobStore keeps object bodies ("blobs") and, on disk, the records that
@@ -208,7 +210,7 @@ func (d *dirBlobs) saveRecord(bucket string, obj Object, blobs []blobRef) error 
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(d.recordPath(bucket, obj.Key), raw)
+	return fsutil.WriteFileAtomic(d.recordPath(bucket, obj.Key), raw)
 }
 
 func (d *dirBlobs) deleteRecord(bucket, key string) error {
@@ -246,34 +248,4 @@ func (w *dirWriter) commit() (string, error) {
 		return "", err
 	}
 	return blob, nil
-}
-
-// writeFileAtomic writes data to a temporary file, syncs it and renames it to
-// path, then syncs the directory, so path holds either the old or the new
-// content after a crash.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if df, err := os.Open(dir); err == nil {
-		df.Sync()
-		df.Close()
-	}
-	return nil
 }
