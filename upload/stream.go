@@ -71,8 +71,8 @@ func (s *Stream) Handed() int64 {
 
 // Written tells the stream that the staged file now holds size bytes. Every
 // part that size completes (leaving at least one byte for the last part)
-// is started; when all slots are busy this waits, which holds back the
-// writer rather than letting staged data pile up.
+// is queued; at most Parallel parts are in flight, and the writer does not
+// wait for them: staged data is on disk, and -o cache_size bounds it.
 func (s *Stream) Written(ctx context.Context, size int64) error {
 	for {
 		s.mu.Lock()
@@ -96,13 +96,8 @@ func (s *Stream) Written(ctx context.Context, size int64) error {
 }
 
 // startPart initiates the upload if needed and sends part i in the
-// background.
+// background once a slot is free.
 func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 	s.mu.Lock()
 	if s.uploadID == "" && s.err == nil {
 		// Initiation happens under mu so that it happens once; only the
@@ -116,7 +111,6 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
-		<-s.slots
 		return err
 	}
 	id := s.uploadID
@@ -126,7 +120,15 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 
 	s.wg.Add(1)
 	go func() {
-		defer func() { <-s.slots; s.wg.Done() }()
+		defer s.wg.Done()
+		s.slots <- struct{}{}
+		defer func() { <-s.slots }()
+		s.mu.Lock()
+		aborted := s.err != nil
+		s.mu.Unlock()
+		if aborted {
+			return
+		}
 		// Parts outlive the write request that started them.
 		p, err := s.u.bucket.UploadPart(context.Background(), s.key, id, i+1, s.body, off, size)
 		s.mu.Lock()

@@ -62,6 +62,7 @@ func main() {
 	smallFiles := flag.Int("small", 2000, "number of small files")
 	rsyncTree := flag.String("rsync-tree", "/usr/local/go/src/net", "tree for the rsync workload")
 	runs := flag.Int("runs", 2, "runs of each workload; the best time of each side is kept")
+	only := flag.String("workloads", "big,small,rsync", "which workloads to run")
 	flag.Parse()
 	big, err := humanize.ParseBytes(*bigSize)
 	check(err)
@@ -77,10 +78,16 @@ func main() {
 		Credentials: &bucket.Credentials{AccessKeyID: keyID, AccessKeySecret: secret}, PartSize: upload.DefaultPartSize, Parallel: 4})
 
 	var rows []row
-	rows = append(rows, best(*runs, func(i int) row { return e.bigFile(int64(big), i) }))
-	rows = append(rows, best(*runs, func(i int) row { return e.smallFiles(*smallFiles, false, i) }),
-		best(*runs, func(i int) row { return e.smallFiles(*smallFiles, true, i) }))
-	rows = append(rows, e.rsync(*rsyncTree)...)
+	if strings.Contains(*only, "big") {
+		rows = append(rows, best(*runs, func(i int) row { return e.bigFile(int64(big), i) }))
+	}
+	if strings.Contains(*only, "small") {
+		rows = append(rows, best(*runs, func(i int) row { return e.smallFiles(*smallFiles, false, i) }),
+			best(*runs, func(i int) row { return e.smallFiles(*smallFiles, true, i) }))
+	}
+	if strings.Contains(*only, "rsync") {
+		rows = append(rows, e.rsync(*rsyncTree)...)
+	}
 	printTable(rows)
 }
 
