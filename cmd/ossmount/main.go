@@ -241,6 +241,8 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 			AllowOther:  o.AllowOther,
 			MaxWrite:    1 << 20,
 			DirectMount: os.Geteuid() == 0,
+			// FUSE protocol tracing, a developer's aid.
+			Debug: os.Getenv("OSSMOUNT_FUSE_DEBUG") != "",
 		},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
