@@ -25,6 +25,8 @@ type fileNode struct {
 	// freeze is held shared by writers and exclusively by whatever must see
 	// the staged content stand still: an upload, filling staging.
 	freeze sync.RWMutex
+	// appendMu serializes O_APPEND writers (taken before freeze).
+	appendMu sync.Mutex
 
 	mu      sync.Mutex
 	meta    upload.Metadata // GUARDED_BY(mu)
@@ -225,6 +227,13 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 
 func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	h, _ := fh.(*fileHandle)
+	appending := h != nil && h.append
+	if appending {
+		// Appenders go one at a time so that none picks the offset another
+		// is about to write.
+		n.appendMu.Lock()
+		defer n.appendMu.Unlock()
+	}
 	n.freeze.RLock()
 	defer n.freeze.RUnlock()
 	n.mu.Lock()
@@ -246,7 +255,6 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 		n.mu.Unlock()
 		return 0, syscall.EBADF
 	}
-	appending := h != nil && h.append
 	if appending {
 		off = n.size
 	}
@@ -256,15 +264,11 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	if !sequential {
 		stale = n.stopStreamLocked()
 	}
-	if !appending {
-		n.mu.Unlock()
-	}
-	// An appender holds mu across the write so that concurrent appenders
-	// cannot pick the same offset.
+	n.mu.Unlock()
+	// No mu across the write: it may wait for cache space, which uploads
+	// free by calling back into this node.
 	written, err := st.WriteAt(data, off)
-	if !appending {
-		n.mu.Lock()
-	}
+	n.mu.Lock()
 	if end := off + int64(written); end > n.size {
 		n.size = end
 	}

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
 // DESIGN §2: files copied in become objects, byte for byte.
@@ -231,4 +234,27 @@ func TestUploadFailureIsCloseError(t *testing.T) {
 		t.Fatalf("close after recovery: %v", err)
 	}
 	srv.sameObject(t, "fails.txt", []byte("keep me, and this"))
+}
+
+// DESIGN §3: a transient failure is never taken for "not found": a HEAD
+// that keeps failing with 503 is EIO, and creating the file then does not
+// replace the object with an empty one.
+func TestTransientLookupFailureIsNotENOENT(t *testing.T) {
+	srv := startServer(t)
+	srv.store.Put(testBucket, "precious.txt", strings.NewReader("keep me"), store.Attrs{}, false)
+	m := startMount(t, srv, "stat_ttl=0s")
+	srv.AddFault(osslocal.Fault{Op: "HeadObject", Status: 503})
+	if _, err := os.Stat(m.path("precious.txt")); errnoOf(err) != syscall.EIO {
+		t.Fatalf("stat during 503s: %v, want EIO", err)
+	}
+	f, err := os.OpenFile(m.path("precious.txt"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err == nil {
+		f.Close()
+		t.Fatal("open for append succeeded without knowing the object")
+	}
+	srv.ClearFaults()
+	srv.sameObject(t, "precious.txt", []byte("keep me"))
+	if data, err := os.ReadFile(m.path("precious.txt")); err != nil || string(data) != "keep me" {
+		t.Fatalf("after recovery: %q %v", data, err)
+	}
 }
