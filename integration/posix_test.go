@@ -209,6 +209,24 @@ func TestSedAndEditorSave(t *testing.T) {
 		t.Fatalf("keys after editor save: %s", keys)
 	}
 	srv.sameObject(t, "conf/app.conf", []byte("color=green\n"))
+
+	// A file renamed while dirty is uploaded straight to its new name.
+	copies := srv.Count("CopyObject")
+	g, err := os.Create(m.path("conf/draft"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.WriteString("renamed while open")
+	if err := os.Rename(m.path("conf/draft"), m.path("conf/final")); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "conf/final", []byte("renamed while open"))
+	if err := g.Close(); err != nil {
+		t.Fatalf("close after rename: %v", err)
+	}
+	if srv.exists("conf/draft") || srv.Count("CopyObject") != copies {
+		t.Fatalf("dirty rename: keys %v, %d copies", srv.keys(t), srv.Count("CopyObject")-copies)
+	}
 }
 
 // Random-access edits give the same bytes as on a local file.
