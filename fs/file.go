@@ -350,9 +350,10 @@ func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) 
 	return 0
 }
 
-// release lets a handle go (fileHandle.Release). Content still dirty (written through mmap and
-// never flushed, or a failed upload) is uploaded once more; if that fails
-// too, the staged data is kept for the next open and close.
+// release lets a handle go (fileHandle.Release). Content still dirty
+// (written through mmap and never flushed, an empty new file, or a failed
+// upload) is uploaded once more; if that fails too, the staged data is kept
+// for the next open and close.
 func (n *fileNode) release() syscall.Errno {
 	n.mu.Lock()
 	n.handles--
@@ -399,6 +400,9 @@ func (n *fileNode) upload(ctx context.Context) error {
 
 	if stream != nil {
 		if err := stream.Complete(ctx, size); err == nil {
+			n.mu.Lock()
+			n.inBucket = true
+			n.mu.Unlock()
 			n.holdIfChangedSince(stream.Attrs().Meta)
 			return nil
 		}
@@ -414,8 +418,8 @@ func (n *fileNode) upload(ctx context.Context) error {
 	return err
 }
 
-// holdIfChangedSince holds the metadata for a copy if mode or owner
-// changed after a streamed upload sent sent.
+// holdIfChangedSince holds the metadata for a copy if the mode or owner
+// changed after a streamed upload sent them.
 func (n *fileNode) holdIfChangedSince(sent map[string]string) {
 	n.mu.Lock()
 	now := n.meta.Encode()
