@@ -36,7 +36,8 @@ type Dir struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 	used int64 // GUARDED_BY(mu); bytes in staging files
-	// evictable reports whether uploads in progress will free space.
+	// evictable hurries uploads along and reports whether they will free
+	// space (nil: nothing will).
 	evictable func() bool // GUARDED_BY(mu)
 }
 
@@ -99,7 +100,8 @@ func (d *Dir) Used() int64 {
 }
 
 // SetEvictable tells the space limit how to know whether waiting can help:
-// fn reports whether uploads are under way that will free staged space.
+// fn makes queued uploads start now and reports whether any are under way
+// that will free staged space. It must not call back into the Dir.
 func (d *Dir) SetEvictable(fn func() bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -122,8 +124,18 @@ func (d *Dir) reserve(n int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for d.limit > 0 && n > 0 && d.used+n > d.limit {
-		if d.evictable == nil || !d.evictable() {
+		evictable := d.evictable
+		if evictable == nil {
 			return ErrNoSpace
+		}
+		d.mu.Unlock()
+		busy := evictable()
+		d.mu.Lock()
+		if !busy {
+			return ErrNoSpace
+		}
+		if d.used+n <= d.limit {
+			break // freed while unlocked
 		}
 		d.cond.Wait()
 	}

@@ -22,7 +22,9 @@ import (
 // gives up visibly after MaxAttempts, keeping the journal record for the
 // next mount.
 //
-// Lock order: Queue.mu only; no lock is held during an upload.
+// Lock order: Queue.mu before cache.Dir's lock is never taken: staged
+// files are removed after Queue.mu is released, since the cache's space
+// limit calls Hurry. No lock is held during an upload.
 type Queue struct {
 	u       *Uploader
 	journal *cache.Journal
@@ -141,6 +143,12 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 		return err
 	}
 	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), index: -1}
+	var superseded *cache.Staging // removed after unlocking: Dir locks come after q.mu
+	defer func() {
+		if superseded != nil {
+			superseded.Remove()
+		}
+	}()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	old, ok := q.items[rec.ID]
@@ -150,7 +158,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 		q.schedule(it)
 	case old.running:
 		if old.again != nil && old.again.file != file && old.again.file != old.file {
-			old.again.file.Remove()
+			superseded = old.again.file
 		}
 		if old.again != nil {
 			it.waiters = old.again.waiters
@@ -158,7 +166,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 		old.again = it
 	default:
 		if old.file != file {
-			old.file.Remove()
+			superseded = old.file
 		}
 		it.waiters = old.waiters
 		q.unschedule(old)
@@ -208,14 +216,18 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 func (q *Queue) Remove(ctx context.Context, id string) {
 	q.mu.Lock()
 	it, ok := q.items[id]
+	var superseded *cache.Staging
 	if ok && it.running {
 		if next := it.again; next != nil && next.file != it.file {
-			next.file.Remove()
+			superseded = next.file
 		}
 		it.again = nil
 		it.removed = true
 	}
 	q.mu.Unlock()
+	if superseded != nil {
+		superseded.Remove()
+	}
 	if !ok {
 		return
 	}
@@ -301,17 +313,24 @@ func (q *Queue) Stats() QueueStats {
 	return s
 }
 
-// Busy reports whether uploads are queued or running: waiting for cache
-// space can then succeed.
-func (q *Queue) Busy() bool {
+// Hurry makes every queued upload due now (a writer waits for cache
+// space) and reports whether any upload is queued or running, that is
+// whether waiting can succeed.
+func (q *Queue) Hurry() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for _, it := range q.items {
-		if !it.gaveUp {
-			return true
-		}
+	q.dueNowLocked()
+	return q.activeLocked() > 0
+}
+
+// dueNowLocked makes every waiting item due now. LOCKS_REQUIRED(q.mu)
+func (q *Queue) dueNowLocked() {
+	now := q.u.now()
+	for _, it := range q.ready {
+		it.due = now
 	}
-	return false
+	heap.Init(&q.ready)
+	q.cond.Broadcast()
 }
 
 // Drain makes everything due now and waits until the queue is empty or
@@ -319,12 +338,7 @@ func (q *Queue) Busy() bool {
 // workers.
 func (q *Queue) Drain(ctx context.Context) error {
 	q.mu.Lock()
-	now := q.u.now()
-	for _, it := range q.ready {
-		it.due = now
-	}
-	heap.Init(&q.ready)
-	q.cond.Broadcast()
+	q.dueNowLocked()
 	q.mu.Unlock()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()

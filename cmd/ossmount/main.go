@@ -305,7 +305,7 @@ func startQueue(cd *cache.Dir, u *upload.Uploader, a mountArgs, log *slog.Logger
 		log.Info("removed staged files whose close was never acknowledged", "files", n)
 	}
 	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay})
-	cd.SetEvictable(q.Busy)
+	cd.SetEvictable(q.Hurry)
 	if len(recs) > 0 {
 		log.Info("replaying the write-back journal", "files", len(recs))
 		if err := q.Replay(cd, recs); err != nil {
