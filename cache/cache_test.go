@@ -106,39 +106,55 @@ func TestSpaceLimit(t *testing.T) {
 }
 
 func TestJournal(t *testing.T) {
-	d, _ := OpenDir(t.TempDir(), 0)
-	j, err := d.EnableWriteback("ns")
-	if err != nil {
-		t.Fatal(err)
+	for _, inXattr := range []bool{true, false} {
+		d, _ := OpenDir(t.TempDir(), 0)
+		j, err := d.EnableWriteback("ns")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inXattr && !j.inXattr {
+			t.Fatal("this test machine's file system takes user xattrs; the probe said no")
+		}
+		j.inXattr = inXattr
+		if _, err := d.EnableWriteback("ns"); err == nil {
+			t.Fatal("a second mount got the journal")
+		}
+		s, _ := d.NewStaging()
+		s.WriteAt([]byte("data"), 0)
+		orphan, _ := d.NewStaging()
+		rec := Record{ID: "a", Key: "k", File: s.Name(), Size: 4, Meta: map[string]string{"mode": "33188"}, Seq: 1}
+		if err := j.Add(rec, s); err != nil {
+			t.Fatal(err)
+		}
+		rec.Key = "renamed"
+		if err := j.Put(rec, s); err != nil {
+			t.Fatal(err)
+		}
+		// An older version of the same ID loses to the newer one.
+		older, _ := d.NewStaging()
+		if err := j.Add(Record{ID: "a", Key: "old", File: older.Name(), Seq: 0}, older); err != nil && inXattr {
+			t.Fatal(err)
+		}
+		if !inXattr {
+			// One record file per ID: re-put the newest.
+			j.Put(rec, s)
+		}
+		os.WriteFile(filepath.Join(j.dir, ".tmp-torn"), []byte(`{"ID":`), 0o600)
+		recs, err := j.Load()
+		if err != nil || len(recs) != 1 || recs[0].Key != "renamed" {
+			t.Fatalf("xattr=%v load: %+v %v", inXattr, recs, err)
+		}
+		d.RemoveUnjournaled(recs)
+		if _, err := os.Stat(orphan.Name()); !os.IsNotExist(err) {
+			t.Fatalf("xattr=%v: unacknowledged staging file kept", inXattr)
+		}
+		if _, err := os.Stat(s.Name()); err != nil {
+			t.Fatalf("xattr=%v: journaled staging file removed", inXattr)
+		}
+		j.Done(rec, s, true)
+		if recs, _ := j.Load(); len(recs) != 0 {
+			t.Fatalf("xattr=%v: record left after Done: %+v", inXattr, recs)
+		}
+		j.Close()
 	}
-	if _, err := d.EnableWriteback("ns"); err == nil {
-		t.Fatal("a second mount got the journal")
-	}
-	s, _ := d.NewStaging()
-	s.WriteAt([]byte("data"), 0)
-	orphan, _ := d.NewStaging()
-	rec := Record{ID: "a", Key: "k", File: s.Name(), Size: 4, Meta: map[string]string{"mode": "33188"}}
-	if err := j.Add(rec); err != nil {
-		t.Fatal(err)
-	}
-	rec.Key = "renamed"
-	if err := j.Put(rec); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(j.dir, "torn.json"), []byte(`{"ID":`), 0o600)
-	recs, err := j.Load()
-	if err != nil || len(recs) != 1 || recs[0].Key != "renamed" {
-		t.Fatalf("load: %+v %v", recs, err)
-	}
-	if n := d.RemoveUnjournaled(recs); n != 1 {
-		t.Fatalf("removed %d unjournaled files, want 1", n)
-	}
-	if _, err := os.Stat(orphan.Name()); !os.IsNotExist(err) {
-		t.Fatal("unacknowledged staging file kept")
-	}
-	j.Delete("a")
-	if recs, _ := j.Load(); len(recs) != 0 {
-		t.Fatal("delete")
-	}
-	j.Close()
 }

@@ -9,17 +9,28 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ossmount/ossmount/internal/fsutil"
 )
 
 // Journal is the write-back journal: one record per file whose close was
-// acknowledged and whose upload has not finished. A record is written
-// (and fsync'd, with its directory) before close returns, so that after a
-// crash the next mount uploads everything that was acknowledged.
+// acknowledged and whose upload has not finished. A record is made durable
+// before close returns, so that after a crash the next mount uploads
+// everything that was acknowledged.
+//
+// Where the file system has user extended attributes, a record is an
+// attribute of the staged file it describes: one fsync makes the content
+// and the record durable together (and a directory sync the file's entry).
+// Elsewhere it is a file ID.json beside the staged file.
 type Journal struct {
-	dir  string
-	lock *os.File // flock'd for the life of the mount
+	dir     string
+	lock    *os.File // flock'd for the life of the mount
+	inXattr bool     // records are extended attributes of staged files
 }
+
+// recordXattr names the extended attribute that holds a record.
+const recordXattr = "user.ossmount.record"
 
 // Close releases the journal's lock; the lock file itself stays.
 func (j *Journal) Close() error { return j.lock.Close() }
@@ -32,6 +43,8 @@ type Record struct {
 	File string // named staging file
 	Size int64
 	Meta map[string]string
+	// Seq orders versions of one ID: after a crash the newest wins.
+	Seq int64
 }
 
 // EnableWriteback switches the cache directory to named staging files under
@@ -55,9 +68,20 @@ func (d *Dir) EnableWriteback(namespace string) (*Journal, error) {
 		return nil, fmt.Errorf("the write-back journal in %s is in use by another ossmount (still draining?): %w", base, err)
 	}
 	d.named = filepath.Join(base, "staged")
-	// Records live beside the staged files they name, so that one sync of
-	// that directory makes both entries durable.
-	return &Journal{dir: d.named, lock: lock}, nil
+	// Record files live beside the staged files they name, so that one sync
+	// of that directory makes both entries durable.
+	return &Journal{dir: d.named, lock: lock, inXattr: xattrsWork(d.named)}, nil
+}
+
+// xattrsWork reports whether files in dir take user extended attributes.
+func xattrsWork(dir string) bool {
+	f, err := os.CreateTemp(dir, ".tmp-probe-")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	return unix.Fsetxattr(int(f.Fd()), recordXattr, []byte("{}"), 0) == nil
 }
 
 // OpenNamed opens a named staging file found through the journal.
@@ -99,17 +123,30 @@ func (d *Dir) RemoveUnjournaled(records []Record) (removed int) {
 	return removed
 }
 
-// Add writes the first record of r.ID durably (with the directory entry of
-// its staged file). A crash before it returns leaves at worst a torn
-// record, which Load drops: that close was never acknowledged.
-func (j *Journal) Add(r Record) error {
+// Add makes the staged content of st and its first record r durable.
+// A crash before it returns leaves at worst a torn record, which Load
+// drops: that close was never acknowledged.
+func (j *Journal) Add(r Record, st *Staging) error {
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
+	if j.inXattr {
+		fd := int(st.f.Fd())
+		if err := unix.Fsetxattr(fd, recordXattr, raw, 0); err != nil {
+			return err
+		}
+		if err := unix.Fsync(fd); err != nil {
+			return err
+		}
+		return fsutil.SyncDir(j.dir)
+	}
+	if err := st.Sync(); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(filepath.Join(j.dir, r.ID+".json"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
-		return j.Put(r)
+		return fsutil.WriteFileAtomic(filepath.Join(j.dir, r.ID+".json"), raw)
 	}
 	if err != nil {
 		return err
@@ -127,8 +164,19 @@ func (j *Journal) Add(r Record) error {
 	return err
 }
 
-// Put replaces the record of r.ID durably (rename, chmod, a newer version).
-func (j *Journal) Put(r Record) error {
+// Put replaces the record of st's version durably (rename, chmod).
+func (j *Journal) Put(r Record, st *Staging) error {
+	if j.inXattr {
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		fd := int(st.f.Fd())
+		if err := unix.Fsetxattr(fd, recordXattr, raw, 0); err != nil {
+			return err
+		}
+		return unix.Fsync(fd)
+	}
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -136,34 +184,58 @@ func (j *Journal) Put(r Record) error {
 	return fsutil.WriteFileAtomic(filepath.Join(j.dir, r.ID+".json"), raw)
 }
 
-// Delete removes the record of id.
-func (j *Journal) Delete(id string) error {
-	err := os.Remove(filepath.Join(j.dir, id+".json"))
+// Done drops the record of the version staged in st, uploaded or dropped.
+// latest says no newer version of r.ID is queued (a record file describes
+// only the newest version).
+func (j *Journal) Done(r Record, st *Staging, latest bool) error {
+	if j.inXattr {
+		err := unix.Fremovexattr(int(st.f.Fd()), recordXattr)
+		if err != nil && !errors.Is(err, unix.ENODATA) {
+			return err
+		}
+		return nil
+	}
+	if !latest {
+		return nil
+	}
+	err := os.Remove(filepath.Join(j.dir, r.ID+".json"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
 }
 
-// Load returns every record. Leftovers of interrupted writes are removed.
+// Load returns every record, the newest version of each ID. Leftovers of
+// interrupted writes and older versions are removed.
 func (j *Journal) Load() ([]Record, error) {
 	entries, err := os.ReadDir(j.dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []Record
+	newest := map[string]Record{}
 	for _, e := range entries {
 		p := filepath.Join(j.dir, e.Name())
 		if strings.HasPrefix(e.Name(), ".tmp-") {
 			os.Remove(p)
 			continue
 		}
-		if !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		raw, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
+		var raw []byte
+		if j.inXattr {
+			if strings.HasSuffix(e.Name(), ".json") {
+				os.Remove(p) // left by a mount without extended attributes
+				continue
+			}
+			raw, err = readXattr(p)
+			if err != nil {
+				continue // no record: never acknowledged
+			}
+		} else {
+			if !strings.HasSuffix(e.Name(), ".json") {
+				continue
+			}
+			if raw, err = os.ReadFile(p); err != nil {
+				return nil, err
+			}
 		}
 		var r Record
 		if err := json.Unmarshal(raw, &r); err != nil {
@@ -171,7 +243,33 @@ func (j *Journal) Load() ([]Record, error) {
 			os.Remove(p)
 			continue
 		}
+		if old, ok := newest[r.ID]; ok {
+			if old.Seq > r.Seq {
+				os.Remove(r.File)
+				continue
+			}
+			os.Remove(old.File)
+		}
+		newest[r.ID] = r
+	}
+	out := make([]Record, 0, len(newest))
+	for _, r := range newest {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+func readXattr(path string) ([]byte, error) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Getxattr(path, recordXattr, buf)
+		if errors.Is(err, unix.ERANGE) {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
 }

@@ -31,11 +31,8 @@ func (n *fileNode) submit() error {
 	n.dirty, n.emptyPending, n.metaPending, n.sealed = false, false, false, true
 	n.mu.Unlock()
 
-	err := st.Sync()
-	if err == nil {
-		rec := cache.Record{ID: id, Key: n.key(), File: st.Name(), Size: size, Meta: md.Encode()}
-		err = n.fsys.queue.Submit(rec, st, n.queuedDone)
-	}
+	rec := cache.Record{ID: id, Key: n.key(), File: st.Name(), Size: size, Meta: md.Encode()}
+	err := n.fsys.queue.Submit(rec, st, n.queuedDone)
 	if err != nil {
 		n.mu.Lock()
 		n.dirty, n.sealed = true, false

@@ -139,7 +139,8 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 // version of an id replaces a queued one; if that one is running, the
 // newer one runs after it. onDone is called once this version is uploaded.
 func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
-	if err := q.journal.Add(rec); err != nil {
+	rec.Seq = time.Now().UnixNano()
+	if err := q.journal.Add(rec, file); err != nil {
 		return err
 	}
 	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), index: -1}
@@ -206,10 +207,10 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 		return false, nil
 	}
 	it.rec.Key, it.rec.Meta = key, meta
-	rec := it.rec
+	rec, file := it.rec, it.file
 	q.mu.Unlock()
 	// Journal the change before the rename or chmod is acknowledged.
-	return true, q.journal.Put(rec)
+	return true, q.journal.Put(rec, file)
 }
 
 // Remove drops a queued item (unlink). A running upload finishes first.
@@ -242,7 +243,7 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 	}
 	q.cond.Broadcast()
 	q.mu.Unlock()
-	q.journal.Delete(id)
+	q.journal.Done(it.rec, it.file, true)
 	it.notify(nil)
 	it.handBack(false)
 }
@@ -444,9 +445,7 @@ func (q *Queue) worker() {
 		q.cond.Broadcast()
 		q.mu.Unlock()
 
-		if next == nil {
-			q.journal.Delete(rec.ID)
-		}
+		q.journal.Done(rec, it.file, next == nil)
 		it.notify(nil)
 		if next == nil || next.file != it.file {
 			it.handBack(!it.removed)
