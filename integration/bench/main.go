@@ -102,7 +102,10 @@ func best(n int, run func(i int) row) row {
 	r := run(0)
 	for i := 1; i < n; i++ {
 		o := run(i)
-		r.mount, r.direct = min(r.mount, o.mount), min(r.direct, o.direct)
+		if o.mount < r.mount {
+			r.mount, r.note = o.mount, o.note
+		}
+		r.direct = min(r.direct, o.direct)
 		r.rss = max(r.rss, o.rss)
 	}
 	return r
