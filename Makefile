@@ -8,7 +8,7 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 
 # The main job on the embedded default: local server + mount + demo copy.
-run: build
+run: build deps
 	bash integration/run-demo.sh
 
 # Every test: unit tests over the fake bucket, the bucket conformance suite
