@@ -87,9 +87,12 @@ func TestRsyncTree(t *testing.T) {
 
 	m.stop(t)
 	m = startMount(t, srv)
+	before = srv.Counts()
+	start = time.Now()
 	if out := run(t, "rsync", "-ai", src+"/", m.path("net")+"/"); out != "" {
 		t.Fatalf("rsync -ai after remount changed things:\n%s", out)
 	}
+	t.Logf("rsync -ai after remount: %v, %s", time.Since(start).Round(time.Millisecond), requestsSince(before, srv.Counts()))
 	// Cold cache: every file reads back the same.
 	run(t, "diff", "-r", src, m.path("net"))
 }
