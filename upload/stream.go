@@ -15,6 +15,9 @@ import (
 // DefaultPartSize is the first part size of multipart uploads.
 const DefaultPartSize = 8 << 20
 
+// progressEvery is how often a long streamed upload logs its progress.
+const progressEvery = 5 * time.Second
+
 // maxParts is OSS's limit on the parts of one upload.
 const maxParts = 10000
 
@@ -45,6 +48,8 @@ type Stream struct {
 
 	mu       sync.Mutex
 	uploadID string        // GUARDED_BY(mu)
+	sent     int64         // GUARDED_BY(mu); bytes of finished parts
+	lastLog  time.Time     // GUARDED_BY(mu); last progress line
 	parts    []bucket.Part // GUARDED_BY(mu); by index
 	handed   int64         // GUARDED_BY(mu); bytes given to parts
 	err      error         // GUARDED_BY(mu); first failure
@@ -141,6 +146,12 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 		}
 		if i < len(s.parts) {
 			s.parts[i] = p
+		}
+		s.sent += size
+		if now := s.u.now(); now.Sub(s.lastLog) >= progressEvery && now.Sub(s.start) >= progressEvery {
+			s.lastLog = now
+			s.u.log.Info("uploading", "key", s.key, "sent", humanize.IBytes(uint64(s.sent)),
+				"rate", rate(s.sent, now.Sub(s.start)))
 		}
 	}()
 	return nil
