@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
+	"github.com/ossmount/ossmount/fs"
+	"github.com/ossmount/ossmount/upload"
+)
+
+// serve checks the bucket, mounts, reports readiness and serves until
+// unmounted. Errors before the mount is up are returned.
+func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
+	o := a.opts
+	if fi, err := os.Stat(a.mountpoint); err != nil || !fi.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", a.mountpoint)
+	}
+	creds, err := loadCredentials(o, a.bucket)
+	if err != nil {
+		return err
+	}
+	partSize := o.PartSize
+	if partSize <= 0 {
+		partSize = upload.DefaultPartSize
+	}
+	b := bucket.NewOSS(bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
+		Credentials: creds, PartSize: partSize, Parallel: o.Parallel})
+	if err := checkBucket(b, a.prefix, o.Endpoint); err != nil {
+		return err
+	}
+	cacheDir := o.CacheDir
+	if cacheDir == "" {
+		cacheDir = cache.DefaultPath()
+	}
+	cd, err := cache.OpenDir(cacheDir, o.CacheSize)
+	if err != nil {
+		return err
+	}
+	uploader := upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
+		PartSize: o.PartSize, Parallel: o.Parallel}, log)
+	var queue *upload.Queue
+	if o.Writeback {
+		if queue, err = startQueue(cd, uploader, a, log); err != nil {
+			return err
+		}
+	}
+	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
+	if o.UID >= 0 {
+		uid = uint32(o.UID)
+	}
+	if o.GID >= 0 {
+		gid = uint32(o.GID)
+	}
+	fsys := fs.New(fs.Config{
+		Bucket:          b,
+		Uploader:        uploader,
+		Queue:           queue,
+		Cache:           cd,
+		Log:             log,
+		Prefix:          a.prefix,
+		UID:             uid,
+		GID:             gid,
+		Umask:           o.Umask,
+		ForbidOverwrite: o.ForbidOverwrite,
+		DirRenameLimit:  o.DirRenameLimit,
+		StatTTL:         o.StatTTL,
+	})
+	ttl := o.StatTTL
+	mountOpts := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:      "ossmount:" + a.bucket,
+			Name:        "ossmount",
+			AllowOther:  o.AllowOther,
+			MaxWrite:    1 << 20,
+			DirectMount: os.Geteuid() == 0,
+			// FUSE protocol tracing, a developer's aid.
+			Debug: os.Getenv("OSSMOUNT_FUSE_DEBUG") != "",
+		},
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &ttl,
+	}
+	if o.ReadOnly {
+		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "ro")
+	}
+	server, err := gofs.Mount(a.mountpoint, fsys.Root(), mountOpts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %v", a.mountpoint, err)
+	}
+	// Signals are caught before readiness is reported, so that a SIGTERM
+	// sent as soon as the mount is up still unmounts cleanly.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
+	ready.report(nil)
+
+	go func() {
+		for s := range sigs {
+			if s == syscall.SIGUSR1 {
+				logStatus(log, cd, queue)
+				continue
+			}
+			log.Info("unmounting", "signal", s.String())
+			unmount(server, a.mountpoint, log)
+		}
+	}()
+	server.Wait()
+	signal.Stop(sigs)
+	fsys.Shutdown(context.Background())
+	if queue != nil {
+		s := queue.Stats()
+		log.Info("draining the write-back queue", "files", s.Queued, "bytes", humanize.IBytes(uint64(s.BytesQueued)))
+		if err := queue.Drain(context.Background()); err != nil {
+			log.Error("write-back queue not drained", "err", err)
+			return err
+		}
+		log.Info("write-back queue drained", "uploaded", queue.Stats().Uploaded)
+	}
+	log.Info("unmounted", "mountpoint", a.mountpoint)
+	return nil
+}
+
+// startQueue opens the write-back journal of this mount in the cache
+// directory, removes staged files whose close was never acknowledged, and
+// starts the queue with whatever an earlier mount left journaled.
+func startQueue(cd *cache.Dir, u *upload.Uploader, a mountArgs, log *slog.Logger) (*upload.Queue, error) {
+	sum := sha256.Sum256([]byte(a.opts.Endpoint + "\x00" + a.bucket + "\x00" + a.prefix))
+	journal, err := cd.EnableWriteback(a.bucket + "-" + hex.EncodeToString(sum[:6]))
+	if err != nil {
+		return nil, err
+	}
+	recs, err := journal.Load()
+	if err != nil {
+		return nil, err
+	}
+	if n := cd.RemoveUnjournaled(recs); n > 0 {
+		log.Info("removed staged files whose close was never acknowledged", "files", n)
+	}
+	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay})
+	cd.SetEvictable(q.Hurry)
+	if len(recs) > 0 {
+		log.Info("replaying the write-back journal", "files", len(recs))
+		if err := q.Replay(cd, recs); err != nil {
+			log.Error("some journaled files could not be replayed", "err", err)
+		}
+	}
+	return q, nil
+}
+
+// logStatus answers SIGUSR1.
+func logStatus(log *slog.Logger, cd *cache.Dir, q *upload.Queue) {
+	attrs := []any{"staged", humanize.IBytes(uint64(cd.Used())), "staging_files", cd.Open()}
+	if q != nil {
+		s := q.Stats()
+		attrs = append(attrs, "queued", s.Queued, "queued_bytes", humanize.IBytes(uint64(s.BytesQueued)), "running", s.Running,
+			"uploaded", s.Uploaded, "uploaded_bytes", humanize.IBytes(uint64(s.BytesUploaded)), "failures", s.Failures, "gave_up", s.GaveUp)
+	}
+	log.Info("status", attrs...)
+}
+
+// unmount asks the kernel to unmount. While files are open that fails
+// (EBUSY); then the mount is detached lazily: it leaves the namespace at
+// once, and the kernel finishes the open files (their flushes upload)
+// before it closes the connection and serve returns.
+func unmount(server *fuse.Server, mountpoint string, log *slog.Logger) {
+	if err := server.Unmount(); err == nil {
+		return
+	} else {
+		log.Warn("unmount failed; detaching, open files finish first", "err", err)
+	}
+	var err error
+	if os.Geteuid() == 0 {
+		err = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+	} else {
+		err = exec.Command("fusermount3", "-u", "-z", mountpoint).Run()
+	}
+	if err != nil {
+		log.Error("lazy unmount failed", "mountpoint", mountpoint, "err", err)
+	}
+}
+
+// checkBucket makes one listing request so that a wrong endpoint, bucket or
+// key fails the mount with a readable message instead of every operation.
+func checkBucket(b *bucket.OSS, prefix, endpoint string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := b.List(ctx, bucket.ListRequest{Prefix: prefix, MaxKeys: 1})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, bucket.ErrNoSuchBucket):
+		return fmt.Errorf("bucket %q does not exist at %s", b.Name(), endpoint)
+	case errors.Is(err, bucket.ErrAccessDenied):
+		return fmt.Errorf("access to bucket %q denied: check the credentials (%v)", b.Name(), err)
+	default:
+		return fmt.Errorf("cannot reach %s: %v", endpoint, err)
+	}
+}
