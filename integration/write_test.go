@@ -213,9 +213,9 @@ func TestUploadFailureIsCloseError(t *testing.T) {
 	if srv.exists("fails.txt") {
 		t.Fatal("object exists although every PutObject failed")
 	}
-	if !strings.Contains(m.logs.String(), `key=fails.txt`) {
-		t.Errorf("no log line names the key")
-	}
+	// The line is written before close returns; reading ossmount's stderr
+	// may lag behind.
+	waitUntil(t, "a log line naming the key", func() bool { return strings.Contains(m.logs.String(), `key=fails.txt`) })
 	// cp reports the failure too.
 	out, err := exec.Command("cp", "/etc/hostname", m.path("cp-fails")).CombinedOutput()
 	if err == nil {
