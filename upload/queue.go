@@ -36,8 +36,11 @@ type Queue struct {
 	items  map[string]*item // GUARDED_BY(mu); by id, running or not
 	ready  itemHeap         // GUARDED_BY(mu); items waiting to run, by due time
 	closed bool             // GUARDED_BY(mu)
-	stats  QueueStats       // GUARDED_BY(mu)
-	wg     sync.WaitGroup
+	// releasing counts items gone from items whose staged file is still
+	// being handed back: space they hold is about to be freed.
+	releasing int        // GUARDED_BY(mu)
+	stats     QueueStats // GUARDED_BY(mu)
+	wg        sync.WaitGroup
 }
 
 // QueueConfig sets the queue's constants.
@@ -46,6 +49,9 @@ type QueueConfig struct {
 	Delay       time.Duration // wait after a close before uploading, so a rename or chmod that follows rides along
 	MaxAttempts int           // whole-file attempts before giving up until the next mount; 0: 5
 	MaxBackoff  time.Duration // 0: 30s
+	// Released, if set, is called after a staged file has been handed
+	// back or removed (the cache's space waiters re-check).
+	Released func()
 }
 
 // QueueStats is what SIGUSR1 and the logs report.
@@ -241,11 +247,23 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 		delete(q.items, id)
 		q.unschedule(it)
 	}
-	q.cond.Broadcast()
+	q.releasing++
 	q.mu.Unlock()
 	q.journal.Done(it.rec, it.file, true)
 	it.notify(nil)
 	it.handBack(false)
+	q.released()
+}
+
+// released ends a hand-back. LOCKS_EXCLUDED(q.mu)
+func (q *Queue) released() {
+	q.mu.Lock()
+	q.releasing--
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	if q.cfg.Released != nil {
+		q.cfg.Released()
+	}
 }
 
 // handBack gives the staged file to onDone, or removes it.
@@ -376,9 +394,10 @@ func (q *Queue) Drain(ctx context.Context) error {
 	return nil
 }
 
-// activeLocked counts items still to be tried. LOCKS_REQUIRED(q.mu)
+// activeLocked counts items still to be tried or being handed back.
+// LOCKS_REQUIRED(q.mu)
 func (q *Queue) activeLocked() int {
-	n := 0
+	n := q.releasing
 	for _, it := range q.items {
 		if !it.gaveUp {
 			n++
@@ -442,6 +461,7 @@ func (q *Queue) worker() {
 		} else {
 			delete(q.items, rec.ID)
 		}
+		q.releasing++
 		q.cond.Broadcast()
 		q.mu.Unlock()
 
@@ -450,6 +470,7 @@ func (q *Queue) worker() {
 		if next == nil || next.file != it.file {
 			it.handBack(!it.removed)
 		}
+		q.released()
 		q.mu.Lock()
 	}
 }

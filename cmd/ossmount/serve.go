@@ -151,7 +151,8 @@ func startQueue(cd *cache.Dir, u *upload.Uploader, a mountArgs, log *slog.Logger
 	if n := cd.RemoveUnjournaled(recs); n > 0 {
 		log.Info("removed staged files whose close was never acknowledged", "files", n)
 	}
-	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay})
+	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay,
+		Released: cd.Freed})
 	cd.SetEvictable(q.Hurry)
 	if len(recs) > 0 {
 		log.Info("replaying the write-back journal", "files", len(recs))
