@@ -163,10 +163,15 @@ func (f *FS) renameDir(ctx context.Context, dir *gofs.Inode, oldPath, newPath st
 	if errno := f.checkNewName("rename", newPrefix); errno != 0 {
 		return errno
 	}
-	// Staged content below goes to the bucket first, so one listing sees
-	// everything that has to move.
+	// Staged and queued content below goes to the bucket first, so one
+	// listing sees everything that has to move.
 	if err := uploadBelow(ctx, dir); err != nil {
 		return f.fail("rename", oldPrefix, err)
+	}
+	if f.queue != nil {
+		if err := f.queue.WaitPrefix(ctx, oldPrefix); err != nil {
+			return f.fail("rename", oldPrefix, err)
+		}
 	}
 	var objs []bucket.ObjectInfo
 	token := ""

@@ -140,3 +140,22 @@ func TestCacheSizeLimit(t *testing.T) {
 		t.Fatalf("write over the cache limit: %v, want ENOSPC", err)
 	}
 }
+
+// A directory renamed while files in it are still queued moves them too.
+func TestWritebackDirectoryRenameWithQueuedFiles(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	for i := 0; i < 3; i++ {
+		writeFile(t, m.path(fmt.Sprintf("dir/f%d", i)), []byte{byte('a' + i)})
+	}
+	if err := os.Rename(m.path("dir"), m.path("moved")); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	for i := 0; i < 3; i++ {
+		srv.sameObject(t, fmt.Sprintf("moved/f%d", i), []byte{byte('a' + i)})
+		if srv.exists(fmt.Sprintf("dir/f%d", i)) {
+			t.Fatalf("dir/f%d left behind: %v", i, srv.keys(t))
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -308,6 +309,26 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// WaitPrefix makes every item whose key starts with prefix due now and
+// waits until they are uploaded (a directory rename moves only what the
+// bucket holds).
+func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
+	q.mu.Lock()
+	var ids []string
+	for id, it := range q.items {
+		if strings.HasPrefix(it.rec.Key, prefix) && !it.gaveUp {
+			ids = append(ids, id)
+		}
+	}
+	q.mu.Unlock()
+	for _, id := range ids {
+		if err := q.Wait(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (it *item) notify(err error) {
