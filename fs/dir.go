@@ -328,6 +328,9 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 			fn.mu.Unlock()
 		}
 	}
+	if d.fsys.queue != nil {
+		d.fsys.queue.RemoveKey(ctx, key) // queued by a node no longer in the tree
+	}
 	// A file made here and never uploaded has no object to delete.
 	if inBucket {
 		if err := d.fsys.bucket.Delete(ctx, key); err != nil {

@@ -146,6 +146,9 @@ func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
 			}
 		}
 	}
+	if d.fsys.queue != nil && d.fsys.queue.HasPrefix(key) {
+		return syscall.ENOTEMPTY
+	}
 	return 0
 }
 

@@ -311,19 +311,39 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 	}
 }
 
+// idsWithPrefix lists the items whose key starts with prefix (the whole
+// key when exact). LOCKS_EXCLUDED(q.mu)
+func (q *Queue) idsWithPrefix(prefix string, exact bool) []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var ids []string
+	for id, it := range q.items {
+		if it.gaveUp {
+			continue
+		}
+		if (exact && it.rec.Key == prefix) || (!exact && strings.HasPrefix(it.rec.Key, prefix)) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// HasPrefix reports whether an upload under prefix is queued (rmdir).
+func (q *Queue) HasPrefix(prefix string) bool { return len(q.idsWithPrefix(prefix, false)) > 0 }
+
+// RemoveKey drops queued uploads of key (unlink of a file the file system
+// no longer tracks).
+func (q *Queue) RemoveKey(ctx context.Context, key string) {
+	for _, id := range q.idsWithPrefix(key, true) {
+		q.Remove(ctx, id)
+	}
+}
+
 // WaitPrefix makes every item whose key starts with prefix due now and
 // waits until they are uploaded (a directory rename moves only what the
 // bucket holds).
 func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
-	q.mu.Lock()
-	var ids []string
-	for id, it := range q.items {
-		if strings.HasPrefix(it.rec.Key, prefix) && !it.gaveUp {
-			ids = append(ids, id)
-		}
-	}
-	q.mu.Unlock()
-	for _, id := range ids {
+	for _, id := range q.idsWithPrefix(prefix, false) {
 		if err := q.Wait(ctx, id); err != nil {
 			return err
 		}
