@@ -122,6 +122,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	case known && isDir:
 		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out)
 	}
+	if ch := d.queuedChild(ctx, name, key, out); ch != nil {
+		return ch, 0
+	}
 	info, err := d.fsys.bucket.Head(ctx, key)
 	if err == nil {
 		return d.fileChild(ctx, name, info, out), 0
@@ -131,6 +134,24 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, d.fsys.fail("lookup", key, err)
 	}
 	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out)
+}
+
+// queuedChild returns a node for a file whose upload is still queued
+// although the kernel forgot its node: the queued content, not the
+// bucket's older version (or nothing), is what the file holds.
+func (d *dirNode) queuedChild(ctx context.Context, name, key string, out *fuse.EntryOut) *gofs.Inode {
+	if d.fsys.queue == nil {
+		return nil
+	}
+	fn := &fileNode{fsys: d.fsys}
+	rec, st, ok := d.fsys.queue.Adopt(key, fn.queuedDone)
+	if !ok {
+		return nil
+	}
+	fn.size, fn.staging, fn.sealed, fn.wbID = rec.Size, st, true, rec.ID
+	fn.meta = upload.DecodeMetadata(rec.Meta, d.fsys.defaultMeta(syscall.S_IFREG, d.fsys.now()))
+	fn.fillEntry(out)
+	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
 }
 
 // dirKey is the directory's key prefix.

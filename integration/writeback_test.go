@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
@@ -158,4 +159,22 @@ func TestWritebackDirectoryRenameWithQueuedFiles(t *testing.T) {
 			t.Fatalf("dir/f%d left behind: %v", i, srv.keys(t))
 		}
 	}
+}
+
+// A file whose node the kernel forgets while its upload is still queued
+// reads back from the queued content.
+func TestWritebackForgottenNodeReadsQueuedContent(t *testing.T) {
+	srv := startServer(t)
+	srv.store.Put(testBucket, "f.txt", strings.NewReader("old version"), store.Attrs{}, false)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h", "stat_ttl=0s")
+	writeFile(t, m.path("f.txt"), []byte("new version, queued"))
+	// Make the kernel forget unused inodes (FUSE FORGET).
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(m.path("f.txt")); err != nil || string(data) != "new version, queued" {
+		t.Fatalf("read after forget: %q %v", data, err)
+	}
+	m.stop(t)
+	srv.sameObject(t, "f.txt", []byte("new version, queued"))
 }

@@ -328,6 +328,26 @@ func (q *Queue) idsWithPrefix(prefix string, exact bool) []string {
 	return ids
 }
 
+// Adopt finds the newest queued version of key, hands it to onDone from
+// now on, and returns its record and staged file: a file whose node the
+// kernel forgot while its upload was queued gets a new node that reads
+// the queued content.
+func (q *Queue) Adopt(key string, onDone func(*cache.Staging, bool)) (cache.Record, *cache.Staging, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, it := range q.items {
+		if it.rec.Key != key || it.removed {
+			continue
+		}
+		for it.again != nil {
+			it = it.again
+		}
+		it.onDone = onDone
+		return it.rec, it.file, true
+	}
+	return cache.Record{}, nil, false
+}
+
 // HasPrefix reports whether an upload under prefix is queued (rmdir).
 func (q *Queue) HasPrefix(prefix string) bool { return len(q.idsWithPrefix(prefix, false)) > 0 }
 
