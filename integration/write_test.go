@@ -255,3 +255,29 @@ func TestTransientLookupFailureIsNotENOENT(t *testing.T) {
 		t.Fatalf("after recovery: %q %v", data, err)
 	}
 }
+
+// A connection cut mid-body is retried by the SDK: close succeeds and the
+// object is whole; cut every time, close is EIO and nothing torn lands.
+func TestDroppedConnections(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	data := randomBytes(t, 300<<10)
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Cut: true, Count: 1})
+	writeFile(t, m.path("retried.bin"), data)
+	srv.sameObject(t, "retried.bin", data)
+
+	srv.ClearFaults()
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Cut: true})
+	f, err := os.Create(m.path("cut.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(data)
+	if err := f.Close(); errnoOf(err) != syscall.EIO {
+		t.Fatalf("close with every connection cut: %v, want EIO", err)
+	}
+	if srv.exists("cut.bin") {
+		t.Fatal("a torn upload landed")
+	}
+	srv.ClearFaults()
+}
