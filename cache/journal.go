@@ -25,6 +25,7 @@ import (
 // Elsewhere it is a file ID.json beside the staged file.
 type Journal struct {
 	dir     string
+	dirFile *os.File // dir, kept open to sync its entries
 	lock    *os.File // flock'd for the life of the mount
 	inXattr bool     // records are extended attributes of staged files
 }
@@ -33,7 +34,13 @@ type Journal struct {
 const recordXattr = "user.ossmount.record"
 
 // Close releases the journal's lock; the lock file itself stays.
-func (j *Journal) Close() error { return j.lock.Close() }
+func (j *Journal) Close() error {
+	j.dirFile.Close()
+	return j.lock.Close()
+}
+
+// syncDir makes the directory entries of staged files and records durable.
+func (j *Journal) syncDir() error { return j.dirFile.Sync() }
 
 // Record is what must be uploaded: the staged file's content as Key with
 // the user metadata Meta.
@@ -70,7 +77,12 @@ func (d *Dir) EnableWriteback(namespace string) (*Journal, error) {
 	d.named = filepath.Join(base, "staged")
 	// Record files live beside the staged files they name, so that one sync
 	// of that directory makes both entries durable.
-	return &Journal{dir: d.named, lock: lock, inXattr: xattrsWork(d.named)}, nil
+	dirFile, err := os.Open(d.named)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	return &Journal{dir: d.named, dirFile: dirFile, lock: lock, inXattr: xattrsWork(d.named)}, nil
 }
 
 // xattrsWork reports whether files in dir take user extended attributes.
@@ -139,7 +151,7 @@ func (j *Journal) Add(r Record, st *Staging) error {
 		if err := unix.Fsync(fd); err != nil {
 			return err
 		}
-		return fsutil.SyncDir(j.dir)
+		return j.syncDir()
 	}
 	if err := st.Sync(); err != nil {
 		return err
@@ -159,7 +171,7 @@ func (j *Journal) Add(r Record, st *Staging) error {
 		err = cerr
 	}
 	if err == nil {
-		err = fsutil.SyncDir(j.dir)
+		err = j.syncDir()
 	}
 	return err
 }
