@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+
+	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
 // DESIGN §2: a file written in order is uploaded in parts while it is
@@ -66,4 +69,21 @@ func TestStreamedMultipartRandomWriteFallsBack(t *testing.T) {
 	if c["CompleteMultipartUpload"] != c["InitiateMultipartUpload"]-c["AbortMultipartUpload"] {
 		t.Fatalf("the torn stream was completed: %v", c)
 	}
+}
+
+// A multipart upload whose completion reports a wrong CRC64 fails (the
+// streamed one, then the whole-file retry): close is EIO.
+func TestStreamedMultipartCRCMismatch(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=1MiB")
+	srv.AddFault(osslocal.Fault{Op: "CompleteMultipartUpload", BadCRC: true})
+	f, err := os.Create(m.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(randomBytes(t, 3<<20))
+	if err := f.Close(); errnoOf(err) != syscall.EIO {
+		t.Fatalf("close: %v, want EIO", err)
+	}
+	srv.ClearFaults()
 }

@@ -281,3 +281,21 @@ func TestDroppedConnections(t *testing.T) {
 	}
 	srv.ClearFaults()
 }
+
+// DESIGN §2: the CRC64 the server returns is checked; a mismatch fails the
+// upload, so close is EIO.
+func TestCRCMismatchIsCloseError(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	srv.AddFault(osslocal.Fault{Op: "PutObject", BadCRC: true})
+	f, err := os.Create(m.path("damaged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("bytes the server reports wrongly")
+	if err := f.Close(); errnoOf(err) != syscall.EIO {
+		t.Fatalf("close with a CRC mismatch: %v, want EIO", err)
+	}
+	waitUntil(t, "a log line naming the key", func() bool { return strings.Contains(m.logs.String(), "key=damaged") })
+	srv.ClearFaults()
+}

@@ -9,13 +9,15 @@ import (
 
 // Fault is one injected failure, kept as data: requests of Op (empty: any)
 // after the first After matching ones, Count times (0: every time), answer
-// with Status (an OSS error document), stall for Stall first, or have their
-// connection cut (Cut) once half the body has been read.
+// with Status (an OSS error document), stall for Stall first, have their
+// connection cut (Cut) once half the body has been read, or succeed with a
+// wrong CRC64 in the response (BadCRC).
 type Fault struct {
 	Op     string
 	Status int
 	Stall  time.Duration
 	Cut    bool
+	BadCRC bool
 	After  int
 	Count  int
 
@@ -38,6 +40,8 @@ func ParseFault(s string) (Fault, error) {
 			f.Stall, err = time.ParseDuration(v)
 		case "cut":
 			f.Cut = true
+		case "badcrc":
+			f.BadCRC = true
 		case "after":
 			f.After, err = strconv.Atoi(v)
 		case "count":

@@ -150,6 +150,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fault != nil && s.injectFault(req, fault) {
 		return
 	}
+	if fault != nil && fault.BadCRC {
+		// The request is served, but the CRC64 reported is wrong, as if the
+		// bytes had been damaged on the way.
+		req.w = &badCRCWriter{ResponseWriter: req.w}
+	}
 	s.cfg.Log.Debug("request", "op", req.op, "bucket", req.bucket, "key", req.key)
 	err := s.serve(req)
 	if err != nil {
@@ -192,6 +197,15 @@ func (s *Server) injectFault(req *request, f *Fault) bool {
 		return true
 	}
 	return false
+}
+
+type badCRCWriter struct{ http.ResponseWriter }
+
+func (w *badCRCWriter) WriteHeader(status int) {
+	if crc := w.Header().Get("x-oss-hash-crc64ecma"); crc != "" {
+		w.Header().Set("x-oss-hash-crc64ecma", crc+"1")
+	}
+	w.ResponseWriter.WriteHeader(status)
 }
 
 func operation(method, key string, q url.Values, h http.Header) string {
