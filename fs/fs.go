@@ -65,8 +65,9 @@ type FS struct {
 	// listings answers lookups of names a recently listed directory lacks.
 	listings *cache.Listings
 
-	heldMu sync.Mutex
-	held   map[metaHolder]bool // GUARDED_BY(heldMu); nodes with metaPending
+	heldMu   sync.Mutex
+	held     map[metaHolder]bool // GUARDED_BY(heldMu); nodes with metaPending
+	applying sync.WaitGroup      // held changes being sent
 }
 
 // metaHolder is a node whose metadata changes can be held (fileNode,
@@ -108,8 +109,16 @@ func (f *FS) holdMeta(n metaHolder) {
 
 func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	f.heldMu.Lock()
+	if !f.held[n] {
+		f.heldMu.Unlock()
+		return
+	}
 	delete(f.held, n)
+	// Counted while still under heldMu, so that Shutdown, which takes what
+	// is left in held, also waits for what has just left it.
+	f.applying.Add(1)
 	f.heldMu.Unlock()
+	defer f.applying.Done()
 	if err := n.applyHeldMeta(ctx); err != nil {
 		f.log.Error("metadata change not saved", "key", n.key(), "request_id", bucket.RequestID(err), "err", err)
 	}
@@ -127,6 +136,7 @@ func (f *FS) Shutdown(ctx context.Context) {
 	for _, n := range nodes {
 		f.applyHeld(ctx, n)
 	}
+	f.applying.Wait()
 }
 
 // defaultMeta is the metadata of an object that carries none.
