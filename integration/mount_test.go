@@ -151,3 +151,30 @@ func TestStorageClassAndACL(t *testing.T) {
 		t.Fatalf("metadata %v", o.Meta)
 	}
 }
+
+// DESIGN §7: usable from /etc/fstab: mount(8) runs
+// /sbin/mount.fuse.ossmount (a link to ossmount) with fstab options.
+func TestMountHelper(t *testing.T) {
+	const helper = "/sbin/mount.fuse.ossmount"
+	if _, err := os.Lstat(helper); err == nil {
+		t.Fatalf("%s exists already; the test will not replace it", helper)
+	}
+	if err := os.Symlink(ossmountBin, helper); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(helper)
+	srv := startServer(t)
+	mnt := t.TempDir()
+	opts := "rw,nosuid,_netdev,endpoint=" + srv.url + ",path_style,region=local,cache_dir=" + filepath.Join(t.TempDir(), "cache")
+	cmd := exec.Command("mount", "-t", "fuse.ossmount", testBucket, mnt, "-o", opts)
+	cmd.Env = credentialsEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount -t fuse.ossmount: %v\n%s", err, out)
+	}
+	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	writeFile(t, filepath.Join(mnt, "via-fstab.txt"), []byte("mounted by mount(8)"))
+	srv.sameObject(t, "via-fstab.txt", []byte("mounted by mount(8)"))
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatalf("umount: %v", err)
+	}
+}

@@ -50,6 +50,10 @@ func parseArgs(args []string) (mountArgs, error) {
 			a.foreground = true
 		case arg == "-d" || arg == "--debug":
 			a.opts.Debug = true
+		case arg == "-n" || arg == "-s" || arg == "-v":
+			// Passed by mount(8) to mount helpers (no mtab, sloppy, verbose):
+			// `mount -t fuse.ossmount` runs /sbin/mount.fuse.ossmount, a link
+			// to this binary, as HELPER BUCKET MOUNTPOINT -o OPTIONS.
 		case arg == "-o":
 			if i+1 == len(args) {
 				return a, errors.New("-o needs a value")

@@ -37,6 +37,11 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || a.bucket != "my-bucket" || a.prefix != "a/b/" || a.mountpoint != "/mnt" || !a.foreground {
 		t.Fatalf("%+v %v", a, err)
 	}
+	// As mount(8) runs a helper: flags it passes are accepted, fstab
+	// options ignored.
+	if a, err := parseArgs([]string{"b-1", "/m", "-n", "-o", "rw,nosuid,nodev,_netdev,endpoint=http://x"}); err != nil || a.opts.Endpoint != "http://x" || len(a.unknown) != 0 {
+		t.Fatalf("mount helper form: %+v %v", a, err)
+	}
 	if a, err := parseArgs([]string{"b-1", "/m", "-oregion=cn-beijing"}); err != nil || a.opts.Endpoint != "oss-cn-beijing.aliyuncs.com" {
 		t.Fatalf("region endpoint: %+v %v", a.opts, err)
 	}
