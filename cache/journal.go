@@ -144,11 +144,7 @@ func (j *Journal) Add(r Record, st *Staging) error {
 		return err
 	}
 	if j.inXattr {
-		fd := int(st.f.Fd())
-		if err := unix.Fsetxattr(fd, recordXattr, raw, 0); err != nil {
-			return err
-		}
-		if err := unix.Fsync(fd); err != nil {
+		if err := writeXattrRecord(st, raw); err != nil {
 			return err
 		}
 		return j.syncDir()
@@ -178,22 +174,24 @@ func (j *Journal) Add(r Record, st *Staging) error {
 
 // Put replaces the record of st's version durably (rename, chmod).
 func (j *Journal) Put(r Record, st *Staging) error {
-	if j.inXattr {
-		raw, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		fd := int(st.f.Fd())
-		if err := unix.Fsetxattr(fd, recordXattr, raw, 0); err != nil {
-			return err
-		}
-		return unix.Fsync(fd)
-	}
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
+	if j.inXattr {
+		return writeXattrRecord(st, raw)
+	}
 	return fsutil.WriteFileAtomic(filepath.Join(j.dir, r.ID+".json"), raw)
+}
+
+// writeXattrRecord attaches raw to the staged file and fsyncs it, so that
+// its content and its record are durable together.
+func writeXattrRecord(st *Staging, raw []byte) error {
+	fd := int(st.f.Fd())
+	if err := unix.Fsetxattr(fd, recordXattr, raw, 0); err != nil {
+		return err
+	}
+	return unix.Fsync(fd)
 }
 
 // Done drops the record of the version staged in st, uploaded or dropped.

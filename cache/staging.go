@@ -15,7 +15,6 @@ package cache
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -292,20 +291,12 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 func (s *Staging) Remove() {
 	s.Close()
 	if s.name != "" {
-		s.dir.RemoveNamed(s.name)
+		os.Remove(s.name) // a missing file is already what we want
 		s.mu.Lock()
 		n := s.size
 		s.size = 0
 		s.mu.Unlock()
 		s.dir.release(n)
-	}
-}
-
-// RemoveNamed deletes a named staging file that no Staging holds (one
-// found through the journal after a restart).
-func (d *Dir) RemoveNamed(path string) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return
 	}
 }
 

@@ -488,8 +488,7 @@ func (n *fileNode) applyHeldMeta(ctx context.Context) error {
 		return nil
 	}
 	key := n.key()
-	attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
-	if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: key, Dst: key, Size: size, Attrs: &attrs}); err != nil {
+	if err := n.fsys.replaceMeta(ctx, key, size, md); err != nil {
 		n.mu.Lock()
 		n.metaPending = true
 		n.mu.Unlock()

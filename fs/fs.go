@@ -139,6 +139,13 @@ func (f *FS) Shutdown(ctx context.Context) {
 	f.applying.Wait()
 }
 
+// replaceMeta sets md on the object key (of size bytes) with a copy onto
+// itself (x-oss-metadata-directive: REPLACE).
+func (f *FS) replaceMeta(ctx context.Context, key string, size int64, md upload.Metadata) error {
+	attrs := f.cfg.Uploader.Attrs(key, md, "")
+	return f.bucket.Copy(ctx, bucket.CopyRequest{Src: key, Dst: key, Size: size, Attrs: &attrs})
+}
+
 // defaultMeta is the metadata of an object that carries none.
 func (f *FS) defaultMeta(typ uint32, mtime time.Time) upload.Metadata {
 	perm := uint32(0o666)

@@ -105,12 +105,10 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 }
 
 // exists reports whether name is an object or a directory in the bucket.
+// The listing of the directory's prefix also finds its marker.
 func (d *dirNode) exists(ctx context.Context, name string) (bool, error) {
 	path := upload.Child(d.path(), name)
-	for _, key := range []string{d.fsys.fileKey(path), d.fsys.dirKey(path)} {
-		if upload.ValidateKey(key) != nil {
-			continue
-		}
+	if key := d.fsys.fileKey(path); upload.ValidateKey(key) == nil {
 		_, err := d.fsys.bucket.Head(ctx, key)
 		if err == nil {
 			return true, nil

@@ -10,7 +10,6 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/upload"
 )
 
@@ -73,8 +72,7 @@ func (n *symlinkNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.S
 	n.mu.Unlock()
 	if changed {
 		key := n.key()
-		attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
-		if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: key, Dst: key, Size: size, Attrs: &attrs}); err != nil {
+		if err := n.fsys.replaceMeta(ctx, key, size, md); err != nil {
 			return n.fsys.fail("setattr", key, err)
 		}
 	}

@@ -367,9 +367,6 @@ func (s *Store) List(bucket string, req ListRequest) (ListResult, error) {
 	var res ListResult
 	count := 0
 	for _, k := range keys {
-		if k <= req.StartAfter {
-			continue
-		}
 		entryName := k
 		isPrefix := false
 		if req.Delimiter != "" {

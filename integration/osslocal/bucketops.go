@@ -240,7 +240,7 @@ func (s *Server) uploadPartCopy(req *request) error {
 	if err != nil {
 		return err
 	}
-	off, length, _, err := parseRange(strings.Replace(req.r.Header.Get("x-oss-copy-source-range"), "bytes=", "bytes=", 1), obj.Size)
+	off, length, _, err := parseRange(req.r.Header.Get("x-oss-copy-source-range"), obj.Size)
 	if err != nil {
 		return err
 	}
