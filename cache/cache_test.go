@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -72,7 +74,7 @@ func TestStagingIsPrivateAndUnlinked(t *testing.T) {
 	if d.Used() != 8 || d.Open() != 1 {
 		t.Fatalf("used %d open %d", d.Used(), d.Open())
 	}
-	s.Close()
+	s.Remove()
 	if d.Used() != 0 || d.Open() != 0 {
 		t.Fatalf("after close: used %d open %d", d.Used(), d.Open())
 	}
@@ -81,7 +83,7 @@ func TestStagingIsPrivateAndUnlinked(t *testing.T) {
 func TestSpaceLimit(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 10)
 	s, _ := d.NewStaging()
-	defer s.Close()
+	defer s.Remove()
 	other, _ := d.NewStaging()
 	if _, err := s.WriteAt(make([]byte, 5), 0); err != nil {
 		t.Fatal(err)
@@ -96,7 +98,7 @@ func TestSpaceLimit(t *testing.T) {
 	d.SetEvictable(func() bool { return true })
 	done := make(chan error)
 	go func() { _, err := s.WriteAt([]byte{1}, 5); done <- err }()
-	other.Close() // an upload finished: frees 5 bytes
+	other.Remove() // an upload finished: frees 5 bytes
 	if err := <-done; err != nil {
 		t.Fatalf("waiting writer: %v", err)
 	}
@@ -156,5 +158,80 @@ func TestJournal(t *testing.T) {
 			t.Fatalf("xattr=%v: record left after Done: %+v", inXattr, recs)
 		}
 		j.Close()
+	}
+}
+
+// readAll reads a staging file's staged content.
+func readAll(t *testing.T, s *Staging, n int) []byte {
+	t.Helper()
+	buf := make([]byte, n+10)
+	got, err := s.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	return buf[:got]
+}
+
+// A reused staging file never shows its earlier content: not past the
+// staged size, not in a hole, not after a truncate that extends it.
+func TestReusedStagingHasNoStaleBytes(t *testing.T) {
+	for _, named := range []bool{false, true} {
+		d, _ := OpenDir(t.TempDir(), 0)
+		if named {
+			if _, err := d.EnableWriteback("ns"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		old, _ := d.NewStaging()
+		old.WriteAt(bytes.Repeat([]byte{'A'}, 100), 0)
+		if named {
+			if err := writeXattrRecord(old, []byte(`{"ID":"old"}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		old.Remove()
+		if _, err := old.ReadAt(make([]byte, 1), 0); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("named=%v: read after Remove: %v", named, err)
+		}
+		s, _ := d.NewStaging()
+		if named && s.Name() != old.Name() {
+			t.Fatalf("staging file not reused: %s, then %s", old.Name(), s.Name())
+		}
+		if named {
+			if _, err := readXattr(s.Name()); err == nil {
+				t.Fatal("reused file kept the old journal record")
+			}
+		}
+		if got := readAll(t, s, 100); len(got) != 0 {
+			t.Fatalf("named=%v: fresh file reads %q", named, got)
+		}
+		s.WriteAt([]byte("BBBB"), 0)
+		if got := readAll(t, s, 100); string(got) != "BBBB" {
+			t.Fatalf("named=%v: after one write %q", named, got)
+		}
+		s.WriteAt([]byte("C"), 50) // a hole over stale bytes
+		want := append([]byte("BBBB"), make([]byte, 46)...)
+		want = append(want, 'C')
+		if got := readAll(t, s, 100); !bytes.Equal(got, want) {
+			t.Fatalf("named=%v: hole reads %q", named, got)
+		}
+		s.Truncate(80)
+		want = append(want, make([]byte, 29)...)
+		if got := readAll(t, s, 100); !bytes.Equal(got, want) {
+			t.Fatalf("named=%v: extended by truncate %q", named, got)
+		}
+		if d.Used() != 80 {
+			t.Fatalf("used %d", d.Used())
+		}
+		s.Remove()
+		if d.Used() != 0 || d.Open() != 0 {
+			t.Fatalf("after Remove: used %d open %d", d.Used(), d.Open())
+		}
+		d.Close()
+		if named {
+			if entries, _ := os.ReadDir(d.named); len(entries) != 0 {
+				t.Fatalf("idle staging files left after Close: %v", entries)
+			}
+		}
 	}
 }

@@ -82,7 +82,9 @@ func (d *Dir) EnableWriteback(namespace string) (*Journal, error) {
 		lock.Close()
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
-	return &Journal{dir: d.named, dirFile: dirFile, lock: lock, inXattr: xattrsWork(d.named)}, nil
+	inXattr := xattrsWork(d.named)
+	d.reuseNamed = inXattr
+	return &Journal{dir: d.named, dirFile: dirFile, lock: lock, inXattr: inXattr}, nil
 }
 
 // xattrsWork reports whether files in dir take user extended attributes.
@@ -96,22 +98,26 @@ func xattrsWork(dir string) bool {
 	return unix.Fsetxattr(int(f.Fd()), recordXattr, []byte("{}"), 0) == nil
 }
 
-// OpenNamed opens a named staging file found through the journal.
-func (d *Dir) OpenNamed(path string) (*Staging, error) {
+// OpenNamed opens a named staging file found through the journal; size is
+// the staged size its record gives (bytes past it are stale).
+func (d *Dir) OpenNamed(path string, size int64) (*Staging, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
 	fi, err := f.Stat()
+	if err == nil && fi.Size() < size {
+		err = fmt.Errorf("staged file %s has %d bytes, its record says %d", path, fi.Size(), size)
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	d.mu.Lock()
-	d.used += fi.Size()
+	d.used += size
 	d.mu.Unlock()
 	d.count.Add(1)
-	return &Staging{dir: d, f: f, name: path, size: fi.Size()}, nil
+	return &Staging{dir: d, f: f, name: path, size: size, extent: fi.Size(), durable: true}, nil
 }
 
 // RemoveUnjournaled deletes named staging files no record names: files
@@ -147,7 +153,15 @@ func (j *Journal) Add(r Record, st *Staging) error {
 		if err := writeXattrRecord(st, raw); err != nil {
 			return err
 		}
-		return j.syncDir()
+		// A reused staging file's entry is on disk already.
+		if st.durable {
+			return nil
+		}
+		if err := j.syncDir(); err != nil {
+			return err
+		}
+		st.durable = true
+		return nil
 	}
 	if err := st.Sync(); err != nil {
 		return err
@@ -187,11 +201,12 @@ func (j *Journal) Put(r Record, st *Staging) error {
 // writeXattrRecord attaches raw to the staged file and fsyncs it, so that
 // its content and its record are durable together.
 func writeXattrRecord(st *Staging, raw []byte) error {
-	fd := int(st.f.Fd())
-	if err := unix.Fsetxattr(fd, recordXattr, raw, 0); err != nil {
-		return err
-	}
-	return unix.Fsync(fd)
+	return st.withFile(func(f *os.File) error {
+		if err := unix.Fsetxattr(int(f.Fd()), recordXattr, raw, 0); err != nil {
+			return err
+		}
+		return unix.Fsync(int(f.Fd()))
+	})
 }
 
 // Done drops the record of the version staged in st, uploaded or dropped.
@@ -199,11 +214,13 @@ func writeXattrRecord(st *Staging, raw []byte) error {
 // only the newest version).
 func (j *Journal) Done(r Record, st *Staging, latest bool) error {
 	if j.inXattr {
-		err := unix.Fremovexattr(int(st.f.Fd()), recordXattr)
-		if err != nil && !errors.Is(err, unix.ENODATA) {
-			return err
-		}
-		return nil
+		return st.withFile(func(f *os.File) error {
+			err := unix.Fremovexattr(int(f.Fd()), recordXattr)
+			if err != nil && !errors.Is(err, unix.ENODATA) {
+				return err
+			}
+			return nil
+		})
 	}
 	if !latest {
 		return nil

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"path/filepath"
 
 	"github.com/ossmount/ossmount/cache"
 )
@@ -25,7 +24,7 @@ func (n *fileNode) submit() error {
 	}
 	st, size, md := n.staging, n.size, n.meta
 	if n.wbID == "" {
-		n.wbID = filepath.Base(st.Name())
+		n.wbID = cache.NewRecordID()
 	}
 	id := n.wbID
 	n.dirty, n.emptyPending, n.metaPending, n.sealed = false, false, false, true

@@ -188,7 +188,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
 	var errs []error
 	for _, rec := range recs {
-		f, err := dir.OpenNamed(rec.File)
+		f, err := dir.OpenNamed(rec.File, rec.Size)
 		if err != nil {
 			errs = append(errs, err)
 			q.log.Error("journaled file lost", "key", rec.Key, "file", rec.File, "err", err)

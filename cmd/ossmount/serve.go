@@ -51,6 +51,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if err != nil {
 		return err
 	}
+	defer cd.Close()
 	uploader := upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
 		PartSize: o.PartSize, Parallel: o.Parallel}, log)
 	var queue *upload.Queue
