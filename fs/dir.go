@@ -315,7 +315,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	fn.fillEntry(out)
 	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
 	d.fsys.listings.Add(d.dirKey(), name, false)
-	return ch, &fileHandle{node: fn, append: flags&syscall.O_APPEND != 0}, 0, 0
+	return ch, &fileHandle{node: fn, append: flags&syscall.O_APPEND != 0}, openFlags(flags), 0
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

@@ -114,7 +114,19 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			return nil, 0, n.fsys.fail("open", n.key(), err)
 		}
 	}
-	return &fileHandle{node: n, append: flags&syscall.O_APPEND != 0}, 0, 0
+	return &fileHandle{node: n, append: flags&syscall.O_APPEND != 0}, openFlags(flags), 0
+}
+
+// openFlags tells the kernel how to treat a new handle. Writes through a
+// write-only handle bypass the kernel's page cache (direct I/O): a FUSE
+// write is sent at once in any case, and the cached copy would cost the
+// writer a copy of every byte that no one reads. (Such a handle cannot be
+// mmap'd, so mmap is unaffected.)
+func openFlags(flags uint32) uint32 {
+	if flags&syscall.O_ACCMODE == syscall.O_WRONLY {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return 0
 }
 
 // stage makes sure the file has a staging file. Without one yet, the

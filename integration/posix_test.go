@@ -418,3 +418,40 @@ func TestUnlinkOpenFile(t *testing.T) {
 		t.Fatal("held metadata recreated an unlinked file")
 	}
 }
+
+// A write through a write-only descriptor (direct I/O, no page cache) is
+// seen by a reader that has the file cached, and the reverse.
+func TestWriteOnlyAndCachedReaderAgree(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	writeFile(t, m.path("f"), []byte("aaaaaaaa"))
+	rw, err := os.OpenFile(m.path("f"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	readAt := func(want string) {
+		t.Helper()
+		buf := make([]byte, 16)
+		n, _ := rw.ReadAt(buf, 0)
+		if string(buf[:n]) != want {
+			t.Fatalf("read %q, want %q", buf[:n], want)
+		}
+	}
+	readAt("aaaaaaaa") // now in the page cache
+	wo, err := os.OpenFile(m.path("f"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wo.WriteAt([]byte("bb"), 2)
+	readAt("aabbaaaa")
+	rw.WriteAt([]byte("c"), 0)
+	if err := wo.Close(); err != nil {
+		t.Fatal(err)
+	}
+	readAt("cabbaaaa")
+	if err := rw.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "f", []byte("cabbaaaa"))
+}
