@@ -61,7 +61,7 @@ func main() {
 	bigSize := flag.String("big", "1GiB", "size of the big file")
 	smallFiles := flag.Int("small", 2000, "number of small files")
 	rsyncTree := flag.String("rsync-tree", "/usr/local/go/src/net", "tree for the rsync workload")
-	runs := flag.Int("runs", 2, "runs of each workload; the best time of each side is kept")
+	runs := flag.Int("runs", 3, "runs of each workload; the best time of each side is kept")
 	only := flag.String("workloads", "big,small,rsync", "which workloads to run")
 	flag.Parse()
 	big, err := humanize.ParseBytes(*bigSize)
