@@ -53,6 +53,7 @@ type Dir struct {
 	// space (nil: nothing will).
 	evictable func() bool // GUARDED_BY(mu)
 	idle      []idleFile  // GUARDED_BY(mu); emptied staging files
+	idleBytes int64       // GUARDED_BY(mu); stale bytes the idle files keep
 }
 
 // idleFile is an emptied staging file kept for reuse.
@@ -64,11 +65,14 @@ type idleFile struct {
 }
 
 const (
-	// maxIdle bounds the emptied staging files kept for reuse.
-	maxIdle = 64
-	// maxKeptExtent bounds the stale bytes one idle file keeps; a larger
-	// file is truncated (maxIdle × maxKeptExtent bounds the disk used).
+	// maxIdle bounds the emptied staging files kept for reuse (and their
+	// descriptors). Write-back uploads can trail the writer by hundreds of
+	// files; deleting what does not fit would make inode allocation slow.
+	maxIdle = 1024
+	// maxKeptExtent bounds the stale bytes one idle file keeps, and
+	// maxIdleBytes all of them; beyond, a file is truncated when idle.
 	maxKeptExtent = 1 << 20
+	maxIdleBytes  = 64 << 20
 )
 
 // OpenDir creates path (and parents) if needed and makes sure it is a
@@ -211,6 +215,7 @@ func (d *Dir) NewStaging() (*Staging, error) {
 	if n := len(d.idle); n > 0 {
 		i := d.idle[n-1]
 		d.idle = d.idle[:n-1]
+		d.idleBytes -= i.extent
 		d.mu.Unlock()
 		d.count.Add(1)
 		return &Staging{dir: d, f: i.f, name: i.name, durable: i.durable, extent: i.extent}, nil
@@ -402,11 +407,13 @@ func (s *Staging) Remove() {
 func (d *Dir) dispose(i idleFile) {
 	d.mu.Lock()
 	room := len(d.idle) < maxIdle
+	keep := i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
 	d.mu.Unlock()
-	if room && d.empty(&i) {
+	if room && d.empty(&i, keep) {
 		d.mu.Lock()
 		if len(d.idle) < maxIdle {
 			d.idle = append(d.idle, i)
+			d.idleBytes += i.extent
 			d.mu.Unlock()
 			return
 		}
@@ -418,9 +425,9 @@ func (d *Dir) dispose(i idleFile) {
 	}
 }
 
-// empty makes a staging file reusable: no journal record, and no more than
-// maxKeptExtent stale bytes.
-func (d *Dir) empty(i *idleFile) bool {
+// empty makes a staging file reusable: no journal record, and its stale
+// bytes kept only if keepBlocks.
+func (d *Dir) empty(i *idleFile, keepBlocks bool) bool {
 	if i.name != "" {
 		if !d.reuseNamed {
 			return false
@@ -436,7 +443,7 @@ func (d *Dir) empty(i *idleFile) bool {
 			return false
 		}
 	}
-	if i.extent > maxKeptExtent {
+	if !keepBlocks && i.extent > 0 {
 		if i.f.Truncate(0) != nil {
 			return false
 		}
@@ -449,7 +456,7 @@ func (d *Dir) empty(i *idleFile) bool {
 func (d *Dir) Close() {
 	d.mu.Lock()
 	idle := d.idle
-	d.idle = nil
+	d.idle, d.idleBytes = nil, 0
 	d.mu.Unlock()
 	for _, i := range idle {
 		i.f.Close()
