@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -234,4 +235,35 @@ func TestReusedStagingHasNoStaleBytes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Beyond the idle cap a staging file is deleted; kept or deleted, none
+// keeps its journal record.
+func TestIdleCap(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 0)
+	j, err := d.EnableWriteback("ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.idleCap = 1
+	var files []*Staging
+	for i := 0; i < 3; i++ {
+		s, _ := d.NewStaging()
+		s.WriteAt([]byte("data"), 0)
+		if err := j.Add(Record{ID: fmt.Sprint(i), Key: "k", File: s.Name(), Size: 4}, s); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, s)
+	}
+	for _, s := range files {
+		s.Remove()
+	}
+	if entries, _ := os.ReadDir(d.named); len(entries) != 1 {
+		t.Fatalf("%d staging files left, want the 1 idle one", len(entries))
+	}
+	if recs, _ := j.Load(); len(recs) != 0 {
+		t.Fatalf("records left: %+v", recs)
+	}
+	d.Close()
+	j.Close()
 }

@@ -53,6 +53,7 @@ type Dir struct {
 	// space (nil: nothing will).
 	evictable func() bool // GUARDED_BY(mu)
 	idle      []idleFile  // GUARDED_BY(mu); emptied staging files
+	idleCap   int         // most idle files: maxIdle, or less under a low descriptor limit
 	idleBytes int64       // GUARDED_BY(mu); stale bytes the idle files keep
 }
 
@@ -66,8 +67,9 @@ type idleFile struct {
 
 const (
 	// maxIdle bounds the emptied staging files kept for reuse (and their
-	// descriptors). Write-back uploads can trail the writer by hundreds of
-	// files; deleting what does not fit would make inode allocation slow.
+	// descriptors; at most a quarter of the descriptor limit). Write-back
+	// uploads can trail the writer by hundreds of files; deleting what does
+	// not fit would make inode allocation slow.
 	maxIdle = 1024
 	// maxKeptExtent bounds the stale bytes one idle file keeps, and
 	// maxIdleBytes all of them; beyond, a file is truncated when idle.
@@ -82,7 +84,11 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	if err := ensurePrivateDir(path); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
-	d := &Dir{path: path, limit: limit}
+	d := &Dir{path: path, limit: limit, idleCap: maxIdle}
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
+		d.idleCap = int(min(uint64(maxIdle), rl.Cur/4))
+	}
 	d.cond = sync.NewCond(&d.mu)
 	return d, nil
 }
@@ -405,13 +411,25 @@ func (s *Staging) Remove() {
 
 // dispose empties a staging file into the idle list, or deletes it.
 func (d *Dir) dispose(i idleFile) {
+	reusable := true
+	if i.name != "" {
+		// Even a file about to be deleted loses its record durably first:
+		// an unlink that a crash undoes must not bring back a record that
+		// a newer version of the file has since replaced.
+		reusable = d.reuseNamed && dropRecord(i.f)
+	}
 	d.mu.Lock()
-	room := len(d.idle) < maxIdle
-	keep := i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
+	room := reusable && len(d.idle) < d.idleCap
+	keepBlocks := i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
 	d.mu.Unlock()
-	if room && d.empty(&i, keep) {
+	if room && !keepBlocks && i.extent > 0 {
+		if room = i.f.Truncate(0) == nil; room {
+			i.extent = 0
+		}
+	}
+	if room {
 		d.mu.Lock()
-		if len(d.idle) < maxIdle {
+		if len(d.idle) < d.idleCap {
 			d.idle = append(d.idle, i)
 			d.idleBytes += i.extent
 			d.mu.Unlock()
@@ -425,31 +443,15 @@ func (d *Dir) dispose(i idleFile) {
 	}
 }
 
-// empty makes a staging file reusable: no journal record, and its stale
-// bytes kept only if keepBlocks.
-func (d *Dir) empty(i *idleFile, keepBlocks bool) bool {
-	if i.name != "" {
-		if !d.reuseNamed {
-			return false
-		}
-		// The record's removal is made durable before the file's blocks get
-		// another file's content, so that no crash can pair the two. This
-		// runs after an upload, not in a close.
-		err := unix.Fremovexattr(int(i.f.Fd()), recordXattr)
-		if err != nil && !errors.Is(err, unix.ENODATA) {
-			return false
-		}
-		if unix.Fsync(int(i.f.Fd())) != nil {
-			return false
-		}
+// dropRecord removes a named staging file's journal record, durably, so
+// that no crash can pair it with another file's content in the same
+// blocks. It runs after an upload, not in a close.
+func dropRecord(f *os.File) bool {
+	err := unix.Fremovexattr(int(f.Fd()), recordXattr)
+	if err != nil && !errors.Is(err, unix.ENODATA) {
+		return false
 	}
-	if !keepBlocks && i.extent > 0 {
-		if i.f.Truncate(0) != nil {
-			return false
-		}
-		i.extent = 0
-	}
-	return true
+	return unix.Fsync(int(f.Fd())) == nil
 }
 
 // Close deletes the idle staging files (at unmount).
