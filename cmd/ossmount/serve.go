@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -110,18 +111,24 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
 	ready.report(nil)
 
+	// Signals stay caught until the process exits: one arriving while it
+	// drains or cleans up must not kill it halfway.
+	var unmounted atomic.Bool
 	go func() {
 		for s := range sigs {
-			if s == syscall.SIGUSR1 {
+			switch {
+			case s == syscall.SIGUSR1:
 				logStatus(log, cd, queue)
-				continue
+			case unmounted.Load():
+				log.Info("already unmounted; finishing", "signal", s.String())
+			default:
+				log.Info("unmounting", "signal", s.String())
+				unmount(server, a.mountpoint, log)
 			}
-			log.Info("unmounting", "signal", s.String())
-			unmount(server, a.mountpoint, log)
 		}
 	}()
 	server.Wait()
-	signal.Stop(sigs)
+	unmounted.Store(true)
 	fsys.Shutdown(context.Background())
 	if queue != nil {
 		s := queue.Stats()
