@@ -25,7 +25,7 @@ const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]
   -o   options: endpoint=URL, region=R, path_style, cache_dir=DIR,
        storage_class=C, acl=A, uid=N, gid=N, umask=022, allow_other, ro,
        stat_ttl=2s, forbid_overwrite, passwd_file=F, part_size=16MiB,
-       parallel=N, writeback, writeback_delay=20ms, writeback_workers=4,
+       parallel=N, writeback, writeback_delay=20ms, writeback_workers=16,
        cache_size=10GiB, dir_rename_limit=1000, log_file=F, debug`
 
 func main() { os.Exit(run(os.Args[1:])) }

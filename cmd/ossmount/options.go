@@ -37,7 +37,7 @@ type options struct {
 
 func defaultOptions() options {
 	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
-		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 4, Parallel: 4}
+		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, Parallel: 4}
 }
 
 // parseOptions applies a comma-separated "-o" list to o. Unknown options
