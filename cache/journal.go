@@ -113,11 +113,15 @@ func (d *Dir) OpenNamed(path string, size int64) (*Staging, error) {
 		f.Close()
 		return nil, err
 	}
+	s := &Staging{dir: d, f: f, name: path, size: size, extent: fi.Size(), durable: true}
 	d.mu.Lock()
 	d.used += size
+	if s.extent > size {
+		d.reused[s] = struct{}{}
+	}
 	d.mu.Unlock()
 	d.count.Add(1)
-	return &Staging{dir: d, f: f, name: path, size: size, extent: fi.Size(), durable: true}, nil
+	return s, nil
 }
 
 // RemoveUnjournaled deletes named staging files no record names: files

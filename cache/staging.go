@@ -55,6 +55,9 @@ type Dir struct {
 	idle      []idleFile  // GUARDED_BY(mu); emptied staging files
 	idleCap   int         // most idle files: maxIdle, or less under a low descriptor limit
 	idleBytes int64       // GUARDED_BY(mu); stale bytes the idle files keep
+	// reused are staging files in use that came from idle with kept
+	// blocks: their stale bytes can be freed when the disk is full.
+	reused map[*Staging]struct{} // GUARDED_BY(mu)
 }
 
 // idleFile is an emptied staging file kept for reuse.
@@ -84,7 +87,7 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	if err := ensurePrivateDir(path); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
-	d := &Dir{path: path, limit: limit, idleCap: maxIdle}
+	d := &Dir{path: path, limit: limit, idleCap: maxIdle, reused: map[*Staging]struct{}{}}
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
 		d.idleCap = int(min(uint64(maxIdle), rl.Cur/4))
@@ -222,9 +225,13 @@ func (d *Dir) NewStaging() (*Staging, error) {
 		i := d.idle[n-1]
 		d.idle = d.idle[:n-1]
 		d.idleBytes -= i.extent
+		s := &Staging{dir: d, f: i.f, name: i.name, durable: i.durable, extent: i.extent}
+		if i.extent > 0 {
+			d.reused[s] = struct{}{}
+		}
 		d.mu.Unlock()
 		d.count.Add(1)
-		return &Staging{dir: d, f: i.f, name: i.name, durable: i.durable, extent: i.extent}, nil
+		return s, nil
 	}
 	d.mu.Unlock()
 	if d.named != "" {
@@ -297,7 +304,69 @@ func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
 		n, err = f.WriteAt(p, off)
 		return err
 	})
+	if errors.Is(err, syscall.ENOSPC) && s.dir.reclaim() {
+		// The disk is full, but kept blocks were freed: try the rest again.
+		var more int
+		err = s.withFile(func(f *os.File) error {
+			more, err = f.WriteAt(p[n:], off+int64(n))
+			return err
+		})
+		n += more
+	}
 	return n, err
+}
+
+// reclaim frees the disk blocks kept for reuse — by idle staging files and
+// past the size of reused ones — once the disk is full, and reports whether
+// there were any.
+func (d *Dir) reclaim() bool {
+	d.mu.Lock()
+	idle := d.idle
+	d.idle, d.idleBytes = nil, 0
+	reused := make([]*Staging, 0, len(d.reused))
+	for s := range d.reused {
+		reused = append(reused, s)
+	}
+	d.mu.Unlock()
+	freed := false
+	kept := idle[:0]
+	for _, i := range idle {
+		if i.extent > 0 {
+			if i.f.Truncate(0) != nil {
+				i.f.Close()
+				if i.name != "" {
+					os.Remove(i.name)
+				}
+				continue
+			}
+			i.extent, freed = 0, true
+		}
+		kept = append(kept, i)
+	}
+	for _, s := range reused {
+		if s.cutTail() {
+			freed = true
+		}
+	}
+	d.mu.Lock()
+	d.idle = append(d.idle, kept...)
+	d.mu.Unlock()
+	return freed
+}
+
+// cutTail frees the stale bytes past the staged size; it reports whether
+// there were any.
+func (s *Staging) cutTail() bool {
+	cut := false
+	s.withFile(func(f *os.File) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.extent > s.size && f.Truncate(s.size) == nil {
+			s.extent, cut = s.size, true
+		}
+		return nil
+	})
+	return cut
 }
 
 // cutStale prepares a write of [off, end): bytes between the staged size
@@ -401,6 +470,9 @@ func (s *Staging) Remove() {
 		return
 	}
 	s.dir.count.Add(-1)
+	s.dir.mu.Lock()
+	delete(s.dir.reused, s)
+	s.dir.mu.Unlock()
 	s.mu.Lock()
 	n, extent := s.size, s.extent
 	s.size = 0

@@ -196,3 +196,53 @@ func TestWritebackForgottenNodeReadsQueuedContent(t *testing.T) {
 	m.stop(t)
 	srv.sameObject(t, "f.txt", []byte("new version, queued"))
 }
+
+// A full cache disk: blocks kept for reuse (by emptied staging files and
+// past the size of reused ones) are freed first; past that, a write gets
+// ENOSPC, logged with its key.
+func TestCacheDiskFull(t *testing.T) {
+	cacheDir := t.TempDir()
+	if err := syscall.Mount("tmpfs", cacheDir, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
+		t.Fatalf("mount a 1 MiB tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(cacheDir, syscall.MNT_DETACH) })
+	srv := startServer(t)
+	m := startMountAt(t, srv, t.TempDir(), cacheDir)
+
+	a := randomBytes(t, 800<<10)
+	writeFile(t, m.path("a"), a)
+	srv.sameObject(t, "a", a)
+	// The kernel lets the file go after close returns; then its staging
+	// file is emptied, keeping its 800 KiB of blocks for the next file.
+	waitUntil(t, "a's staging file emptied", func() bool {
+		m.cmd.Process.Signal(syscall.SIGUSR1)
+		lines := strings.Split(m.logs.String(), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			if strings.Contains(lines[i], "msg=status") {
+				return strings.Contains(lines[i], "staging_files=0")
+			}
+		}
+		return false
+	})
+	b, err := os.Create(m.path("b")) // reuses that file: 10 bytes and a stale tail
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() }) // before the unmount, should the test fail
+	b.WriteString("0123456789")
+	c := randomBytes(t, 600<<10) // fits only once the stale tail is freed
+	writeFile(t, m.path("c"), c)
+	srv.sameObject(t, "c", c)
+
+	err = os.WriteFile(m.path("d"), randomBytes(t, 2<<20), 0o644)
+	if errnoOf(err) != syscall.ENOSPC {
+		t.Fatalf("2 MiB into a 1 MiB cache: %v, want ENOSPC", err)
+	}
+	if !strings.Contains(m.logs.String(), `msg="write failed" key=d errno="no space left on device"`) {
+		t.Fatalf("no log line for the failed write:\n%s", m.logs)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "b", []byte("0123456789"))
+}
