@@ -27,6 +27,10 @@ type Config struct {
 	Parallel int
 	// RetryMaxAttempts bounds the SDK's retries of one request; 0: default.
 	RetryMaxAttempts int
+	// Encryption and Tagging apply to every object the mount writes
+	// (uploads, and copies, which would otherwise lose the encryption).
+	Encryption Encryption
+	Tagging    string // x-oss-tagging, URL-encoded (see ParseTagging)
 }
 
 // Credentials is an access key. Its String method hides the secret so it
@@ -43,6 +47,7 @@ type OSS struct {
 	uploader *oss.Uploader
 	copier   *oss.Copier
 	name     string
+	cfg      Config
 }
 
 var _ Bucket = (*OSS)(nil)
@@ -74,6 +79,7 @@ func NewOSS(cfg Config) *OSS {
 	return &OSS{
 		client: client,
 		name:   cfg.Bucket,
+		cfg:    cfg,
 		uploader: client.NewUploader(func(o *oss.UploaderOptions) {
 			if cfg.PartSize > 0 {
 				o.PartSize = cfg.PartSize
@@ -136,7 +142,9 @@ func (b *OSS) Get(ctx context.Context, key string, off, length int64) (io.ReadCl
 }
 
 func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
-	preq := &oss.PutObjectRequest{Bucket: &b.name, Key: &req.Key, Metadata: req.Attrs.Meta}
+	preq := &oss.PutObjectRequest{Bucket: &b.name, Key: &req.Key, Metadata: req.Attrs.Meta,
+		ServerSideEncryption: optional(b.cfg.Encryption.Method), ServerSideEncryptionKeyId: optional(b.cfg.Encryption.KeyID),
+		Tagging: optional(b.cfg.Tagging)}
 	applyAttrs(req.Attrs, &preq.ContentType, &preq.StorageClass, &preq.Acl, &preq.ForbidOverwrite)
 	body := io.NewSectionReader(req.Body, 0, req.Size)
 	res, err := b.uploader.UploadFrom(ctx, preq, body)
@@ -144,6 +152,14 @@ func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 		return PutResult{}, convert("PutObject", req.Key, err)
 	}
 	return PutResult{ETag: oss.ToString(res.ETag), RequestID: res.Headers.Get("x-oss-request-id")}, nil
+}
+
+// optional is nil for "": the header is left out.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 func applyAttrs(a Attrs, contentType **string, class *oss.StorageClassType, acl *oss.ObjectACLType, forbid **string) {
@@ -195,7 +211,9 @@ func (b *OSS) Delete(ctx context.Context, key string) error {
 }
 
 func (b *OSS) Copy(ctx context.Context, c CopyRequest) error {
-	req := &oss.CopyObjectRequest{Bucket: &b.name, Key: &c.Dst, SourceBucket: &b.name, SourceKey: &c.Src}
+	// Tags are copied with the object (the default tagging directive).
+	req := &oss.CopyObjectRequest{Bucket: &b.name, Key: &c.Dst, SourceBucket: &b.name, SourceKey: &c.Src,
+		ServerSideEncryption: optional(b.cfg.Encryption.Method), ServerSideEncryptionKeyId: optional(b.cfg.Encryption.KeyID)}
 	if c.Attrs != nil {
 		req.MetadataDirective = oss.Ptr("REPLACE")
 		req.Metadata = c.Attrs.Meta
@@ -219,7 +237,9 @@ func isNotFound(err error) bool {
 
 func (b *OSS) StartMultipart(ctx context.Context, key string, attrs Attrs) (string, error) {
 	req := &oss.InitiateMultipartUploadRequest{Bucket: &b.name, Key: &key, Metadata: attrs.Meta,
-		StorageClass: oss.StorageClassType(attrs.StorageClass), DisableAutoDetectMimeType: true}
+		StorageClass: oss.StorageClassType(attrs.StorageClass), DisableAutoDetectMimeType: true,
+		ServerSideEncryption: optional(b.cfg.Encryption.Method), ServerSideEncryptionKeyId: optional(b.cfg.Encryption.KeyID),
+		Tagging: optional(b.cfg.Tagging)}
 	if attrs.ContentType != "" {
 		req.ContentType = oss.Ptr(attrs.ContentType)
 	}

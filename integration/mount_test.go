@@ -45,6 +45,9 @@ func TestMountErrors(t *testing.T) {
 		{"unreachable endpoint", credentialsEnv(), []string{testBucket, mnt, "-o", "endpoint=http://127.0.0.1:1,path_style,region=local,cache_dir=" + cacheDir}, "cannot reach"},
 		{"bad prefix", credentialsEnv(), append([]string{testBucket + `:\bad`}, mountArgs(srv, mnt, cacheDir)[1:]...), "invalid prefix"},
 		{"unknown flag", credentialsEnv(), append([]string{"--nope"}, mountArgs(srv, mnt, cacheDir)...), "unknown flag"},
+		{"bad encryption", credentialsEnv(), mountArgs(srv, mnt, cacheDir, "sse=DES"), "want AES256, KMS or SM4"},
+		{"key id without KMS", credentialsEnv(), mountArgs(srv, mnt, cacheDir, "sse=AES256", "sse_key_id=k1"), "needs server-side encryption KMS"},
+		{"too many tags", credentialsEnv(), mountArgs(srv, mnt, cacheDir, "tagging=a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&j=10&k=11"), "at most 10 tags"},
 	} {
 		args := tc.args
 		if tc.name == "bad bucket name" {
@@ -149,6 +152,49 @@ func TestStorageClassAndACL(t *testing.T) {
 	}
 	if o.Meta["mode"] != "33188" || o.Meta["uid"] != "0" || o.Meta["mtime"] == "" {
 		t.Fatalf("metadata %v", o.Meta)
+	}
+}
+
+// -o sse, sse_key_id and tagging ride along with every object the mount
+// writes: uploads, streamed and SDK multipart uploads, directory markers,
+// and the copies behind rename and chmod.
+func TestEncryptionAndTagging(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "sse=KMS", "sse_key_id=key-1", "tagging=team=storage&project=oss+mount", "part_size=1MiB")
+	writeFile(t, m.path("small.txt"), []byte("x"))
+	writeFile(t, m.path("streamed.bin"), randomBytes(t, 3<<20+5))
+	// Edited in the middle: uploaded whole by the SDK's Uploader.
+	writeFile(t, m.path("edited.bin"), randomBytes(t, 3<<20))
+	f, err := os.OpenFile(m.path("edited.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("edit"), 1<<20)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(m.path("dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("moved-from"), []byte("y"))
+	if err := os.Rename(m.path("moved-from"), m.path("dir/moved-to")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(m.path("small.txt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t) // sends held metadata (the chmod)
+	for _, key := range []string{"small.txt", "streamed.bin", "edited.bin", "dir/", "dir/moved-to"} {
+		o, err := srv.store.Head(testBucket, key)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		if o.SSE != "KMS" || o.SSEKeyID != "key-1" || o.Tagging != "project=oss+mount&team=storage" {
+			t.Errorf("%s: encryption %q key %q tags %q", key, o.SSE, o.SSEKeyID, o.Tagging)
+		}
+	}
+	if o, _ := srv.store.Head(testBucket, "small.txt"); o.Meta["mode"] != "33152" {
+		t.Errorf("chmod not applied: mode %s", o.Meta["mode"])
 	}
 }
 

@@ -40,6 +40,9 @@ type Attrs struct {
 	Meta         map[string]string // user metadata, keys lower-case without x-oss-meta-
 	StorageClass string
 	ACL          string
+	SSE          string // x-oss-server-side-encryption
+	SSEKeyID     string // x-oss-server-side-encryption-key-id
+	Tagging      string // x-oss-tagging, URL-encoded
 }
 
 // Object describes a stored object.

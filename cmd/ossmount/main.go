@@ -23,7 +23,8 @@ import (
 const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]]
   -f   stay in the foreground
   -o   options: endpoint=URL, region=R, path_style, cache_dir=DIR,
-       storage_class=C, acl=A, uid=N, gid=N, umask=022, allow_other, ro,
+       storage_class=C, acl=A, sse=AES256|KMS|SM4, sse_key_id=ID,
+       tagging=k=v&k2=v2, uid=N, gid=N, umask=022, allow_other, ro,
        stat_ttl=2s, forbid_overwrite, passwd_file=F, part_size=16MiB,
        parallel=N, writeback, writeback_delay=20ms, writeback_workers=16,
        cache_size=10GiB, dir_rename_limit=1000, log_file=F, debug`

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/ossmount/ossmount/bucket"
 )
 
 // options are the -o settings of a mount.
@@ -33,6 +35,8 @@ type options struct {
 	WritebackDelay   time.Duration
 	WritebackWorkers int
 	CacheSize        int64
+	SSE, SSEKeyID    string
+	Tagging          string
 }
 
 func defaultOptions() options {
@@ -124,6 +128,17 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			var n uint64
 			n, err = humanize.ParseBytes(value)
 			o.CacheSize = int64(n)
+		case "sse":
+			err = need()
+			o.SSE = value
+		case "sse_key_id":
+			err = need()
+			o.SSEKeyID = value
+		case "tagging":
+			err = need()
+			if err == nil {
+				o.Tagging, err = bucket.ParseTagging(value)
+			}
 		case "log_file":
 			err = need()
 			o.LogFile = value

@@ -39,8 +39,12 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if partSize <= 0 {
 		partSize = upload.DefaultPartSize
 	}
+	encryption, err := bucket.ParseEncryption(o.SSE, o.SSEKeyID)
+	if err != nil {
+		return err
+	}
 	b := bucket.NewOSS(bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
-		Credentials: creds, PartSize: partSize, Parallel: o.Parallel})
+		Credentials: creds, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging})
 	if err := checkBucket(b, a.prefix, o.Endpoint); err != nil {
 		return err
 	}

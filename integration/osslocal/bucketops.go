@@ -190,7 +190,11 @@ func (s *Server) deleteMultiple(req *request) error {
 }
 
 func (s *Server) initiateMultipart(req *request) error {
-	id, err := s.cfg.Store.InitiateMultipart(req.bucket, req.key, attrsFrom(req.r.Header))
+	attrs, err := attrsFrom(req.r.Header)
+	if err != nil {
+		return err
+	}
+	id, err := s.cfg.Store.InitiateMultipart(req.bucket, req.key, attrs)
 	if err != nil {
 		return err
 	}

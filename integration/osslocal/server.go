@@ -327,12 +327,13 @@ func validKey(key string) error {
 	return nil
 }
 
-func attrsFrom(h http.Header) store.Attrs {
+func attrsFrom(h http.Header) (store.Attrs, error) {
 	a := store.Attrs{
 		ContentType:  h.Get("Content-Type"),
 		StorageClass: h.Get("x-oss-storage-class"),
 		ACL:          h.Get("x-oss-object-acl"),
 		Meta:         map[string]string{},
+		Tagging:      h.Get("x-oss-tagging"),
 	}
 	if a.ContentType == "" {
 		a.ContentType = "application/octet-stream"
@@ -343,7 +344,28 @@ func attrsFrom(h http.Header) store.Attrs {
 			a.Meta[name] = v[0]
 		}
 	}
-	return a
+	if err := encryptionFrom(h, &a); err != nil {
+		return a, err
+	}
+	if q, err := url.ParseQuery(a.Tagging); err != nil || len(q) > 10 {
+		return a, &ossError{400, "InvalidArgument", "invalid x-oss-tagging"}
+	}
+	return a, nil
+}
+
+// encryptionFrom sets the server-side encryption a request asks for.
+func encryptionFrom(h http.Header, a *store.Attrs) error {
+	a.SSE, a.SSEKeyID = h.Get("x-oss-server-side-encryption"), h.Get("x-oss-server-side-encryption-key-id")
+	switch a.SSE {
+	case "", "AES256", "SM4":
+		if a.SSEKeyID != "" {
+			return &ossError{400, "InvalidArgument", "x-oss-server-side-encryption-key-id needs KMS"}
+		}
+	case "KMS":
+	default:
+		return &ossError{400, "InvalidEncryptionAlgorithmError", "The Encryption request you specified is not valid."}
+	}
+	return nil
 }
 
 func forbidOverwrite(h http.Header) bool {
@@ -351,7 +373,11 @@ func forbidOverwrite(h http.Header) bool {
 }
 
 func (s *Server) putObject(req *request) error {
-	obj, err := s.cfg.Store.Put(req.bucket, req.key, req.r.Body, attrsFrom(req.r.Header), forbidOverwrite(req.r.Header))
+	attrs, err := attrsFrom(req.r.Header)
+	if err != nil {
+		return err
+	}
+	obj, err := s.cfg.Store.Put(req.bucket, req.key, req.r.Body, attrs, forbidOverwrite(req.r.Header))
 	if err != nil {
 		return err
 	}
@@ -377,12 +403,26 @@ func (s *Server) copyObject(req *request) error {
 	if err != nil {
 		return err
 	}
-	var attrs *store.Attrs
-	if strings.EqualFold(req.r.Header.Get("x-oss-metadata-directive"), "REPLACE") {
-		a := attrsFrom(req.r.Header)
-		attrs = &a
+	// The copy keeps the source's metadata and tags unless the directives
+	// say REPLACE; its encryption is what this request asks for.
+	src, err := s.cfg.Store.Head(srcBucket, srcKey)
+	if err != nil {
+		return err
 	}
-	obj, err := s.cfg.Store.Copy(srcBucket, srcKey, req.bucket, req.key, attrs, forbidOverwrite(req.r.Header))
+	h := req.r.Header
+	attrs := src.Attrs
+	if strings.EqualFold(h.Get("x-oss-metadata-directive"), "REPLACE") {
+		if attrs, err = attrsFrom(h); err != nil {
+			return err
+		}
+		attrs.Tagging = src.Tagging
+	} else if err := encryptionFrom(h, &attrs); err != nil {
+		return err
+	}
+	if strings.EqualFold(h.Get("x-oss-tagging-directive"), "REPLACE") {
+		attrs.Tagging = h.Get("x-oss-tagging")
+	}
+	obj, err := s.cfg.Store.Copy(srcBucket, srcKey, req.bucket, req.key, &attrs, forbidOverwrite(h))
 	if err != nil {
 		return err
 	}
@@ -405,6 +445,15 @@ func setObjectHeaders(h http.Header, obj store.Object, full bool) {
 	}
 	h.Set("x-oss-storage-class", class)
 	h.Set("Accept-Ranges", "bytes")
+	if obj.SSE != "" {
+		h.Set("x-oss-server-side-encryption", obj.SSE)
+	}
+	if obj.SSEKeyID != "" {
+		h.Set("x-oss-server-side-encryption-key-id", obj.SSEKeyID)
+	}
+	if q, _ := url.ParseQuery(obj.Tagging); len(q) > 0 {
+		h.Set("x-oss-tagging-count", strconv.Itoa(len(q)))
+	}
 	for k, v := range obj.Meta {
 		h.Set("x-oss-meta-"+k, v)
 	}
