@@ -49,6 +49,8 @@ type Dir struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 	used int64 // GUARDED_BY(mu); bytes in staging files
+	// minFree is the disk space writers leave free; 0: no bound.
+	minFree int64 // GUARDED_BY(mu)
 	// evictable hurries uploads along and reports whether they will free
 	// space (nil: nothing will).
 	evictable func() bool // GUARDED_BY(mu)
@@ -161,12 +163,12 @@ func (d *Dir) Freed() {
 // ErrNoSpace is returned when the cache is full and nothing can be evicted.
 var ErrNoSpace = fmt.Errorf("cache directory full: %w", syscall.ENOSPC)
 
-// reserve accounts n more staged bytes, waiting while the limit is
-// exceeded and uploads will free space.
+// reserve accounts n more staged bytes, waiting while the bounds would be
+// broken and uploads will free space.
 func (d *Dir) reserve(n int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for d.limit > 0 && n > 0 && d.used+n > d.limit {
+	for n > 0 && d.fullLocked(n) {
 		evictable := d.evictable
 		if evictable == nil {
 			return ErrNoSpace
@@ -177,13 +179,38 @@ func (d *Dir) reserve(n int64) error {
 		if !busy {
 			return ErrNoSpace
 		}
-		if d.used+n <= d.limit {
+		if !d.fullLocked(n) {
 			break // freed while unlocked
 		}
 		d.cond.Wait()
 	}
 	d.used += n
 	return nil
+}
+
+// fullLocked reports whether n more staged bytes would pass the limit on
+// staged bytes or leave less than minFree free on the disk.
+// LOCKS_REQUIRED(d.mu)
+func (d *Dir) fullLocked(n int64) bool {
+	if d.limit > 0 && d.used+n > d.limit {
+		return true
+	}
+	if d.minFree > 0 {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(d.path, &st); err == nil {
+			return int64(st.Bavail)*st.Bsize-n < d.minFree
+		}
+	}
+	return false
+}
+
+// SetMinFree makes writers wait for uploads, or fail with ENOSPC, rather
+// than leave less than n bytes free on the cache directory's disk (ossfs's
+// ensure_diskfree). Emptied staging files then keep no blocks.
+func (d *Dir) SetMinFree(n int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.minFree = n
 }
 
 func (d *Dir) release(n int64) {
@@ -492,7 +519,7 @@ func (d *Dir) dispose(i idleFile) {
 	}
 	d.mu.Lock()
 	room := reusable && len(d.idle) < d.idleCap
-	keepBlocks := i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
+	keepBlocks := d.minFree == 0 && i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
 	d.mu.Unlock()
 	if room && !keepBlocks && i.extent > 0 {
 		if room = i.f.Truncate(0) == nil; room {

@@ -197,15 +197,52 @@ func TestWritebackForgottenNodeReadsQueuedContent(t *testing.T) {
 	srv.sameObject(t, "f.txt", []byte("new version, queued"))
 }
 
+// mountTmpfs mounts a tmpfs of size on a new directory for the test.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		t.Fatalf("mount a %s tmpfs: %v", size, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// -o ensure_diskfree (ossfs, in MB): staging leaves that much of the cache
+// disk free. Synchronously a write past it fails with ENOSPC; in write-back
+// mode writers wait for uploads instead.
+func TestEnsureDiskFree(t *testing.T) {
+	srv := startServer(t)
+	m := startMountAt(t, srv, t.TempDir(), mountTmpfs(t, "8m"), "ensure_diskfree=6")
+	small := randomBytes(t, 1<<20)
+	writeFile(t, m.path("fits"), small)
+	srv.sameObject(t, "fits", small)
+	err := os.WriteFile(m.path("too-big"), randomBytes(t, 3<<20), 0o644)
+	if errnoOf(err) != syscall.ENOSPC {
+		t.Fatalf("3 MiB with 2 MiB to spare: %v, want ENOSPC", err)
+	}
+	m.stop(t)
+
+	// Write-back: ten 1 MiB files through 2 MiB of room, each close
+	// acknowledged only once staged; writers wait for uploads.
+	m = startMountAt(t, srv, t.TempDir(), mountTmpfs(t, "8m"), "ensure_diskfree=6", "writeback", "writeback_delay=0s")
+	want := map[string][]byte{}
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprintf("wb/f%d", i)
+		want[name] = randomBytes(t, 1<<20)
+		writeFile(t, m.path(name), want[name])
+	}
+	m.stop(t)
+	for k, v := range want {
+		srv.sameObject(t, k, v)
+	}
+}
+
 // A full cache disk: blocks kept for reuse (by emptied staging files and
 // past the size of reused ones) are freed first; past that, a write gets
 // ENOSPC, logged with its key.
 func TestCacheDiskFull(t *testing.T) {
-	cacheDir := t.TempDir()
-	if err := syscall.Mount("tmpfs", cacheDir, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
-		t.Fatalf("mount a 1 MiB tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(cacheDir, syscall.MNT_DETACH) })
+	cacheDir := mountTmpfs(t, "1m")
 	srv := startServer(t)
 	m := startMountAt(t, srv, t.TempDir(), cacheDir)
 

@@ -35,6 +35,7 @@ type options struct {
 	WritebackDelay   time.Duration
 	WritebackWorkers int
 	CacheSize        int64
+	EnsureDiskFree   int64
 	SSE, SSEKeyID    string
 	Tagging          string
 }
@@ -128,6 +129,14 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			var n uint64
 			n, err = humanize.ParseBytes(value)
 			o.CacheSize = int64(n)
+		case "ensure_diskfree": // ossfs: in MB; a unit may be given
+			var n uint64
+			if n, err = strconv.ParseUint(value, 10, 63); err == nil {
+				n <<= 20
+			} else {
+				n, err = humanize.ParseBytes(value)
+			}
+			o.EnsureDiskFree = int64(n)
 		case "sse":
 			err = need()
 			o.SSE = value

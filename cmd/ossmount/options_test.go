@@ -25,7 +25,15 @@ func TestParseOptions(t *testing.T) {
 	if _, err := parseOptions(&o, "part_size=16MiB"); err != nil || o.PartSize != 16<<20 {
 		t.Fatalf("part_size: %v %d", err, o.PartSize)
 	}
-	for _, bad := range []string{"uid=x", "endpoint", "stat_ttl=soon", "part_size=lots"} {
+	for value, want := range map[string]int64{"1024": 1 << 30, "512MiB": 512 << 20} {
+		if _, err := parseOptions(&o, "ensure_diskfree="+value); err != nil || o.EnsureDiskFree != want {
+			t.Errorf("ensure_diskfree=%s: %v %d", value, err, o.EnsureDiskFree)
+		}
+	}
+	if _, err := parseOptions(&o, "tagging=b=2&a=1"); err != nil || o.Tagging != "a=1&b=2" {
+		t.Errorf("tagging: %v %q", err, o.Tagging)
+	}
+	for _, bad := range []string{"uid=x", "endpoint", "stat_ttl=soon", "part_size=lots", "ensure_diskfree=much", "tagging=k=%zz"} {
 		if _, err := parseOptions(&o, bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

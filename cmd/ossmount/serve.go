@@ -57,6 +57,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		return err
 	}
 	defer cd.Close()
+	cd.SetMinFree(o.EnsureDiskFree)
 	uploader := upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
 		PartSize: o.PartSize, Parallel: o.Parallel}, log)
 	var queue *upload.Queue
