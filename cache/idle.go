@@ -1,0 +1,144 @@
+package cache
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// The idle pool: emptied staging files kept for the next file (see the
+// package comment for why), and what frees their blocks when the disk is
+// full.
+
+// idleFile is an emptied staging file kept for reuse.
+type idleFile struct {
+	f       *os.File
+	name    string
+	durable bool
+	extent  int64 // stale bytes kept (their disk blocks)
+}
+
+const (
+	// maxIdle bounds the emptied staging files kept for reuse (and their
+	// descriptors; at most a quarter of the descriptor limit). Write-back
+	// uploads can trail the writer by hundreds of files; deleting what does
+	// not fit would make inode allocation slow.
+	maxIdle = 1024
+	// maxKeptExtent bounds the stale bytes one idle file keeps, and
+	// maxIdleBytes all of them; beyond, a file is truncated when idle.
+	maxKeptExtent = 1 << 20
+	maxIdleBytes  = 64 << 20
+)
+
+// reclaim frees the disk blocks kept for reuse — by idle staging files and
+// past the size of reused ones — once the disk is full, and reports whether
+// there were any.
+func (d *Dir) reclaim() bool {
+	d.mu.Lock()
+	idle := d.idle
+	d.idle, d.idleBytes = nil, 0
+	reused := make([]*Staging, 0, len(d.reused))
+	for s := range d.reused {
+		reused = append(reused, s)
+	}
+	d.mu.Unlock()
+	freed := false
+	kept := idle[:0]
+	for _, i := range idle {
+		if i.extent > 0 {
+			if i.f.Truncate(0) != nil {
+				i.f.Close()
+				if i.name != "" {
+					os.Remove(i.name)
+				}
+				continue
+			}
+			i.extent, freed = 0, true
+		}
+		kept = append(kept, i)
+	}
+	for _, s := range reused {
+		if s.cutTail() {
+			freed = true
+		}
+	}
+	d.mu.Lock()
+	d.idle = append(d.idle, kept...)
+	d.mu.Unlock()
+	return freed
+}
+
+// cutTail frees the stale bytes past the staged size; it reports whether
+// there were any.
+func (s *Staging) cutTail() bool {
+	cut := false
+	s.withFile(func(f *os.File) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.extent > s.size && f.Truncate(s.size) == nil {
+			s.extent, cut = s.size, true
+		}
+		return nil
+	})
+	return cut
+}
+
+// dispose empties a staging file into the idle list, or deletes it.
+func (d *Dir) dispose(i idleFile) {
+	reusable := true
+	if i.name != "" {
+		// Even a file about to be deleted loses its record durably first:
+		// an unlink that a crash undoes must not bring back a record that
+		// a newer version of the file has since replaced.
+		reusable = d.reuseNamed && dropRecord(i.f)
+	}
+	d.mu.Lock()
+	room := reusable && len(d.idle) < d.idleCap
+	keepBlocks := d.minFree == 0 && i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
+	d.mu.Unlock()
+	if room && !keepBlocks && i.extent > 0 {
+		if room = i.f.Truncate(0) == nil; room {
+			i.extent = 0
+		}
+	}
+	if room {
+		d.mu.Lock()
+		if len(d.idle) < d.idleCap {
+			d.idle = append(d.idle, i)
+			d.idleBytes += i.extent
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+	}
+	i.f.Close()
+	if i.name != "" {
+		os.Remove(i.name) // a missing file is already what we want
+	}
+}
+
+// dropRecord removes a named staging file's journal record, durably, so
+// that no crash can pair it with another file's content in the same
+// blocks. It runs after an upload, not in a close.
+func dropRecord(f *os.File) bool {
+	err := unix.Fremovexattr(int(f.Fd()), recordXattr)
+	if err != nil && !errors.Is(err, unix.ENODATA) {
+		return false
+	}
+	return unix.Fsync(int(f.Fd())) == nil
+}
+
+// Close deletes the idle staging files (at unmount).
+func (d *Dir) Close() {
+	d.mu.Lock()
+	idle := d.idle
+	d.idle, d.idleBytes = nil, 0
+	d.mu.Unlock()
+	for _, i := range idle {
+		i.f.Close()
+		if i.name != "" {
+			os.Remove(i.name)
+		}
+	}
+}
