@@ -74,6 +74,8 @@ func convert(op, key string, err error) error {
 		e.Kind = context.Canceled
 	case isCRCMismatch(err):
 		e.Kind = ErrIntegrity
+	case errors.Is(err, errRoleCredentials):
+		e.Kind = ErrAccessDenied
 	default:
 		// Timeouts, resets and other client-side failures are worth another
 		// try later, and are never taken for "not found".

@@ -18,9 +18,11 @@ type Config struct {
 	Endpoint  string // host[:port], or a URL with http:// or https://
 	Region    string
 	PathStyle bool // path-style addressing, for OSS-compatible servers
-	// Credentials, when nil, come from OSS_ACCESS_KEY_ID,
-	// OSS_ACCESS_KEY_SECRET and OSS_SESSION_TOKEN.
+	// Credentials, when nil, come from RAMRoleURL if set (an ECS RAM
+	// role's credentials in the instance metadata service), else from
+	// OSS_ACCESS_KEY_ID, OSS_ACCESS_KEY_SECRET and OSS_SESSION_TOKEN.
 	Credentials *Credentials
+	RAMRoleURL  string
 	// PartSize and Parallel tune multipart uploads; 0 takes the SDK's
 	// defaults. Bodies smaller than PartSize go in one PutObject.
 	PartSize int64
@@ -57,6 +59,8 @@ func NewOSS(cfg Config) *OSS {
 	var provider credentials.CredentialsProvider = credentials.NewEnvironmentVariableCredentialsProvider()
 	if c := cfg.Credentials; c != nil {
 		provider = credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.AccessKeySecret, c.SessionToken)
+	} else if cfg.RAMRoleURL != "" {
+		provider = ramRoleProvider(cfg.RAMRoleURL)
 	}
 	region := cfg.Region
 	if region == "" {

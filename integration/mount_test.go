@@ -1,12 +1,17 @@
 package integration
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // runOssmount runs ossmount in its default, detaching mode and returns its
@@ -220,6 +225,54 @@ func TestMountHelper(t *testing.T) {
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
 	writeFile(t, filepath.Join(mnt, "via-fstab.txt"), []byte("mounted by mount(8)"))
 	srv.sameObject(t, "via-fstab.txt", []byte("mounted by mount(8)"))
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatalf("umount: %v", err)
+	}
+}
+
+// DESIGN §7: -o ram_role takes credentials from the ECS metadata service
+// (here a stand-in at a URL, the form ossfs's ram_role takes), security
+// token included; a role it does not know stops the mount with exit 2 and
+// one line that shows no secret.
+func TestRAMRole(t *testing.T) {
+	srv := startServer(t)
+	var fetches atomic.Int32
+	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/latest/meta-data/ram/security-credentials/ossmount-role" {
+			http.NotFound(w, r)
+			return
+		}
+		fetches.Add(1)
+		json.NewEncoder(w).Encode(map[string]string{"Code": "Success", "AccessKeyId": testKeyID, "AccessKeySecret": testSecret,
+			"SecurityToken": "role-token", "Expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	}))
+	defer meta.Close()
+	var env []string // no OSS_ credentials: the role is the only source
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OSS_") {
+			env = append(env, kv)
+		}
+	}
+	roles := meta.URL + "/latest/meta-data/ram/security-credentials/"
+	mnt, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+
+	code, out := runOssmount(t, env, mountArgs(srv, mnt, cacheDir, "ram_role="+roles+"no-such-role")...)
+	if code != 2 || !strings.Contains(out, "denied") || !strings.Contains(out, "no ECS RAM role credentials") || !strings.Contains(out, "HTTP 404") {
+		t.Fatalf("unknown role: exit %d, %q", code, out)
+	}
+
+	code, out = runOssmount(t, env, mountArgs(srv, mnt, cacheDir, "ram_role="+roles+"ossmount-role", "log_file="+filepath.Join(t.TempDir(), "log"))...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(mnt, "by-role.txt"), []byte("role"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "by-role.txt", []byte("role"))
+	if fetches.Load() == 0 {
+		t.Fatal("the metadata service was never asked")
+	}
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		t.Fatalf("umount: %v", err)
 	}

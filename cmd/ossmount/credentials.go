@@ -81,3 +81,12 @@ func readPasswdFile(path, bucketName string, systemWide bool) (*bucket.Credentia
 	}
 	return fallback, nil
 }
+
+// ramRoleURL is where the credentials of the ECS RAM role named by -o
+// ram_role are: the option is a role name, or (as ossfs takes it) the URL.
+func ramRoleURL(role string) string {
+	if role == "" || strings.HasPrefix(role, "http://") || strings.HasPrefix(role, "https://") {
+		return role
+	}
+	return bucket.ECSMetadataRoles + role
+}

@@ -36,6 +36,7 @@ type options struct {
 	WritebackWorkers int
 	CacheSize        int64
 	EnsureDiskFree   int64
+	RAMRole          string
 	SSE, SSEKeyID    string
 	Tagging          string
 }
@@ -137,6 +138,9 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 				n, err = humanize.ParseBytes(value)
 			}
 			o.EnsureDiskFree = int64(n)
+		case "ram_role":
+			err = need()
+			o.RAMRole = value
 		case "sse":
 			err = need()
 			o.SSE = value

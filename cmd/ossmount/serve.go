@@ -31,9 +31,14 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if fi, err := os.Stat(a.mountpoint); err != nil || !fi.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", a.mountpoint)
 	}
-	creds, err := loadCredentials(o, a.bucket)
-	if err != nil {
-		return err
+	// An ECS RAM role, when given, is the credentials' source.
+	var creds *bucket.Credentials
+	roleURL := ramRoleURL(o.RAMRole)
+	if roleURL == "" {
+		var err error
+		if creds, err = loadCredentials(o, a.bucket); err != nil {
+			return err
+		}
 	}
 	partSize := o.PartSize
 	if partSize <= 0 {
@@ -44,7 +49,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		return err
 	}
 	b := bucket.NewOSS(bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
-		Credentials: creds, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging})
+		Credentials: creds, RAMRoleURL: roleURL, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging})
 	if err := checkBucket(b, a.prefix, o.Endpoint); err != nil {
 		return err
 	}
