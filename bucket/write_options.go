@@ -3,8 +3,6 @@ package bucket
 import (
 	"fmt"
 	"net/url"
-	"sort"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -42,7 +40,6 @@ func ParseTagging(s string) (string, error) {
 	if len(q) > 10 {
 		return "", fmt.Errorf("tags %q: at most 10 tags", s)
 	}
-	keys := make([]string, 0, len(q))
 	for k, vs := range q {
 		if len(vs) != 1 {
 			return "", fmt.Errorf("tags %q: tag %q given %d times", s, k, len(vs))
@@ -50,15 +47,6 @@ func ParseTagging(s string) (string, error) {
 		if k == "" || utf8.RuneCountInString(k) > 128 || utf8.RuneCountInString(vs[0]) > 256 {
 			return "", fmt.Errorf("tags %q: a key has 1 to 128 characters, a value at most 256", s)
 		}
-		keys = append(keys, k)
 	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(url.QueryEscape(k) + "=" + url.QueryEscape(q[k][0]))
-	}
-	return b.String(), nil
+	return q.Encode(), nil // sorted by key
 }
