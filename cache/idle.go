@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -47,14 +46,11 @@ func (d *Dir) reclaim() bool {
 	kept := idle[:0]
 	for _, i := range idle {
 		if i.extent > 0 {
-			if i.f.Truncate(0) != nil {
-				i.f.Close()
-				if i.name != "" {
-					os.Remove(i.name)
-				}
+			if !i.dropBlocks() {
+				i.delete()
 				continue
 			}
-			i.extent, freed = 0, true
+			freed = true
 		}
 		kept = append(kept, i)
 	}
@@ -97,10 +93,8 @@ func (d *Dir) dispose(i idleFile) {
 	room := reusable && len(d.idle) < d.idleCap
 	keepBlocks := d.minFree == 0 && i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
 	d.mu.Unlock()
-	if room && !keepBlocks && i.extent > 0 {
-		if room = i.f.Truncate(0) == nil; room {
-			i.extent = 0
-		}
+	if room && !keepBlocks {
+		room = i.dropBlocks()
 	}
 	if room {
 		d.mu.Lock()
@@ -112,6 +106,22 @@ func (d *Dir) dispose(i idleFile) {
 		}
 		d.mu.Unlock()
 	}
+	i.delete()
+}
+
+// dropBlocks frees the file's stale bytes; it reports whether it could.
+func (i *idleFile) dropBlocks() bool {
+	if i.extent > 0 {
+		if i.f.Truncate(0) != nil {
+			return false
+		}
+		i.extent = 0
+	}
+	return true
+}
+
+// delete closes the file and removes a named one.
+func (i idleFile) delete() {
 	i.f.Close()
 	if i.name != "" {
 		os.Remove(i.name) // a missing file is already what we want
@@ -122,11 +132,7 @@ func (d *Dir) dispose(i idleFile) {
 // that no crash can pair it with another file's content in the same
 // blocks. It runs after an upload, not in a close.
 func dropRecord(f *os.File) bool {
-	err := unix.Fremovexattr(int(f.Fd()), recordXattr)
-	if err != nil && !errors.Is(err, unix.ENODATA) {
-		return false
-	}
-	return unix.Fsync(int(f.Fd())) == nil
+	return removeXattrRecord(f) == nil && unix.Fsync(int(f.Fd())) == nil
 }
 
 // Close deletes the idle staging files (at unmount).
@@ -136,9 +142,6 @@ func (d *Dir) Close() {
 	d.idle, d.idleBytes = nil, 0
 	d.mu.Unlock()
 	for _, i := range idle {
-		i.f.Close()
-		if i.name != "" {
-			os.Remove(i.name)
-		}
+		i.delete()
 	}
 }

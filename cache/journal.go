@@ -116,9 +116,7 @@ func (d *Dir) OpenNamed(path string, size int64) (*Staging, error) {
 	s := &Staging{dir: d, f: f, name: path, size: size, extent: fi.Size(), durable: true}
 	d.mu.Lock()
 	d.used += size
-	if s.extent > size {
-		d.reused[s] = struct{}{}
-	}
+	d.trackStaleLocked(s)
 	d.mu.Unlock()
 	d.count.Add(1)
 	return s, nil
@@ -213,18 +211,21 @@ func writeXattrRecord(st *Staging, raw []byte) error {
 	})
 }
 
+// removeXattrRecord removes f's record; none is no error.
+func removeXattrRecord(f *os.File) error {
+	err := unix.Fremovexattr(int(f.Fd()), recordXattr)
+	if err != nil && !errors.Is(err, unix.ENODATA) {
+		return err
+	}
+	return nil
+}
+
 // Done drops the record of the version staged in st, uploaded or dropped.
 // latest says no newer version of r.ID is queued (a record file describes
 // only the newest version).
 func (j *Journal) Done(r Record, st *Staging, latest bool) error {
 	if j.inXattr {
-		return st.withFile(func(f *os.File) error {
-			err := unix.Fremovexattr(int(f.Fd()), recordXattr)
-			if err != nil && !errors.Is(err, unix.ENODATA) {
-				return err
-			}
-			return nil
-		})
+		return st.withFile(removeXattrRecord)
 	}
 	if !latest {
 		return nil

@@ -231,9 +231,7 @@ func (d *Dir) NewStaging() (*Staging, error) {
 		d.idle = d.idle[:n-1]
 		d.idleBytes -= i.extent
 		s := &Staging{dir: d, f: i.f, name: i.name, durable: i.durable, extent: i.extent}
-		if i.extent > 0 {
-			d.reused[s] = struct{}{}
-		}
+		d.trackStaleLocked(s)
 		d.mu.Unlock()
 		d.count.Add(1)
 		return s, nil
@@ -258,6 +256,14 @@ func (d *Dir) NewStaging() (*Staging, error) {
 	}
 	d.count.Add(1)
 	return &Staging{dir: d, f: f}, nil
+}
+
+// trackStaleLocked notes a staging file whose disk blocks run past its
+// size, so that reclaim can free them. LOCKS_REQUIRED(d.mu)
+func (d *Dir) trackStaleLocked(s *Staging) {
+	if s.extent > s.size {
+		d.reused[s] = struct{}{}
+	}
 }
 
 // Name is the path of a named staging file ("" if unlinked).
