@@ -49,7 +49,9 @@ type OSS struct {
 	uploader *oss.Uploader
 	copier   *oss.Copier
 	name     string
-	cfg      Config
+	// encryption and tagging go with every write (Config).
+	encryption Encryption
+	tagging    string
 }
 
 var _ Bucket = (*OSS)(nil)
@@ -81,9 +83,10 @@ func NewOSS(cfg Config) *OSS {
 	}
 	client := oss.NewClient(sdkCfg)
 	return &OSS{
-		client: client,
-		name:   cfg.Bucket,
-		cfg:    cfg,
+		client:     client,
+		name:       cfg.Bucket,
+		encryption: cfg.Encryption,
+		tagging:    cfg.Tagging,
 		uploader: client.NewUploader(func(o *oss.UploaderOptions) {
 			if cfg.PartSize > 0 {
 				o.PartSize = cfg.PartSize
@@ -147,8 +150,8 @@ func (b *OSS) Get(ctx context.Context, key string, off, length int64) (io.ReadCl
 
 func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 	preq := &oss.PutObjectRequest{Bucket: &b.name, Key: &req.Key, Metadata: req.Attrs.Meta,
-		ServerSideEncryption: optional(b.cfg.Encryption.Method), ServerSideEncryptionKeyId: optional(b.cfg.Encryption.KeyID),
-		Tagging: optional(b.cfg.Tagging)}
+		ServerSideEncryption: optional(b.encryption.Method), ServerSideEncryptionKeyId: optional(b.encryption.KeyID),
+		Tagging: optional(b.tagging)}
 	applyAttrs(req.Attrs, &preq.ContentType, &preq.StorageClass, &preq.Acl, &preq.ForbidOverwrite)
 	body := io.NewSectionReader(req.Body, 0, req.Size)
 	res, err := b.uploader.UploadFrom(ctx, preq, body)
@@ -217,7 +220,7 @@ func (b *OSS) Delete(ctx context.Context, key string) error {
 func (b *OSS) Copy(ctx context.Context, c CopyRequest) error {
 	// Tags are copied with the object (the default tagging directive).
 	req := &oss.CopyObjectRequest{Bucket: &b.name, Key: &c.Dst, SourceBucket: &b.name, SourceKey: &c.Src,
-		ServerSideEncryption: optional(b.cfg.Encryption.Method), ServerSideEncryptionKeyId: optional(b.cfg.Encryption.KeyID)}
+		ServerSideEncryption: optional(b.encryption.Method), ServerSideEncryptionKeyId: optional(b.encryption.KeyID)}
 	if c.Attrs != nil {
 		req.MetadataDirective = oss.Ptr("REPLACE")
 		req.Metadata = c.Attrs.Meta
@@ -242,8 +245,8 @@ func isNotFound(err error) bool {
 func (b *OSS) StartMultipart(ctx context.Context, key string, attrs Attrs) (string, error) {
 	req := &oss.InitiateMultipartUploadRequest{Bucket: &b.name, Key: &key, Metadata: attrs.Meta,
 		StorageClass: oss.StorageClassType(attrs.StorageClass), DisableAutoDetectMimeType: true,
-		ServerSideEncryption: optional(b.cfg.Encryption.Method), ServerSideEncryptionKeyId: optional(b.cfg.Encryption.KeyID),
-		Tagging: optional(b.cfg.Tagging)}
+		ServerSideEncryption: optional(b.encryption.Method), ServerSideEncryptionKeyId: optional(b.encryption.KeyID),
+		Tagging: optional(b.tagging)}
 	if attrs.ContentType != "" {
 		req.ContentType = oss.Ptr(attrs.ContentType)
 	}
