@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestListings(t *testing.T) {
@@ -126,7 +129,7 @@ func TestJournal(t *testing.T) {
 		s.WriteAt([]byte("data"), 0)
 		orphan, _ := d.NewStaging()
 		rec := Record{ID: "a", Key: "k", File: s.Name(), Size: 4, Meta: map[string]string{"mode": "33188"}, Seq: 1}
-		if err := j.Add(rec, s); err != nil {
+		if err := j.Add(&rec, s); err != nil {
 			t.Fatal(err)
 		}
 		rec.Key = "renamed"
@@ -135,7 +138,7 @@ func TestJournal(t *testing.T) {
 		}
 		// An older version of the same ID loses to the newer one.
 		older, _ := d.NewStaging()
-		if err := j.Add(Record{ID: "a", Key: "old", File: older.Name(), Seq: 0}, older); err != nil && inXattr {
+		if err := j.Add(&Record{ID: "a", Key: "old", File: older.Name(), Seq: 0}, older); err != nil && inXattr {
 			t.Fatal(err)
 		}
 		if !inXattr {
@@ -154,7 +157,7 @@ func TestJournal(t *testing.T) {
 		if _, err := os.Stat(s.Name()); err != nil {
 			t.Fatalf("xattr=%v: journaled staging file removed", inXattr)
 		}
-		j.Done(rec, s, true)
+		j.Done(rec, s, true, false)
 		if recs, _ := j.Load(); len(recs) != 0 {
 			t.Fatalf("xattr=%v: record left after Done: %+v", inXattr, recs)
 		}
@@ -250,7 +253,7 @@ func TestIdleCap(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		s, _ := d.NewStaging()
 		s.WriteAt([]byte("data"), 0)
-		if err := j.Add(Record{ID: fmt.Sprint(i), Key: "k", File: s.Name(), Size: 4}, s); err != nil {
+		if err := j.Add(&Record{ID: fmt.Sprint(i), Key: "k", File: s.Name(), Size: 4}, s); err != nil {
 			t.Fatal(err)
 		}
 		files = append(files, s)
@@ -263,6 +266,93 @@ func TestIdleCap(t *testing.T) {
 	}
 	if recs, _ := j.Load(); len(recs) != 0 {
 		t.Fatalf("records left: %+v", recs)
+	}
+	d.Close()
+	j.Close()
+}
+
+// reviveRecord puts r back on its file as a crash might: the removal of a
+// ghost's record was never made durable.
+func reviveRecord(t *testing.T, r Record) {
+	t.Helper()
+	raw, _ := json.Marshal(r)
+	if err := unix.Setxattr(r.File, recordXattr, raw, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The record of an upload done goes without an fsync (a ghost). Brought
+// back by a crash it is dropped once its file holds other bytes, replayed
+// while the bytes are the same; Settle, reuse with a new record, and
+// deletion each make it gone for good.
+func TestGhosts(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 0)
+	j, err := d.EnableWriteback("ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !j.inXattr {
+		t.Fatal("this test machine's file system takes user xattrs; the probe said no")
+	}
+	s, _ := d.NewStaging()
+	s.WriteAt([]byte("data"), 0)
+	rec := Record{ID: "a", Key: "k", File: s.Name(), Size: 4}
+	if err := j.Add(&rec, s); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Sum == "" {
+		t.Fatal("a small file's record has no sum")
+	}
+	f := s.f
+	j.Done(rec, s, true, true)
+	if !d.isGhost(f) {
+		t.Fatal("uploaded record not noted as a ghost")
+	}
+	// Revived over the same bytes it is replayed (the integration tests
+	// replay summed records after SIGKILL).
+	reviveRecord(t, rec)
+	if recs, _ := j.Load(); len(recs) != 1 || recs[0].Sum != rec.Sum {
+		t.Fatalf("revived record not loaded: %+v", recs)
+	}
+	j.Settle("other")
+	if !d.isGhost(f) {
+		t.Fatal("settling another key settled this one")
+	}
+	j.Settle("k")
+	if d.isGhost(f) {
+		t.Fatal("Settle left the ghost")
+	}
+
+	// Reused for other bytes: the revived record is a ghost.
+	j.Done(rec, s, true, true)
+	s.Remove()
+	s2, _ := d.NewStaging()
+	if s2.Name() != rec.File {
+		t.Fatal("staging file not reused")
+	}
+	s2.WriteAt([]byte("DATA"), 0)
+	reviveRecord(t, rec)
+	if _, err := d.OpenNamed(rec); !errors.Is(err, ErrGhost) {
+		t.Fatalf("ghost over other bytes: %v", err)
+	}
+	rec2 := Record{ID: "b", Key: "k2", File: s2.Name(), Size: 4}
+	if err := j.Add(&rec2, s2); err != nil {
+		t.Fatal(err)
+	}
+	if d.isGhost(f) {
+		t.Fatal("a new record's fsync did not lay the ghost")
+	}
+
+	// Deleted (no room in the pool): the ghost is laid first.
+	j.Done(rec2, s2, true, true)
+	d.idleCap = 0
+	d.idle = nil
+	s2.Remove()
+	if d.isGhost(f) || len(d.ghosts.byKey) != 0 {
+		t.Fatal("deleted file left a ghost")
+	}
+	if _, err := os.Stat(rec2.File); !os.IsNotExist(err) {
+		t.Fatal("staging file not deleted")
 	}
 	d.Close()
 	j.Close()

@@ -47,7 +47,7 @@ func (d *Dir) reclaim() bool {
 	for _, i := range idle {
 		if i.extent > 0 {
 			if !i.dropBlocks() {
-				i.delete()
+				d.deleteIdle(i)
 				continue
 			}
 			freed = true
@@ -84,10 +84,11 @@ func (s *Staging) cutTail() bool {
 func (d *Dir) dispose(i idleFile) {
 	reusable := true
 	if i.name != "" {
-		// Even a file about to be deleted loses its record durably first:
-		// an unlink that a crash undoes must not bring back a record that
-		// a newer version of the file has since replaced.
-		reusable = d.reuseNamed && dropRecord(i.f)
+		// A ghost's record is gone already, and its sum guards the reuse
+		// (ghosts.go). Any other record goes durably, even from a file about
+		// to be deleted: an unlink that a crash undoes must not bring back
+		// a record that a newer version of the file has since replaced.
+		reusable = d.reuseNamed && (d.isGhost(i.f) || dropRecord(i.f))
 	}
 	d.mu.Lock()
 	room := reusable && len(d.idle) < d.idleCap
@@ -106,7 +107,7 @@ func (d *Dir) dispose(i idleFile) {
 		}
 		d.mu.Unlock()
 	}
-	i.delete()
+	d.deleteIdle(i)
 }
 
 // dropBlocks frees the file's stale bytes; it reports whether it could.
@@ -135,13 +136,35 @@ func dropRecord(f *os.File) bool {
 	return removeXattrRecord(f) == nil && unix.Fsync(int(f.Fd())) == nil
 }
 
-// Close deletes the idle staging files (at unmount).
+// Close deletes the idle staging files (at unmount); no ghost outlives it.
 func (d *Dir) Close() {
 	d.mu.Lock()
 	idle := d.idle
 	d.idle, d.idleBytes = nil, 0
 	d.mu.Unlock()
+	ghosts := false
 	for _, i := range idle {
+		if d.isGhost(i.f) {
+			ghosts = true
+			d.laid(i.f)
+		}
 		i.delete()
+	}
+	if ghosts {
+		// One sync of the directory makes all those unlinks durable.
+		if dir, err := os.Open(d.named); err == nil {
+			dir.Sync()
+			dir.Close()
+		}
+	}
+	d.mu.Lock()
+	rest := make([]*os.File, 0, len(d.ghosts.byFile))
+	for f := range d.ghosts.byFile {
+		rest = append(rest, f)
+	}
+	d.ghosts = ghostSet{}
+	d.mu.Unlock()
+	for _, f := range rest {
+		f.Sync()
 	}
 }

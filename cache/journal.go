@@ -24,6 +24,7 @@ import (
 // and the record durable together (and a directory sync the file's entry).
 // Elsewhere it is a file ID.json beside the staged file.
 type Journal struct {
+	files   *Dir
 	dir     string
 	dirFile *os.File // dir, kept open to sync its entries
 	lock    *os.File // flock'd for the life of the mount
@@ -52,6 +53,10 @@ type Record struct {
 	Meta map[string]string
 	// Seq orders versions of one ID: after a crash the newest wins.
 	Seq int64
+	// Sum is the CRC-32C of the staged content (hex), for files of at
+	// most maxSummed bytes: a record that a crash brings back after its
+	// removal no longer matches once the file holds other bytes (ghosts).
+	Sum string `json:",omitempty"`
 }
 
 // EnableWriteback switches the cache directory to named staging files under
@@ -84,7 +89,7 @@ func (d *Dir) EnableWriteback(namespace string) (*Journal, error) {
 	}
 	inXattr := xattrsWork(d.named)
 	d.reuseNamed = inXattr
-	return &Journal{dir: d.named, dirFile: dirFile, lock: lock, inXattr: inXattr}, nil
+	return &Journal{files: d, dir: d.named, dirFile: dirFile, lock: lock, inXattr: inXattr}, nil
 }
 
 // xattrsWork reports whether files in dir take user extended attributes.
@@ -98,16 +103,30 @@ func xattrsWork(dir string) bool {
 	return unix.Fsetxattr(int(f.Fd()), recordXattr, []byte("{}"), 0) == nil
 }
 
-// OpenNamed opens a named staging file found through the journal; size is
-// the staged size its record gives (bytes past it are stale).
-func (d *Dir) OpenNamed(path string, size int64) (*Staging, error) {
+// ErrGhost says a journal record was removed after its upload and brought
+// back by a crash: its staged file holds other bytes now (Record.Sum).
+var ErrGhost = errors.New("journal record of an upload already done")
+
+// OpenNamed opens the named staging file of a record found through the
+// journal (bytes past the record's size are stale).
+func (d *Dir) OpenNamed(r Record) (*Staging, error) {
+	path, size := r.File, r.Size
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
 	fi, err := f.Stat()
-	if err == nil && fi.Size() < size {
+	switch {
+	case err != nil:
+	case fi.Size() < size && r.Sum != "":
+		err = ErrGhost
+	case fi.Size() < size:
 		err = fmt.Errorf("staged file %s has %d bytes, its record says %d", path, fi.Size(), size)
+	case r.Sum != "":
+		var sum string
+		if sum, err = checksum(f, size); err == nil && sum != r.Sum {
+			err = ErrGhost
+		}
 	}
 	if err != nil {
 		f.Close()
@@ -143,10 +162,19 @@ func (d *Dir) RemoveUnjournaled(records []Record) (removed int) {
 	return removed
 }
 
-// Add makes the staged content of st and its first record r durable.
-// A crash before it returns leaves at worst a torn record, which Load
-// drops: that close was never acknowledged.
-func (j *Journal) Add(r Record, st *Staging) error {
+// Add makes the staged content of st and its first record r durable; it
+// fills in r.Sum. A crash before it returns leaves at worst a torn record,
+// which Load drops: that close was never acknowledged.
+func (j *Journal) Add(r *Record, st *Staging) error {
+	if j.inXattr && r.Size <= maxSummed {
+		err := st.withFile(func(f *os.File) (err error) {
+			r.Sum, err = checksum(f, r.Size)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -201,13 +229,18 @@ func (j *Journal) Put(r Record, st *Staging) error {
 }
 
 // writeXattrRecord attaches raw to the staged file and fsyncs it, so that
-// its content and its record are durable together.
+// its content and its record are durable together (and a ghost record it
+// replaces is gone for good).
 func writeXattrRecord(st *Staging, raw []byte) error {
 	return st.withFile(func(f *os.File) error {
 		if err := unix.Fsetxattr(int(f.Fd()), recordXattr, raw, 0); err != nil {
 			return err
 		}
-		return unix.Fsync(int(f.Fd()))
+		if err := unix.Fsync(int(f.Fd())); err != nil {
+			return err
+		}
+		st.dir.laid(f)
+		return nil
 	})
 }
 
@@ -223,9 +256,24 @@ func removeXattrRecord(f *os.File) error {
 // Done drops the record of the version staged in st, uploaded or dropped.
 // latest says no newer version of r.ID is queued (a record file describes
 // only the newest version).
-func (j *Journal) Done(r Record, st *Staging, latest bool) error {
+//
+// The record of an upload done is removed without an fsync when it has a
+// Sum: a crash may bring it back (a ghost), but the next mount drops it
+// once the file holds other bytes, and uploads the same bytes again
+// otherwise — harmless as long as the object still holds them, which
+// Settle sees to. Any other record goes durably before the file is reused
+// or deleted.
+func (j *Journal) Done(r Record, st *Staging, latest, uploaded bool) error {
 	if j.inXattr {
-		return st.withFile(removeXattrRecord)
+		return st.withFile(func(f *os.File) error {
+			if err := removeXattrRecord(f); err != nil {
+				return err
+			}
+			if uploaded && r.Sum != "" {
+				st.dir.haunt(f, r.Key)
+			}
+			return nil
+		})
 	}
 	if !latest {
 		return nil

@@ -58,6 +58,7 @@ type Dir struct {
 	// reused are staging files in use that came from idle with kept
 	// blocks: their stale bytes can be freed when the disk is full.
 	reused map[*Staging]struct{} // GUARDED_BY(mu)
+	ghosts ghostSet              // GUARDED_BY(mu); see ghosts.go
 }
 
 // OpenDir creates path (and parents) if needed and makes sure it is a

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -147,7 +148,10 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 // newer one runs after it. onDone is called once this version is uploaded.
 func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
 	rec.Seq = time.Now().UnixNano()
-	if err := q.journal.Add(rec, file); err != nil {
+	if err := q.journal.Settle(rec.Key); err != nil {
+		return err
+	}
+	if err := q.journal.Add(&rec, file); err != nil {
 		return err
 	}
 	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), index: -1}
@@ -188,7 +192,13 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
 	var errs []error
 	for _, rec := range recs {
-		f, err := dir.OpenNamed(rec.File, rec.Size)
+		f, err := dir.OpenNamed(rec)
+		if errors.Is(err, cache.ErrGhost) {
+			// Uploaded before the crash; the file has been reused since.
+			q.log.Debug("dropped the journal record of an upload already done", "key", rec.Key, "file", rec.File)
+			os.Remove(rec.File)
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			q.log.Error("journaled file lost", "key", rec.Key, "file", rec.File, "err", err)
@@ -210,6 +220,18 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 	q.mu.Lock()
 	it, ok := q.items[id]
 	if !ok || it.running {
+		q.mu.Unlock()
+		return false, nil
+	}
+	oldKey := it.rec.Key
+	q.mu.Unlock()
+	for _, k := range []string{oldKey, key} {
+		if err := q.journal.Settle(k); err != nil {
+			return false, err
+		}
+	}
+	q.mu.Lock()
+	if q.items[id] != it || it.running {
 		q.mu.Unlock()
 		return false, nil
 	}
@@ -250,7 +272,7 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 	}
 	q.releasing++
 	q.mu.Unlock()
-	q.journal.Done(it.rec, it.file, true)
+	q.journal.Done(it.rec, it.file, true, false)
 	it.notify(nil)
 	it.handBack(false)
 	q.released()
@@ -526,7 +548,7 @@ func (q *Queue) worker() {
 		q.cond.Broadcast()
 		q.mu.Unlock()
 
-		q.journal.Done(rec, it.file, next == nil)
+		q.journal.Done(rec, it.file, next == nil, !it.removed)
 		it.notify(nil)
 		if next == nil || next.file != it.file {
 			it.handBack(!it.removed)

@@ -63,11 +63,20 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	}
 	defer cd.Close()
 	cd.SetMinFree(o.EnsureDiskFree)
-	uploader := upload.New(b, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
+	var journal *cache.Journal
+	var bk bucket.Bucket = b
+	if o.Writeback {
+		sum := sha256.Sum256([]byte(o.Endpoint + "\x00" + a.bucket + "\x00" + a.prefix))
+		if journal, err = cd.EnableWriteback(a.bucket + "-" + hex.EncodeToString(sum[:6])); err != nil {
+			return err
+		}
+		bk = upload.SettleFirst(b, journal)
+	}
+	uploader := upload.New(bk, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
 		PartSize: o.PartSize, Parallel: o.Parallel}, log)
 	var queue *upload.Queue
-	if o.Writeback {
-		if queue, err = startQueue(cd, uploader, a, log); err != nil {
+	if journal != nil {
+		if queue, err = startQueue(cd, journal, uploader, a, log); err != nil {
 			return err
 		}
 	}
@@ -79,7 +88,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		gid = uint32(o.GID)
 	}
 	fsys := fs.New(fs.Config{
-		Bucket:          b,
+		Bucket:          bk,
 		Uploader:        uploader,
 		Queue:           queue,
 		Cache:           cd,
@@ -153,15 +162,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	return nil
 }
 
-// startQueue opens the write-back journal of this mount in the cache
-// directory, removes staged files whose close was never acknowledged, and
+// startQueue removes staged files whose close was never acknowledged and
 // starts the queue with whatever an earlier mount left journaled.
-func startQueue(cd *cache.Dir, u *upload.Uploader, a mountArgs, log *slog.Logger) (*upload.Queue, error) {
-	sum := sha256.Sum256([]byte(a.opts.Endpoint + "\x00" + a.bucket + "\x00" + a.prefix))
-	journal, err := cd.EnableWriteback(a.bucket + "-" + hex.EncodeToString(sum[:6]))
-	if err != nil {
-		return nil, err
-	}
+func startQueue(cd *cache.Dir, journal *cache.Journal, u *upload.Uploader, a mountArgs, log *slog.Logger) (*upload.Queue, error) {
 	recs, err := journal.Load()
 	if err != nil {
 		return nil, err
