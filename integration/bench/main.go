@@ -121,6 +121,18 @@ func best(n int, run func(i int) row) row {
 	return r
 }
 
+// alternate runs both sides of a workload, the mount first in even runs:
+// neither side always finds the machine in the state the other left.
+func alternate(run int, viaMount, direct func()) {
+	if run%2 == 0 {
+		viaMount()
+		direct()
+	} else {
+		direct()
+		viaMount()
+	}
+}
+
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -293,13 +305,7 @@ func (e *env) bigFile(size int64, run int) row {
 		check(err)
 		directTime = time.Since(start)
 	}
-	if run%2 == 0 {
-		viaMount()
-		direct()
-	} else {
-		direct()
-		viaMount()
-	}
+	alternate(run, viaMount, direct)
 	return row{workload: "1 big file (cp)", bytes: size, files: 1, mount: mountTime, direct: directTime, rss: rss, targetRatio: 1.15, hasDirectRef: true}
 }
 
@@ -395,13 +401,7 @@ func (e *env) smallFiles(n int, writeback bool, run int) row {
 		wg.Wait()
 		directTime = time.Since(start)
 	}
-	if run%2 == 0 {
-		viaMount()
-		direct()
-	} else {
-		direct()
-		viaMount()
-	}
+	alternate(run, viaMount, direct)
 	return row{workload: fmt.Sprintf("%d small files, %s (cp -r)", n, mode), bytes: total, files: n, mount: mountTime, direct: directTime,
 		rss: rss, targetRatio: target, hasDirectRef: true, note: fmt.Sprintf("cp returned after %s", cpTime.Round(time.Millisecond))}
 }
