@@ -101,6 +101,13 @@ func (d *Dir) isGhost(f *os.File) bool {
 	return ok
 }
 
+// Ghosts returns how many records are ghosts now.
+func (j *Journal) Ghosts() int {
+	j.files.mu.Lock()
+	defer j.files.mu.Unlock()
+	return len(j.files.ghosts.byFile)
+}
+
 // Settle makes the ghosts of key durably gone. Call it before anything
 // changes key: a newer version's record, a rename, an unlink, a copy.
 func (j *Journal) Settle(key string) error {

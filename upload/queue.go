@@ -24,9 +24,9 @@ import (
 // gives up visibly after MaxAttempts, keeping the journal record for the
 // next mount.
 //
-// Lock order: Queue.mu before cache.Dir's lock is never taken: staged
-// files are removed after Queue.mu is released, since the cache's space
-// limit calls Hurry. No lock is held during an upload.
+// Lock order: Queue.mu, then cache.Dir's lock (a ghost is noted under
+// Queue.mu); the Dir calls Hurry without its lock held. Staged files are
+// removed after Queue.mu is released. No lock is held during an upload.
 type Queue struct {
 	u       *Uploader
 	journal *cache.Journal
@@ -146,14 +146,19 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 // Submit journals rec (durably) and queues its upload from file. A newer
 // version of an id replaces a queued one; if that one is running, the
 // newer one runs after it. onDone is called once this version is uploaded.
-func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
+func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) (err error) {
 	rec.Seq = time.Now().UnixNano()
-	if err := q.journal.Settle(rec.Key); err != nil {
-		return err
-	}
 	if err := q.journal.Add(&rec, file); err != nil {
 		return err
 	}
+	// Older uploads of the key leave no ghost behind this version: a
+	// worker that finishes one after the queueing below sees this version
+	// and removes that record durably; before it, Settle finds its ghost.
+	defer func() {
+		if err == nil {
+			err = q.journal.Settle(rec.Key)
+		}
+	}()
 	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), index: -1}
 	var superseded *cache.Staging // removed after unlocking: Dir locks come after q.mu
 	defer func() {
@@ -544,11 +549,22 @@ func (q *Queue) worker() {
 		} else {
 			delete(q.items, rec.ID)
 		}
+		// The record may become a ghost (cache/ghosts.go) only while no
+		// newer version of the file is acknowledged: a newer one queued
+		// already is not settled against it, so then it goes durably.
+		// Removed under q.mu, so that a Submit that did not queue before
+		// this point settles it after queueing.
+		ghost := next == nil && !it.removed
+		if ghost {
+			q.journal.Done(rec, it.file, true, true)
+		}
 		q.releasing++
 		q.cond.Broadcast()
 		q.mu.Unlock()
 
-		q.journal.Done(rec, it.file, next == nil, !it.removed)
+		if !ghost {
+			q.journal.Done(rec, it.file, next == nil, false)
+		}
 		it.notify(nil)
 		if next == nil || next.file != it.file {
 			it.handBack(!it.removed)

@@ -128,3 +128,45 @@ func TestQueueRetriesThenGivesUpVisibly(t *testing.T) {
 		t.Fatalf("the failed upload must stay journaled: %+v", recs)
 	}
 }
+
+// An uploaded record may stay a ghost (removed without an fsync) only
+// while no newer version of its key is acknowledged: a Submit settles the
+// key's ghosts, and a version uploaded while a newer one is queued loses
+// its record durably.
+func TestQueueGhosts(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{})
+	ctx := context.Background()
+	e.submit(t, "a", "k", "v1")
+	if err := e.q.Wait(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.j.Ghosts(); n != 1 {
+		t.Fatalf("%d ghosts after the first upload, want 1", n)
+	}
+	// Hold the next upload of k in flight.
+	running, release := make(chan struct{}), make(chan struct{})
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" && key == "k" {
+			close(running)
+			<-release
+		}
+		return nil
+	})
+	e.submit(t, "a", "k", "v2")
+	if n := e.j.Ghosts(); n != 0 {
+		t.Fatalf("%d ghosts after a newer version's close, want 0", n)
+	}
+	<-running
+	e.b.SetFail(nil)
+	e.submit(t, "a", "k", "v3") // queued behind the running v2
+	close(release)
+	if err := e.q.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e.content(t, "k") != "v3" {
+		t.Fatalf("content %q", e.content(t, "k"))
+	}
+	if n := e.j.Ghosts(); n != 1 {
+		t.Fatalf("%d ghosts, want 1 (v3's; v2 was followed by v3)", n)
+	}
+}
