@@ -275,9 +275,10 @@ func TestCacheDiskFull(t *testing.T) {
 	if errnoOf(err) != syscall.ENOSPC {
 		t.Fatalf("2 MiB into a 1 MiB cache: %v, want ENOSPC", err)
 	}
-	if !strings.Contains(m.logs.String(), `msg="write failed" key=d errno="no space left on device"`) {
-		t.Fatalf("no log line for the failed write:\n%s", m.logs)
-	}
+	// ossmount's log reaches the test through a pipe: wait for the line.
+	waitUntil(t, "a log line for the failed write", func() bool {
+		return strings.Contains(m.logs.String(), `msg="write failed" key=d errno="no space left on device"`)
+	})
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
