@@ -146,17 +146,21 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 // Submit journals rec (durably) and queues its upload from file. A newer
 // version of an id replaces a queued one; if that one is running, the
 // newer one runs after it. onDone is called once this version is uploaded.
-func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) (err error) {
+func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
 	rec.Seq = time.Now().UnixNano()
+	// Older uploads of the key leave no ghost behind this version.
+	if err := q.journal.Settle(rec.Key); err != nil {
+		return err
+	}
 	if err := q.journal.Add(&rec, file); err != nil {
 		return err
 	}
-	// Older uploads of the key leave no ghost behind this version: a
-	// worker that finishes one after the queueing below sees this version
-	// and removes that record durably; before it, Settle finds its ghost.
+	// A worker that finishes an older upload of the key from here on sees
+	// this version and removes that record durably; one that finished
+	// since the Settle above left a ghost, which this one finds.
 	defer func() {
-		if err == nil {
-			err = q.journal.Settle(rec.Key)
+		if err := q.journal.Settle(rec.Key); err != nil {
+			q.log.Error("a crash could replay an older upload", "key", rec.Key, "err", err)
 		}
 	}()
 	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), index: -1}
