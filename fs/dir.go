@@ -81,7 +81,7 @@ func (d *dirNode) applyHeldMeta(ctx context.Context) error {
 	if !pending {
 		return nil
 	}
-	return d.fsys.cfg.Uploader.PutDirMarker(ctx, d.dirKey(), md)
+	return d.fsys.putDirMarker(ctx, d.dirKey(), md)
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
@@ -170,7 +170,7 @@ func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.
 		return nil, d.fsys.fail("lookup", dirKey, err)
 	}
 	if len(page.Objects) == 0 && len(page.Prefixes) == 0 {
-		return nil, syscall.ENOENT
+		return d.queuedDir(ctx, name, dirKey, out)
 	}
 	md := d.fsys.defaultMeta(syscall.S_IFDIR, time.Time{})
 	if len(page.Objects) > 0 && page.Objects[0].Key == dirKey {
@@ -182,6 +182,20 @@ func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.
 		case !errors.Is(err, bucket.ErrNotFound):
 			return nil, d.fsys.fail("lookup", dirKey, err)
 		}
+	}
+	return d.dirChild(ctx, name, md, out), 0
+}
+
+// queuedDir finds a directory of which only the write-back queue knows:
+// its marker, or files below it, are not uploaded yet.
+func (d *dirNode) queuedDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if d.fsys.queue == nil || !d.fsys.queue.HasPrefix(dirKey) {
+		return nil, syscall.ENOENT
+	}
+	md := d.fsys.defaultMeta(syscall.S_IFDIR, d.fsys.now())
+	if rec, ok := d.fsys.queue.Queued(dirKey); ok {
+		md = upload.DecodeMetadata(rec.Meta, md)
+		md.Mode = syscall.S_IFDIR | md.Mode&0o7777
 	}
 	return d.dirChild(ctx, name, md, out), 0
 }
@@ -276,6 +290,17 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 			break
 		}
 	}
+	// Files and directories queued for upload are listed before it.
+	if d.fsys.queue != nil {
+		for _, key := range d.fsys.queue.Keys(prefix) {
+			name, _, below := strings.Cut(strings.TrimPrefix(key, prefix), "/")
+			if below {
+				add(name, syscall.S_IFDIR)
+			} else {
+				add(name, syscall.S_IFREG)
+			}
+		}
+	}
 	// Files being written are listed before their first upload.
 	for name, ch := range d.Children() {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
@@ -324,7 +349,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, errno
 	}
 	md := d.fsys.callerMeta(ctx, syscall.S_IFDIR, mode)
-	if err := d.fsys.cfg.Uploader.PutDirMarker(ctx, key, md); err != nil {
+	if err := d.fsys.putDirMarker(ctx, key, md); err != nil {
 		return nil, d.fsys.fail("mkdir", key, err)
 	}
 	dn := &dirNode{fsys: d.fsys, meta: md}
@@ -372,6 +397,9 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
+	if d.fsys.queue != nil {
+		d.fsys.queue.RemoveKey(ctx, key) // a marker not uploaded yet
+	}
 	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
 		return d.fsys.fail("rmdir", key, err)
 	}

@@ -200,3 +200,28 @@ func fillAttr(out *fuse.Attr, md upload.Metadata, size int64) {
 	}
 	out.SetTimes(&atime, &mtime, &ctime)
 }
+
+// putDirMarker writes a directory's marker (mkdir, or its metadata
+// changed): at once, or in write-back mode journaled and queued like a
+// closed file — else copying a tree waits for a PUT per directory, behind
+// the queue's own uploads.
+func (f *FS) putDirMarker(ctx context.Context, key string, md upload.Metadata) error {
+	if f.queue == nil {
+		return f.cfg.Uploader.PutDirMarker(ctx, key, md)
+	}
+	if err := upload.ValidateKey(key); err != nil {
+		return err // not journaled: it could never be uploaded
+	}
+	// A marker still queued would carry older metadata.
+	f.queue.RemoveKey(ctx, key)
+	st, err := f.cfg.Cache.NewStaging()
+	if err != nil {
+		return err
+	}
+	rec := cache.Record{ID: cache.NewRecordID(), Key: key, File: st.Name(), Meta: md.Encode()}
+	if err := f.queue.Submit(rec, st, nil); err != nil {
+		st.Remove()
+		return err
+	}
+	return nil
+}

@@ -144,8 +144,12 @@ func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
 			}
 		}
 	}
-	if d.fsys.queue != nil && d.fsys.queue.HasPrefix(key) {
-		return syscall.ENOTEMPTY
+	if d.fsys.queue != nil {
+		for _, k := range d.fsys.queue.Keys(key) {
+			if k != key { // the directory's own marker does not count
+				return syscall.ENOTEMPTY
+			}
+		}
 	}
 	return 0
 }

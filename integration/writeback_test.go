@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 func TestWritebackCloseDoesNotWaitForTheServer(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv, "writeback", "writeback_delay=0s")
-	os.Mkdir(m.path("wb"), 0o755) // directory markers are written at once
+	os.Mkdir(m.path("wb"), 0o755)
 	srv.AddFault(osslocal.Fault{Op: "PutObject", Status: 503})
 	want := map[string][]byte{}
 	for i := 0; i < 20; i++ {
@@ -106,6 +107,11 @@ func TestWritebackJournalReplayAfterKill(t *testing.T) {
 		want[name] = randomBytes(t, 5000*i)
 		writeFile(t, m.path(name), want[name])
 	}
+	// An empty directory: only its journaled marker keeps it.
+	if err := os.Mkdir(m.path("crash/empty"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	want["crash/empty/"] = nil
 	open, err := os.Create(m.path("crash/unacknowledged"))
 	if err != nil {
 		t.Fatal(err)
@@ -195,6 +201,67 @@ func TestWritebackForgottenNodeReadsQueuedContent(t *testing.T) {
 	}
 	m.stop(t)
 	srv.sameObject(t, "f.txt", []byte("new version, queued"))
+}
+
+// In write-back mode mkdir journals and queues the directory's marker like
+// a closed file: it returns while the server refuses every PUT, the
+// directory is listed, looked up after the kernel forgot it, changed and
+// removed before the marker is uploaded; unmount uploads what is left.
+func TestWritebackMkdir(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h", "stat_ttl=0s")
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Status: 503})
+	for _, dir := range []string{"kept", "kept/sub", "gone", "full"} {
+		if err := os.Mkdir(m.path(dir), 0o755); err != nil {
+			t.Fatalf("mkdir %s: %v", dir, err)
+		}
+	}
+	writeFile(t, m.path("full/f"), []byte("queued"))
+	entries, err := os.ReadDir(m.path(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	if strings.Join(names, ",") != "full,gone,kept" {
+		t.Fatalf("readdir lists directories %v, want full,gone,kept", names)
+	}
+	if err := os.Remove(m.path("full")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir of a directory with a queued file: %v, want ENOTEMPTY", err)
+	}
+	if err := os.Remove(m.path("gone")); err != nil {
+		t.Fatalf("rmdir of a directory whose marker is queued: %v", err)
+	}
+	// Make the kernel forget unused inodes (FUSE FORGET).
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(m.path("kept/sub"))
+	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("stat of a queued directory after forget: %v %v", fi, err)
+	}
+	if err := os.Chmod(m.path("kept/sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if srv.exists("kept/") || srv.exists("gone/") {
+		t.Fatal("a marker was uploaded while the server refused every PUT")
+	}
+	srv.ClearFaults()
+	m.stop(t)
+	for _, key := range []string{"kept/", "kept/sub/", "full/"} {
+		srv.sameObject(t, key, nil)
+	}
+	if srv.exists("gone/") {
+		t.Fatal("the removed directory's marker was uploaded")
+	}
+	obj, err := srv.store.Head(testBucket, "kept/sub/")
+	if err != nil || obj.Attrs.Meta["mode"] != fmt.Sprint(syscall.S_IFDIR|0o700) {
+		t.Fatalf("kept/sub/ metadata %v %v, want mode %d", obj.Attrs.Meta, err, syscall.S_IFDIR|0o700)
+	}
 }
 
 // mountTmpfs mounts a tmpfs of size on a new directory for the test.

@@ -379,8 +379,38 @@ func (q *Queue) Adopt(key string, onDone func(*cache.Staging, bool)) (cache.Reco
 	return cache.Record{}, nil, false
 }
 
-// HasPrefix reports whether an upload under prefix is queued (rmdir).
+// HasPrefix reports whether an upload under prefix is queued.
 func (q *Queue) HasPrefix(prefix string) bool { return len(q.idsWithPrefix(prefix, false)) > 0 }
+
+// Keys lists the keys queued under prefix, a directory's own marker
+// included (readdir lists files and directories not uploaded yet).
+func (q *Queue) Keys(prefix string) []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var keys []string
+	for _, it := range q.items {
+		if !it.gaveUp && strings.HasPrefix(it.rec.Key, prefix) {
+			keys = append(keys, it.rec.Key)
+		}
+	}
+	return keys
+}
+
+// Queued returns the record of the newest queued version of key.
+func (q *Queue) Queued(key string) (cache.Record, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, it := range q.items {
+		if it.rec.Key != key || it.removed {
+			continue
+		}
+		for it.again != nil {
+			it = it.again
+		}
+		return it.rec, true
+	}
+	return cache.Record{}, false
+}
 
 // RemoveKey drops queued uploads of key (unlink of a file the file system
 // no longer tracks).
@@ -536,7 +566,11 @@ func (q *Queue) worker() {
 		q.mu.Unlock()
 
 		md := DecodeMetadata(rec.Meta, Metadata{})
-		err := q.u.put(context.Background(), rec.Key, it.file, rec.Size, q.u.Attrs(rec.Key, md, ""))
+		contentType := ""
+		if strings.HasSuffix(rec.Key, "/") {
+			contentType = DirContentType // a directory's marker (mkdir)
+		}
+		err := q.u.put(context.Background(), rec.Key, it.file, rec.Size, q.u.Attrs(rec.Key, md, contentType))
 
 		q.mu.Lock()
 		it.running = false
