@@ -366,6 +366,17 @@ func (q *Queue) idsWithPrefix(prefix string, exact bool) []string {
 func (q *Queue) Adopt(key string, onDone func(*cache.Staging, bool)) (cache.Record, *cache.Staging, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	it := q.newestLocked(key)
+	if it == nil {
+		return cache.Record{}, nil, false
+	}
+	it.onDone = onDone
+	return it.rec, it.file, true
+}
+
+// newestLocked returns the newest queued version of key, or nil.
+// LOCKS_REQUIRED(q.mu)
+func (q *Queue) newestLocked(key string) *item {
 	for _, it := range q.items {
 		if it.rec.Key != key || it.removed {
 			continue
@@ -373,10 +384,9 @@ func (q *Queue) Adopt(key string, onDone func(*cache.Staging, bool)) (cache.Reco
 		for it.again != nil {
 			it = it.again
 		}
-		it.onDone = onDone
-		return it.rec, it.file, true
+		return it
 	}
-	return cache.Record{}, nil, false
+	return nil
 }
 
 // HasPrefix reports whether an upload under prefix is queued.
@@ -400,13 +410,7 @@ func (q *Queue) Keys(prefix string) []string {
 func (q *Queue) Queued(key string) (cache.Record, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for _, it := range q.items {
-		if it.rec.Key != key || it.removed {
-			continue
-		}
-		for it.again != nil {
-			it = it.again
-		}
+	if it := q.newestLocked(key); it != nil {
 		return it.rec, true
 	}
 	return cache.Record{}, false
