@@ -399,7 +399,7 @@ func (q *Queue) Keys(prefix string) []string {
 	defer q.mu.Unlock()
 	var keys []string
 	for _, it := range q.items {
-		if !it.gaveUp && strings.HasPrefix(it.rec.Key, prefix) {
+		if !it.gaveUp && !it.removed && strings.HasPrefix(it.rec.Key, prefix) {
 			keys = append(keys, it.rec.Key)
 		}
 	}
