@@ -49,16 +49,25 @@ func checksum(f *os.File, size int64) (string, error) {
 // ghostSet indexes the staging files whose record is a ghost, by file and
 // by the key the record named. A file has at most one.
 type ghostSet struct {
-	byFile map[*os.File]string
+	byFile map[*os.File]ghost
 	byKey  map[string]map[*os.File]struct{}
+	noted  uint64 // ghosts noted so far: tells a ghost from a later one of the same file
+}
+
+// ghost is a record removed without an fsync: the key it named, and when
+// it was noted.
+type ghost struct {
+	key string
+	nth uint64
 }
 
 func (g *ghostSet) add(f *os.File, key string) {
 	if g.byFile == nil {
-		g.byFile, g.byKey = map[*os.File]string{}, map[string]map[*os.File]struct{}{}
+		g.byFile, g.byKey = map[*os.File]ghost{}, map[string]map[*os.File]struct{}{}
 	}
 	g.forget(f)
-	g.byFile[f] = key
+	g.noted++
+	g.byFile[f] = ghost{key: key, nth: g.noted}
 	if g.byKey[key] == nil {
 		g.byKey[key] = map[*os.File]struct{}{}
 	}
@@ -67,14 +76,14 @@ func (g *ghostSet) add(f *os.File, key string) {
 
 // forget drops f's entry and reports whether it had one.
 func (g *ghostSet) forget(f *os.File) bool {
-	key, ok := g.byFile[f]
+	gh, ok := g.byFile[f]
 	if !ok {
 		return false
 	}
 	delete(g.byFile, f)
-	delete(g.byKey[key], f)
-	if len(g.byKey[key]) == 0 {
-		delete(g.byKey, key)
+	delete(g.byKey[gh.key], f)
+	if len(g.byKey[gh.key]) == 0 {
+		delete(g.byKey, gh.key)
 	}
 	return true
 }
@@ -113,18 +122,19 @@ func (j *Journal) Ghosts() int {
 func (j *Journal) Settle(key string) error {
 	d := j.files
 	d.mu.Lock()
-	files := make([]*os.File, 0, len(d.ghosts.byKey[key]))
+	found := make(map[*os.File]ghost, len(d.ghosts.byKey[key]))
 	for f := range d.ghosts.byKey[key] {
-		files = append(files, f)
+		found[f] = d.ghosts.byFile[f]
 	}
 	d.mu.Unlock()
-	for _, f := range files {
+	for f, gh := range found {
 		// A closed file was synced before it was closed (deleteIdle).
 		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 			return fmt.Errorf("journal: settling %s: %w", key, err)
 		}
+		// A ghost the file got after the sync above is still one.
 		d.mu.Lock()
-		if d.ghosts.byFile[f] == key {
+		if d.ghosts.byFile[f] == gh {
 			d.ghosts.forget(f)
 		}
 		d.mu.Unlock()
