@@ -268,19 +268,19 @@ func removeXattrRecord(f *os.File) error {
 // latest says no newer version of r.ID is queued (a record file describes
 // only the newest version).
 //
-// The record of an upload done is removed without an fsync when it has a
-// Sum: a crash may bring it back (a ghost), but the next mount drops it
-// once the file holds other bytes, and uploads the same bytes again
-// otherwise — harmless as long as the object still holds them, which
-// Settle sees to. Any other record goes durably before the file is reused
-// or deleted.
-func (j *Journal) Done(r Record, st *Staging, latest, uploaded bool) error {
+// With mayHaunt (the version was uploaded and nothing newer of the file
+// is acknowledged) a record with a Sum is removed without an fsync: a
+// crash may bring it back (a ghost), but the next mount drops it once the
+// file holds other bytes, and uploads the same bytes again otherwise —
+// harmless as long as the object still holds them, which Settle sees to.
+// Any other record goes durably before the file is reused or deleted.
+func (j *Journal) Done(r Record, st *Staging, latest, mayHaunt bool) error {
 	if j.inXattr {
 		return st.withFile(func(f *os.File) error {
 			if err := removeXattrRecord(f); err != nil {
 				return err
 			}
-			if uploaded && r.Sum != "" {
+			if mayHaunt && r.Sum != "" {
 				st.dir.haunt(f, r.Key)
 			}
 			return nil
