@@ -177,8 +177,9 @@ type mounted struct {
 func (e *env) mount(name string, extra ...string) *mounted {
 	dir := filepath.Join(e.work, "mnt-"+name)
 	check(os.MkdirAll(dir, 0o755))
+	logFile := filepath.Join(e.work, "log-"+name)
 	opts := append([]string{"endpoint=" + e.endpoint, "path_style", "region=local", "cache_dir=" + filepath.Join(e.work, "cache-"+name),
-		"log_file=" + filepath.Join(e.work, "log-"+name)}, extra...)
+		"log_file=" + logFile}, extra...)
 	r, w := must2(os.Pipe())
 	cmd := exec.Command(filepath.Join(e.bin, "ossmount"), "-f", bucketName, dir, "-o", strings.Join(opts, ","))
 	cmd.Env = append(os.Environ(), "OSS_ACCESS_KEY_ID="+keyID, "OSS_ACCESS_KEY_SECRET="+secret, "OSSMOUNT_READY_FD=3")
@@ -190,7 +191,7 @@ func (e *env) mount(name string, extra ...string) *mounted {
 	if strings.TrimSpace(status) != "ok" {
 		check(fmt.Errorf("mount failed: %s", status))
 	}
-	return &mounted{dir: dir, log: filepath.Join(e.work, "log-"+name), cmd: cmd}
+	return &mounted{dir: dir, log: logFile, cmd: cmd}
 }
 
 func must2(a, b *os.File, err error) (*os.File, *os.File) {
