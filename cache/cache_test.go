@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -102,12 +103,72 @@ func TestSpaceLimit(t *testing.T) {
 	d.SetEvictable(func() bool { return true })
 	done := make(chan error)
 	go func() { _, err := s.WriteAt([]byte{1}, 5); done <- err }()
+	waitForWriter(t, d, done)
 	other.Remove() // an upload finished: frees 5 bytes
 	if err := <-done; err != nil {
 		t.Fatalf("waiting writer: %v", err)
 	}
 	if d.Used() != 6 {
 		t.Fatalf("used %d, want 6", d.Used())
+	}
+}
+
+// A writer short of space waits a moment for files whose content the
+// bucket has: the kernel releases a closed file after close returns.
+func TestSpaceLimitWaitsForUploadedFiles(t *testing.T) {
+	defer func(g time.Duration) { releaseGrace = g }(releaseGrace)
+	releaseGrace = time.Hour
+	d, _ := OpenDir(t.TempDir(), 10)
+	closed, _ := d.NewStaging()
+	closed.WriteAt(make([]byte, 6), 0)
+	closed.MarkUploaded()
+	next, _ := d.NewStaging()
+	defer next.Remove()
+	done := make(chan error)
+	go func() { _, err := next.WriteAt(make([]byte, 6), 0); done <- err }()
+	waitForWriter(t, d, done)
+	closed.Remove() // the release
+	if err := <-done; err != nil {
+		t.Fatalf("writer waiting for a release: %v", err)
+	}
+
+	// A file changed since its upload frees nothing by being released.
+	edited, _ := d.NewStaging()
+	defer edited.Remove()
+	edited.WriteAt(make([]byte, 2), 0)
+	edited.MarkUploaded()
+	edited.WriteAt([]byte{1}, 0)
+	if _, err := next.WriteAt(make([]byte, 4), 6); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("over the limit with only changed files: %v", err)
+	}
+	// An uploaded file that stays open: ENOSPC after the grace.
+	edited.MarkUploaded()
+	releaseGrace = time.Millisecond
+	if _, err := next.WriteAt(make([]byte, 4), 6); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("over the limit after the grace: %v", err)
+	}
+	if d.Used() != 8 {
+		t.Fatalf("used %d, want 8", d.Used())
+	}
+}
+
+// waitForWriter returns once a writer waits for space in d, and fails if
+// the writer is done first.
+func waitForWriter(t *testing.T, d *Dir, done <-chan error) {
+	t.Helper()
+	for {
+		select {
+		case err := <-done:
+			t.Fatalf("writer did not wait for space: %v", err)
+		default:
+		}
+		d.mu.Lock()
+		n := d.waiters
+		d.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		runtime.Gosched()
 	}
 }
 

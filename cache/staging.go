@@ -30,6 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Dir is a cache directory.
@@ -47,6 +48,10 @@ type Dir struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 	used int64 // GUARDED_BY(mu); bytes in staging files
+	// uploaded: bytes of used that the bucket has too (Staging.MarkUploaded);
+	// they go when their files' last handles are released.
+	uploaded int64 // GUARDED_BY(mu)
+	waiters  int   // GUARDED_BY(mu); writers waiting for space
 	// minFree is the disk space writers leave free; 0: no bound.
 	minFree int64 // GUARDED_BY(mu)
 	// evictable hurries uploads along and reports whether they will free
@@ -142,29 +147,55 @@ func (d *Dir) Freed() {
 // ErrNoSpace is returned when the cache is full and nothing can be evicted.
 var ErrNoSpace = fmt.Errorf("cache directory full: %w", syscall.ENOSPC)
 
+// releaseGrace is how long a writer short of space waits for files whose
+// content is uploaded to let go of their staged bytes. The kernel sends a
+// file's release after its close has returned, so the next file's first
+// write (cp, tar) may come first.
+var releaseGrace = time.Second
+
 // reserve accounts n more staged bytes, waiting while the bounds would be
-// broken and uploads will free space.
+// broken and uploads, or the release of uploaded files, will free space.
 func (d *Dir) reserve(n int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var deadline time.Time
 	for n > 0 && d.fullLocked(n) {
-		evictable := d.evictable
-		if evictable == nil {
-			return ErrNoSpace
+		busy := false
+		if evictable := d.evictable; evictable != nil {
+			d.mu.Unlock()
+			busy = evictable()
+			d.mu.Lock()
+			if !d.fullLocked(n) {
+				break // freed while unlocked
+			}
 		}
-		d.mu.Unlock()
-		busy := evictable()
-		d.mu.Lock()
 		if !busy {
-			return ErrNoSpace
+			if d.uploaded == 0 {
+				return ErrNoSpace
+			}
+			if deadline.IsZero() {
+				deadline = time.Now().Add(releaseGrace)
+			}
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return ErrNoSpace
+			}
+			wake := time.AfterFunc(wait, d.Freed)
+			d.waitLocked()
+			wake.Stop()
+			continue
 		}
-		if !d.fullLocked(n) {
-			break // freed while unlocked
-		}
-		d.cond.Wait()
+		d.waitLocked()
 	}
 	d.used += n
 	return nil
+}
+
+// waitLocked waits for freed space. LOCKS_REQUIRED(d.mu)
+func (d *Dir) waitLocked() {
+	d.waiters++
+	d.cond.Wait()
+	d.waiters--
 }
 
 // fullLocked reports whether n more staged bytes would pass the limit on
@@ -221,6 +252,8 @@ type Staging struct {
 	// extent is the file's length on disk; bytes from size to extent are
 	// stale (a reused file's earlier content).
 	extent int64 // GUARDED_BY(mu)
+	// uploaded is what MarkUploaded added to dir.uploaded (0: unmarked).
+	uploaded int64 // GUARDED_BY(mu)
 }
 
 // NewStaging creates an empty staging file: unlinked in sync mode, named in
@@ -305,6 +338,7 @@ func (s *Staging) withFile(fn func(f *os.File) error) error {
 // WriteAt writes to the staging file, first waiting for room under the
 // cache limit.
 func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
+	s.unmark()
 	end := off + int64(len(p))
 	if err := s.cutStale(off, end); err != nil {
 		return 0, err
@@ -347,6 +381,7 @@ func (s *Staging) cutStale(off, end int64) error {
 
 // Truncate sets the staged size.
 func (s *Staging) Truncate(size int64) error {
+	s.unmark()
 	if err := s.grow(size); err != nil {
 		return err
 	}
@@ -432,12 +467,38 @@ func (s *Staging) Remove() {
 	s.dir.mu.Lock()
 	delete(s.dir.reused, s)
 	s.dir.mu.Unlock()
+	s.unmark()
 	s.mu.Lock()
 	n, extent := s.size, s.extent
 	s.size = 0
 	s.mu.Unlock()
 	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
 	s.dir.release(n)
+}
+
+// MarkUploaded notes that the bucket has the staged content, so that a
+// writer short of space waits a moment for the file's release instead of
+// failing at once. Any change to the file takes the mark away.
+func (s *Staging) MarkUploaded() {
+	s.mu.Lock()
+	n := s.size - s.uploaded
+	s.uploaded = s.size
+	s.mu.Unlock()
+	s.dir.mu.Lock()
+	s.dir.uploaded += n
+	s.dir.mu.Unlock()
+}
+
+func (s *Staging) unmark() {
+	s.mu.Lock()
+	n := s.uploaded
+	s.uploaded = 0
+	s.mu.Unlock()
+	if n != 0 {
+		s.dir.mu.Lock()
+		s.dir.uploaded -= n
+		s.dir.mu.Unlock()
+	}
 }
 
 // NewRecordID returns a new unique write-back record id.

@@ -369,6 +369,28 @@ func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) 
 func (n *fileNode) release() syscall.Errno {
 	n.mu.Lock()
 	n.handles--
+	n.mu.Unlock()
+	n.released()
+	return 0
+}
+
+// releaseLost lets go of handles whose release the kernel dropped: it
+// aborts requests still queued when the file system is unmounted, and a
+// file closed just before may have its release among them.
+func (n *fileNode) releaseLost() {
+	n.mu.Lock()
+	lost := n.handles
+	n.handles = 0
+	n.mu.Unlock()
+	if lost > 0 {
+		n.fsys.log.Debug("handles not released before the unmount", "key", n.key(), "handles", lost)
+		n.released()
+	}
+}
+
+// released follows a handle's release.
+func (n *fileNode) released() {
+	n.mu.Lock()
 	last, dirty := n.handles == 0, n.dirty
 	n.mu.Unlock()
 	if last && dirty {
@@ -377,7 +399,6 @@ func (n *fileNode) release() syscall.Errno {
 		}
 	}
 	n.dropStagingIfIdle()
-	return 0
 }
 
 // dropStagingIfIdle frees the staging file when no handle uses it and the
@@ -412,6 +433,7 @@ func (n *fileNode) upload(ctx context.Context) error {
 
 	if stream != nil {
 		if err := stream.Complete(ctx, size); err == nil {
+			st.MarkUploaded()
 			n.mu.Lock()
 			n.inBucket = true
 			n.mu.Unlock()
@@ -425,6 +447,7 @@ func (n *fileNode) upload(ctx context.Context) error {
 		n.dirty = true
 	} else {
 		n.inBucket = true
+		st.MarkUploaded()
 	}
 	n.mu.Unlock()
 	return err
@@ -464,6 +487,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		if err := n.fsys.cfg.Uploader.Put(ctx, newKey, st, size, md); err != nil {
 			return err
 		}
+		st.MarkUploaded()
 		n.mu.Lock()
 		n.dirty, n.emptyPending, n.metaPending = false, false, false
 		inBucket := n.inBucket

@@ -124,9 +124,10 @@ func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	}
 }
 
-// Shutdown sends what is still held. Call it after the file system is
-// unmounted.
+// Shutdown releases the handles the kernel did not and sends what is still
+// held. Call it after the file system is unmounted.
 func (f *FS) Shutdown(ctx context.Context) {
+	releaseLost(f.root.EmbeddedInode())
 	f.heldMu.Lock()
 	nodes := make([]metaHolder, 0, len(f.held))
 	for n := range f.held {
@@ -137,6 +138,17 @@ func (f *FS) Shutdown(ctx context.Context) {
 		f.applyHeld(ctx, n)
 	}
 	f.applying.Wait()
+}
+
+// releaseLost walks the tree below in (fileNode.releaseLost).
+func releaseLost(in *gofs.Inode) {
+	for _, child := range in.Children() {
+		if n, ok := child.Operations().(*fileNode); ok {
+			n.releaseLost()
+		} else {
+			releaseLost(child)
+		}
+	}
 }
 
 // replaceMeta sets md on the object key (of size bytes) with a copy onto

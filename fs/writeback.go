@@ -48,6 +48,7 @@ func (n *fileNode) queuedDone(f *cache.Staging, uploaded bool) {
 		n.sealed = false
 		if uploaded {
 			n.inBucket = true
+			f.MarkUploaded()
 		}
 	}
 	n.mu.Unlock()
