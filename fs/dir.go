@@ -73,7 +73,7 @@ func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAt
 func (d *dirNode) key() string { return d.dirKey() }
 
 // applyHeldMeta writes the marker with the held metadata.
-func (d *dirNode) applyHeldMeta(ctx context.Context) error {
+func (d *dirNode) applyHeldMeta(ctx context.Context, key string) error {
 	d.mu.Lock()
 	pending, md := d.metaPending && !d.removed, d.meta
 	d.metaPending = false
@@ -81,7 +81,7 @@ func (d *dirNode) applyHeldMeta(ctx context.Context) error {
 	if !pending {
 		return nil
 	}
-	return d.fsys.putDirMarker(ctx, d.dirKey(), md)
+	return d.fsys.putDirMarker(ctx, key, md)
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

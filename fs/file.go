@@ -354,7 +354,7 @@ func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) 
 		err = n.waitQueued(ctx)
 	}
 	if err == nil {
-		err = n.applyHeldMeta(ctx)
+		err = n.applyHeldMeta(ctx, n.key())
 	}
 	if err != nil {
 		return n.fsys.fail("fsync", n.key(), err)
@@ -512,7 +512,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 
 // applyHeldMeta sends held metadata changes of a clean file: a copy of the
 // object onto itself with the new metadata.
-func (n *fileNode) applyHeldMeta(ctx context.Context) error {
+func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()
@@ -523,7 +523,6 @@ func (n *fileNode) applyHeldMeta(ctx context.Context) error {
 	if !pending {
 		return nil
 	}
-	key := n.key()
 	if err := n.fsys.replaceMeta(ctx, key, size, md); err != nil {
 		n.mu.Lock()
 		n.metaPending = true

@@ -66,15 +66,19 @@ type FS struct {
 	listings *cache.Listings
 
 	heldMu   sync.Mutex
-	held     map[metaHolder]bool // GUARDED_BY(heldMu); nodes with metaPending
-	applying sync.WaitGroup      // held changes being sent
+	// held are the nodes with metaPending, each with its key when the
+	// change was held.
+	held     map[metaHolder]string // GUARDED_BY(heldMu)
+	applying sync.WaitGroup        // held changes being sent
 }
 
 // metaHolder is a node whose metadata changes can be held (fileNode,
 // dirNode).
 type metaHolder interface {
-	applyHeldMeta(ctx context.Context) error
+	// applyHeldMeta sends the held change to the node's object, key.
+	applyHeldMeta(ctx context.Context, key string) error
 	key() string
+	EmbeddedInode() *gofs.Inode
 }
 
 // New returns the file system; Root is its root node.
@@ -89,7 +93,7 @@ func New(cfg Config) *FS {
 	if f.cfg.DirRenameLimit <= 0 {
 		f.cfg.DirRenameLimit = 1000
 	}
-	f.held = map[metaHolder]bool{}
+	f.held = map[metaHolder]string{}
 	f.listings = cache.NewListings(cfg.StatTTL, f.now)
 	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, time.Time{})}
 	return f
@@ -102,14 +106,15 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 // rename, an upload or an fsync carries it first.
 func (f *FS) holdMeta(n metaHolder) {
 	f.heldMu.Lock()
-	f.held[n] = true
+	f.held[n] = n.key()
 	f.heldMu.Unlock()
 	time.AfterFunc(f.cfg.MetaHold, func() { f.applyHeld(context.Background(), n) })
 }
 
 func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	f.heldMu.Lock()
-	if !f.held[n] {
+	key, ok := f.held[n]
+	if !ok {
 		f.heldMu.Unlock()
 		return
 	}
@@ -119,8 +124,13 @@ func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	f.applying.Add(1)
 	f.heldMu.Unlock()
 	defer f.applying.Done()
-	if err := n.applyHeldMeta(ctx); err != nil {
-		f.log.Error("metadata change not saved", "key", n.key(), "request_id", bucket.RequestID(err), "err", err)
+	// A node the kernel forgot is out of the tree and has no path: it
+	// keeps the key it had when the change was held.
+	if _, parent := n.EmbeddedInode().Parent(); parent != nil {
+		key = n.key()
+	}
+	if err := n.applyHeldMeta(ctx, key); err != nil {
+		f.log.Error("metadata change not saved", "key", key, "request_id", bucket.RequestID(err), "err", err)
 	}
 }
 

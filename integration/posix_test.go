@@ -455,3 +455,30 @@ func TestWriteOnlyAndCachedReaderAgree(t *testing.T) {
 	}
 	srv.sameObject(t, "f", []byte("cabbaaaa"))
 }
+
+// A chmod held for a moment (to ride along with a rename) still reaches
+// the object when the kernel forgets the node meanwhile: the node is out
+// of the tree then and has no path of its own.
+func TestHeldChmodSurvivesForget(t *testing.T) {
+	srv := startServer(t)
+	srv.store.Put(testBucket, "dir/f.txt", strings.NewReader("content"), store.Attrs{}, false)
+	srv.store.Put(testBucket, "dir/", strings.NewReader(""), store.Attrs{}, false)
+	m := startMount(t, srv)
+	if err := os.Chmod(m.path("dir/f.txt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(m.path("dir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Make the kernel forget unused inodes (FUSE FORGET).
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t) // applies whatever is still held
+	for key, want := range map[string]int{"dir/f.txt": syscall.S_IFREG | 0o600, "dir/": syscall.S_IFDIR | 0o700} {
+		if o, err := srv.store.Head(testBucket, key); err != nil || o.Meta["mode"] != strconv.Itoa(want) {
+			t.Errorf("%s: metadata %v %v, want mode %o", key, o.Meta, err, want)
+		}
+	}
+	srv.sameObject(t, "dir/f.txt", []byte("content"))
+}
