@@ -65,7 +65,7 @@ type FS struct {
 	// listings answers lookups of names a recently listed directory lacks.
 	listings *cache.Listings
 
-	heldMu   sync.Mutex
+	heldMu sync.Mutex
 	// held are the nodes with metaPending, each with its key when the
 	// change was held.
 	held     map[metaHolder]string // GUARDED_BY(heldMu)
