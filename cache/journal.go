@@ -290,10 +290,15 @@ func (j *Journal) Done(r Record, st *Staging, latest, mayHaunt bool) error {
 		return nil
 	}
 	err := os.Remove(filepath.Join(j.dir, r.ID+".json"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	return nil
+	// Durably: a record a crash brought back would upload its version
+	// again, over whatever another file wrote to the key since.
+	return j.syncDir()
 }
 
 // Load returns every record, the newest version of each ID. Leftovers of
