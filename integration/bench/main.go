@@ -110,8 +110,10 @@ func quiesce(sources []string) {
 // run is the one least disturbed by it.
 func best(n int, run func(i int) row) row {
 	r := run(0)
+	logRun(0, r)
 	for i := 1; i < n; i++ {
 		o := run(i)
+		logRun(i, o)
 		if o.mount < r.mount {
 			r.mount, r.note = o.mount, o.note
 		}
@@ -123,6 +125,12 @@ func best(n int, run func(i int) row) row {
 
 // alternate runs both sides of a workload, the mount first in even runs:
 // neither side always finds the machine in the state the other left.
+// logRun shows each run's times on stderr, so that the noise behind the
+// best of them is in view.
+func logRun(i int, r row) {
+	fmt.Fprintf(os.Stderr, "run %d %s: mount %v, direct %v\n", i+1, r.workload, r.mount.Round(time.Millisecond), r.direct.Round(time.Millisecond))
+}
+
 func alternate(run int, viaMount, direct func()) {
 	if run%2 == 0 {
 		viaMount()
