@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -170,6 +172,58 @@ func waitForWriter(t *testing.T, d *Dir, done <-chan error) {
 		}
 		runtime.Gosched()
 	}
+}
+
+// DropCached lets a range's pages go from memory; the content stays.
+func TestDropCached(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 0)
+	s, _ := d.NewStaging()
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	if _, err := s.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropCached(0, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	resident := residentPages(t, s, int64(len(data)))
+	for i, in := range resident {
+		if dropped := int64(i)*4096 < 2<<20; in == dropped {
+			t.Fatalf("page %d resident=%v after dropping the first 2 MiB", i, in)
+		}
+	}
+	got := make([]byte, len(data))
+	if _, err := s.ReadAt(got, 0); err != nil && err != io.EOF || !bytes.Equal(got, data) {
+		t.Fatalf("content changed by DropCached: %v", err)
+	}
+	s.Remove()
+	if err := s.DropCached(0, 1); err != nil {
+		t.Fatalf("DropCached after Remove: %v", err)
+	}
+}
+
+// residentPages reports, per 4 KiB page of st's first size bytes, whether
+// it is in the page cache.
+func residentPages(t *testing.T, st *Staging, size int64) []bool {
+	t.Helper()
+	var out []bool
+	st.withFile(func(f *os.File) error {
+		m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Munmap(m)
+		vec := make([]byte, (size+4095)/4096)
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0])))
+		if errno != 0 {
+			t.Fatal(errno)
+		}
+		for _, v := range vec {
+			out = append(out, v&1 != 0)
+		}
+		return nil
+	})
+	return out
 }
 
 func TestJournal(t *testing.T) {

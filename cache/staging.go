@@ -31,6 +31,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Dir is a cache directory.
@@ -425,6 +427,27 @@ func (s *Staging) grow(end int64) error {
 // Sync flushes the staged content (and size) to the disk.
 func (s *Staging) Sync() error {
 	return s.withFile(func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) })
+}
+
+// DropCached writes [off, off+size) of the staged content to disk and
+// lets its pages go from memory. A streamed upload calls it for each part
+// it has sent: the next parts then reuse those pages instead of the whole
+// file taking fresh memory (costly on a VM that hands free memory back to
+// its host), and dirty pages stay too few to throttle the writer. Pages
+// whose writeback failed are kept. Once the file is removed it does nothing.
+func (s *Staging) DropCached(off, size int64) error {
+	err := s.withFile(func(f *os.File) error {
+		fd := int(f.Fd())
+		err := unix.SyncFileRange(fd, off, size, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		if err != nil {
+			return err
+		}
+		return unix.Fadvise(fd, off, size, unix.FADV_DONTNEED)
+	})
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // CopyTo returns a new staging file with the same content (copy on write

@@ -27,6 +27,12 @@ const maxParts = 10000
 // with 8 MiB parts) instead of the 80 GB a fixed 8 MiB part allows.
 func PartSize(base int64, i int) int64 { return base << (i / 1000) }
 
+// cacheDropper is a body whose bytes can leave memory once a part holding
+// them is uploaded (cache.Staging.DropCached).
+type cacheDropper interface {
+	DropCached(off, size int64) error
+}
+
 // ErrStreamAborted is returned by Stream.Complete after Abort.
 var ErrStreamAborted = errors.New("streamed upload aborted")
 
@@ -146,6 +152,13 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 		}
 		if i < len(s.parts) {
 			s.parts[i] = p
+		}
+		if d, ok := s.body.(cacheDropper); ok {
+			go func() {
+				if err := d.DropCached(off, size); err != nil {
+					s.u.log.Warn("staged part kept in memory: writing it to the cache disk failed", "key", s.key, "part", i+1, "err", err)
+				}
+			}()
 		}
 		s.sent += size
 		if now := s.u.now(); now.Sub(s.lastLog) >= progressEvery && now.Sub(s.start) >= progressEvery {
