@@ -128,7 +128,7 @@ func best(n int, run func(i int) row) row {
 // logRun shows each run's times on stderr, so that the noise behind the
 // best of them is in view.
 func logRun(i int, r row) {
-	fmt.Fprintf(os.Stderr, "run %d %s: mount %v, direct %v\n", i+1, r.workload, r.mount.Round(time.Millisecond), r.direct.Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "run %d %s: mount %v, direct %v %s\n", i+1, r.workload, r.mount.Round(time.Millisecond), r.direct.Round(time.Millisecond), r.note)
 }
 
 func alternate(run int, viaMount, direct func()) {
@@ -258,7 +258,16 @@ func (m *mounted) unmount() time.Duration {
 	start := time.Now()
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	check(m.cmd.Wait())
-	return time.Since(start)
+	elapsed := time.Since(start)
+	// Retries and failures explain a slow run: show them.
+	if data, err := os.ReadFile(m.log); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+				fmt.Fprintln(os.Stderr, "ossmount:", line)
+			}
+		}
+	}
+	return elapsed
 }
 
 func runCmd(name string, args ...string) string {
@@ -357,9 +366,13 @@ func (e *env) smallFiles(n int, writeback bool, run int) row {
 		mode, name, extra, target = "writeback", fmt.Sprintf("small-wb-%d", run), []string{"writeback"}, 1.3
 	}
 	var paths []string
+	dirs := 0 // cp -r makes each one, and a write-back mount queues its marker
 	filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {
 			paths = append(paths, p)
+		}
+		if err == nil && fi.IsDir() {
+			dirs++
 		}
 		return nil
 	})
@@ -375,7 +388,7 @@ func (e *env) smallFiles(n int, writeback bool, run int) row {
 		// bucket; a write-back mount is asked (SIGUSR1) until its queue
 		// has uploaded every file, which costs the server nothing, unlike
 		// listing the bucket over and over. The listing below checks.
-		for writeback && m.uploaded() < n {
+		for writeback && m.uploaded() < n+dirs {
 			time.Sleep(2 * time.Millisecond)
 		}
 		mountTime = time.Since(start)
