@@ -245,19 +245,29 @@ func writeXattrRecord(st *Staging, raw []byte) error {
 	})
 }
 
-// tombstone replaces a removed record. Records do not fit in an inode's own
-// attribute space (ext4: under 80 bytes), so they live in an attribute
+// A tombstone replaces a removed record. Records do not fit in an inode's
+// own attribute space (ext4: under 80 bytes), so they live in an attribute
 // block; removing the attribute frees that block — with the `discard`
 // mount option a synchronous discard — and the next record allocates one
 // again, which the next fsync must write out too. A value as large
-// rewrites the block in place: ~65 µs → ~7 µs per removal, and the next
-// record's fsync ~15% cheaper, on this VM's ext4.
-var tombstone = bytes.Repeat([]byte("-"), 128)
+// rewrites the block in place. It holds the file's name: ext4 shares
+// identical attribute blocks between inodes, and a shared block is freed
+// and allocated anew all the same (on this VM's ext4: tombstone 84 → 11
+// µs, the next record 14 → 6 µs). No record starts with its first byte.
+const tombstoneSize = 128
 
-// removeXattrRecord replaces f's record with the tombstone; none is no
+func tombstoneFor(f *os.File) []byte {
+	t := bytes.Repeat([]byte("-"), tombstoneSize)
+	copy(t[1:], filepath.Base(f.Name()))
+	return t
+}
+
+func isTombstone(raw []byte) bool { return len(raw) > 0 && raw[0] == '-' }
+
+// removeXattrRecord replaces f's record with its tombstone; none is no
 // error.
 func removeXattrRecord(f *os.File) error {
-	err := unix.Fsetxattr(int(f.Fd()), recordXattr, tombstone, unix.XATTR_REPLACE)
+	err := unix.Fsetxattr(int(f.Fd()), recordXattr, tombstoneFor(f), unix.XATTR_REPLACE)
 	if err != nil && !errors.Is(err, unix.ENODATA) {
 		return err
 	}
@@ -322,7 +332,7 @@ func (j *Journal) Load() ([]Record, error) {
 				continue
 			}
 			raw, err = readXattr(p)
-			if err != nil || bytes.Equal(raw, tombstone) {
+			if err != nil || isTombstone(raw) {
 				continue // no record: never acknowledged, or done
 			}
 		} else {
