@@ -344,6 +344,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
 	if errno := d.fsys.checkNewName("mkdir", key); errno != 0 {
 		return nil, errno
@@ -363,6 +364,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = uninterrupted(ctx)
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
 	ch := d.GetChild(name)
 	inBucket := true
@@ -393,6 +395,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = uninterrupted(ctx)
 	if errno := d.checkEmpty(ctx, name); errno != 0 {
 		return errno
 	}

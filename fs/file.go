@@ -238,6 +238,7 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 }
 
 func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	h, _ := fh.(*fileHandle)
 	appending := h != nil && h.append
 	if appending {
@@ -335,6 +336,7 @@ func (n *fileNode) startStream(st *cache.Staging, md upload.Metadata) *upload.St
 // the upload's error, so close reports it. An empty new file is left to
 // Release (see emptyPending).
 func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	ctx = uninterrupted(ctx)
 	n.mu.Lock()
 	deferred := n.emptyPending
 	n.mu.Unlock()
@@ -349,6 +351,7 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 
 // Fsync: 0 means the object is durable in the bucket.
 func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	ctx = uninterrupted(ctx)
 	err := n.upload(ctx)
 	if err == nil && n.fsys.queue != nil {
 		err = n.waitQueued(ctx)
@@ -545,6 +548,7 @@ func (n *fileNode) forget() {
 }
 
 func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = uninterrupted(ctx)
 	if size, ok := in.GetSize(); ok {
 		if err := n.stage(ctx, false, int64(size)); err != nil {
 			return n.fsys.fail("truncate", n.key(), err)

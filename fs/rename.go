@@ -25,6 +25,7 @@ const (
 // falls back to copying). go-fuse moves the inode in the tree once this
 // returns 0, which renames the keys of everything below with it.
 func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = uninterrupted(ctx)
 	if flags&renameExchange != 0 {
 		return syscall.EINVAL
 	}

@@ -85,6 +85,7 @@ func (n *symlinkNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.S
 
 // Symlink creates a link object.
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
 	if errno := d.fsys.checkNewName("symlink", key); errno != 0 {
 		return nil, errno

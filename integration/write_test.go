@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
@@ -298,4 +301,39 @@ func TestCRCMismatchIsCloseError(t *testing.T) {
 	}
 	waitUntil(t, "a log line naming the key", func() bool { return strings.Contains(m.logs.String(), "key=damaged") })
 	srv.ClearFaults()
+}
+
+// A signal to a program blocked in close does not cut the upload short:
+// the kernel turns it into a FUSE interrupt, and Go programs get signals
+// (SIGURG) all the time. close waits for the upload and returns 0.
+func TestCloseNotInterruptedBySignal(t *testing.T) {
+	srv := startServer(t)
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Stall: 300 * time.Millisecond, Count: 1})
+	m := startMount(t, srv)
+	f, err := os.Create(m.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(t, 100<<10)
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR1) // caught, so it interrupts close instead of killing
+	defer signal.Stop(sigs)
+	tids, done := make(chan int), make(chan error)
+	go func() {
+		runtime.LockOSThread() // stays locked: the thread ends with the goroutine
+		tids <- syscall.Gettid()
+		done <- f.Close()
+	}()
+	tid := <-tids
+	waitUntil(t, "the upload at close to reach the server", func() bool { return srv.Count("PutObject") > 0 })
+	if err := syscall.Tgkill(os.Getpid(), tid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("close interrupted by a signal: %v", err)
+	}
+	srv.sameObject(t, "f", data)
 }
