@@ -96,6 +96,7 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	path := upload.Child(d.path(), name)
 	key := d.fsys.fileKey(path)
 	if upload.ValidateKey(key) != nil {
@@ -250,6 +251,7 @@ func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metad
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	entries, errno := d.list(ctx)
 	if errno != 0 {
 		return nil, errno
@@ -318,6 +320,7 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
 	if errno := d.fsys.checkNewName("create", key); errno != 0 {
 		return nil, nil, 0, errno

@@ -102,6 +102,7 @@ func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	n.mu.Lock()
 	n.handles++
 	n.mu.Unlock()

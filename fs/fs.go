@@ -187,13 +187,15 @@ func (f *FS) callerMeta(ctx context.Context, typ, mode uint32) upload.Metadata {
 	return md
 }
 
-// uninterrupted returns ctx without its cancellation, for the operations
-// that change the bucket. The kernel interrupts a request whenever the
-// calling thread gets a signal — Go programs get SIGURG for preemption all
-// the time — and such an operation must not stop halfway for that: a close
-// failing with EINTR though its upload could go on, a rename with its copy
-// done and its delete not. It finishes (gcsfuse's ignore-interrupts does
-// the same); reads and lookups may still be interrupted.
+// uninterrupted returns ctx without its cancellation; every operation that
+// talks to the bucket starts with it. The kernel interrupts a request
+// whenever the calling thread gets a signal it catches — Go programs get
+// SIGURG all the time, rsync SIGCHLD — and the program then sees EINTR even
+// where a local file system never returns it: a close failing though its
+// upload could go on, a rename left with its copy done and its delete not,
+// a stat or open failing. So requests finish, as on a local disk (gcsfuse's
+// ignore-interrupts does the same); a fatal signal still ends the program
+// at once, and the request completes behind it.
 func uninterrupted(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 // pathOf is the node's path below the mountpoint ("" for the root).

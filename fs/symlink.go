@@ -35,6 +35,7 @@ var (
 func (n *symlinkNode) key() string { return n.fsys.fileKey(pathOf(&n.Inode)) }
 
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx = uninterrupted(ctx)
 	n.mu.Lock()
 	target := n.target
 	n.mu.Unlock()
