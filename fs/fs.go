@@ -105,8 +105,9 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 // holdMeta schedules n's held metadata to be sent after MetaHold, unless a
 // rename, an upload or an fsync carries it first.
 func (f *FS) holdMeta(n metaHolder) {
+	key := n.key() // outside heldMu: Path takes the tree's locks
 	f.heldMu.Lock()
-	f.held[n] = n.key()
+	f.held[n] = key
 	f.heldMu.Unlock()
 	time.AfterFunc(f.cfg.MetaHold, func() { f.applyHeld(context.Background(), n) })
 }
