@@ -409,11 +409,17 @@ func (n *fileNode) released() {
 // bucket has its content.
 func (n *fileNode) dropStagingIfIdle() {
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	var idle *cache.Staging
 	if n.handles == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
-		n.staging.Remove()
+		idle = n.staging
 		n.staging = nil
 		n.dirty = false
+	}
+	n.mu.Unlock()
+	// Outside mu: Remove waits for readers of the file, and for parts of a
+	// streamed upload still being written out (Staging.DropCached).
+	if idle != nil {
+		idle.Remove()
 	}
 }
 
