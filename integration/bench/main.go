@@ -231,6 +231,12 @@ func (m *mounted) uploaded() int {
 func (m *mounted) statusLines() []string {
 	data, err := os.ReadFile(m.log)
 	check(err)
+	// Only whole lines: a line being written may be read in part.
+	if i := strings.LastIndexByte(string(data), '\n'); i >= 0 {
+		data = data[:i+1]
+	} else {
+		data = nil
+	}
 	var out []string
 	for _, line := range strings.Split(string(data), "\n") {
 		if strings.Contains(line, " msg=status ") {
