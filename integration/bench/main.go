@@ -18,10 +18,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,11 +69,13 @@ func main() {
 	big, err := humanize.ParseBytes(*bigSize)
 	check(err)
 
+	defer cleanUp()
+	stopOnSignal()
 	e := &env{bin: must(filepath.Abs(*bin))}
 	e.work = must(os.MkdirTemp("", "ossmount-bench-"))
-	defer os.RemoveAll(e.work)
+	atExit(func() { os.RemoveAll(e.work) })
 	server := e.startServer()
-	defer server.Process.Kill()
+	atExit(func() { server.Process.Kill(); server.Wait() })
 	// The direct client uploads with the part size and parallelism the
 	// mount uses by default, so that the two differ only in the mount.
 	e.direct = bucket.NewOSS(bucket.Config{Bucket: bucketName, Endpoint: e.endpoint, Region: "local", PathStyle: true,
@@ -144,8 +148,44 @@ func alternate(run int, viaMount, direct func()) {
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		cleanUp()
 		os.Exit(1)
 	}
+}
+
+// cleanups undo what the bench set up — mounts, the server, the work
+// directory — newest first. They run at the end, on a failed check and on
+// SIGINT/SIGTERM, so that no run leaves a mount or a process behind.
+var (
+	cleanupMu sync.Mutex
+	cleanups  []func()
+)
+
+func atExit(fn func()) {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	cleanups = append(cleanups, fn)
+}
+
+func cleanUp() {
+	cleanupMu.Lock()
+	fns := cleanups
+	cleanups = nil
+	cleanupMu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+}
+
+func stopOnSignal() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintln(os.Stderr, "bench: stopped by", s)
+		cleanUp()
+		os.Exit(1)
+	}()
 }
 
 func must[T any](v T, err error) T {
@@ -177,9 +217,10 @@ func (e *env) startServer() *exec.Cmd {
 
 // mounted is a running ossmount.
 type mounted struct {
-	dir string
-	log string
-	cmd *exec.Cmd
+	dir     string
+	log     string
+	cmd     *exec.Cmd
+	stopped atomic.Bool
 }
 
 func (e *env) mount(name string, extra ...string) *mounted {
@@ -199,7 +240,9 @@ func (e *env) mount(name string, extra ...string) *mounted {
 	if strings.TrimSpace(status) != "ok" {
 		check(fmt.Errorf("mount failed: %s", status))
 	}
-	return &mounted{dir: dir, log: logFile, cmd: cmd}
+	m := &mounted{dir: dir, log: logFile, cmd: cmd}
+	atExit(func() { m.stop() })
+	return m
 }
 
 func must2(a, b *os.File, err error) (*os.File, *os.File) {
@@ -259,11 +302,20 @@ func (m *mounted) peakRSS() int64 {
 	return 0
 }
 
-// unmount stops ossmount (SIGTERM drains a write-back queue) and waits.
+// stop ends ossmount (SIGTERM unmounts and drains a write-back queue)
+// and waits for it, once.
+func (m *mounted) stop() error {
+	if m.stopped.Swap(true) {
+		return nil
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	return m.cmd.Wait()
+}
+
+// unmount stops ossmount and waits.
 func (m *mounted) unmount() time.Duration {
 	start := time.Now()
-	m.cmd.Process.Signal(syscall.SIGTERM)
-	check(m.cmd.Wait())
+	check(m.stop())
 	elapsed := time.Since(start)
 	// Retries and failures explain a slow run: show them.
 	if data, err := os.ReadFile(m.log); err == nil {
