@@ -9,7 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -102,10 +102,10 @@ func TestSpaceLimit(t *testing.T) {
 		t.Fatalf("over the limit with nothing to evict: %v", err)
 	}
 	// With uploads under way, the writer waits until space is freed.
-	d.SetEvictable(func() bool { return true })
+	asked := askOnce(d, true)
 	done := make(chan error)
 	go func() { _, err := s.WriteAt([]byte{1}, 5); done <- err }()
-	waitForWriter(t, d, done)
+	waitForWriter(t, asked, done)
 	other.Remove() // an upload finished: frees 5 bytes
 	if err := <-done; err != nil {
 		t.Fatalf("waiting writer: %v", err)
@@ -126,9 +126,10 @@ func TestSpaceLimitWaitsForUploadedFiles(t *testing.T) {
 	closed.MarkUploaded()
 	next, _ := d.NewStaging()
 	defer next.Remove()
+	asked := askOnce(d, false) // no upload under way
 	done := make(chan error)
 	go func() { _, err := next.WriteAt(make([]byte, 6), 0); done <- err }()
-	waitForWriter(t, d, done)
+	waitForWriter(t, asked, done)
 	closed.Remove() // the release
 	if err := <-done; err != nil {
 		t.Fatalf("writer waiting for a release: %v", err)
@@ -154,23 +155,26 @@ func TestSpaceLimitWaitsForUploadedFiles(t *testing.T) {
 	}
 }
 
-// waitForWriter returns once a writer waits for space in d, and fails if
-// the writer is done first.
-func waitForWriter(t *testing.T, d *Dir, done <-chan error) {
+// askOnce makes the writers of d that are short of space ask whether
+// waiting helps (busy is the answer); the channel closes at the first ask.
+func askOnce(d *Dir, busy bool) <-chan struct{} {
+	asked := make(chan struct{})
+	var once sync.Once
+	d.SetEvictable(func() bool {
+		once.Do(func() { close(asked) })
+		return busy
+	})
+	return asked
+}
+
+// waitForWriter returns once the writer has asked, and fails if it is
+// done first.
+func waitForWriter(t *testing.T, asked <-chan struct{}, done <-chan error) {
 	t.Helper()
-	for {
-		select {
-		case err := <-done:
-			t.Fatalf("writer did not wait for space: %v", err)
-		default:
-		}
-		d.mu.Lock()
-		n := d.waiters
-		d.mu.Unlock()
-		if n > 0 {
-			return
-		}
-		runtime.Gosched()
+	select {
+	case <-asked:
+	case err := <-done:
+		t.Fatalf("writer did not wait for space: %v", err)
 	}
 }
 

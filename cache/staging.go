@@ -53,7 +53,6 @@ type Dir struct {
 	// uploaded: bytes of used that the bucket has too (Staging.MarkUploaded);
 	// they go when their files' last handles are released.
 	uploaded int64 // GUARDED_BY(mu)
-	waiters  int   // GUARDED_BY(mu); writers waiting for space
 	// minFree is the disk space writers leave free; 0: no bound.
 	minFree int64 // GUARDED_BY(mu)
 	// evictable hurries uploads along and reports whether they will free
@@ -183,21 +182,14 @@ func (d *Dir) reserve(n int64) error {
 				return ErrNoSpace
 			}
 			wake := time.AfterFunc(wait, d.Freed)
-			d.waitLocked()
+			d.cond.Wait()
 			wake.Stop()
 			continue
 		}
-		d.waitLocked()
+		d.cond.Wait()
 	}
 	d.used += n
 	return nil
-}
-
-// waitLocked waits for freed space. LOCKS_REQUIRED(d.mu)
-func (d *Dir) waitLocked() {
-	d.waiters++
-	d.cond.Wait()
-	d.waiters--
 }
 
 // fullLocked reports whether n more staged bytes would pass the limit on
