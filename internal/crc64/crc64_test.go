@@ -1,0 +1,79 @@
+package crc64
+
+import (
+	"hash/crc64"
+	"math/rand/v2"
+	"testing"
+)
+
+var ecma = crc64.MakeTable(crc64.ECMA)
+
+// TestMatchesHashCRC64 checks every length around the folding thresholds,
+// unaligned starts and running CRCs against the standard library.
+func TestMatchesHashCRC64(t *testing.T) {
+	if !hasCLMUL {
+		t.Log("no PCLMULQDQ: checking the table path only")
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 5000)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	for n := 0; n <= 1100; n++ {
+		for _, start := range []int{0, 1, 7} {
+			p := buf[start : start+n]
+			for _, init := range []uint64{0, ^uint64(0), rng.Uint64()} {
+				if got, want := Update(init, p), crc64.Update(init, ecma, p); got != want {
+					t.Fatalf("len %d start %d init %#x: got %#x, want %#x", n, start, init, got, want)
+				}
+			}
+		}
+	}
+	big := make([]byte, 1<<20+13)
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	init := rng.Uint64()
+	if got, want := Update(init, big[3:]), crc64.Update(init, ecma, big[3:]); got != want {
+		t.Fatalf("1 MiB: got %#x, want %#x", got, want)
+	}
+	// In pieces, as a stream is hashed.
+	var got uint64
+	for p := buf; len(p) > 0; {
+		k := min(len(p), 1+rng.IntN(700))
+		got, p = Update(got, p[:k]), p[k:]
+	}
+	if want := crc64.Checksum(buf, ecma); got != want {
+		t.Fatalf("in pieces: got %#x, want %#x", got, want)
+	}
+}
+
+// A known value: CRC-64/XZ of "123456789".
+func TestCheckValue(t *testing.T) {
+	p := make([]byte, 0, 900)
+	for len(p) < 900 {
+		p = append(p, "123456789"...)
+	}
+	if got := Checksum([]byte("123456789")); got != 0x995dc9bbdf1939fa {
+		t.Fatalf("check value %#x", got)
+	}
+	if got, want := Checksum(p), crc64.Checksum(p, ecma); got != want {
+		t.Fatalf("900 bytes: got %#x, want %#x", got, want)
+	}
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	p := make([]byte, 1<<20)
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		Update(0, p)
+	}
+}
+
+func BenchmarkHashCRC64(b *testing.B) {
+	p := make([]byte, 1<<20)
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		crc64.Update(0, ecma, p)
+	}
+}
