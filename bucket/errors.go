@@ -108,8 +108,10 @@ func kindOf(status int, code string) error {
 	return ErrTransient
 }
 
-// isCRCMismatch recognises the SDK's CRC64 check failure, which it reports
-// as a plain error with no type of its own.
+// isCRCMismatch recognises a failed upload check (crc.go), and the
+// Copier's own check of a copy, which it reports as a plain error with no
+// type of its own.
 func isCRCMismatch(err error) bool {
-	return strings.Contains(err.Error(), "crc is inconsistent")
+	var m *crcMismatch
+	return errors.As(err, &m) || strings.Contains(err.Error(), "crc is inconsistent")
 }

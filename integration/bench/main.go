@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/credentials"
 	"github.com/dustin/go-humanize"
 
 	"github.com/ossmount/ossmount/bucket"
@@ -43,7 +45,11 @@ type env struct {
 	bin      string // directory with ossmount and osslocal
 	work     string
 	endpoint string
-	direct   bucket.Bucket
+	direct   bucket.Bucket // for listings
+	// sdk and sdkUploader are the reference: the official SDK as it comes
+	// (its own upload CRC check included), not ossmount's bucket package.
+	sdk         *oss.Client
+	sdkUploader *oss.Uploader
 }
 
 type row struct {
@@ -79,7 +85,13 @@ func main() {
 	// The direct client uploads with the part size and parallelism the
 	// mount uses by default, so that the two differ only in the mount.
 	e.direct = bucket.NewOSS(bucket.Config{Bucket: bucketName, Endpoint: e.endpoint, Region: "local", PathStyle: true,
-		Credentials: &bucket.Credentials{AccessKeyID: keyID, AccessKeySecret: secret}, PartSize: upload.DefaultPartSize, Parallel: 4})
+		Credentials: &bucket.Credentials{AccessKeyID: keyID, AccessKeySecret: secret}})
+	e.sdk = oss.NewClient(oss.LoadDefaultConfig().
+		WithCredentialsProvider(credentials.NewStaticCredentialsProvider(keyID, secret)).
+		WithRegion("local").WithEndpoint(e.endpoint).WithUsePathStyle(true).WithDisableSSL(true))
+	e.sdkUploader = e.sdk.NewUploader(func(o *oss.UploaderOptions) {
+		o.PartSize, o.ParallelNum = upload.DefaultPartSize, 4
+	})
 
 	var rows []row
 	if strings.Contains(*only, "big") {
@@ -377,7 +389,8 @@ func (e *env) bigFile(size int64, run int) row {
 		defer body.Close()
 		quiesce([]string{src})
 		start := time.Now()
-		_, err := e.direct.Put(context.Background(), bucket.PutRequest{Key: fmt.Sprintf("big-direct-%d.bin", run), Body: body, Size: size})
+		_, err := e.sdkUploader.UploadFrom(context.Background(),
+			&oss.PutObjectRequest{Bucket: oss.Ptr(bucketName), Key: oss.Ptr(fmt.Sprintf("big-direct-%d.bin", run))}, body)
 		check(err)
 		directTime = time.Since(start)
 	}
@@ -469,7 +482,8 @@ func (e *env) smallFiles(n int, writeback bool, run int) row {
 				for p := range work {
 					data := must(os.ReadFile(p))
 					rel, _ := filepath.Rel(src, p)
-					_, err := e.direct.Put(context.Background(), bucket.PutRequest{Key: "direct-" + name + "/" + rel, Body: bytes.NewReader(data), Size: int64(len(data))})
+					_, err := e.sdk.PutObject(context.Background(), &oss.PutObjectRequest{Bucket: oss.Ptr(bucketName),
+						Key: oss.Ptr("direct-" + name + "/" + rel), Body: bytes.NewReader(data)})
 					check(err)
 				}
 			}()
