@@ -511,3 +511,48 @@ func TestGhosts(t *testing.T) {
 	d.Close()
 	j.Close()
 }
+
+// Spares: the first staging file made on demand starts a batch of durable
+// empty files in the idle pool, which the next ones come from; Close
+// waits for a batch still being made and leaves only files in use.
+func TestSpares(t *testing.T) {
+	for _, closeEarly := range []bool{false, true} {
+		d, _ := OpenDir(t.TempDir(), 0)
+		if _, err := d.EnableWriteback("ns"); err != nil {
+			t.Fatal(err)
+		}
+		if !d.reuseNamed {
+			t.Fatal("this test machine's file system takes user xattrs; the probe said no")
+		}
+		first, err := d.NewStaging()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inUse := 1
+		if !closeEarly {
+			d.spares.Wait()
+			d.mu.Lock()
+			idle := len(d.idle)
+			d.mu.Unlock()
+			if idle != spareBatch {
+				t.Fatalf("%d idle files after a batch, want %d", idle, spareBatch)
+			}
+			second, err := d.NewStaging()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !second.durable || first.durable {
+				t.Fatalf("durable: spare %v, made on demand %v", second.durable, first.durable)
+			}
+			inUse++
+		}
+		d.Close()
+		entries, err := os.ReadDir(d.named)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != inUse {
+			t.Fatalf("close early %v: %d files left in %s, want the %d in use", closeEarly, len(entries), d.named, inUse)
+		}
+	}
+}

@@ -139,6 +139,10 @@ func dropRecord(f *os.File) bool {
 // Close deletes the idle staging files (at unmount); no ghost outlives it.
 func (d *Dir) Close() {
 	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.spares.Wait()
+	d.mu.Lock()
 	idle := d.idle
 	d.idle, d.idleBytes = nil, 0
 	d.mu.Unlock()
@@ -152,10 +156,7 @@ func (d *Dir) Close() {
 	}
 	if ghosts {
 		// One sync of the directory makes all those unlinks durable.
-		if dir, err := os.Open(d.named); err == nil {
-			dir.Sync()
-			dir.Close()
-		}
+		syncDir(d.named)
 	}
 	d.mu.Lock()
 	rest := make([]*os.File, 0, len(d.ghosts.byFile))

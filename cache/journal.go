@@ -144,6 +144,7 @@ func (d *Dir) OpenNamed(r Record) (*Staging, error) {
 
 // RemoveUnjournaled deletes named staging files no record names: files
 // being written when the process died, whose close was never acknowledged.
+// It runs before any staging file is made (spares too: NewStaging).
 func (d *Dir) RemoveUnjournaled(records []Record) (removed int) {
 	if d.named == "" {
 		return 0

@@ -65,6 +65,11 @@ type Dir struct {
 	// blocks: their stale bytes can be freed when the disk is full.
 	reused map[*Staging]struct{} // GUARDED_BY(mu)
 	ghosts ghostSet              // GUARDED_BY(mu); see ghosts.go
+	// makingSpares says a batch of spares is being made (spares.go);
+	// spares counts the batches running, which Close waits for.
+	makingSpares bool // GUARDED_BY(mu)
+	closed       bool // GUARDED_BY(mu)
+	spares       sync.WaitGroup
 }
 
 // OpenDir creates path (and parents) if needed and makes sure it is a
@@ -262,10 +267,12 @@ func (d *Dir) NewStaging() (*Staging, error) {
 		d.trackStaleLocked(s)
 		d.mu.Unlock()
 		d.count.Add(1)
+		d.makeSpares()
 		return s, nil
 	}
 	d.mu.Unlock()
 	if d.named != "" {
+		d.makeSpares()
 		f, err := os.OpenFile(filepath.Join(d.named, newID()), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("staging file: %w", err)
