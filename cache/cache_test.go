@@ -89,6 +89,7 @@ func TestStagingIsPrivateAndUnlinked(t *testing.T) {
 
 func TestSpaceLimit(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 10)
+	t.Cleanup(d.Close) // waits for spare staging files being made
 	s, _ := d.NewStaging()
 	defer s.Remove()
 	other, _ := d.NewStaging()
@@ -121,6 +122,7 @@ func TestSpaceLimitWaitsForUploadedFiles(t *testing.T) {
 	defer func(g time.Duration) { releaseGrace = g }(releaseGrace)
 	releaseGrace = time.Hour
 	d, _ := OpenDir(t.TempDir(), 10)
+	t.Cleanup(d.Close) // waits for spare staging files being made
 	closed, _ := d.NewStaging()
 	closed.WriteAt(make([]byte, 6), 0)
 	closed.MarkUploaded()
@@ -181,6 +183,7 @@ func waitForWriter(t *testing.T, asked <-chan struct{}, done <-chan error) {
 // DropCached lets a range's pages go from memory; the content stays.
 func TestDropCached(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 0)
+	t.Cleanup(d.Close) // waits for spare staging files being made
 	s, _ := d.NewStaging()
 	data := make([]byte, 4<<20)
 	rand.Read(data)
@@ -233,6 +236,7 @@ func residentPages(t *testing.T, st *Staging, size int64) []bool {
 func TestJournal(t *testing.T) {
 	for _, inXattr := range []bool{true, false} {
 		d, _ := OpenDir(t.TempDir(), 0)
+		t.Cleanup(d.Close) // waits for spare staging files being made
 		j, err := d.EnableWriteback("ns")
 		if err != nil {
 			t.Fatal(err)
@@ -300,6 +304,7 @@ func readAll(t *testing.T, s *Staging, n int) []byte {
 func TestReusedStagingHasNoStaleBytes(t *testing.T) {
 	for _, named := range []bool{false, true} {
 		d, _ := OpenDir(t.TempDir(), 0)
+		t.Cleanup(d.Close) // waits for spare staging files being made
 		if named {
 			if _, err := d.EnableWriteback("ns"); err != nil {
 				t.Fatal(err)
@@ -363,6 +368,7 @@ func TestReusedStagingHasNoStaleBytes(t *testing.T) {
 // keeps its journal record.
 func TestIdleCap(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 0)
+	t.Cleanup(d.Close) // waits for spare staging files being made
 	j, err := d.EnableWriteback("ns")
 	if err != nil {
 		t.Fatal(err)
@@ -380,6 +386,7 @@ func TestIdleCap(t *testing.T) {
 	for _, s := range files {
 		s.Remove()
 	}
+	d.spares.Wait() // a spare that finds the pool full is deleted
 	if entries, _ := os.ReadDir(d.named); len(entries) != 1 {
 		t.Fatalf("%d staging files left, want the 1 idle one", len(entries))
 	}
@@ -409,6 +416,7 @@ func reviveRecord(t *testing.T, r Record) {
 // takes none for a record.
 func TestTombstones(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 0)
+	t.Cleanup(d.Close) // waits for spare staging files being made
 	j, err := d.EnableWriteback("ns")
 	if err != nil {
 		t.Fatal(err)
@@ -441,6 +449,7 @@ func TestTombstones(t *testing.T) {
 
 func TestGhosts(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 0)
+	t.Cleanup(d.Close) // waits for spare staging files being made
 	j, err := d.EnableWriteback("ns")
 	if err != nil {
 		t.Fatal(err)
@@ -518,6 +527,7 @@ func TestGhosts(t *testing.T) {
 func TestSpares(t *testing.T) {
 	for _, closeEarly := range []bool{false, true} {
 		d, _ := OpenDir(t.TempDir(), 0)
+		t.Cleanup(d.Close) // waits for spare staging files being made
 		if _, err := d.EnableWriteback("ns"); err != nil {
 			t.Fatal(err)
 		}

@@ -143,8 +143,9 @@ func (d *Dir) OpenNamed(r Record) (*Staging, error) {
 }
 
 // RemoveUnjournaled deletes named staging files no record names: files
-// being written when the process died, whose close was never acknowledged.
-// It runs before any staging file is made (spares too: NewStaging).
+// being written when the process died, whose close was never acknowledged,
+// and idle and spare files. It runs before any staging file is made
+// (spares too: NewStaging).
 func (d *Dir) RemoveUnjournaled(records []Record) (removed int) {
 	if d.named == "" {
 		return 0

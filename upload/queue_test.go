@@ -25,6 +25,7 @@ func newQueueEnv(t *testing.T, cfg QueueConfig) *queueEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(d.Close) // waits for spare staging files being made
 	j, err := d.EnableWriteback("ns")
 	if err != nil {
 		t.Fatal(err)

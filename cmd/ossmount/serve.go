@@ -170,7 +170,7 @@ func startQueue(cd *cache.Dir, journal *cache.Journal, u *upload.Uploader, a mou
 		return nil, err
 	}
 	if n := cd.RemoveUnjournaled(recs); n > 0 {
-		log.Info("removed staged files whose close was never acknowledged", "files", n)
+		log.Info("removed staged files no journal record names (closes never acknowledged, idle and spare files)", "files", n)
 	}
 	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay,
 		Released: cd.Freed})
