@@ -102,44 +102,34 @@ func (b *summedBody) sum(size int64) (uint64, bool, error) {
 	return b.crc, true, nil
 }
 
-// uploaderCRC gives the CRCs that the Uploader's requests for body (size
-// bytes, parts of partSize) must report: each part's bytes or the single
-// PutObject's, read again from body when the response comes. Completing
-// is not retried on a mismatch, which would find the upload gone: object
-// checks the object's CRC after the Uploader returns, as the SDK does.
+// uploaderCRC gives the CRCs that the Uploader's part uploads for body
+// (size bytes, parts of partSize) must report, reading each part again
+// from body when its response comes. Completing is not retried on a
+// mismatch, which would find the upload gone: object checks the object's
+// CRC after the Uploader returns, as the SDK does.
 type uploaderCRC struct {
 	body     io.ReaderAt
 	size     int64
 	partSize int64
 
 	mu    sync.Mutex
-	whole *uint64        // GUARDED_BY(mu); the PutObject's
 	parts map[int]uint64 // GUARDED_BY(mu); by part number
 }
 
 func (u *uploaderCRC) want(resp *http.Response) (uint64, bool, error) {
-	q := resp.Request.URL.Query()
-	if s := q.Get("partNumber"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return 0, false, fmt.Errorf("upload check: part number %q", s)
-		}
-		off := int64(n-1) * u.partSize
-		crc, err := checksum(u.body, off, min(u.partSize, u.size-off))
-		if err == nil {
-			u.mu.Lock()
-			u.parts[n] = crc
-			u.mu.Unlock()
-		}
-		return crc, true, err
+	s := resp.Request.URL.Query().Get("partNumber")
+	if s == "" {
+		return 0, false, nil // completion: see object
 	}
-	if q.Has("uploadId") {
-		return 0, false, nil // CompleteMultipartUpload: see object
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, false, fmt.Errorf("upload check: part number %q", s)
 	}
-	crc, err := checksum(u.body, 0, u.size)
+	off := int64(n-1) * u.partSize
+	crc, err := checksum(u.body, off, min(u.partSize, u.size-off))
 	if err == nil {
 		u.mu.Lock()
-		u.whole = &crc
+		u.parts[n] = crc
 		u.mu.Unlock()
 	}
 	return crc, true, err
@@ -152,9 +142,6 @@ func (u *uploaderCRC) object(server *string) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.whole != nil {
-		return compareCRC(*u.whole, *server)
-	}
 	var crc uint64
 	for n, off := 1, int64(0); off < u.size; n, off = n+1, off+u.partSize {
 		part, ok := u.parts[n]

@@ -163,13 +163,27 @@ func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 		ServerSideEncryption: optional(b.encryption.Method), ServerSideEncryptionKeyId: optional(b.encryption.KeyID),
 		Tagging: optional(b.tagging)}
 	applyAttrs(req.Attrs, &preq.ContentType, &preq.StorageClass, &preq.Acl, &preq.ForbidOverwrite)
-	body := io.NewSectionReader(req.Body, 0, req.Size)
-	check := &uploaderCRC{body: body, size: req.Size, partSize: b.uploaderPartSize(req.Size), parts: map[int]uint64{}}
-	res, err := b.uploader.UploadFrom(ctx, preq, body, func(o *oss.UploaderOptions) {
-		o.ClientOptions = append(slices.Clip(o.ClientOptions), checkCRC(check.want))
-	})
-	if err == nil {
-		err = check.object(res.HashCRC64)
+	var res *oss.UploadResult
+	var err error
+	if req.Size < b.partSize {
+		// What the Uploader would send as one PutObject, without its
+		// machinery, summing the bytes as they go.
+		sent := &summedBody{r: io.NewSectionReader(req.Body, 0, req.Size)}
+		preq.Body, preq.ContentLength = sent, oss.Ptr(req.Size)
+		var pres *oss.PutObjectResult
+		pres, err = b.client.PutObject(ctx, preq, checkCRC(func(*http.Response) (uint64, bool, error) { return sent.sum(req.Size) }))
+		if err == nil {
+			res = &oss.UploadResult{ETag: pres.ETag, ResultCommon: pres.ResultCommon}
+		}
+	} else {
+		body := io.NewSectionReader(req.Body, 0, req.Size)
+		check := &uploaderCRC{body: body, size: req.Size, partSize: b.uploaderPartSize(req.Size), parts: map[int]uint64{}}
+		res, err = b.uploader.UploadFrom(ctx, preq, body, func(o *oss.UploaderOptions) {
+			o.ClientOptions = append(slices.Clip(o.ClientOptions), checkCRC(check.want))
+		})
+		if err == nil {
+			err = check.object(res.HashCRC64)
+		}
 	}
 	if err != nil {
 		return PutResult{}, convert("PutObject", req.Key, err)
