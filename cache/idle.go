@@ -4,6 +4,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ossmount/ossmount/internal/fsutil"
 )
 
 // The idle pool: emptied staging files kept for the next file (see the
@@ -156,7 +158,7 @@ func (d *Dir) Close() {
 	}
 	if ghosts {
 		// One sync of the directory makes all those unlinks durable.
-		syncDir(d.named)
+		fsutil.SyncDir(d.named)
 	}
 	d.mu.Lock()
 	rest := make([]*os.File, 0, len(d.ghosts.byFile))

@@ -3,6 +3,8 @@ package cache
 import (
 	"os"
 	"path/filepath"
+
+	"github.com/ossmount/ossmount/internal/fsutil"
 )
 
 // Spares. An emptied staging file comes back to the idle pool only once
@@ -39,7 +41,7 @@ func (d *Dir) makeSpares() {
 			}
 			made = append(made, idleFile{f: f, name: f.Name()})
 		}
-		durable := syncDir(d.named) == nil
+		durable := fsutil.SyncDir(d.named) == nil
 		d.mu.Lock()
 		d.makingSpares = false
 		room := d.idleCap - len(d.idle)
@@ -55,13 +57,4 @@ func (d *Dir) makeSpares() {
 			i.delete()
 		}
 	}()
-}
-
-func syncDir(path string) error {
-	dir, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
 }
