@@ -328,9 +328,10 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 		return PutResult{}, convert("CompleteMultipartUpload", key, err)
 	}
 	requestID := res.Headers.Get("x-oss-request-id")
-	if got := res.Headers.Get("x-oss-hash-crc64ecma"); got != "" && got != strconv.FormatUint(crc, 10) {
-		return PutResult{}, &Error{Op: "CompleteMultipartUpload", Key: key, RequestID: requestID, Kind: ErrIntegrity,
-			Err: fmt.Errorf("server CRC64 %s, parts give %d", got, crc)}
+	if got := res.Headers.Get(crcHeader); got != "" {
+		if err := compareCRC(crc, got); err != nil {
+			return PutResult{}, &Error{Op: "CompleteMultipartUpload", Key: key, RequestID: requestID, Kind: ErrIntegrity, Err: err}
+		}
 	}
 	return PutResult{ETag: oss.ToString(res.ETag), RequestID: requestID}, nil
 }
