@@ -82,13 +82,13 @@ func main() {
 	atExit(func() { os.RemoveAll(e.work) })
 	server := e.startServer()
 	atExit(func() { server.Process.Kill(); server.Wait() })
-	// The direct client uploads with the part size and parallelism the
-	// mount uses by default, so that the two differ only in the mount.
 	e.direct = bucket.NewOSS(bucket.Config{Bucket: bucketName, Endpoint: e.endpoint, Region: "local", PathStyle: true,
 		Credentials: &bucket.Credentials{AccessKeyID: keyID, AccessKeySecret: secret}})
 	e.sdk = oss.NewClient(oss.LoadDefaultConfig().
 		WithCredentialsProvider(credentials.NewStaticCredentialsProvider(keyID, secret)).
 		WithRegion("local").WithEndpoint(e.endpoint).WithUsePathStyle(true).WithDisableSSL(true))
+	// The direct upload uses the part size and parallelism the mount uses
+	// by default, so that the two differ only in the mount.
 	e.sdkUploader = e.sdk.NewUploader(func(o *oss.UploaderOptions) {
 		o.PartSize, o.ParallelNum = upload.DefaultPartSize, 4
 	})
@@ -139,14 +139,14 @@ func best(n int, run func(i int) row) row {
 	return r
 }
 
-// alternate runs both sides of a workload, the mount first in even runs:
-// neither side always finds the machine in the state the other left.
 // logRun shows each run's times on stderr, so that the noise behind the
 // best of them is in view.
 func logRun(i int, r row) {
 	fmt.Fprintf(os.Stderr, "run %d %s: mount %v, direct %v %s\n", i+1, r.workload, r.mount.Round(time.Millisecond), r.direct.Round(time.Millisecond), r.note)
 }
 
+// alternate runs both sides of a workload, the mount first in even runs:
+// neither side always finds the machine in the state the other left.
 func alternate(run int, viaMount, direct func()) {
 	if run%2 == 0 {
 		viaMount()
