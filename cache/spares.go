@@ -19,18 +19,16 @@ const (
 	spareLow   = 32 // fewer idle files than this start a batch
 )
 
-// makeSpares starts a batch of spares unless the idle pool has enough, a
-// batch is being made, or the journal's staging files cannot be reused.
-func (d *Dir) makeSpares() {
-	d.mu.Lock()
+// makeSparesLocked starts a batch of spares unless the idle pool has
+// enough, a batch is being made, or the journal's staging files cannot be
+// reused. LOCKS_REQUIRED(d.mu)
+func (d *Dir) makeSparesLocked() {
 	n := min(spareBatch, d.idleCap-len(d.idle))
 	if d.named == "" || !d.reuseNamed || d.makingSpares || d.closed || len(d.idle) >= spareLow || n <= 0 {
-		d.mu.Unlock()
 		return
 	}
 	d.makingSpares = true
 	d.spares.Add(1)
-	d.mu.Unlock()
 	go func() {
 		defer d.spares.Done()
 		made := make([]idleFile, 0, n)

@@ -265,14 +265,14 @@ func (d *Dir) NewStaging() (*Staging, error) {
 		d.idleBytes -= i.extent
 		s := &Staging{dir: d, f: i.f, name: i.name, durable: i.durable, extent: i.extent}
 		d.trackStaleLocked(s)
+		d.makeSparesLocked()
 		d.mu.Unlock()
 		d.count.Add(1)
-		d.makeSpares()
 		return s, nil
 	}
+	d.makeSparesLocked()
 	d.mu.Unlock()
 	if d.named != "" {
-		d.makeSpares()
 		f, err := os.OpenFile(filepath.Join(d.named, newID()), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("staging file: %w", err)
