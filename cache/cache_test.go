@@ -89,7 +89,6 @@ func TestStagingIsPrivateAndUnlinked(t *testing.T) {
 
 func TestSpaceLimit(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 10)
-	t.Cleanup(d.Close) // waits for spare staging files being made
 	s, _ := d.NewStaging()
 	defer s.Remove()
 	other, _ := d.NewStaging()
@@ -122,7 +121,6 @@ func TestSpaceLimitWaitsForUploadedFiles(t *testing.T) {
 	defer func(g time.Duration) { releaseGrace = g }(releaseGrace)
 	releaseGrace = time.Hour
 	d, _ := OpenDir(t.TempDir(), 10)
-	t.Cleanup(d.Close) // waits for spare staging files being made
 	closed, _ := d.NewStaging()
 	closed.WriteAt(make([]byte, 6), 0)
 	closed.MarkUploaded()
@@ -183,7 +181,6 @@ func waitForWriter(t *testing.T, asked <-chan struct{}, done <-chan error) {
 // DropCached lets a range's pages go from memory; the content stays.
 func TestDropCached(t *testing.T) {
 	d, _ := OpenDir(t.TempDir(), 0)
-	t.Cleanup(d.Close) // waits for spare staging files being made
 	s, _ := d.NewStaging()
 	data := make([]byte, 4<<20)
 	rand.Read(data)
@@ -235,12 +232,7 @@ func residentPages(t *testing.T, st *Staging, size int64) []bool {
 
 func TestJournal(t *testing.T) {
 	for _, inXattr := range []bool{true, false} {
-		d, _ := OpenDir(t.TempDir(), 0)
-		t.Cleanup(d.Close) // waits for spare staging files being made
-		j, err := d.EnableWriteback("ns")
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, j := writebackDir(t)
 		if inXattr && !j.inXattr {
 			t.Fatal("this test machine's file system takes user xattrs; the probe said no")
 		}
@@ -303,12 +295,11 @@ func readAll(t *testing.T, s *Staging, n int) []byte {
 // staged size, not in a hole, not after a truncate that extends it.
 func TestReusedStagingHasNoStaleBytes(t *testing.T) {
 	for _, named := range []bool{false, true} {
-		d, _ := OpenDir(t.TempDir(), 0)
-		t.Cleanup(d.Close) // waits for spare staging files being made
+		var d *Dir
 		if named {
-			if _, err := d.EnableWriteback("ns"); err != nil {
-				t.Fatal(err)
-			}
+			d, _ = writebackDir(t)
+		} else {
+			d, _ = OpenDir(t.TempDir(), 0)
 		}
 		old, _ := d.NewStaging()
 		old.WriteAt(bytes.Repeat([]byte{'A'}, 100), 0)
@@ -367,12 +358,7 @@ func TestReusedStagingHasNoStaleBytes(t *testing.T) {
 // Beyond the idle cap a staging file is deleted; kept or deleted, none
 // keeps its journal record.
 func TestIdleCap(t *testing.T) {
-	d, _ := OpenDir(t.TempDir(), 0)
-	t.Cleanup(d.Close) // waits for spare staging files being made
-	j, err := d.EnableWriteback("ns")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, j := writebackDir(t)
 	d.idleCap = 1
 	var files []*Staging
 	for i := 0; i < 3; i++ {
@@ -415,12 +401,7 @@ func reviveRecord(t *testing.T, r Record) {
 // blocks, and then free and allocate them at every record), and Load
 // takes none for a record.
 func TestTombstones(t *testing.T) {
-	d, _ := OpenDir(t.TempDir(), 0)
-	t.Cleanup(d.Close) // waits for spare staging files being made
-	j, err := d.EnableWriteback("ns")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, j := writebackDir(t)
 	var seen [][]byte
 	for _, id := range []string{"a", "b"} {
 		s, _ := d.NewStaging()
@@ -448,12 +429,7 @@ func TestTombstones(t *testing.T) {
 }
 
 func TestGhosts(t *testing.T) {
-	d, _ := OpenDir(t.TempDir(), 0)
-	t.Cleanup(d.Close) // waits for spare staging files being made
-	j, err := d.EnableWriteback("ns")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, j := writebackDir(t)
 	if !j.inXattr {
 		t.Fatal("this test machine's file system takes user xattrs; the probe said no")
 	}
@@ -526,11 +502,7 @@ func TestGhosts(t *testing.T) {
 // waits for a batch still being made and leaves only files in use.
 func TestSpares(t *testing.T) {
 	for _, closeEarly := range []bool{false, true} {
-		d, _ := OpenDir(t.TempDir(), 0)
-		t.Cleanup(d.Close) // waits for spare staging files being made
-		if _, err := d.EnableWriteback("ns"); err != nil {
-			t.Fatal(err)
-		}
+		d, _ := writebackDir(t)
 		if !d.reuseNamed {
 			t.Fatal("this test machine's file system takes user xattrs; the probe said no")
 		}
@@ -565,4 +537,20 @@ func TestSpares(t *testing.T) {
 			t.Fatalf("close early %v: %d files left in %s, want the %d in use", closeEarly, len(entries), d.named, inUse)
 		}
 	}
+}
+
+// writebackDir is a cache directory in write-back mode, closed at the end
+// of the test (which waits for spare staging files being made).
+func writebackDir(t *testing.T) (*Dir, *Journal) {
+	t.Helper()
+	d, err := OpenDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	j, err := d.EnableWriteback("ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, j
 }
