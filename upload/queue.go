@@ -344,19 +344,27 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 
 // idsWithPrefix lists the items whose key starts with prefix (the whole
 // key when exact). LOCKS_EXCLUDED(q.mu)
-func (q *Queue) idsWithPrefix(prefix string, exact bool) []string {
+func (q *Queue) idsWithPrefix(prefix string, exact, withRemoved bool) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var ids []string
+	q.eachLocked(prefix, exact, withRemoved, func(id string, _ *item) { ids = append(ids, id) })
+	return ids
+}
+
+// eachLocked calls fn for every item not given up whose key starts with
+// prefix (is prefix when exact). An item removed while its upload runs
+// counts only withRemoved: lookup and readdir no longer see it, but what
+// must wait for its upload to end does. LOCKS_REQUIRED(q.mu)
+func (q *Queue) eachLocked(prefix string, exact, withRemoved bool, fn func(id string, it *item)) {
 	for id, it := range q.items {
-		if it.gaveUp {
+		if it.gaveUp || (it.removed && !withRemoved) {
 			continue
 		}
 		if (exact && it.rec.Key == prefix) || (!exact && strings.HasPrefix(it.rec.Key, prefix)) {
-			ids = append(ids, id)
+			fn(id, it)
 		}
 	}
-	return ids
 }
 
 // Adopt finds the newest queued version of key, hands it to onDone from
@@ -390,7 +398,7 @@ func (q *Queue) newestLocked(key string) *item {
 }
 
 // HasPrefix reports whether an upload under prefix is queued.
-func (q *Queue) HasPrefix(prefix string) bool { return len(q.idsWithPrefix(prefix, false)) > 0 }
+func (q *Queue) HasPrefix(prefix string) bool { return len(q.idsWithPrefix(prefix, false, false)) > 0 }
 
 // Keys lists the keys queued under prefix, a directory's own marker
 // included (readdir lists files and directories not uploaded yet).
@@ -398,11 +406,7 @@ func (q *Queue) Keys(prefix string) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var keys []string
-	for _, it := range q.items {
-		if !it.gaveUp && !it.removed && strings.HasPrefix(it.rec.Key, prefix) {
-			keys = append(keys, it.rec.Key)
-		}
-	}
+	q.eachLocked(prefix, false, false, func(_ string, it *item) { keys = append(keys, it.rec.Key) })
 	return keys
 }
 
@@ -419,7 +423,7 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 // RemoveKey drops queued uploads of key (unlink of a file the file system
 // no longer tracks).
 func (q *Queue) RemoveKey(ctx context.Context, key string) {
-	for _, id := range q.idsWithPrefix(key, true) {
+	for _, id := range q.idsWithPrefix(key, true, true) {
 		q.Remove(ctx, id)
 	}
 }
@@ -428,7 +432,7 @@ func (q *Queue) RemoveKey(ctx context.Context, key string) {
 // waits until they are uploaded (a directory rename moves only what the
 // bucket holds).
 func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
-	for _, id := range q.idsWithPrefix(prefix, false) {
+	for _, id := range q.idsWithPrefix(prefix, false, true) {
 		if err := q.Wait(ctx, id); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"runtime"
 	"testing"
 	"time"
 
@@ -169,5 +170,47 @@ func TestQueueGhosts(t *testing.T) {
 	}
 	if n := e.j.Ghosts(); n != 1 {
 		t.Fatalf("%d ghosts, want 1 (v3's; v2 was followed by v3)", n)
+	}
+}
+
+// A file unlinked while its upload runs is gone for lookup (HasPrefix) as
+// it is for readdir (Keys) at once, though the unlink waits for the upload.
+func TestQueueRemovedWhileRunningIsGoneForLookup(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{})
+	started, release := make(chan struct{}), make(chan struct{})
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" && key == "d/f" {
+			close(started)
+			<-release
+		}
+		return nil
+	})
+	e.submit(t, "a", "d/f", "A")
+	<-started
+	removed := make(chan struct{})
+	go func() {
+		e.q.Remove(context.Background(), "a")
+		close(removed)
+	}()
+	// Keys stops listing the item once Remove has marked it.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.q.Keys("d/")) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Remove never marked the running item")
+		}
+		runtime.Gosched()
+	}
+	if e.q.HasPrefix("d/") {
+		t.Error("lookup still sees a directory whose only file was removed")
+	}
+	select {
+	case <-removed:
+		t.Fatal("Remove returned before the running upload ended")
+	default:
+	}
+	close(release)
+	<-removed
+	if err := e.q.WaitPrefix(context.Background(), "d/"); err != nil {
+		t.Fatal(err)
 	}
 }
