@@ -373,14 +373,15 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	inBucket := true
 	if ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
-			fn.dropQueued(ctx)
+			started := fn.dropQueued(ctx)
 			fn.mu.Lock()
-			inBucket = fn.inBucket
+			inBucket = fn.inBucket || started
 			fn.mu.Unlock()
 		}
 	}
-	if d.fsys.queue != nil {
-		d.fsys.queue.RemoveKey(ctx, key) // queued by a node no longer in the tree
+	// Queued by a node no longer in the tree.
+	if d.fsys.queue != nil && d.fsys.queue.RemoveKey(ctx, key) {
+		inBucket = true
 	}
 	// A file made here and never uploaded has no object to delete.
 	if inBucket {

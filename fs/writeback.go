@@ -135,12 +135,11 @@ func (n *fileNode) metaQueued() bool {
 	return ok && err == nil
 }
 
-// dropQueued removes the file's queued upload (unlink).
-func (n *fileNode) dropQueued(ctx context.Context) {
+// dropQueued removes the file's queued upload (unlink) and reports whether
+// it had started, so that the object may exist.
+func (n *fileNode) dropQueued(ctx context.Context) bool {
 	n.mu.Lock()
 	id := n.wbID
 	n.mu.Unlock()
-	if n.fsys.queue != nil && id != "" {
-		n.fsys.queue.Remove(ctx, id)
-	}
+	return n.fsys.queue != nil && id != "" && n.fsys.queue.Remove(ctx, id)
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -74,12 +75,18 @@ func startDiskServer(t *testing.T) *server {
 }
 
 func startServerOn(t *testing.T, st *store.Store) *server {
+	return startServerWith(t, st, func(h http.Handler) http.Handler { return h })
+}
+
+// startServerWith starts osslocal over st behind wrap, which sees every
+// request first (a test holds one back to act while it runs).
+func startServerWith(t *testing.T, st *store.Store, wrap func(http.Handler) http.Handler) *server {
 	t.Helper()
 	if err := st.CreateBucket(testBucket); err != nil {
 		t.Fatal(err)
 	}
 	s := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{testKeyID: testSecret}})
-	hs := httptest.NewServer(s)
+	hs := httptest.NewServer(wrap(s))
 	t.Cleanup(hs.Close)
 	return &server{Server: s, store: st, url: hs.URL}
 }

@@ -3,9 +3,11 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -73,6 +75,46 @@ func TestWritebackRenameAndUnlinkWhileQueued(t *testing.T) {
 	}
 	if srv.exists("doomed") || srv.exists(".tmp.partial") {
 		t.Fatalf("keys %v", srv.keys(t))
+	}
+}
+
+// An unlink while the file's upload runs waits for that upload, then
+// deletes the object it made.
+func TestWritebackUnlinkWhileUploading(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/racing") {
+				once.Do(func() { close(started) })
+				<-release
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	m := startMount(t, srv, "writeback", "writeback_delay=0s")
+	writeFile(t, m.path("racing"), []byte("uploaded while unlinked"))
+	<-started
+	unlinked := make(chan error, 1)
+	go func() { unlinked <- os.Remove(m.path("racing")) }()
+	select {
+	case err := <-unlinked:
+		t.Fatalf("unlink returned (%v) while the upload still ran", err)
+	default:
+	}
+	close(release)
+	if err := <-unlinked; err != nil {
+		t.Fatal(err)
+	}
+	if srv.exists("racing") {
+		t.Fatal("the object the running upload made outlived the unlink")
+	}
+	if _, err := os.Stat(m.path("racing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat after unlink: %v", err)
+	}
+	m.stop(t)
+	if srv.exists("racing") {
+		t.Fatalf("keys after unmount %v", srv.keys(t))
 	}
 }
 

@@ -251,12 +251,15 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 	return true, q.journal.Put(rec, file)
 }
 
-// Remove drops a queued item (unlink). A running upload finishes first.
-func (q *Queue) Remove(ctx context.Context, id string) {
+// Remove drops a queued item (unlink). A running upload finishes first;
+// Remove then reports true, since the object may exist now — the caller
+// deletes it.
+func (q *Queue) Remove(ctx context.Context, id string) (started bool) {
 	q.mu.Lock()
 	it, ok := q.items[id]
+	running := ok && it.running
 	var superseded *cache.Staging
-	if ok && it.running {
+	if running {
 		if next := it.again; next != nil && next.file != it.file {
 			superseded = next.file
 		}
@@ -268,11 +271,11 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 		superseded.Remove()
 	}
 	if !ok {
-		return
+		return false
 	}
-	if it.running {
+	if running {
 		q.Wait(ctx, id)
-		return
+		return true
 	}
 	q.mu.Lock()
 	if q.items[id] == it {
@@ -285,6 +288,7 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 	it.notify(nil)
 	it.handBack(false)
 	q.released()
+	return false
 }
 
 // released ends a hand-back. LOCKS_EXCLUDED(q.mu)
@@ -421,11 +425,14 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 }
 
 // RemoveKey drops queued uploads of key (unlink of a file the file system
-// no longer tracks).
-func (q *Queue) RemoveKey(ctx context.Context, key string) {
+// no longer tracks) and reports whether one had started (Remove).
+func (q *Queue) RemoveKey(ctx context.Context, key string) (started bool) {
 	for _, id := range q.idsWithPrefix(key, true, true) {
-		q.Remove(ctx, id)
+		if q.Remove(ctx, id) {
+			started = true
+		}
 	}
+	return started
 }
 
 // WaitPrefix makes every item whose key starts with prefix due now and
@@ -582,12 +589,18 @@ func (q *Queue) worker() {
 
 		q.mu.Lock()
 		it.running = false
-		if err != nil {
+		switch {
+		case err != nil && !it.removed:
 			q.failedLocked(it, err)
 			continue
+		case err != nil:
+			// Unlinked meanwhile: not tried again; the unlink deletes
+			// whatever this attempt may have left.
+			q.log.Warn("write-back upload of a file unlinked meanwhile failed; not retried", "key", rec.Key, "err", err)
+		default:
+			q.stats.Uploaded++
+			q.stats.BytesUploaded += rec.Size
 		}
-		q.stats.Uploaded++
-		q.stats.BytesUploaded += rec.Size
 		next := it.again
 		if next != nil {
 			q.items[rec.ID] = next

@@ -192,14 +192,7 @@ func TestQueueRemovedWhileRunningIsGoneForLookup(t *testing.T) {
 		e.q.Remove(context.Background(), "a")
 		close(removed)
 	}()
-	// Keys stops listing the item once Remove has marked it.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(e.q.Keys("d/")) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("Remove never marked the running item")
-		}
-		runtime.Gosched()
-	}
+	waitMarkedRemoved(t, e.q)
 	if e.q.HasPrefix("d/") {
 		t.Error("lookup still sees a directory whose only file was removed")
 	}
@@ -212,5 +205,59 @@ func TestQueueRemovedWhileRunningIsGoneForLookup(t *testing.T) {
 	<-removed
 	if err := e.q.WaitPrefix(context.Background(), "d/"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A file unlinked while its upload runs is not tried again when that
+// upload fails, and Remove says it had started (the unlink then deletes
+// whatever the attempt left).
+func TestQueueRemovedWhileRunningIsNotRetried(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxBackoff: time.Millisecond})
+	started, release := make(chan struct{}), make(chan struct{})
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" && key == "f" {
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+			<-release
+			return bucket.ErrTransient
+		}
+		return nil
+	})
+	e.submit(t, "a", "f", "A")
+	<-started
+	removed := make(chan bool)
+	go func() { removed <- e.q.Remove(context.Background(), "a") }()
+	waitMarkedRemoved(t, e.q)
+	close(release)
+	if !<-removed {
+		t.Error("Remove did not say that the upload had started")
+	}
+	if err := e.q.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.b.Calls("PutObject"); n != 1 {
+		t.Fatalf("%d PutObject calls: the removed file was tried again", n)
+	}
+	if recs, _ := e.j.Load(); len(recs) != 0 {
+		t.Fatalf("records left: %+v", recs)
+	}
+	if e.dir.Used() != 0 {
+		t.Fatalf("staged bytes left: %d", e.dir.Used())
+	}
+}
+
+// waitMarkedRemoved waits until Remove has marked the queue's only item,
+// running, as removed: Keys stops listing it then.
+func waitMarkedRemoved(t *testing.T, q *Queue) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(q.Keys("")) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Remove never marked the running item")
+		}
+		runtime.Gosched()
 	}
 }
