@@ -40,14 +40,18 @@ func (n *fileNode) submit() error {
 	return err
 }
 
-// queuedDone takes back a staged file the queue is done with.
+// queuedDone takes back a staged file the queue is done with. An upload
+// puts an object under the file's key even when the file has a newer
+// version by now: a rename or unlink must still move or delete it.
 func (n *fileNode) queuedDone(f *cache.Staging, uploaded bool) {
 	n.mu.Lock()
 	mine := n.staging == f
+	if uploaded {
+		n.inBucket = true
+	}
 	if mine {
 		n.sealed = false
 		if uploaded {
-			n.inBucket = true
 			f.MarkUploaded()
 		}
 	}

@@ -83,15 +83,7 @@ func TestWritebackRenameAndUnlinkWhileQueued(t *testing.T) {
 func TestWritebackUnlinkWhileUploading(t *testing.T) {
 	started, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/racing") {
-				once.Do(func() { close(started) })
-				<-release
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	srv := startServerWith(t, store.NewMemory(), holdFirstPut("/racing", started, release, &once))
 	m := startMount(t, srv, "writeback", "writeback_delay=0s")
 	writeFile(t, m.path("racing"), []byte("uploaded while unlinked"))
 	<-started
@@ -115,6 +107,56 @@ func TestWritebackUnlinkWhileUploading(t *testing.T) {
 	m.stop(t)
 	if srv.exists("racing") {
 		t.Fatalf("keys after unmount %v", srv.keys(t))
+	}
+}
+
+// A rename while an older version's upload runs, with a newer version
+// being written, leaves no object under the old name.
+func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := startServerWith(t, store.NewMemory(), holdFirstPut("/old", started, release, &once))
+	m := startMount(t, srv, "writeback", "writeback_delay=0s")
+	writeFile(t, m.path("old"), []byte("v1"))
+	<-started
+	f, err := os.OpenFile(m.path("old"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	renamed := make(chan error, 1)
+	go func() { renamed <- os.Rename(m.path("old"), m.path("new")) }()
+	close(release)
+	if err := <-renamed; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	srv.sameObject(t, "new", []byte("v1v2"))
+	if srv.exists("old") {
+		t.Fatalf("the older version's object outlived the rename: keys %v", srv.keys(t))
+	}
+}
+
+// holdFirstPut wraps a server so that the first PUT of a path ending in
+// suffix signals started and waits for release.
+func holdFirstPut(suffix string, started, release chan struct{}, once *sync.Once) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, suffix) {
+				held := false
+				once.Do(func() { held = true })
+				if held {
+					close(started)
+					<-release
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
 	}
 }
 
