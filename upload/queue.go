@@ -80,6 +80,7 @@ type item struct {
 	removed  bool
 	attempts int
 	gaveUp   bool
+	lastErr  error // of the last attempt, once given up
 	waiters  []chan error
 	index    int // in Queue.ready; -1 when not there
 }
@@ -311,16 +312,9 @@ func (it *item) handBack(uploaded bool) {
 	}
 }
 
-// Pending reports whether id is queued or running.
-func (q *Queue) Pending(id string) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	_, ok := q.items[id]
-	return ok
-}
-
 // Wait makes id due now and waits until it is uploaded. It returns the
-// error of a failed attempt (the item stays queued and is retried).
+// error of a failed attempt (the item stays queued and is retried), at once
+// for an item given up.
 func (q *Queue) Wait(ctx context.Context, id string) error {
 	q.mu.Lock()
 	it, ok := q.items[id]
@@ -330,6 +324,11 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 	}
 	for it.again != nil {
 		it = it.again
+	}
+	if it.gaveUp {
+		// No worker will try it again before the next mount.
+		q.mu.Unlock()
+		return it.lastErr
 	}
 	ch := make(chan error, 1)
 	it.waiters = append(it.waiters, ch)
@@ -589,10 +588,18 @@ func (q *Queue) worker() {
 
 		q.mu.Lock()
 		it.running = false
+		next := it.again
 		switch {
-		case err != nil && !it.removed:
+		case err != nil && !it.removed && next == nil:
 			q.failedLocked(it, err)
 			continue
+		case err != nil && !it.removed:
+			// A newer version was closed meanwhile: it replaces this one,
+			// as Submit replaces a version not started, and is tried
+			// afresh.
+			q.stats.Failures++
+			q.log.Warn("write-back upload failed; the newer version of the file replaces it", "key", rec.Key, "err", err)
+			it.notify(err)
 		case err != nil:
 			// Unlinked meanwhile: not tried again; the unlink deletes
 			// whatever this attempt may have left.
@@ -601,7 +608,7 @@ func (q *Queue) worker() {
 			q.stats.Uploaded++
 			q.stats.BytesUploaded += rec.Size
 		}
-		next := it.again
+		uploaded := err == nil && !it.removed
 		if next != nil {
 			q.items[rec.ID] = next
 			q.schedule(next)
@@ -613,7 +620,7 @@ func (q *Queue) worker() {
 		// already is not settled against it, so then it goes durably.
 		// Removed under q.mu, so that a Submit that did not queue before
 		// this point settles it after queueing.
-		ghost := next == nil && !it.removed
+		ghost := uploaded && next == nil
 		if ghost {
 			q.journal.Done(rec, it.file, true, true)
 		}
@@ -626,7 +633,7 @@ func (q *Queue) worker() {
 		}
 		it.notify(nil)
 		if next == nil || next.file != it.file {
-			it.handBack(!it.removed)
+			it.handBack(uploaded)
 		}
 		q.released()
 		q.mu.Lock()
@@ -639,7 +646,7 @@ func (q *Queue) failedLocked(it *item, err error) {
 	it.attempts++
 	q.stats.Failures++
 	if errors.Is(err, ErrInvalidName) || errors.Is(err, ErrNameTooLong) || it.attempts >= q.cfg.MaxAttempts {
-		it.gaveUp = true
+		it.gaveUp, it.lastErr = true, err
 		q.stats.GaveUp++
 		q.log.Error("write-back upload failed; giving up until the next mount (the data stays journaled)",
 			"key", it.rec.Key, "attempts", it.attempts, "err", err)

@@ -2,6 +2,7 @@ package upload
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"runtime"
@@ -259,5 +260,68 @@ func waitMarkedRemoved(t *testing.T, q *Queue) {
 			t.Fatal("Remove never marked the running item")
 		}
 		runtime.Gosched()
+	}
+}
+
+// Waiting for an upload the queue gave up on returns its error at once
+// (an fsync of that file must not hang until the next mount).
+func TestQueueWaitForGivenUpReturns(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1})
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" {
+			return bucket.ErrTransient
+		}
+		return nil
+	})
+	e.submit(t, "a", "k", "A")
+	if err := e.q.Wait(context.Background(), "a"); err == nil {
+		t.Fatal("the failed attempt's wait returned no error")
+	}
+	if s := e.q.Stats(); s.GaveUp != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.q.Wait(ctx, "a"); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait for an upload given up: %v", err)
+	}
+}
+
+// A version whose upload fails while a newer one of the same file waits is
+// replaced by that newer one, which is uploaded: the failure neither keeps
+// the newer version waiting behind retries nor drops it.
+func TestQueueFailureWithNewerVersionWaiting(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1})
+	started, release := make(chan struct{}), make(chan struct{})
+	first := true
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" && first {
+			first = false
+			close(started)
+			<-release
+			return bucket.ErrTransient
+		}
+		return nil
+	})
+	e.submit(t, "a", "k", "old")
+	<-started
+	e.submit(t, "a", "k", "new")
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.q.Wait(ctx, "a"); err != nil {
+		t.Fatalf("wait for the newer version: %v", err)
+	}
+	if err := e.q.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.content(t, "k"); got != "new" {
+		t.Fatalf("content %q", got)
+	}
+	if s := e.q.Stats(); s.GaveUp != 0 || s.Uploaded != 1 || s.Failures != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	if e.dir.Used() != 0 {
+		t.Fatalf("staged bytes left: %d", e.dir.Used())
 	}
 }
