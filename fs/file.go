@@ -523,6 +523,9 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 // applyHeldMeta sends held metadata changes of a clean file: a copy of the
 // object onto itself with the new metadata.
 func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
+	if rides, err := n.settleQueuedForMeta(ctx, key); rides || err != nil {
+		return err
+	}
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()

@@ -139,6 +139,35 @@ func (n *fileNode) metaQueued() bool {
 	return ok && err == nil
 }
 
+// settleQueuedForMeta readies a held metadata change against the file's
+// queued upload, which carries the metadata it was given: one not started
+// takes the change along (rides), a running one is waited for — else its
+// object would replace the change made before it — and one that failed is
+// to be tried again and takes the change along.
+func (n *fileNode) settleQueuedForMeta(ctx context.Context, key string) (rides bool, err error) {
+	if n.fsys.queue == nil {
+		return false, nil
+	}
+	for attempt := 0; ; attempt++ {
+		if n.metaQueued() {
+			n.mu.Lock()
+			n.metaPending = false
+			n.mu.Unlock()
+			return true, nil
+		}
+		n.mu.Lock()
+		id := n.wbID
+		n.mu.Unlock()
+		if id == "" || !n.fsys.queue.Running(id) {
+			return false, nil
+		}
+		n.fsys.log.Debug("a metadata change waits for the file's running upload", "key", key)
+		if err := n.waitQueued(ctx); err == nil || attempt > 0 {
+			return false, err
+		}
+	}
+}
+
 // dropQueued removes the file's queued upload (unlink) and reports whether
 // it had started, so that the object may exist.
 func (n *fileNode) dropQueued(ctx context.Context) bool {

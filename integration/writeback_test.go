@@ -142,6 +142,31 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 	}
 }
 
+// A chmod while the file's upload runs, held past the running upload's
+// start, is not replaced by the metadata that upload carries.
+func TestWritebackChmodWhileUploading(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := startServerWith(t, store.NewMemory(), holdFirstPut("/slow", started, release, &once))
+	m := startMount(t, srv, "writeback", "writeback_delay=0s")
+	writeFile(t, m.path("slow"), []byte("content"))
+	<-started
+	if err := os.Chmod(m.path("slow"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The held change comes due (after about a second) while the upload
+	// still runs.
+	waitUntil(t, "the held change to wait for the upload", func() bool {
+		return strings.Contains(m.logs.String(), "a metadata change waits for the file's running upload")
+	})
+	close(release)
+	m.stop(t)
+	srv.sameObject(t, "slow", []byte("content"))
+	if o, _ := srv.store.Head(testBucket, "slow"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o600) {
+		t.Fatalf("mode after chmod while uploading: %v", o.Meta)
+	}
+}
+
 // holdFirstPut wraps a server so that the first PUT of a path ending in
 // suffix signals started and waits for release.
 func holdFirstPut(suffix string, started, release chan struct{}, once *sync.Once) func(http.Handler) http.Handler {

@@ -312,6 +312,14 @@ func (it *item) handBack(uploaded bool) {
 	}
 }
 
+// Running reports whether id's upload is running.
+func (q *Queue) Running(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, ok := q.items[id]
+	return ok && it.running
+}
+
 // Wait makes id due now and waits until it is uploaded. It returns the
 // error of a failed attempt (the item stays queued and is retried), at once
 // for an item given up.
