@@ -81,12 +81,7 @@ func TestWritebackRenameAndUnlinkWhileQueued(t *testing.T) {
 // An unlink while the file's upload runs waits for that upload, then
 // deletes the object it made.
 func TestWritebackUnlinkWhileUploading(t *testing.T) {
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	srv := startServerWith(t, store.NewMemory(), holdFirstPut("/racing", started, release, &once))
-	m := startMount(t, srv, "writeback", "writeback_delay=0s")
-	writeFile(t, m.path("racing"), []byte("uploaded while unlinked"))
-	<-started
+	srv, m, release := writeWhileUploadHeld(t, "racing", []byte("uploaded while unlinked"))
 	unlinked := make(chan error, 1)
 	go func() { unlinked <- os.Remove(m.path("racing")) }()
 	select {
@@ -113,12 +108,7 @@ func TestWritebackUnlinkWhileUploading(t *testing.T) {
 // A rename while an older version's upload runs, with a newer version
 // being written, leaves no object under the old name.
 func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	srv := startServerWith(t, store.NewMemory(), holdFirstPut("/old", started, release, &once))
-	m := startMount(t, srv, "writeback", "writeback_delay=0s")
-	writeFile(t, m.path("old"), []byte("v1"))
-	<-started
+	srv, m, release := writeWhileUploadHeld(t, "old", []byte("v1"))
 	f, err := os.OpenFile(m.path("old"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -145,12 +135,7 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 // A chmod while the file's upload runs, held past the running upload's
 // start, is not replaced by the metadata that upload carries.
 func TestWritebackChmodWhileUploading(t *testing.T) {
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	srv := startServerWith(t, store.NewMemory(), holdFirstPut("/slow", started, release, &once))
-	m := startMount(t, srv, "writeback", "writeback_delay=0s")
-	writeFile(t, m.path("slow"), []byte("content"))
-	<-started
+	srv, m, release := writeWhileUploadHeld(t, "slow", []byte("content"))
 	if err := os.Chmod(m.path("slow"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -167,12 +152,16 @@ func TestWritebackChmodWhileUploading(t *testing.T) {
 	}
 }
 
-// holdFirstPut wraps a server so that the first PUT of a path ending in
-// suffix signals started and waits for release.
-func holdFirstPut(suffix string, started, release chan struct{}, once *sync.Once) func(http.Handler) http.Handler {
-	return func(h http.Handler) http.Handler {
+// writeWhileUploadHeld writes key through a write-back mount whose server
+// holds the key's first PUT back, and returns once that upload runs; it
+// ends when release is closed.
+func writeWhileUploadHeld(t *testing.T, key string, content []byte) (*server, *mount, chan struct{}) {
+	t.Helper()
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, suffix) {
+			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/"+key) {
 				held := false
 				once.Do(func() { held = true })
 				if held {
@@ -182,7 +171,11 @@ func holdFirstPut(suffix string, started, release chan struct{}, once *sync.Once
 			}
 			h.ServeHTTP(w, r)
 		})
-	}
+	})
+	m := startMount(t, srv, "writeback", "writeback_delay=0s")
+	writeFile(t, m.path(key), content)
+	<-started
+	return srv, m, release
 }
 
 // After a crash (SIGKILL) the next mount with the same cache directory

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,6 +48,26 @@ func (e *queueEnv) submit(t *testing.T, id, key, content string) *cache.Staging 
 		t.Fatal(err)
 	}
 	return s
+}
+
+// holdPut holds the next PutObject of key until release is closed, then
+// answers it with err (nil: lets it through); later ones go through.
+func (e *queueEnv) holdPut(key string, err error) (started, release chan struct{}) {
+	started, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.b.SetFail(func(op, k string) error {
+		held := false
+		if op == "PutObject" && k == key {
+			once.Do(func() { held = true })
+		}
+		if !held {
+			return nil
+		}
+		close(started)
+		<-release
+		return err
+	})
+	return started, release
 }
 
 func (e *queueEnv) content(t *testing.T, key string) string {
@@ -147,20 +168,12 @@ func TestQueueGhosts(t *testing.T) {
 		t.Fatalf("%d ghosts after the first upload, want 1", n)
 	}
 	// Hold the next upload of k in flight.
-	running, release := make(chan struct{}), make(chan struct{})
-	e.b.SetFail(func(op, key string) error {
-		if op == "PutObject" && key == "k" {
-			close(running)
-			<-release
-		}
-		return nil
-	})
+	running, release := e.holdPut("k", nil)
 	e.submit(t, "a", "k", "v2")
 	if n := e.j.Ghosts(); n != 0 {
 		t.Fatalf("%d ghosts after a newer version's close, want 0", n)
 	}
 	<-running
-	e.b.SetFail(nil)
 	e.submit(t, "a", "k", "v3") // queued behind the running v2
 	close(release)
 	if err := e.q.Drain(ctx); err != nil {
@@ -178,14 +191,7 @@ func TestQueueGhosts(t *testing.T) {
 // it is for readdir (Keys) at once, though the unlink waits for the upload.
 func TestQueueRemovedWhileRunningIsGoneForLookup(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{})
-	started, release := make(chan struct{}), make(chan struct{})
-	e.b.SetFail(func(op, key string) error {
-		if op == "PutObject" && key == "d/f" {
-			close(started)
-			<-release
-		}
-		return nil
-	})
+	started, release := e.holdPut("d/f", nil)
 	e.submit(t, "a", "d/f", "A")
 	<-started
 	removed := make(chan struct{})
@@ -214,19 +220,7 @@ func TestQueueRemovedWhileRunningIsGoneForLookup(t *testing.T) {
 // whatever the attempt left).
 func TestQueueRemovedWhileRunningIsNotRetried(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{MaxBackoff: time.Millisecond})
-	started, release := make(chan struct{}), make(chan struct{})
-	e.b.SetFail(func(op, key string) error {
-		if op == "PutObject" && key == "f" {
-			select {
-			case <-started:
-			default:
-				close(started)
-			}
-			<-release
-			return bucket.ErrTransient
-		}
-		return nil
-	})
+	started, release := e.holdPut("f", bucket.ErrTransient)
 	e.submit(t, "a", "f", "A")
 	<-started
 	removed := make(chan bool)
@@ -292,17 +286,7 @@ func TestQueueWaitForGivenUpReturns(t *testing.T) {
 // the newer version waiting behind retries nor drops it.
 func TestQueueFailureWithNewerVersionWaiting(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1})
-	started, release := make(chan struct{}), make(chan struct{})
-	first := true
-	e.b.SetFail(func(op, key string) error {
-		if op == "PutObject" && first {
-			first = false
-			close(started)
-			<-release
-			return bucket.ErrTransient
-		}
-		return nil
-	})
+	started, release := e.holdPut("k", bucket.ErrTransient)
 	e.submit(t, "a", "k", "old")
 	<-started
 	e.submit(t, "a", "k", "new")
