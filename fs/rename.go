@@ -72,6 +72,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
+		d.fsys.dropReplaced(ctx, newKey)
 		if err := n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey); err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
@@ -80,6 +81,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
+		d.fsys.dropReplaced(ctx, newKey)
 		n.mu.Lock()
 		size := n.size
 		n.mu.Unlock()
@@ -103,6 +105,15 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		}
 	}
 	return 0
+}
+
+// dropReplaced drops the queued uploads of a file a rename replaces, and
+// waits for one running: landing after the rename, it would bring the
+// replaced content back.
+func (f *FS) dropReplaced(ctx context.Context, key string) {
+	if f.queue != nil {
+		f.queue.RemoveKey(ctx, key)
+	}
 }
 
 // exists reports whether name is an object or a directory in the bucket.

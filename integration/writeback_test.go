@@ -89,7 +89,7 @@ func TestWritebackUnlinkWhileUploading(t *testing.T) {
 		t.Fatalf("unlink returned (%v) while the upload still ran", err)
 	default:
 	}
-	close(release)
+	release()
 	if err := <-unlinked; err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 	}
 	renamed := make(chan error, 1)
 	go func() { renamed <- os.Rename(m.path("old"), m.path("new")) }()
-	close(release)
+	release()
 	if err := <-renamed; err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +129,43 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 	srv.sameObject(t, "new", []byte("v1v2"))
 	if srv.exists("old") {
 		t.Fatalf("the older version's object outlived the rename: keys %v", srv.keys(t))
+	}
+}
+
+// A rename onto a file whose upload runs waits for that upload and drops
+// the file's queued versions: none lands over the renamed file.
+func TestWritebackRenameOntoUploadingFile(t *testing.T) {
+	srv, m, release := writeWhileUploadHeld(t, "target", []byte("replaced"))
+	writeFile(t, m.path("source"), []byte("renamed over it"))
+	renamed := make(chan error, 1)
+	go func() { renamed <- os.Rename(m.path("source"), m.path("target")) }()
+	waitUntil(t, "the rename to wait for the target's upload", func() bool {
+		return strings.Contains(m.logs.String(), `msg="a removed file's running upload is waited for" key=target`)
+	})
+	release()
+	if err := <-renamed; err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	srv.sameObject(t, "target", []byte("renamed over it"))
+	if srv.exists("source") {
+		t.Fatalf("keys %v", srv.keys(t))
+	}
+}
+
+// A rename onto a file whose upload is still queued drops that upload.
+func TestWritebackRenameOntoQueuedFile(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	writeFile(t, m.path("target"), []byte("replaced"))
+	writeFile(t, m.path("source"), []byte("renamed over it"))
+	if err := os.Rename(m.path("source"), m.path("target")); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	srv.sameObject(t, "target", []byte("renamed over it"))
+	if c := srv.Counts(); c["PutObject"] != 1 {
+		t.Fatalf("requests %v, want one PutObject", c)
 	}
 }
 
@@ -144,7 +181,7 @@ func TestWritebackChmodWhileUploading(t *testing.T) {
 	waitUntil(t, "the held change to wait for the upload", func() bool {
 		return strings.Contains(m.logs.String(), "a metadata change waits for the file's running upload")
 	})
-	close(release)
+	release()
 	m.stop(t)
 	srv.sameObject(t, "slow", []byte("content"))
 	if o, _ := srv.store.Head(testBucket, "slow"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o600) {
@@ -154,11 +191,13 @@ func TestWritebackChmodWhileUploading(t *testing.T) {
 
 // writeWhileUploadHeld writes key through a write-back mount whose server
 // holds the key's first PUT back, and returns once that upload runs; it
-// ends when release is closed.
-func writeWhileUploadHeld(t *testing.T, key string, content []byte) (*server, *mount, chan struct{}) {
+// ends when release is called (at the latest when the test ends, so that
+// a failed test can unmount).
+func writeWhileUploadHeld(t *testing.T, key string, content []byte) (*server, *mount, func()) {
 	t.Helper()
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	started, hold := make(chan struct{}), make(chan struct{})
+	var once, released sync.Once
+	release := func() { released.Do(func() { close(hold) }) }
 	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/"+key) {
@@ -166,13 +205,14 @@ func writeWhileUploadHeld(t *testing.T, key string, content []byte) (*server, *m
 				once.Do(func() { held = true })
 				if held {
 					close(started)
-					<-release
+					<-hold
 				}
 			}
 			h.ServeHTTP(w, r)
 		})
 	})
 	m := startMount(t, srv, "writeback", "writeback_delay=0s")
+	t.Cleanup(release) // before the mount's own cleanup unmounts
 	writeFile(t, m.path(key), content)
 	<-started
 	return srv, m, release

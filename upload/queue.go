@@ -260,7 +260,9 @@ func (q *Queue) Remove(ctx context.Context, id string) (started bool) {
 	it, ok := q.items[id]
 	running := ok && it.running
 	var superseded *cache.Staging
+	var key string
 	if running {
+		key = it.rec.Key
 		if next := it.again; next != nil && next.file != it.file {
 			superseded = next.file
 		}
@@ -275,6 +277,7 @@ func (q *Queue) Remove(ctx context.Context, id string) (started bool) {
 		return false
 	}
 	if running {
+		q.log.Debug("a removed file's running upload is waited for", "key", key)
 		q.Wait(ctx, id)
 		return true
 	}
