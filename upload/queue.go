@@ -399,6 +399,7 @@ func (q *Queue) Adopt(key string, onDone func(*cache.Staging, bool)) (cache.Reco
 // newestLocked returns the newest queued version of key, or nil.
 // LOCKS_REQUIRED(q.mu)
 func (q *Queue) newestLocked(key string) *item {
+	var newest *item
 	for _, it := range q.items {
 		if it.rec.Key != key || it.removed {
 			continue
@@ -406,9 +407,11 @@ func (q *Queue) newestLocked(key string) *item {
 		for it.again != nil {
 			it = it.again
 		}
-		return it
+		if newest == nil || it.rec.Seq > newest.rec.Seq {
+			newest = it
+		}
 	}
-	return nil
+	return newest
 }
 
 // HasPrefix reports whether an upload under prefix is queued.
