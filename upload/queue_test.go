@@ -309,3 +309,15 @@ func TestQueueFailureWithNewerVersionWaiting(t *testing.T) {
 		t.Fatalf("staged bytes left: %d", e.dir.Used())
 	}
 }
+
+// Of two queued versions of one key, Queued returns the newer.
+func TestQueueQueuedIsNewest(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
+	e.submit(t, "a", "k", "old")
+	e.submit(t, "b", "k", "new")
+	for i := 0; i < 20; i++ { // map order changes from one scan to the next
+		if rec, ok := e.q.Queued("k"); !ok || rec.ID != "b" {
+			t.Fatalf("Queued returned %+v, %v", rec, ok)
+		}
+	}
+}
