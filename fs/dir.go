@@ -373,6 +373,8 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	inBucket := true
 	if ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
+			fn.holdForRemoval()
+			defer fn.freeze.Unlock()
 			started := fn.dropQueued(ctx)
 			fn.mu.Lock()
 			inBucket = fn.inBucket || started

@@ -5,8 +5,9 @@
 // Object keys are derived from an inode's place in the tree (Inode.Path), so
 // a rename in the tree renames every key below it with no bookkeeping.
 //
-// Lock order: fileNode.appendMu, then fileNode.freeze, then fileNode.mu;
-// dirNode.mu alone. No mu is
+// Lock order: fileNode.appendMu, then fileNode.freeze (a rename takes the
+// replaced file's, then the moved file's; the kernel serializes renames),
+// then fileNode.mu; dirNode.mu alone. No mu is
 // held across network I/O; freeze is, on purpose: an upload holds it
 // exclusively so that it reads a consistent snapshot while writers of that
 // one file wait.

@@ -64,8 +64,12 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		return d.fsys.renameDir(ctx, src, oldPath, newPath)
 	case *fileNode:
 		if target != nil {
-			if _, isDir := target.Operations().(*dirNode); isDir {
+			switch t := target.Operations().(type) {
+			case *dirNode:
 				return syscall.EISDIR
+			case *fileNode:
+				t.holdForRemoval()
+				defer t.freeze.Unlock()
 			}
 		}
 		newKey := d.fsys.fileKey(newPath)
@@ -77,6 +81,12 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			return d.fsys.fail("rename", newKey, err)
 		}
 	case *symlinkNode:
+		if target != nil {
+			if t, ok := target.Operations().(*fileNode); ok {
+				t.holdForRemoval()
+				defer t.freeze.Unlock()
+			}
+		}
 		newKey := d.fsys.fileKey(newPath)
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno

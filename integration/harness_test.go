@@ -91,6 +91,33 @@ func startServerWith(t *testing.T, st *store.Store, wrap func(http.Handler) http
 	return &server{Server: s, store: st, url: hs.URL}
 }
 
+// mountHoldingPut starts osslocal in memory and mounts it with opts; the
+// server holds the first PUT of key back: started is closed when it
+// arrives, and it goes on when release is called — at the latest before
+// the test's unmount, so that a failed test can unmount.
+func mountHoldingPut(t *testing.T, key string, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
+	t.Helper()
+	started, hold := make(chan struct{}), make(chan struct{})
+	var held, released sync.Once
+	release = func() { released.Do(func() { close(hold) }) }
+	srv = startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/"+key) {
+				first := false
+				held.Do(func() { first = true })
+				if first {
+					close(started)
+					<-hold
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	m = startMount(t, srv, opts...)
+	t.Cleanup(release) // runs before the mount's cleanup, registered earlier
+	return srv, m, started, release
+}
+
 // object returns the content of key in the test bucket.
 func (s *server) object(t *testing.T, key string) []byte {
 	t.Helper()

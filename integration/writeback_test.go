@@ -3,11 +3,9 @@ package integration
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -190,29 +188,11 @@ func TestWritebackChmodWhileUploading(t *testing.T) {
 }
 
 // writeWhileUploadHeld writes key through a write-back mount whose server
-// holds the key's first PUT back, and returns once that upload runs; it
-// ends when release is called (at the latest when the test ends, so that
-// a failed test can unmount).
+// holds the key's first PUT back (mountHoldingPut), and returns once that
+// upload runs.
 func writeWhileUploadHeld(t *testing.T, key string, content []byte) (*server, *mount, func()) {
 	t.Helper()
-	started, hold := make(chan struct{}), make(chan struct{})
-	var once, released sync.Once
-	release := func() { released.Do(func() { close(hold) }) }
-	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/"+key) {
-				held := false
-				once.Do(func() { held = true })
-				if held {
-					close(started)
-					<-hold
-				}
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
-	m := startMount(t, srv, "writeback", "writeback_delay=0s")
-	t.Cleanup(release) // before the mount's own cleanup unmounts
+	srv, m, started, release := mountHoldingPut(t, key, "writeback", "writeback_delay=0s")
 	writeFile(t, m.path(key), content)
 	<-started
 	return srv, m, release
