@@ -118,6 +118,24 @@ func mountHoldingPut(t *testing.T, key string, opts ...string) (srv *server, m *
 	return srv, m, started, release
 }
 
+// inBackground runs op in a goroutine; its error arrives on the channel.
+func inBackground(op func() error) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	return done
+}
+
+// whileUploadHeld runs op while an upload is held (mountHoldingPut): it
+// waits until the mount logs a line containing waiting — op waits for that
+// upload — then releases the upload and returns op's error.
+func whileUploadHeld(t *testing.T, m *mount, waiting string, release func(), op func() error) error {
+	t.Helper()
+	done := inBackground(op)
+	waitUntil(t, "a log line: "+waiting, func() bool { return strings.Contains(m.logs.String(), waiting) })
+	release()
+	return <-done
+}
+
 // object returns the content of key in the test bucket.
 func (s *server) object(t *testing.T, key string) []byte {
 	t.Helper()

@@ -342,20 +342,15 @@ func TestCloseNotInterruptedBySignal(t *testing.T) {
 // upload, then deletes its object: the file does not come back.
 func TestUnlinkWhileCloseUploads(t *testing.T) {
 	srv, m, started, release := mountHoldingPut(t, "busy")
-	closed := make(chan error, 1)
-	go func() { closed <- os.WriteFile(m.path("busy"), []byte("content"), 0o644) }()
+	closed := inBackground(func() error { return os.WriteFile(m.path("busy"), []byte("content"), 0o644) })
 	<-started
-	unlinked := make(chan error, 1)
-	go func() { unlinked <- os.Remove(m.path("busy")) }()
-	waitUntil(t, "the unlink to wait for the upload", func() bool {
-		return strings.Contains(m.logs.String(), `msg="a removal waits for the file's upload in progress" key=busy`)
-	})
-	release()
+	err := whileUploadHeld(t, m, `msg="a removal waits for the file's upload in progress" key=busy`, release,
+		func() error { return os.Remove(m.path("busy")) })
+	if err != nil {
+		t.Fatalf("unlink: %v", err)
+	}
 	if err := <-closed; err != nil {
 		t.Fatalf("close: %v", err)
-	}
-	if err := <-unlinked; err != nil {
-		t.Fatalf("unlink: %v", err)
 	}
 	if srv.exists("busy") {
 		t.Fatal("the unlinked file's object came back")
@@ -367,20 +362,15 @@ func TestUnlinkWhileCloseUploads(t *testing.T) {
 func TestRenameOntoFileWhileCloseUploads(t *testing.T) {
 	srv, m, started, release := mountHoldingPut(t, "target")
 	writeFile(t, m.path("source"), []byte("renamed over it"))
-	closed := make(chan error, 1)
-	go func() { closed <- os.WriteFile(m.path("target"), []byte("replaced"), 0o644) }()
+	closed := inBackground(func() error { return os.WriteFile(m.path("target"), []byte("replaced"), 0o644) })
 	<-started
-	renamed := make(chan error, 1)
-	go func() { renamed <- os.Rename(m.path("source"), m.path("target")) }()
-	waitUntil(t, "the rename to wait for the upload", func() bool {
-		return strings.Contains(m.logs.String(), `msg="a removal waits for the file's upload in progress" key=target`)
-	})
-	release()
+	err := whileUploadHeld(t, m, `msg="a removal waits for the file's upload in progress" key=target`, release,
+		func() error { return os.Rename(m.path("source"), m.path("target")) })
+	if err != nil {
+		t.Fatalf("rename: %v", err)
+	}
 	if err := <-closed; err != nil {
 		t.Fatalf("close: %v", err)
-	}
-	if err := <-renamed; err != nil {
-		t.Fatalf("rename: %v", err)
 	}
 	srv.sameObject(t, "target", []byte("renamed over it"))
 	if srv.exists("source") {

@@ -80,15 +80,9 @@ func TestWritebackRenameAndUnlinkWhileQueued(t *testing.T) {
 // deletes the object it made.
 func TestWritebackUnlinkWhileUploading(t *testing.T) {
 	srv, m, release := writeWhileUploadHeld(t, "racing", []byte("uploaded while unlinked"))
-	unlinked := make(chan error, 1)
-	go func() { unlinked <- os.Remove(m.path("racing")) }()
-	select {
-	case err := <-unlinked:
-		t.Fatalf("unlink returned (%v) while the upload still ran", err)
-	default:
-	}
-	release()
-	if err := <-unlinked; err != nil {
+	err := whileUploadHeld(t, m, `msg="a removed file's running upload is waited for" key=racing`, release,
+		func() error { return os.Remove(m.path("racing")) })
+	if err != nil {
 		t.Fatal(err)
 	}
 	if srv.exists("racing") {
@@ -114,8 +108,8 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 	if _, err := f.Write([]byte("v2")); err != nil {
 		t.Fatal(err)
 	}
-	renamed := make(chan error, 1)
-	go func() { renamed <- os.Rename(m.path("old"), m.path("new")) }()
+	// Either order of the rename and the end of the upload must work.
+	renamed := inBackground(func() error { return os.Rename(m.path("old"), m.path("new")) })
 	release()
 	if err := <-renamed; err != nil {
 		t.Fatal(err)
@@ -135,13 +129,9 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 func TestWritebackRenameOntoUploadingFile(t *testing.T) {
 	srv, m, release := writeWhileUploadHeld(t, "target", []byte("replaced"))
 	writeFile(t, m.path("source"), []byte("renamed over it"))
-	renamed := make(chan error, 1)
-	go func() { renamed <- os.Rename(m.path("source"), m.path("target")) }()
-	waitUntil(t, "the rename to wait for the target's upload", func() bool {
-		return strings.Contains(m.logs.String(), `msg="a removed file's running upload is waited for" key=target`)
-	})
-	release()
-	if err := <-renamed; err != nil {
+	err := whileUploadHeld(t, m, `msg="a removed file's running upload is waited for" key=target`, release,
+		func() error { return os.Rename(m.path("source"), m.path("target")) })
+	if err != nil {
 		t.Fatal(err)
 	}
 	m.stop(t)
