@@ -76,8 +76,10 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		d.fsys.dropReplaced(ctx, newKey)
-		if err := n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey); err != nil {
+		replaced := d.fsys.suspendReplaced(ctx, newKey)
+		err := n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey)
+		d.fsys.settleReplaced(ctx, replaced, err == nil)
+		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
 	case *symlinkNode:
@@ -91,11 +93,13 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		d.fsys.dropReplaced(ctx, newKey)
+		replaced := d.fsys.suspendReplaced(ctx, newKey)
 		n.mu.Lock()
 		size := n.size
 		n.mu.Unlock()
-		if err := d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size}); err != nil {
+		err := d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size})
+		d.fsys.settleReplaced(ctx, replaced, err == nil)
+		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
 	default:
@@ -117,12 +121,28 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	return 0
 }
 
-// dropReplaced drops the queued uploads of a file a rename replaces, and
-// waits for one running: landing after the rename, it would bring the
-// replaced content back.
-func (f *FS) dropReplaced(ctx context.Context, key string) {
-	if f.queue != nil {
-		f.queue.RemoveKey(ctx, key)
+// suspendReplaced keeps the queued uploads of the file a rename replaces
+// from starting, and waits for one running (Queue.Suspend).
+func (f *FS) suspendReplaced(ctx context.Context, key string) []string {
+	if f.queue == nil {
+		return nil
+	}
+	return f.queue.Suspend(ctx, key)
+}
+
+// settleReplaced drops those uploads once the rename has succeeded —
+// landing after it, they would bring the replaced content back — or lets
+// them go on if it failed: the file was not replaced.
+func (f *FS) settleReplaced(ctx context.Context, ids []string, renamed bool) {
+	if f.queue == nil {
+		return
+	}
+	if !renamed {
+		f.queue.Resume(ids)
+		return
+	}
+	for _, id := range ids {
+		f.queue.Remove(ctx, id)
 	}
 }
 

@@ -129,7 +129,7 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 func TestWritebackRenameOntoUploadingFile(t *testing.T) {
 	srv, m, release := writeWhileUploadHeld(t, "target", []byte("replaced"))
 	writeFile(t, m.path("source"), []byte("renamed over it"))
-	err := whileUploadHeld(t, m, `msg="a removed file's running upload is waited for" key=target`, release,
+	err := whileUploadHeld(t, m, `msg="a replaced file's running upload is waited for" key=target`, release,
 		func() error { return os.Rename(m.path("source"), m.path("target")) })
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +155,31 @@ func TestWritebackRenameOntoQueuedFile(t *testing.T) {
 	if c := srv.Counts(); c["PutObject"] != 1 {
 		t.Fatalf("requests %v, want one PutObject", c)
 	}
+}
+
+// A rename onto a file whose upload is queued that fails leaves that file
+// as it was: its upload goes on.
+func TestWritebackFailedRenameOntoQueuedFile(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	writeFile(t, m.path("source"), []byte("uploaded source"))
+	f, err := os.Open(m.path("source"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil { // uploaded: the rename will copy it
+		t.Fatal(err)
+	}
+	f.Close()
+	writeFile(t, m.path("target"), []byte("queued target"))
+	srv.AddFault(osslocal.Fault{Op: "CopyObject", Status: 500})
+	if err := os.Rename(m.path("source"), m.path("target")); err == nil {
+		t.Fatal("rename succeeded although every copy failed")
+	}
+	srv.ClearFaults()
+	m.stop(t)
+	srv.sameObject(t, "target", []byte("queued target"))
+	srv.sameObject(t, "source", []byte("uploaded source"))
 }
 
 // A chmod while the file's upload runs, held past the running upload's

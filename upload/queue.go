@@ -81,8 +81,11 @@ type item struct {
 	attempts int
 	gaveUp   bool
 	lastErr  error // of the last attempt, once given up
-	waiters  []chan error
-	index    int // in Queue.ready; -1 when not there
+	// suspended keeps the item from starting while a rename that replaces
+	// its file runs (Suspend); schedule leaves it out of the ready heap.
+	suspended bool
+	waiters   []chan error
+	index     int // in Queue.ready; -1 when not there
 }
 
 // itemHeap orders waiting items by due time (container/heap).
@@ -107,8 +110,12 @@ func (h *itemHeap) Pop() any {
 	return it
 }
 
-// schedule puts it in the ready heap. LOCKS_REQUIRED(q.mu)
+// schedule puts it in the ready heap, unless it is suspended.
+// LOCKS_REQUIRED(q.mu)
 func (q *Queue) schedule(it *item) {
+	if it.suspended {
+		return
+	}
 	if it.index >= 0 {
 		heap.Fix(&q.ready, it.index)
 	} else {
@@ -190,7 +197,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 		if old.file != file {
 			superseded = old.file
 		}
-		it.waiters = old.waiters
+		it.waiters, it.suspended = old.waiters, old.suspended
 		q.unschedule(old)
 		q.items[rec.ID] = it
 		q.schedule(it)
@@ -448,6 +455,50 @@ func (q *Queue) RemoveKey(ctx context.Context, key string) (started bool) {
 	return started
 }
 
+// Suspend keeps the uploads queued for key from starting, waits for one
+// running, and returns their ids: a rename that replaces the file drops
+// them (Remove) once it has succeeded — landing after it, they would bring
+// the replaced content back — or lets them go on (Resume) if it failed.
+func (q *Queue) Suspend(ctx context.Context, key string) []string {
+	q.mu.Lock()
+	var ids []string
+	var running []chan error
+	q.eachLocked(key, true, false, func(id string, it *item) {
+		ids = append(ids, id)
+		it.suspended = true
+		q.unschedule(it)
+		if it.running {
+			// Its own attempt, not the newer version Wait would follow.
+			ch := make(chan error, 1)
+			it.waiters = append(it.waiters, ch)
+			running = append(running, ch)
+		}
+	})
+	q.mu.Unlock()
+	for _, ch := range running {
+		q.log.Debug("a replaced file's running upload is waited for", "key", key)
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+	return ids
+}
+
+// Resume lets suspended uploads start again.
+func (q *Queue) Resume(ids []string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, id := range ids {
+		if it, ok := q.items[id]; ok && it.suspended {
+			it.suspended = false
+			if !it.running && !it.gaveUp {
+				q.schedule(it)
+			}
+		}
+	}
+}
+
 // WaitPrefix makes every item whose key starts with prefix due now and
 // waits until they are uploaded (a directory rename moves only what the
 // bucket holds).
@@ -624,6 +675,7 @@ func (q *Queue) worker() {
 		}
 		uploaded := err == nil && !it.removed
 		if next != nil {
+			next.suspended = it.suspended
 			q.items[rec.ID] = next
 			q.schedule(next)
 		} else {

@@ -321,3 +321,31 @@ func TestQueueQueuedIsNewest(t *testing.T) {
 		}
 	}
 }
+
+// A suspended upload does not start, even when hurried, until Resume (a
+// running one is waited for: TestWritebackRenameOntoUploadingFile).
+func TestQueueSuspendAndResume(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
+	ctx := context.Background()
+	e.submit(t, "a", "k", "A")
+	ids := e.q.Suspend(ctx, "k")
+	if len(ids) != 1 || ids[0] != "a" {
+		t.Fatalf("suspended %v", ids)
+	}
+	e.submit(t, "a", "k", "A2") // a newer close of that file stays suspended too
+	e.q.Hurry()
+	e.submit(t, "b", "other", "B")
+	if err := e.q.Wait(ctx, "b"); err != nil { // the workers are running
+		t.Fatal(err)
+	}
+	if n := e.b.Calls("PutObject"); n != 1 {
+		t.Fatalf("%d PutObject calls; the suspended upload started", n)
+	}
+	e.q.Resume(ids)
+	if err := e.q.Wait(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if e.content(t, "k") != "A2" {
+		t.Fatalf("content %q", e.content(t, "k"))
+	}
+}
