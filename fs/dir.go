@@ -369,33 +369,33 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterrupted(ctx)
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
-	ch := d.GetChild(name)
-	inBucket := true
-	if ch != nil {
-		if fn, ok := ch.Operations().(*fileNode); ok {
-			fn.holdForRemoval()
-			defer fn.freeze.Unlock()
-			started := fn.dropQueued(ctx)
-			fn.mu.Lock()
-			inBucket = fn.inBucket || started
-			fn.mu.Unlock()
-		}
+	var fn *fileNode
+	if ch := d.GetChild(name); ch != nil {
+		fn, _ = ch.Operations().(*fileNode)
 	}
-	// Queued by a node no longer in the tree.
-	if d.fsys.queue != nil && d.fsys.queue.RemoveKey(ctx, key) {
-		inBucket = true
+	if fn != nil {
+		fn.holdForRemoval()
+		defer fn.freeze.Unlock()
+	}
+	// The file's queued uploads, and those of a node no longer in the tree.
+	queued := d.fsys.holdUploads(ctx, key)
+	inBucket := true
+	if fn != nil {
+		fn.mu.Lock()
+		inBucket = fn.inBucket || queued.ran
+		fn.mu.Unlock()
 	}
 	// A file made here and never uploaded has no object to delete.
 	if inBucket {
 		if err := d.fsys.bucket.Delete(ctx, key); err != nil {
+			queued.settle(ctx, false)
 			return d.fsys.fail("unlink", key, err)
 		}
 	}
+	queued.settle(ctx, true)
 	d.fsys.listings.Remove(d.dirKey(), name, false)
-	if ch != nil {
-		if fn, ok := ch.Operations().(*fileNode); ok {
-			fn.forget()
-		}
+	if fn != nil {
+		fn.forget()
 	}
 	return 0
 }

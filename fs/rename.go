@@ -76,9 +76,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		replaced := d.fsys.suspendReplaced(ctx, newKey)
+		replaced := d.fsys.holdUploads(ctx, newKey)
 		err := n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey)
-		d.fsys.settleReplaced(ctx, replaced, err == nil)
+		replaced.settle(ctx, err == nil)
 		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
@@ -93,12 +93,12 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		replaced := d.fsys.suspendReplaced(ctx, newKey)
+		replaced := d.fsys.holdUploads(ctx, newKey)
 		n.mu.Lock()
 		size := n.size
 		n.mu.Unlock()
 		err := d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size})
-		d.fsys.settleReplaced(ctx, replaced, err == nil)
+		replaced.settle(ctx, err == nil)
 		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
@@ -119,31 +119,6 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		}
 	}
 	return 0
-}
-
-// suspendReplaced keeps the queued uploads of the file a rename replaces
-// from starting, and waits for one running (Queue.Suspend).
-func (f *FS) suspendReplaced(ctx context.Context, key string) []string {
-	if f.queue == nil {
-		return nil
-	}
-	return f.queue.Suspend(ctx, key)
-}
-
-// settleReplaced drops those uploads once the rename has succeeded —
-// landing after it, they would bring the replaced content back — or lets
-// them go on if it failed: the file was not replaced.
-func (f *FS) settleReplaced(ctx context.Context, ids []string, renamed bool) {
-	if f.queue == nil {
-		return
-	}
-	if !renamed {
-		f.queue.Resume(ids)
-		return
-	}
-	for _, id := range ids {
-		f.queue.Remove(ctx, id)
-	}
 }
 
 // exists reports whether name is an object or a directory in the bucket.

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/ossmount/ossmount/cache"
+	"github.com/ossmount/ossmount/upload"
 )
 
 // Write-back mode (-o writeback): a close seals the staged file, journals
@@ -168,11 +169,34 @@ func (n *fileNode) settleQueuedForMeta(ctx context.Context, key string) (rides b
 	}
 }
 
-// dropQueued removes the file's queued upload (unlink) and reports whether
-// it had started, so that the object may exist.
-func (n *fileNode) dropQueued(ctx context.Context) bool {
-	n.mu.Lock()
-	id := n.wbID
-	n.mu.Unlock()
-	return n.fsys.queue != nil && id != "" && n.fsys.queue.Remove(ctx, id)
+// heldUploads are the queued uploads of a key that an unlink, or a rename
+// onto it, is about to remove: kept from starting (one running is waited
+// for) until the removal has succeeded — then dropped, since landing after
+// it they would bring the old content back — or failed — then let go on,
+// the file being still there.
+type heldUploads struct {
+	q   *upload.Queue
+	ids []string
+	ran bool // one was running: its object may exist now
+}
+
+func (f *FS) holdUploads(ctx context.Context, key string) heldUploads {
+	if f.queue == nil {
+		return heldUploads{}
+	}
+	ids, ran := f.queue.Suspend(ctx, key)
+	return heldUploads{q: f.queue, ids: ids, ran: ran}
+}
+
+func (h heldUploads) settle(ctx context.Context, removed bool) {
+	if h.q == nil {
+		return
+	}
+	if !removed {
+		h.q.Resume(h.ids)
+		return
+	}
+	for _, id := range h.ids {
+		h.q.Remove(ctx, id)
+	}
 }

@@ -80,7 +80,7 @@ func TestWritebackRenameAndUnlinkWhileQueued(t *testing.T) {
 // deletes the object it made.
 func TestWritebackUnlinkWhileUploading(t *testing.T) {
 	srv, m, release := writeWhileUploadHeld(t, "racing", []byte("uploaded while unlinked"))
-	err := whileUploadHeld(t, m, `msg="a removed file's running upload is waited for" key=racing`, release,
+	err := whileUploadHeld(t, m, `msg="the running upload of a file being removed or replaced is waited for" key=racing`, release,
 		func() error { return os.Remove(m.path("racing")) })
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestWritebackRenameWhileOlderVersionUploads(t *testing.T) {
 func TestWritebackRenameOntoUploadingFile(t *testing.T) {
 	srv, m, release := writeWhileUploadHeld(t, "target", []byte("replaced"))
 	writeFile(t, m.path("source"), []byte("renamed over it"))
-	err := whileUploadHeld(t, m, `msg="a replaced file's running upload is waited for" key=target`, release,
+	err := whileUploadHeld(t, m, `msg="the running upload of a file being removed or replaced is waited for" key=target`, release,
 		func() error { return os.Rename(m.path("source"), m.path("target")) })
 	if err != nil {
 		t.Fatal(err)
@@ -180,6 +180,30 @@ func TestWritebackFailedRenameOntoQueuedFile(t *testing.T) {
 	m.stop(t)
 	srv.sameObject(t, "target", []byte("queued target"))
 	srv.sameObject(t, "source", []byte("uploaded source"))
+}
+
+// An unlink that fails leaves the file as it was: the upload of its newer
+// version, still queued, goes on.
+func TestWritebackFailedUnlinkKeepsQueuedVersion(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	writeFile(t, m.path("f"), []byte("v1"))
+	f, err := os.Open(m.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil { // v1 in the bucket
+		t.Fatal(err)
+	}
+	f.Close()
+	writeFile(t, m.path("f"), []byte("v2, queued"))
+	srv.AddFault(osslocal.Fault{Op: "DeleteObject", Status: 500})
+	if err := os.Remove(m.path("f")); err == nil {
+		t.Fatal("unlink succeeded although every delete failed")
+	}
+	srv.ClearFaults()
+	m.stop(t)
+	srv.sameObject(t, "f", []byte("v2, queued"))
 }
 
 // A chmod while the file's upload runs, held past the running upload's

@@ -444,24 +444,21 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 	return cache.Record{}, false
 }
 
-// RemoveKey drops queued uploads of key (unlink of a file the file system
-// no longer tracks) and reports whether one had started (Remove).
-func (q *Queue) RemoveKey(ctx context.Context, key string) (started bool) {
+// RemoveKey drops queued uploads of key (a directory marker superseded or
+// removed); one running is waited for.
+func (q *Queue) RemoveKey(ctx context.Context, key string) {
 	for _, id := range q.idsWithPrefix(key, true, true) {
-		if q.Remove(ctx, id) {
-			started = true
-		}
+		q.Remove(ctx, id)
 	}
-	return started
 }
 
 // Suspend keeps the uploads queued for key from starting, waits for one
-// running, and returns their ids: a rename that replaces the file drops
-// them (Remove) once it has succeeded — landing after it, they would bring
-// the replaced content back — or lets them go on (Resume) if it failed.
-func (q *Queue) Suspend(ctx context.Context, key string) []string {
+// running, and returns their ids, and whether one ran (its object may
+// exist now): an unlink, or a rename that replaces the file, drops them
+// (Remove) once it has succeeded — landing after it, they would bring the
+// old content back — or lets them go on (Resume) if it failed.
+func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool) {
 	q.mu.Lock()
-	var ids []string
 	var running []chan error
 	q.eachLocked(key, true, false, func(id string, it *item) {
 		ids = append(ids, id)
@@ -476,13 +473,13 @@ func (q *Queue) Suspend(ctx context.Context, key string) []string {
 	})
 	q.mu.Unlock()
 	for _, ch := range running {
-		q.log.Debug("a replaced file's running upload is waited for", "key", key)
+		q.log.Debug("the running upload of a file being removed or replaced is waited for", "key", key)
 		select {
 		case <-ch:
 		case <-ctx.Done():
 		}
 	}
-	return ids
+	return ids, len(running) > 0
 }
 
 // Resume lets suspended uploads start again.

@@ -328,7 +328,7 @@ func TestQueueSuspendAndResume(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
 	ctx := context.Background()
 	e.submit(t, "a", "k", "A")
-	ids := e.q.Suspend(ctx, "k")
+	ids, _ := e.q.Suspend(ctx, "k")
 	if len(ids) != 1 || ids[0] != "a" {
 		t.Fatalf("suspended %v", ids)
 	}
