@@ -259,10 +259,9 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 	return true, q.journal.Put(rec, file)
 }
 
-// Remove drops a queued item (unlink). A running upload finishes first;
-// Remove then reports true, since the object may exist now — the caller
-// deletes it.
-func (q *Queue) Remove(ctx context.Context, id string) (started bool) {
+// Remove drops a queued item. A running upload finishes first (the caller
+// deletes what it may have made).
+func (q *Queue) Remove(ctx context.Context, id string) {
 	q.mu.Lock()
 	it, ok := q.items[id]
 	running := ok && it.running
@@ -281,12 +280,12 @@ func (q *Queue) Remove(ctx context.Context, id string) (started bool) {
 		superseded.Remove()
 	}
 	if !ok {
-		return false
+		return
 	}
 	if running {
 		q.log.Debug("a removed file's running upload is waited for", "key", key)
 		q.Wait(ctx, id)
-		return true
+		return
 	}
 	q.mu.Lock()
 	if q.items[id] == it {
@@ -299,7 +298,6 @@ func (q *Queue) Remove(ctx context.Context, id string) (started bool) {
 	it.notify(nil)
 	it.handBack(false)
 	q.released()
-	return false
 }
 
 // released ends a hand-back. LOCKS_EXCLUDED(q.mu)
