@@ -194,12 +194,7 @@ func TestQueueRemovedWhileRunningIsGoneForLookup(t *testing.T) {
 	started, release := e.holdPut("d/f", nil)
 	e.submit(t, "a", "d/f", "A")
 	<-started
-	removed := make(chan struct{})
-	go func() {
-		e.q.Remove(context.Background(), "a")
-		close(removed)
-	}()
-	waitMarkedRemoved(t, e.q)
+	removed := e.removeRunning(t, "a")
 	if e.q.HasPrefix("d/") {
 		t.Error("lookup still sees a directory whose only file was removed")
 	}
@@ -222,12 +217,7 @@ func TestQueueRemovedWhileRunningIsNotRetried(t *testing.T) {
 	started, release := e.holdPut("f", bucket.ErrTransient)
 	e.submit(t, "a", "f", "A")
 	<-started
-	removed := make(chan struct{})
-	go func() {
-		e.q.Remove(context.Background(), "a")
-		close(removed)
-	}()
-	waitMarkedRemoved(t, e.q)
+	removed := e.removeRunning(t, "a")
 	close(release)
 	<-removed
 	if err := e.q.Drain(context.Background()); err != nil {
@@ -244,17 +234,24 @@ func TestQueueRemovedWhileRunningIsNotRetried(t *testing.T) {
 	}
 }
 
-// waitMarkedRemoved waits until Remove has marked the queue's only item,
-// running, as removed: Keys stops listing it then.
-func waitMarkedRemoved(t *testing.T, q *Queue) {
+// removeRunning starts Remove of the queue's only item, running, and
+// returns once Remove has marked it removed (Keys stops listing it then);
+// the channel is closed when Remove returns.
+func (e *queueEnv) removeRunning(t *testing.T, id string) <-chan struct{} {
 	t.Helper()
+	removed := make(chan struct{})
+	go func() {
+		e.q.Remove(context.Background(), id)
+		close(removed)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
-	for len(q.Keys("")) > 0 {
+	for len(e.q.Keys("")) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("Remove never marked the running item")
 		}
 		runtime.Gosched()
 	}
+	return removed
 }
 
 // Waiting for an upload the queue gave up on returns its error at once
