@@ -406,10 +406,10 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
-	if d.fsys.queue != nil {
-		d.fsys.queue.RemoveKey(ctx, key) // a marker not uploaded yet
-	}
-	if err := d.fsys.bucket.Delete(ctx, key); err != nil {
+	marker := d.fsys.holdUploads(ctx, key) // a marker not uploaded yet
+	err := d.fsys.bucket.Delete(ctx, key)
+	marker.settle(ctx, err == nil)
+	if err != nil {
 		return d.fsys.fail("rmdir", key, err)
 	}
 	d.fsys.listings.Remove(d.dirKey(), name, true)

@@ -247,8 +247,15 @@ func (f *FS) putDirMarker(ctx context.Context, key string, md upload.Metadata) e
 	if err := upload.ValidateKey(key); err != nil {
 		return err // not journaled: it could never be uploaded
 	}
-	// A marker still queued would carry older metadata.
-	f.queue.RemoveKey(ctx, key)
+	// A marker still queued carries older metadata: this one replaces it,
+	// unless it cannot be queued.
+	older := f.holdUploads(ctx, key)
+	err := f.queueDirMarker(key, md)
+	older.settle(ctx, err == nil)
+	return err
+}
+
+func (f *FS) queueDirMarker(key string, md upload.Metadata) error {
 	st, err := f.cfg.Cache.NewStaging()
 	if err != nil {
 		return err

@@ -77,7 +77,6 @@ type item struct {
 	due      time.Time
 	running  bool
 	again    *item // a newer version submitted while this one ran
-	removed  bool
 	attempts int
 	gaveUp   bool
 	lastErr  error // of the last attempt, once given up
@@ -259,45 +258,39 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 	return true, q.journal.Put(rec, file)
 }
 
-// Remove drops a queued item. A running upload finishes first (the caller
-// deletes what it may have made).
+// Remove drops a queued item; one running is waited for first (its object
+// may exist then: the caller deletes it). Callers suspend the item first
+// (Suspend), so that no new attempt starts in between.
 func (q *Queue) Remove(ctx context.Context, id string) {
 	q.mu.Lock()
-	it, ok := q.items[id]
-	running := ok && it.running
-	var superseded *cache.Staging
-	var key string
-	if running {
-		key = it.rec.Key
-		if next := it.again; next != nil && next.file != it.file {
-			superseded = next.file
+	for {
+		it, ok := q.items[id]
+		if !ok {
+			q.mu.Unlock()
+			return
 		}
-		it.again = nil
-		it.removed = true
-	}
-	q.mu.Unlock()
-	if superseded != nil {
-		superseded.Remove()
-	}
-	if !ok {
-		return
-	}
-	if running {
-		q.log.Debug("a removed file's running upload is waited for", "key", key)
-		q.Wait(ctx, id)
-		return
-	}
-	q.mu.Lock()
-	if q.items[id] == it {
+		if it.running {
+			ch := make(chan error, 1)
+			it.waiters = append(it.waiters, ch)
+			q.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+			q.mu.Lock()
+			continue
+		}
 		delete(q.items, id)
 		q.unschedule(it)
+		q.releasing++
+		q.mu.Unlock()
+		q.journal.Done(it.rec, it.file, true, false)
+		it.notify(nil)
+		it.handBack(false)
+		q.released()
+		return
 	}
-	q.releasing++
-	q.mu.Unlock()
-	q.journal.Done(it.rec, it.file, true, false)
-	it.notify(nil)
-	it.handBack(false)
-	q.released()
 }
 
 // released ends a hand-back. LOCKS_EXCLUDED(q.mu)
@@ -361,23 +354,21 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 	}
 }
 
-// idsWithPrefix lists the items whose key starts with prefix (the whole
-// key when exact). LOCKS_EXCLUDED(q.mu)
-func (q *Queue) idsWithPrefix(prefix string, exact, withRemoved bool) []string {
+// idsWithPrefix lists the items whose key starts with prefix.
+// LOCKS_EXCLUDED(q.mu)
+func (q *Queue) idsWithPrefix(prefix string) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var ids []string
-	q.eachLocked(prefix, exact, withRemoved, func(id string, _ *item) { ids = append(ids, id) })
+	q.eachLocked(prefix, false, func(id string, _ *item) { ids = append(ids, id) })
 	return ids
 }
 
 // eachLocked calls fn for every item not given up whose key starts with
-// prefix (is prefix when exact). An item removed while its upload runs
-// counts only withRemoved: lookup and readdir no longer see it, but what
-// must wait for its upload to end does. LOCKS_REQUIRED(q.mu)
-func (q *Queue) eachLocked(prefix string, exact, withRemoved bool, fn func(id string, it *item)) {
+// prefix (is prefix when exact). LOCKS_REQUIRED(q.mu)
+func (q *Queue) eachLocked(prefix string, exact bool, fn func(id string, it *item)) {
 	for id, it := range q.items {
-		if it.gaveUp || (it.removed && !withRemoved) {
+		if it.gaveUp {
 			continue
 		}
 		if (exact && it.rec.Key == prefix) || (!exact && strings.HasPrefix(it.rec.Key, prefix)) {
@@ -406,7 +397,7 @@ func (q *Queue) Adopt(key string, onDone func(*cache.Staging, bool)) (cache.Reco
 func (q *Queue) newestLocked(key string) *item {
 	var newest *item
 	for _, it := range q.items {
-		if it.rec.Key != key || it.removed {
+		if it.rec.Key != key {
 			continue
 		}
 		for it.again != nil {
@@ -420,7 +411,7 @@ func (q *Queue) newestLocked(key string) *item {
 }
 
 // HasPrefix reports whether an upload under prefix is queued.
-func (q *Queue) HasPrefix(prefix string) bool { return len(q.idsWithPrefix(prefix, false, false)) > 0 }
+func (q *Queue) HasPrefix(prefix string) bool { return len(q.idsWithPrefix(prefix)) > 0 }
 
 // Keys lists the keys queued under prefix, a directory's own marker
 // included (readdir lists files and directories not uploaded yet).
@@ -428,7 +419,7 @@ func (q *Queue) Keys(prefix string) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var keys []string
-	q.eachLocked(prefix, false, false, func(_ string, it *item) { keys = append(keys, it.rec.Key) })
+	q.eachLocked(prefix, false, func(_ string, it *item) { keys = append(keys, it.rec.Key) })
 	return keys
 }
 
@@ -442,14 +433,6 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 	return cache.Record{}, false
 }
 
-// RemoveKey drops queued uploads of key (a directory marker superseded or
-// removed); one running is waited for.
-func (q *Queue) RemoveKey(ctx context.Context, key string) {
-	for _, id := range q.idsWithPrefix(key, true, true) {
-		q.Remove(ctx, id)
-	}
-}
-
 // Suspend keeps the uploads queued for key from starting, waits for one
 // running, and returns their ids, and whether one ran (its object may
 // exist now): an unlink, or a rename that replaces the file, drops them
@@ -458,7 +441,7 @@ func (q *Queue) RemoveKey(ctx context.Context, key string) {
 func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool) {
 	q.mu.Lock()
 	var running []chan error
-	q.eachLocked(key, true, false, func(id string, it *item) {
+	q.eachLocked(key, true, func(id string, it *item) {
 		ids = append(ids, id)
 		it.suspended = true
 		q.unschedule(it)
@@ -498,7 +481,7 @@ func (q *Queue) Resume(ids []string) {
 // waits until they are uploaded (a directory rename moves only what the
 // bucket holds).
 func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
-	for _, id := range q.idsWithPrefix(prefix, false, true) {
+	for _, id := range q.idsWithPrefix(prefix) {
 		if err := q.Wait(ctx, id); err != nil {
 			return err
 		}
@@ -650,25 +633,21 @@ func (q *Queue) worker() {
 		it.running = false
 		next := it.again
 		switch {
-		case err != nil && !it.removed && next == nil:
+		case err != nil && next == nil:
 			q.failedLocked(it, err)
 			continue
-		case err != nil && !it.removed:
+		case err != nil:
 			// A newer version was closed meanwhile: it replaces this one,
 			// as Submit replaces a version not started, and is tried
 			// afresh.
 			q.stats.Failures++
 			q.log.Warn("write-back upload failed; the newer version of the file replaces it", "key", rec.Key, "err", err)
 			it.notify(err)
-		case err != nil:
-			// Unlinked meanwhile: not tried again; the unlink deletes
-			// whatever this attempt may have left.
-			q.log.Warn("write-back upload of a file unlinked meanwhile failed; not retried", "key", rec.Key, "err", err)
 		default:
 			q.stats.Uploaded++
 			q.stats.BytesUploaded += rec.Size
 		}
-		uploaded := err == nil && !it.removed
+		uploaded := err == nil
 		if next != nil {
 			next.suspended = it.suspended
 			q.items[rec.ID] = next

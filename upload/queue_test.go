@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -185,73 +184,6 @@ func TestQueueGhosts(t *testing.T) {
 	if n := e.j.Ghosts(); n != 1 {
 		t.Fatalf("%d ghosts, want 1 (v3's; v2 was followed by v3)", n)
 	}
-}
-
-// A file unlinked while its upload runs is gone for lookup (HasPrefix) as
-// it is for readdir (Keys) at once, though the unlink waits for the upload.
-func TestQueueRemovedWhileRunningIsGoneForLookup(t *testing.T) {
-	e := newQueueEnv(t, QueueConfig{})
-	started, release := e.holdPut("d/f", nil)
-	e.submit(t, "a", "d/f", "A")
-	<-started
-	removed := e.removeRunning(t, "a")
-	if e.q.HasPrefix("d/") {
-		t.Error("lookup still sees a directory whose only file was removed")
-	}
-	select {
-	case <-removed:
-		t.Fatal("Remove returned before the running upload ended")
-	default:
-	}
-	close(release)
-	<-removed
-	if err := e.q.WaitPrefix(context.Background(), "d/"); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A file unlinked while its upload runs is not tried again when that
-// upload fails (the unlink deletes whatever the attempt left).
-func TestQueueRemovedWhileRunningIsNotRetried(t *testing.T) {
-	e := newQueueEnv(t, QueueConfig{MaxBackoff: time.Millisecond})
-	started, release := e.holdPut("f", bucket.ErrTransient)
-	e.submit(t, "a", "f", "A")
-	<-started
-	removed := e.removeRunning(t, "a")
-	close(release)
-	<-removed
-	if err := e.q.Drain(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if n := e.b.Calls("PutObject"); n != 1 {
-		t.Fatalf("%d PutObject calls: the removed file was tried again", n)
-	}
-	if recs, _ := e.j.Load(); len(recs) != 0 {
-		t.Fatalf("records left: %+v", recs)
-	}
-	if e.dir.Used() != 0 {
-		t.Fatalf("staged bytes left: %d", e.dir.Used())
-	}
-}
-
-// removeRunning starts Remove of the queue's only item, running, and
-// returns once Remove has marked it removed (Keys stops listing it then);
-// the channel is closed when Remove returns.
-func (e *queueEnv) removeRunning(t *testing.T, id string) <-chan struct{} {
-	t.Helper()
-	removed := make(chan struct{})
-	go func() {
-		e.q.Remove(context.Background(), id)
-		close(removed)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(e.q.Keys("")) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("Remove never marked the running item")
-		}
-		runtime.Gosched()
-	}
-	return removed
 }
 
 // Waiting for an upload the queue gave up on returns its error at once
