@@ -206,6 +206,25 @@ func TestWritebackFailedUnlinkKeepsQueuedVersion(t *testing.T) {
 	srv.sameObject(t, "f", []byte("v2, queued"))
 }
 
+// An rmdir that fails leaves the directory as it was: its marker, still
+// queued, is uploaded.
+func TestWritebackFailedRmdirKeepsQueuedMarker(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv.AddFault(osslocal.Fault{Op: "DeleteObject", Status: 500})
+	if err := os.Remove(m.path("d")); err == nil {
+		t.Fatal("rmdir succeeded although every delete failed")
+	}
+	srv.ClearFaults()
+	m.stop(t)
+	if !srv.exists("d/") {
+		t.Fatalf("the directory's marker is lost: keys %v", srv.keys(t))
+	}
+}
+
 // A chmod while the file's upload runs, held past the running upload's
 // start, is not replaced by the metadata that upload carries.
 func TestWritebackChmodWhileUploading(t *testing.T) {
