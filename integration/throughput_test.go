@@ -87,3 +87,35 @@ func TestStreamedMultipartCRCMismatch(t *testing.T) {
 	}
 	srv.ClearFaults()
 }
+
+// A file whose directory is renamed while the file is written in parts
+// ends under the directory's new name, whole: the rename first completes
+// what was streamed under the old one, then moves it.
+func TestStreamedFileMovedWithItsDirectory(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=1MiB")
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(t, 5<<20)
+	f, err := os.Create(m.path("d/f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[:3<<20]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.path("d"), m.path("e")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[3<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	srv.sameObject(t, "e/f", data)
+	if srv.exists("d/f") {
+		t.Fatalf("keys %v", srv.keys(t))
+	}
+}
