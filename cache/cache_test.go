@@ -328,6 +328,10 @@ func TestReusedStagingHasNoStaleBytes(t *testing.T) {
 		if got := readAll(t, s, 100); string(got) != "BBBB" {
 			t.Fatalf("named=%v: after one write %q", named, got)
 		}
+		s.Truncate(20) // extended over stale bytes
+		if got := readAll(t, s, 100); !bytes.Equal(got, append([]byte("BBBB"), make([]byte, 16)...)) {
+			t.Fatalf("named=%v: extended by truncate over stale bytes %q", named, got)
+		}
 		s.WriteAt([]byte("C"), 50) // a hole over stale bytes
 		want := append([]byte("BBBB"), make([]byte, 46)...)
 		want = append(want, 'C')

@@ -380,9 +380,13 @@ func (s *Staging) cutStale(off, end int64) error {
 	})
 }
 
-// Truncate sets the staged size.
+// Truncate sets the staged size. Growing, the new bytes read as zeros:
+// stale bytes a reused file keeps past the staged size are cut off first.
 func (s *Staging) Truncate(size int64) error {
 	s.unmark()
+	if err := s.cutStale(size, size); err != nil {
+		return err
+	}
 	if err := s.grow(size); err != nil {
 		return err
 	}
