@@ -406,8 +406,20 @@ func (n *fileNode) released() {
 }
 
 // dropStagingIfIdle frees the staging file when no handle uses it and the
-// bucket has its content.
+// bucket has its content — unless an operation holds the file's freeze: a
+// truncate by path stages without a handle, and what follows it (its
+// upload) drops the file then.
 func (n *fileNode) dropStagingIfIdle() {
+	if !n.freeze.TryLock() {
+		return
+	}
+	defer n.freeze.Unlock()
+	n.dropStagingLocked()
+}
+
+// dropStagingLocked is dropStagingIfIdle for a caller holding the freeze.
+// LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) dropStagingLocked() {
 	n.mu.Lock()
 	var idle *cache.Staging
 	if n.handles == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
@@ -558,7 +570,8 @@ func (n *fileNode) holdForRemoval() {
 	}
 }
 
-// forget is called when the file is unlinked: drop pending work.
+// forget is called when the file is unlinked or replaced: drop pending
+// work. LOCKS_REQUIRED(n.freeze, exclusively; holdForRemoval)
 func (n *fileNode) forget() {
 	n.mu.Lock()
 	n.unlinked = true
@@ -567,7 +580,7 @@ func (n *fileNode) forget() {
 	if stream != nil {
 		stream.Abort()
 	}
-	n.dropStagingIfIdle()
+	n.dropStagingLocked()
 }
 
 func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
