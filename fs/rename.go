@@ -82,6 +82,14 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
+		if target != nil {
+			// The replaced file's object stays until the moved file's
+			// queued upload overwrites it: an unlink before then must
+			// delete it.
+			n.mu.Lock()
+			n.inBucket = true
+			n.mu.Unlock()
+		}
 	case *symlinkNode:
 		if target != nil {
 			if t, ok := target.Operations().(*fileNode); ok {

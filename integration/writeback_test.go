@@ -531,3 +531,30 @@ func TestCacheDiskFull(t *testing.T) {
 	}
 	srv.sameObject(t, "b", []byte("0123456789"))
 }
+
+// A file renamed onto an uploaded one and unlinked before its own queued
+// upload ran leaves nothing: the replaced file's object is deleted too.
+func TestWritebackRenameOntoUploadedThenUnlink(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	writeFile(t, m.path("target"), []byte("uploaded"))
+	f, err := os.Open(m.path("target"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	writeFile(t, m.path("source"), []byte("queued"))
+	if err := os.Rename(m.path("source"), m.path("target")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(m.path("target")); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	if keys := srv.keys(t); len(keys) != 0 {
+		t.Fatalf("keys left %v", keys)
+	}
+}
