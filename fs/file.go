@@ -56,7 +56,10 @@ type fileNode struct {
 	sealed   bool   // GUARDED_BY(mu)
 	inBucket bool   // GUARDED_BY(mu); an object exists at the current key
 	handles  int    // GUARDED_BY(mu); open file handles
-	unlinked bool   // GUARDED_BY(mu); removed: never upload again
+	// stagers counts handle-less operations using the staging file
+	// (stage: a truncate by path); it is not dropped meanwhile.
+	stagers  int  // GUARDED_BY(mu)
+	unlinked bool // GUARDED_BY(mu); removed: never upload again
 }
 
 var (
@@ -136,6 +139,16 @@ func openFlags(flags uint32) uint32 {
 func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) error {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
+	// A truncate by path has no handle to keep the staging file from
+	// being dropped (an upload ending) while it is used here.
+	n.mu.Lock()
+	n.stagers++
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.stagers--
+		n.mu.Unlock()
+	}()
 	if truncate || newSize >= 0 {
 		if err := n.unsealLocked(); err != nil {
 			return err
@@ -405,24 +418,12 @@ func (n *fileNode) released() {
 	n.dropStagingIfIdle()
 }
 
-// dropStagingIfIdle frees the staging file when no handle uses it and the
-// bucket has its content — unless an operation holds the file's freeze: a
-// truncate by path stages without a handle, and what follows it (its
-// upload) drops the file then.
+// dropStagingIfIdle frees the staging file when no handle or handle-less
+// stager uses it and the bucket has its content.
 func (n *fileNode) dropStagingIfIdle() {
-	if !n.freeze.TryLock() {
-		return
-	}
-	defer n.freeze.Unlock()
-	n.dropStagingLocked()
-}
-
-// dropStagingLocked is dropStagingIfIdle for a caller holding the freeze.
-// LOCKS_REQUIRED(n.freeze, exclusively)
-func (n *fileNode) dropStagingLocked() {
 	n.mu.Lock()
 	var idle *cache.Staging
-	if n.handles == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
+	if n.handles == 0 && n.stagers == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
 		idle = n.staging
 		n.staging = nil
 		n.dirty = false
@@ -493,11 +494,13 @@ func (n *fileNode) holdIfChangedSince(sent map[string]string) {
 // uploaded straight to newKey, a clean one copied with its current
 // metadata (held changes included). The old object is then deleted.
 func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
+	// Under the freeze: a close being queued (an empty file's, at release)
+	// finishes first, so that its job is found and renamed.
+	n.freeze.Lock()
+	defer n.freeze.Unlock()
 	if moved, err := n.renameQueued(ctx, oldKey, newKey); moved || err != nil {
 		return err
 	}
-	n.freeze.Lock()
-	defer n.freeze.Unlock()
 	n.mu.Lock()
 	st, size, md, dirty := n.staging, n.size, n.meta, n.dirty
 	stream := n.stopStreamLocked()
@@ -571,7 +574,7 @@ func (n *fileNode) holdForRemoval() {
 }
 
 // forget is called when the file is unlinked or replaced: drop pending
-// work. LOCKS_REQUIRED(n.freeze, exclusively; holdForRemoval)
+// work.
 func (n *fileNode) forget() {
 	n.mu.Lock()
 	n.unlinked = true
@@ -580,13 +583,14 @@ func (n *fileNode) forget() {
 	if stream != nil {
 		stream.Abort()
 	}
-	n.dropStagingLocked()
+	n.dropStagingIfIdle()
 }
 
 func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = uninterrupted(ctx)
 	if size, ok := in.GetSize(); ok {
 		if err := n.stage(ctx, false, int64(size)); err != nil {
+			n.dropStagingIfIdle() // one skipped while staging
 			return n.fsys.fail("truncate", n.key(), err)
 		}
 	}

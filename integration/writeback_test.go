@@ -558,3 +558,31 @@ func TestWritebackRenameOntoUploadedThenUnlink(t *testing.T) {
 		t.Fatalf("keys left %v", keys)
 	}
 }
+
+// An empty file is queued at its release, which the kernel sends without
+// waiting; a rename right after the close finds the job and moves it.
+func TestWritebackRenameEmptyFileRightAfterClose(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1ms")
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprintf("empty%d", i)
+		f, err := os.OpenFile(m.path(name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := os.Rename(m.path(name), m.path("d/"+name)); err != nil {
+			t.Fatalf("rename %s: %v", name, err)
+		}
+	}
+	m.stop(t)
+	for i := 0; i < 10; i++ {
+		srv.sameObject(t, fmt.Sprintf("d/empty%d", i), nil)
+		if srv.exists(fmt.Sprintf("empty%d", i)) {
+			t.Fatalf("keys %v", srv.keys(t))
+		}
+	}
+}
