@@ -78,6 +78,14 @@ func (n *fileNode) unsealLocked() error {
 		return err
 	}
 	n.mu.Lock()
+	if !n.sealed {
+		// The queue handed st back while it was copied (queuedDone): st
+		// is the file's own again, and no one would remove it if the
+		// copy took its place.
+		n.mu.Unlock()
+		c.Remove()
+		return nil
+	}
 	n.staging, n.sealed = c, false
 	n.mu.Unlock()
 	return nil
@@ -96,6 +104,7 @@ func (n *fileNode) waitQueued(ctx context.Context) error {
 
 // renameQueued moves a file whose upload has not started to newKey by
 // changing the queued item, and reports whether it could.
+// LOCKS_REQUIRED(n.freeze, exclusively)
 func (n *fileNode) renameQueued(ctx context.Context, oldKey, newKey string) (bool, error) {
 	if n.fsys.queue == nil {
 		return false, nil
