@@ -7,11 +7,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 )
 
-// Random sequences of writes, appends, truncates, renames, unlinks and
-// chmods on a few names, done through the mount and in a local directory
+// Random sequences of writes, appends, overwrites, truncates, renames,
+// unlinks, chmods, mkdirs, rmdirs and directory renames on a few names, done through the mount and in a local directory
 // alike: every operation must succeed or fail the same way in both, and
 // after the unmount the bucket, seen through a fresh mount, must hold what
 // the local directory holds, byte for byte and mode for mode (and nothing
@@ -33,21 +35,24 @@ func TestRandomOperationsMatchLocalDirectory(t *testing.T) {
 				srv := startServer(t)
 				m := startMount(t, srv, mode.opts...)
 				local := t.TempDir()
-				runRandomOperations(t, seed, 300, m.path(""), local)
+				done := runRandomOperations(t, seed, 300, m.path(""), local)
 				m.stop(t)
 				check := startMount(t, srv)
-				sameTree(t, local, check.path(""))
+				if sameTree(t, local, check.path("")); t.Failed() {
+					t.Logf("the last operations:\n%s", strings.Join(done[max(0, len(done)-40):], "\n"))
+				}
 			})
 		}
 	}
 }
 
-// runRandomOperations does n random operations in both directories and
-// fails at the first that ends differently.
-func runRandomOperations(t *testing.T, seed uint64, n int, mounted, local string) {
+// runRandomOperations does n random operations in both directories, fails
+// at the first that ends differently, and returns what it did.
+func runRandomOperations(t *testing.T, seed uint64, n int, mounted, local string) []string {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	names := []string{"a", "b", "c", "d/x", "d/y", "e/z"}
+	var done []string
 	for _, base := range []string{mounted, local} {
 		for _, d := range []string{"d", "e"} {
 			if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
@@ -63,9 +68,11 @@ func runRandomOperations(t *testing.T, seed uint64, n int, mounted, local string
 		}
 		perm := []os.FileMode{0o600, 0o644, 0o755}[r.IntN(3)]
 		size := []int64{0, 5, 500}[r.IntN(3)]
+		off := []int64{0, 3, 600, 69000}[r.IntN(4)]
+		dir, dir2 := []string{"d", "e", "g"}[r.IntN(3)], []string{"d", "e", "g"}[r.IntN(3)]
 		var what string
 		var op func(base string) error
-		switch r.IntN(7) {
+		switch r.IntN(11) {
 		case 0, 1:
 			what = fmt.Sprintf("write %d bytes to %s", len(data), name)
 			op = func(base string) error { return os.WriteFile(filepath.Join(base, name), data, 0o644) }
@@ -91,15 +98,40 @@ func runRandomOperations(t *testing.T, seed uint64, n int, mounted, local string
 		case 5:
 			what = fmt.Sprintf("chmod %s %o", name, perm)
 			op = func(base string) error { return os.Chmod(filepath.Join(base, name), perm) }
-		default:
+		case 6:
 			what = fmt.Sprintf("truncate %s to %d", name, size)
 			op = func(base string) error { return os.Truncate(filepath.Join(base, name), size) }
+		case 7:
+			what = fmt.Sprintf("overwrite %d bytes of %s at %d", min(len(data), 2000), name, off)
+			op = func(base string) error {
+				f, err := os.OpenFile(filepath.Join(base, name), os.O_RDWR, 0)
+				if err != nil {
+					return err
+				}
+				_, err = f.WriteAt(data[:min(len(data), 2000)], off)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				return err
+			}
+		case 8:
+			what = "mkdir " + dir
+			op = func(base string) error { return os.Mkdir(filepath.Join(base, dir), 0o755) }
+		case 9:
+			what = "rmdir " + dir
+			op = func(base string) error { return syscall.Rmdir(filepath.Join(base, dir)) }
+		default:
+			what = fmt.Sprintf("rename directory %s to %s", dir, dir2)
+			op = func(base string) error { return os.Rename(filepath.Join(base, dir), filepath.Join(base, dir2)) }
 		}
 		got, want := outcome(op(mounted)), outcome(op(local))
+		done = append(done, fmt.Sprintf("%d %s: %s", i+1, what, want))
 		if got != want {
-			t.Fatalf("operation %d, %s: %s through the mount, %s locally", i+1, what, got, want)
+			t.Fatalf("operation %d, %s: %s through the mount, %s locally; the operations before:\n%s",
+				i+1, what, got, want, strings.Join(done[max(0, len(done)-30):], "\n"))
 		}
 	}
+	return done
 }
 
 // outcome names how an operation ended: "ok", its errno, or "error"
@@ -115,7 +147,8 @@ func outcome(err error) string {
 }
 
 // sameTree fails unless the regular files below got have the names,
-// contents and permissions of those below want.
+// contents and permissions of those below want, and the directories are
+// the same.
 func sameTree(t *testing.T, want, got string) {
 	t.Helper()
 	files := func(root string) map[string]os.FileInfo {
@@ -151,5 +184,19 @@ func sameTree(t *testing.T, want, got string) {
 		if _, ok := w[name]; !ok {
 			t.Errorf("%s: in the bucket, not locally", name)
 		}
+	}
+	dirs := func(root string) string {
+		var out []string
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && p != root {
+				rel, _ := filepath.Rel(root, p)
+				out = append(out, rel)
+			}
+			return nil
+		})
+		return fmt.Sprint(out)
+	}
+	if dw, dg := dirs(want), dirs(got); dw != dg {
+		t.Errorf("directories %s in the bucket, %s locally", dg, dw)
 	}
 }
