@@ -81,12 +81,17 @@ func (n *fileNode) isLocal() bool {
 	return !n.unlinked && (n.dirty || n.staging != nil)
 }
 
-// refresh takes the bucket's view of a file that has no local state.
+// refresh takes the bucket's view of a file that has no local state. A
+// metadata change held for a moment (metaPending) is newer than that view
+// and stays.
 func (n *fileNode) refresh(size int64, md upload.Metadata) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.staging == nil {
-		n.size, n.meta = size, md
+		n.size = size
+		if !n.metaPending {
+			n.meta = md
+		}
 	}
 	n.inBucket = true
 }

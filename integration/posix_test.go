@@ -482,3 +482,29 @@ func TestHeldChmodSurvivesForget(t *testing.T) {
 	}
 	srv.sameObject(t, "dir/f.txt", []byte("content"))
 }
+
+// A chmod held for a moment (sent with one copy after about a second)
+// survives a lookup that reads the bucket's older view of the file in the
+// meantime.
+func TestChmodSurvivesLookupWhileHeld(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=0s")
+	writeFile(t, m.path("f"), []byte("content"))
+	if err := os.Chmod(m.path("f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadDir(m.path("")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(m.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o after a lookup, want 600", fi.Mode().Perm())
+	}
+	m.stop(t)
+	if o, _ := srv.store.Head(testBucket, "f"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o600) {
+		t.Fatalf("object's mode %v, want %o", o.Meta["mode"], syscall.S_IFREG|0o600)
+	}
+}
