@@ -60,7 +60,7 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	d.mu.Lock()
 	changed := applySetattr(&d.meta, in, d.fsys.now())
-	hold := changed && !d.metaPending && d != d.fsys.root
+	hold := changed && d != d.fsys.root
 	d.metaPending = d.metaPending || hold
 	fillAttr(&out.Attr, d.meta, 0)
 	d.mu.Unlock()

@@ -487,10 +487,9 @@ func (n *fileNode) holdIfChangedSince(sent map[string]string) {
 	n.mu.Lock()
 	now := n.meta.Encode()
 	changed := now["mode"] != sent["mode"] || now["uid"] != sent["uid"] || now["gid"] != sent["gid"]
-	hold := changed && !n.metaPending
 	n.metaPending = n.metaPending || changed
 	n.mu.Unlock()
-	if hold {
+	if changed {
 		n.fsys.holdMeta(n)
 	}
 }
@@ -618,12 +617,9 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 		// onto itself, held for a moment so that the changes tools make in
 		// a row (utimens, chmod, chown, then rename) cost one copy.
 		n.mu.Lock()
-		already := n.metaPending
 		n.metaPending = true
 		n.mu.Unlock()
-		if !already {
-			n.fsys.holdMeta(n)
-		}
+		n.fsys.holdMeta(n)
 	}
 	return n.Getattr(ctx, fh, out)
 }

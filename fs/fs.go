@@ -104,13 +104,19 @@ func New(cfg Config) *FS {
 func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 
 // holdMeta schedules n's held metadata to be sent after MetaHold, unless a
-// rename, an upload or an fsync carries it first.
+// rename, an upload or an fsync carries it first; a node held already
+// keeps its schedule. Whether a node is held is this map's to say, not
+// its pending flag: a change that failed to apply stays pending, and the
+// next change must still be scheduled.
 func (f *FS) holdMeta(n metaHolder) {
 	key := n.key() // outside heldMu: Path takes the tree's locks
 	f.heldMu.Lock()
+	_, already := f.held[n]
 	f.held[n] = key
 	f.heldMu.Unlock()
-	time.AfterFunc(f.cfg.MetaHold, func() { f.applyHeld(context.Background(), n) })
+	if !already {
+		time.AfterFunc(f.cfg.MetaHold, func() { f.applyHeld(context.Background(), n) })
+	}
 }
 
 func (f *FS) applyHeld(ctx context.Context, n metaHolder) {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
 // goNet is the tree the rsync test copies: about 415 files.
@@ -506,5 +507,28 @@ func TestChmodSurvivesLookupWhileHeld(t *testing.T) {
 	m.stop(t)
 	if o, _ := srv.store.Head(testBucket, "f"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o600) {
 		t.Fatalf("object's mode %v, want %o", o.Meta["mode"], syscall.S_IFREG|0o600)
+	}
+}
+
+// A chmod after one whose copy failed is still sent: the failed change
+// stays pending, which must not keep the next from being scheduled.
+func TestChmodAfterAFailedOne(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	writeFile(t, m.path("f"), []byte("content"))
+	srv.AddFault(osslocal.Fault{Op: "CopyObject", Status: 403})
+	if err := os.Chmod(m.path("f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the held copy to fail", func() bool {
+		return strings.Contains(m.logs.String(), `msg="metadata change not saved" key=f`)
+	})
+	srv.ClearFaults()
+	if err := os.Chmod(m.path("f"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	if o, _ := srv.store.Head(testBucket, "f"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o640) {
+		t.Fatalf("object's mode %v, want %o", o.Meta["mode"], syscall.S_IFREG|0o640)
 	}
 }
