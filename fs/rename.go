@@ -150,18 +150,9 @@ func (d *dirNode) exists(ctx context.Context, name string) (bool, error) {
 // directory name, in the bucket or staged locally.
 func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
-	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: key, MaxKeys: 2})
-	if err != nil {
-		return d.fsys.fail("rmdir", key, err)
-	}
-	for _, o := range page.Objects {
-		if o.Key != key {
-			return syscall.ENOTEMPTY
-		}
-	}
-	if len(page.Prefixes) > 0 {
-		return syscall.ENOTEMPTY
-	}
+	// In the order a file moves from one to the next — staged, queued,
+	// in the bucket — so that one moving on while this looks is seen in
+	// the next place it is looked for.
 	if ch := d.GetChild(name); ch != nil {
 		for _, grandchild := range ch.Children() {
 			if fn, ok := grandchild.Operations().(*fileNode); ok && fn.isLocal() {
@@ -175,6 +166,18 @@ func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
 				return syscall.ENOTEMPTY
 			}
 		}
+	}
+	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: key, MaxKeys: 2})
+	if err != nil {
+		return d.fsys.fail("rmdir", key, err)
+	}
+	for _, o := range page.Objects {
+		if o.Key != key {
+			return syscall.ENOTEMPTY
+		}
+	}
+	if len(page.Prefixes) > 0 {
+		return syscall.ENOTEMPTY
 	}
 	return 0
 }

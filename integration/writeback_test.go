@@ -586,3 +586,25 @@ func TestWritebackRenameEmptyFileRightAfterClose(t *testing.T) {
 		}
 	}
 }
+
+// An rmdir right after a file in the directory was closed sees the file
+// wherever it is at that moment — staged, queued or in the bucket — even
+// while its upload moves it from one to the next.
+func TestWritebackRmdirSeesAFileBeingUploaded(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1ms")
+	for i := 0; i < 30; i++ {
+		dir := fmt.Sprintf("d%d", i)
+		if err := os.Mkdir(m.path(dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, m.path(dir+"/f"), []byte("0123456789"))
+		if err := syscall.Rmdir(m.path(dir)); !errors.Is(err, syscall.ENOTEMPTY) {
+			t.Fatalf("rmdir %s right after a close in it: %v, want ENOTEMPTY", dir, err)
+		}
+	}
+	m.stop(t)
+	for i := 0; i < 30; i++ {
+		srv.sameObject(t, fmt.Sprintf("d%d/f", i), []byte("0123456789"))
+	}
+}
