@@ -276,6 +276,26 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 			modes[name] = mode
 		}
 	}
+	// In the order a file moves from one to the next — being written,
+	// queued, in the bucket — so that one moving on while this lists is
+	// seen in the next place it is looked for (as checkEmpty does).
+	// Files being written are listed before their first upload.
+	for name, ch := range d.Children() {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
+			add(name, syscall.S_IFREG)
+		}
+	}
+	// Files and directories queued for upload are listed before it.
+	if d.fsys.queue != nil {
+		for _, key := range d.fsys.queue.Keys(prefix) {
+			name, _, below := strings.Cut(strings.TrimPrefix(key, prefix), "/")
+			if below {
+				add(name, syscall.S_IFDIR)
+			} else {
+				add(name, syscall.S_IFREG)
+			}
+		}
+	}
 	token := ""
 	for {
 		page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
@@ -290,23 +310,6 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 		}
 		if token = page.NextToken; token == "" {
 			break
-		}
-	}
-	// Files and directories queued for upload are listed before it.
-	if d.fsys.queue != nil {
-		for _, key := range d.fsys.queue.Keys(prefix) {
-			name, _, below := strings.Cut(strings.TrimPrefix(key, prefix), "/")
-			if below {
-				add(name, syscall.S_IFDIR)
-			} else {
-				add(name, syscall.S_IFREG)
-			}
-		}
-	}
-	// Files being written are listed before their first upload.
-	for name, ch := range d.Children() {
-		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
-			add(name, syscall.S_IFREG)
 		}
 	}
 	entries := make([]fuse.DirEntry, 0, len(names))

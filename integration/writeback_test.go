@@ -608,3 +608,29 @@ func TestWritebackRmdirSeesAFileBeingUploaded(t *testing.T) {
 		srv.sameObject(t, fmt.Sprintf("d%d/f", i), []byte("0123456789"))
 	}
 }
+
+// A listing right after a close shows the file wherever it is at that
+// moment — being written, queued or in the bucket — even while its upload
+// moves it from one to the next; so does the lookup that follows.
+func TestWritebackListingSeesAFileBeingUploaded(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1ms", "stat_ttl=0s")
+	for i := 0; i < 50; i++ {
+		name := fmt.Sprintf("f%d", i)
+		writeFile(t, m.path(name), []byte("0123456789"))
+		entries, err := os.ReadDir(m.path(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range entries {
+			found = found || e.Name() == name
+		}
+		if !found {
+			t.Fatalf("readdir right after closing %s does not list it", name)
+		}
+		if _, err := os.Stat(m.path(name)); err != nil {
+			t.Fatalf("stat right after the listing: %v", err)
+		}
+	}
+}
