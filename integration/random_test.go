@@ -17,8 +17,8 @@ import (
 // alike: every operation must succeed or fail the same way in both, and
 // after the unmount the bucket, seen through a fresh mount, must hold what
 // the local directory holds, byte for byte and mode for mode (and nothing
-// is left in the cache directory: mount.stop). Write-back uploads start
-// 2 ms after a close, so that operations meet queued, running and finished
+// is left in the cache directory: mount.stop), with and without cached
+// lookups. Write-back uploads start 2 ms after a close, so that operations meet queued, running and finished
 // uploads. This found a stale-bytes leak on truncate, an unlink that left
 // an object behind, a rename of a just-closed empty file failing with
 // ENOENT, and staging files left behind.
@@ -29,6 +29,9 @@ func TestRandomOperationsMatchLocalDirectory(t *testing.T) {
 	}{
 		{"sync", nil},
 		{"writeback", []string{"writeback", "writeback_delay=2ms"}},
+		// Every stat a lookup: the bucket's view is read back often.
+		{"sync-nocache", []string{"stat_ttl=0s"}},
+		{"writeback-nocache", []string{"writeback", "writeback_delay=2ms", "stat_ttl=0s"}},
 	} {
 		for seed := uint64(1); seed <= 4; seed++ {
 			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
