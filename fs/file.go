@@ -120,6 +120,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			n.mu.Lock()
 			n.handles--
 			n.mu.Unlock()
+			n.dropStagingIfIdle() // one skipped while this handle was counted
 			return nil, 0, n.fsys.fail("open", n.key(), err)
 		}
 	}
