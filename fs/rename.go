@@ -40,6 +40,11 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	oldPath := upload.Child(d.path(), name)
 	newPath := upload.Child(dst.path(), newName)
 	target := dst.GetChild(newName)
+	if target == src {
+		// A name onto itself (the kernel may ask): nothing to do, and the
+		// file's freeze taken for the target would deadlock the move.
+		return 0
+	}
 	if flags&renameNoReplace != 0 {
 		if target != nil {
 			return syscall.EEXIST
