@@ -270,8 +270,7 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 			return
 		}
 		if it.running {
-			ch := make(chan error, 1)
-			it.waiters = append(it.waiters, ch)
+			ch := it.waiter()
 			q.mu.Unlock()
 			select {
 			case <-ch:
@@ -339,8 +338,7 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 		q.mu.Unlock()
 		return it.lastErr
 	}
-	ch := make(chan error, 1)
-	it.waiters = append(it.waiters, ch)
+	ch := it.waiter()
 	if !it.running && it.index >= 0 {
 		it.due = q.u.now()
 		q.schedule(it)
@@ -440,16 +438,14 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 // old content back — or lets them go on (Resume) if it failed.
 func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool) {
 	q.mu.Lock()
-	var running []chan error
+	var running []<-chan error
 	q.eachLocked(key, true, func(id string, it *item) {
 		ids = append(ids, id)
 		it.suspended = true
 		q.unschedule(it)
 		if it.running {
 			// Its own attempt, not the newer version Wait would follow.
-			ch := make(chan error, 1)
-			it.waiters = append(it.waiters, ch)
-			running = append(running, ch)
+			running = append(running, it.waiter())
 		}
 	})
 	q.mu.Unlock()
@@ -487,6 +483,14 @@ func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
 		}
 	}
 	return nil
+}
+
+// waiter returns a channel that gets the outcome of it's next attempt (or
+// nil when it is removed). LOCKS_REQUIRED(q.mu)
+func (it *item) waiter() <-chan error {
+	ch := make(chan error, 1)
+	it.waiters = append(it.waiters, ch)
+	return ch
 }
 
 func (it *item) notify(err error) {
