@@ -381,21 +381,22 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		defer fn.freeze.Unlock()
 	}
 	// The file's queued uploads, and those of a node no longer in the tree.
-	queued := d.fsys.holdUploads(ctx, key)
-	inBucket := true
-	if fn != nil {
-		fn.mu.Lock()
-		inBucket = fn.inBucket || queued.ran
-		fn.mu.Unlock()
-	}
-	// A file made here and never uploaded has no object to delete.
-	if inBucket {
-		if err := d.fsys.bucket.Delete(ctx, key); err != nil {
-			queued.settle(ctx, false)
-			return d.fsys.fail("unlink", key, err)
+	err := d.fsys.removing(ctx, key, func(ran bool) error {
+		inBucket := true
+		if fn != nil {
+			fn.mu.Lock()
+			inBucket = fn.inBucket || ran
+			fn.mu.Unlock()
 		}
+		// A file made here and never uploaded has no object to delete.
+		if !inBucket {
+			return nil
+		}
+		return d.fsys.bucket.Delete(ctx, key)
+	})
+	if err != nil {
+		return d.fsys.fail("unlink", key, err)
 	}
-	queued.settle(ctx, true)
 	d.fsys.listings.Remove(d.dirKey(), name, false)
 	if fn != nil {
 		fn.forget()
@@ -409,9 +410,8 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
-	marker := d.fsys.holdUploads(ctx, key) // a marker not uploaded yet
-	err := d.fsys.bucket.Delete(ctx, key)
-	marker.settle(ctx, err == nil)
+	// With a marker not uploaded yet held.
+	err := d.fsys.removing(ctx, key, func(bool) error { return d.fsys.bucket.Delete(ctx, key) })
 	if err != nil {
 		return d.fsys.fail("rmdir", key, err)
 	}

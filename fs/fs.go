@@ -255,10 +255,7 @@ func (f *FS) putDirMarker(ctx context.Context, key string, md upload.Metadata) e
 	}
 	// A marker still queued carries older metadata: this one replaces it,
 	// unless it cannot be queued.
-	older := f.holdUploads(ctx, key)
-	err := f.queueDirMarker(key, md)
-	older.settle(ctx, err == nil)
-	return err
+	return f.removing(ctx, key, func(bool) error { return f.queueDirMarker(key, md) })
 }
 
 func (f *FS) queueDirMarker(key string, md upload.Metadata) error {

@@ -69,21 +69,16 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		return d.fsys.renameDir(ctx, src, oldPath, newPath)
 	case *fileNode:
 		if target != nil {
-			switch t := target.Operations().(type) {
-			case *dirNode:
+			if _, isDir := target.Operations().(*dirNode); isDir {
 				return syscall.EISDIR
-			case *fileNode:
-				t.holdForRemoval()
-				defer t.freeze.Unlock()
 			}
 		}
+		defer holdReplaced(target)()
 		newKey := d.fsys.fileKey(newPath)
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		replaced := d.fsys.holdUploads(ctx, newKey)
-		err := n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey)
-		replaced.settle(ctx, err == nil)
+		err := d.fsys.removing(ctx, newKey, func(bool) error { return n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey) })
 		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
@@ -96,22 +91,17 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			n.mu.Unlock()
 		}
 	case *symlinkNode:
-		if target != nil {
-			if t, ok := target.Operations().(*fileNode); ok {
-				t.holdForRemoval()
-				defer t.freeze.Unlock()
-			}
-		}
+		defer holdReplaced(target)()
 		newKey := d.fsys.fileKey(newPath)
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		replaced := d.fsys.holdUploads(ctx, newKey)
 		n.mu.Lock()
 		size := n.size
 		n.mu.Unlock()
-		err := d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size})
-		replaced.settle(ctx, err == nil)
+		err := d.fsys.removing(ctx, newKey, func(bool) error {
+			return d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size})
+		})
 		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
 		}
@@ -132,6 +122,18 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		}
 	}
 	return 0
+}
+
+// holdReplaced takes the freeze of the file a rename replaces, if it is
+// one (holdForRemoval), and returns what lets it go.
+func holdReplaced(target *gofs.Inode) (release func()) {
+	if target != nil {
+		if t, ok := target.Operations().(*fileNode); ok {
+			t.holdForRemoval()
+			return t.freeze.Unlock
+		}
+	}
+	return func() {}
 }
 
 // exists reports whether name is an object or a directory in the bucket.

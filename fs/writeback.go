@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/ossmount/ossmount/cache"
-	"github.com/ossmount/ossmount/upload"
 )
 
 // Write-back mode (-o writeback): a close seals the staged file, journals
@@ -178,34 +177,24 @@ func (n *fileNode) settleQueuedForMeta(ctx context.Context, key string) (rides b
 	}
 }
 
-// heldUploads are the queued uploads of a key that an unlink, or a rename
-// onto it, is about to remove: kept from starting (one running is waited
-// for) until the removal has succeeded — then dropped, since landing after
-// it they would bring the old content back — or failed — then let go on,
-// the file being still there.
-type heldUploads struct {
-	q   *upload.Queue
-	ids []string
-	ran bool // one was running: its object may exist now
-}
-
-func (f *FS) holdUploads(ctx context.Context, key string) heldUploads {
+// removing runs remove — an unlink, a rename onto key, a directory marker
+// replaced — with the uploads queued for key held (Queue.Suspend: kept
+// from starting, one running waited for; ran says one did, so that its
+// object may exist now). Once remove has succeeded they are dropped —
+// landing after it, they would bring the old content back; if it failed
+// they go on, the file being still there.
+func (f *FS) removing(ctx context.Context, key string, remove func(ran bool) error) error {
 	if f.queue == nil {
-		return heldUploads{}
+		return remove(false)
 	}
 	ids, ran := f.queue.Suspend(ctx, key)
-	return heldUploads{q: f.queue, ids: ids, ran: ran}
-}
-
-func (h heldUploads) settle(ctx context.Context, removed bool) {
-	if h.q == nil {
-		return
+	err := remove(ran)
+	if err != nil {
+		f.queue.Resume(ids)
+		return err
 	}
-	if !removed {
-		h.q.Resume(h.ids)
-		return
+	for _, id := range ids {
+		f.queue.Remove(ctx, id)
 	}
-	for _, id := range h.ids {
-		h.q.Remove(ctx, id)
-	}
+	return nil
 }
