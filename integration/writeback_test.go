@@ -163,14 +163,7 @@ func TestWritebackFailedRenameOntoQueuedFile(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv, "writeback", "writeback_delay=1h")
 	writeFile(t, m.path("source"), []byte("uploaded source"))
-	f, err := os.Open(m.path("source"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil { // uploaded: the rename will copy it
-		t.Fatal(err)
-	}
-	f.Close()
+	run(t, "sync", m.path("source")) // uploaded: the rename will copy it
 	writeFile(t, m.path("target"), []byte("queued target"))
 	srv.AddFault(osslocal.Fault{Op: "CopyObject", Status: 500})
 	if err := os.Rename(m.path("source"), m.path("target")); err == nil {
@@ -188,14 +181,7 @@ func TestWritebackFailedUnlinkKeepsQueuedVersion(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv, "writeback", "writeback_delay=1h")
 	writeFile(t, m.path("f"), []byte("v1"))
-	f, err := os.Open(m.path("f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil { // v1 in the bucket
-		t.Fatal(err)
-	}
-	f.Close()
+	run(t, "sync", m.path("f")) // v1 in the bucket
 	writeFile(t, m.path("f"), []byte("v2, queued"))
 	srv.AddFault(osslocal.Fault{Op: "DeleteObject", Status: 500})
 	if err := os.Remove(m.path("f")); err == nil {
@@ -538,14 +524,7 @@ func TestWritebackRenameOntoUploadedThenUnlink(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv, "writeback", "writeback_delay=1h")
 	writeFile(t, m.path("target"), []byte("uploaded"))
-	f, err := os.Open(m.path("target"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	run(t, "sync", m.path("target"))
 	writeFile(t, m.path("source"), []byte("queued"))
 	if err := os.Rename(m.path("source"), m.path("target")); err != nil {
 		t.Fatal(err)
