@@ -13,15 +13,17 @@ import (
 )
 
 // Random sequences of writes, appends, overwrites, truncates, renames,
-// unlinks, chmods, mkdirs, rmdirs and directory renames on a few names, done through the mount and in a local directory
-// alike: every operation must succeed or fail the same way in both, and
-// after the unmount the bucket, seen through a fresh mount, must hold what
-// the local directory holds, byte for byte and mode for mode (and nothing
-// is left in the cache directory: mount.stop), with and without cached
-// lookups. Write-back uploads start 2 ms after a close, so that operations meet queued, running and finished
-// uploads. This found a stale-bytes leak on truncate, an unlink that left
-// an object behind, a rename of a just-closed empty file failing with
-// ENOENT, and staging files left behind.
+// unlinks, chmods, mkdirs, rmdirs and directory renames on a few names,
+// done through the mount and in a local directory alike: every operation
+// must succeed or fail the same way in both, and after the unmount the
+// bucket, seen through a fresh mount, must hold what the local directory
+// holds, byte for byte and mode for mode (and nothing is left in the cache
+// directory: mount.stop), with and without cached lookups. Write-back
+// uploads start 2 ms after a close, so that operations meet queued,
+// running and finished uploads. This found stale bytes after a truncate,
+// an unlink that left an object behind, a rename of a just-closed empty
+// file failing with ENOENT, staging files left behind, a chmod undone by a
+// lookup and an rmdir of a directory that was not empty.
 func TestRandomOperationsMatchLocalDirectory(t *testing.T) {
 	for _, mode := range []struct {
 		name string
