@@ -97,6 +97,7 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ctx = uninterrupted(ctx)
+	defer d.fsys.usingKeys("a lookup")()
 	path := upload.Child(d.path(), name)
 	key := d.fsys.fileKey(path)
 	if upload.ValidateKey(key) != nil {
@@ -252,6 +253,7 @@ func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metad
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ctx = uninterrupted(ctx)
+	defer d.fsys.usingKeys("a listing")()
 	entries, errno := d.list(ctx)
 	if errno != 0 {
 		return nil, errno
@@ -324,6 +326,7 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	ctx = uninterrupted(ctx)
+	defer d.fsys.usingKeys("a create")()
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
 	if errno := d.fsys.checkNewName("create", key); errno != 0 {
 		return nil, nil, 0, errno
@@ -351,6 +354,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ctx = uninterrupted(ctx)
+	defer d.fsys.usingKeys("a mkdir")()
 	key := d.fsys.dirKey(upload.Child(d.path(), name))
 	if errno := d.fsys.checkNewName("mkdir", key); errno != 0 {
 		return nil, errno
@@ -371,6 +375,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterrupted(ctx)
+	defer d.fsys.usingKeys("an unlink")()
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
 	var fn *fileNode
 	if ch := d.GetChild(name); ch != nil {
@@ -406,6 +411,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterrupted(ctx)
+	defer d.fsys.usingKeys("an rmdir")()
 	if errno := d.checkEmpty(ctx, name); errno != 0 {
 		return errno
 	}

@@ -111,6 +111,7 @@ func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	ctx = uninterrupted(ctx)
+	defer n.fsys.usingKeys("an open")()
 	n.mu.Lock()
 	n.handles++
 	n.mu.Unlock()
@@ -245,6 +246,7 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 		}
 		return fuse.ReadResultData(dest[:got]), 0
 	}
+	defer n.fsys.usingKeys("a read")()
 	key := n.key()
 	h, ok := fh.(*fileHandle)
 	if !ok {
@@ -363,6 +365,7 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 	if deferred {
 		return 0
 	}
+	defer n.fsys.usingKeys("a close")()
 	if err := n.upload(ctx); err != nil {
 		return n.fsys.fail("flush", n.key(), err)
 	}
@@ -372,11 +375,15 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 // Fsync: 0 means the object is durable in the bucket.
 func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
 	ctx = uninterrupted(ctx)
+	release := n.fsys.usingKeys("an fsync")
 	err := n.upload(ctx)
+	release()
+	// Not holding keys while the queue works: a queued job follows renames.
 	if err == nil && n.fsys.queue != nil {
 		err = n.waitQueued(ctx)
 	}
 	if err == nil {
+		defer n.fsys.usingKeys("an fsync")()
 		err = n.applyHeldMeta(ctx, n.key())
 	}
 	if err != nil {
@@ -417,7 +424,10 @@ func (n *fileNode) released() {
 	last, dirty := n.handles == 0, n.dirty
 	n.mu.Unlock()
 	if last && dirty {
-		if err := n.upload(context.Background()); err != nil {
+		release := n.fsys.usingKeys("a release")
+		err := n.upload(context.Background())
+		release()
+		if err != nil {
 			n.fsys.log.Error("upload at release failed; the staged data is kept until the next close", "key", n.key(), "err", err)
 		}
 	}
@@ -460,6 +470,12 @@ func (n *fileNode) upload(ctx context.Context) error {
 	stream := n.stopStreamLocked()
 	n.mu.Unlock()
 
+	key := n.key()
+	if stream != nil && stream.Key() != key {
+		// Started before a rename: its parts are under the old name.
+		stream.Abort()
+		stream = nil
+	}
 	if stream != nil {
 		if err := stream.Complete(ctx, size); err == nil {
 			st.MarkUploaded()
@@ -470,7 +486,7 @@ func (n *fileNode) upload(ctx context.Context) error {
 			return nil
 		}
 	}
-	err := n.fsys.cfg.Uploader.Put(ctx, n.key(), st, size, md)
+	err := n.fsys.cfg.Uploader.Put(ctx, key, st, size, md)
 	n.mu.Lock()
 	if err != nil {
 		n.dirty = true
@@ -498,11 +514,8 @@ func (n *fileNode) holdIfChangedSince(sent map[string]string) {
 // moveTo renames the file's object from oldKey to newKey: a dirty file is
 // uploaded straight to newKey, a clean one copied with its current
 // metadata (held changes included). The old object is then deleted.
+// LOCKS_REQUIRED(n.freeze, exclusively)
 func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
-	// Under the freeze: a close being queued (an empty file's, at release)
-	// finishes first, so that its job is found and renamed.
-	n.freeze.Lock()
-	defer n.freeze.Unlock()
 	if moved, err := n.renameQueued(ctx, oldKey, newKey); moved || err != nil {
 		return err
 	}
@@ -593,6 +606,7 @@ func (n *fileNode) forget() {
 
 func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = uninterrupted(ctx)
+	defer n.fsys.usingKeys("a setattr")()
 	if size, ok := in.GetSize(); ok {
 		if err := n.stage(ctx, false, int64(size)); err != nil {
 			n.dropStagingIfIdle() // one skipped while staging

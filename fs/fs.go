@@ -5,9 +5,10 @@
 // Object keys are derived from an inode's place in the tree (Inode.Path), so
 // a rename in the tree renames every key below it with no bookkeeping.
 //
-// Lock order: fileNode.appendMu, then fileNode.freeze (a rename takes the
-// replaced file's, then the moved file's; the kernel serializes renames),
-// then fileNode.mu; dirNode.mu alone. No mu is
+// Lock order: FS.keys, then fileNode.freeze (a rename takes the replaced
+// file's, then the moved file's; the kernel serializes renames that share a
+// file), then fileNode.mu; fileNode.appendMu before freeze; dirNode.mu
+// alone. No mu is
 // held across network I/O; freeze is, on purpose: an upload holds it
 // exclusively so that it reads a consistent snapshot while writers of that
 // one file wait.
@@ -66,6 +67,14 @@ type FS struct {
 	// listings answers lookups of names a recently listed directory lacks.
 	listings *cache.Listings
 
+	// keys is held shared by every operation that turns a node's place in
+	// the tree into an object key and acts with it, and by a rename of a
+	// file; exclusively by a rename of a directory, whose keys below all
+	// change. A rename holds it until go-fuse has moved the node in the
+	// tree (afterMove), so that no key is computed from the old place once
+	// the objects are moved.
+	keys sync.RWMutex
+
 	heldMu sync.Mutex
 	// held are the nodes with metaPending, each with its key when the
 	// change was held.
@@ -120,6 +129,7 @@ func (f *FS) holdMeta(n metaHolder) {
 }
 
 func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
+	defer f.usingKeys("a held metadata change")()
 	f.heldMu.Lock()
 	key, ok := f.held[n]
 	if !ok {
@@ -205,6 +215,25 @@ func (f *FS) callerMeta(ctx context.Context, typ, mode uint32) upload.Metadata {
 // ignore-interrupts does the same); a fatal signal still ends the program
 // at once, and the request completes behind it.
 func uninterrupted(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
+// usingKeys takes keys shared for op and returns its release.
+func (f *FS) usingKeys(op string) (release func()) {
+	if !f.keys.TryRLock() {
+		f.log.Debug(op + " waits for a rename to finish")
+		f.keys.RLock()
+	}
+	return f.keys.RUnlock
+}
+
+// renamingDir takes keys exclusively for a directory rename and returns
+// its release.
+func (f *FS) renamingDir() (release func()) {
+	if !f.keys.TryLock() {
+		f.log.Debug("a directory rename waits for the operations in progress")
+		f.keys.Lock()
+	}
+	return f.keys.Unlock
+}
 
 // pathOf is the node's path below the mountpoint ("" for the root).
 func pathOf(in *gofs.Inode) string { return in.Path(nil) }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -24,7 +25,7 @@ const (
 // below it, up to Config.DirRenameLimit objects (EXDEV above, so that mv
 // falls back to copying). go-fuse moves the inode in the tree once this
 // returns 0, which renames the keys of everything below with it.
-func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = uninterrupted(ctx)
 	if flags&renameExchange != 0 {
 		return syscall.EINVAL
@@ -37,14 +38,33 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if src == nil {
 		return syscall.ENOENT
 	}
-	oldPath := upload.Child(d.path(), name)
-	newPath := upload.Child(dst.path(), newName)
 	target := dst.GetChild(newName)
 	if target == src {
 		// A name onto itself (the kernel may ask): nothing to do, and the
 		// file's freeze taken for the target would deadlock the move.
 		return 0
 	}
+	// What is held for the rename is let go once go-fuse has moved src.
+	var holds []func()
+	defer func() {
+		release := func() {
+			for i := len(holds) - 1; i >= 0; i-- {
+				holds[i]()
+			}
+		}
+		if errno != 0 {
+			release()
+			return
+		}
+		go afterMove(&d.Inode, name, src, release)
+	}()
+	if _, isDir := src.Operations().(*dirNode); isDir {
+		holds = append(holds, d.fsys.renamingDir())
+	} else {
+		holds = append(holds, d.fsys.usingKeys("a rename"))
+	}
+	oldPath := upload.Child(d.path(), name)
+	newPath := upload.Child(dst.path(), newName)
 	if flags&renameNoReplace != 0 {
 		if target != nil {
 			return syscall.EEXIST
@@ -66,7 +86,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 				return errno
 			}
 		}
-		return d.fsys.renameDir(ctx, src, oldPath, newPath)
+		if errno := d.fsys.renameDir(ctx, src, oldPath, newPath); errno != 0 {
+			return errno
+		}
 	case *fileNode:
 		if target != nil {
 			if _, isDir := target.Operations().(*dirNode); isDir {
@@ -78,6 +100,11 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
+		// Under the moved file's freeze: a close being queued (an empty
+		// file's, at release) finishes first, so that its job is found and
+		// renamed, and one that follows computes the new key.
+		n.freeze.Lock()
+		holds = append(holds, n.freeze.Unlock)
 		err := d.fsys.removing(ctx, newKey, func(bool) error { return n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey) })
 		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
@@ -122,6 +149,17 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		}
 	}
 	return 0
+}
+
+// afterMove calls release once go-fuse has moved src away from name in
+// parent, which it does right after Rename returns 0 and before the kernel
+// hears of it; until then src's path, and every key computed from it, is
+// the old one.
+func afterMove(parent *gofs.Inode, name string, src *gofs.Inode, release func()) {
+	for parent.GetChild(name) == src {
+		time.Sleep(20 * time.Microsecond)
+	}
+	release()
 }
 
 // holdReplaced takes the freeze of the file a rename replaces, if it is

@@ -42,6 +42,7 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if target != nil {
 		return target, 0
 	}
+	defer n.fsys.usingKeys("a readlink")()
 	key := n.key()
 	r, err := n.fsys.bucket.Get(ctx, key, 0, -1)
 	if err != nil {
@@ -72,6 +73,7 @@ func (n *symlinkNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.S
 	changed := applySetattr(&md, in, n.fsys.now())
 	n.mu.Unlock()
 	if changed {
+		defer n.fsys.usingKeys("a setattr")()
 		key := n.key()
 		if err := n.fsys.replaceMeta(ctx, key, size, md); err != nil {
 			return n.fsys.fail("setattr", key, err)
@@ -87,6 +89,7 @@ func (n *symlinkNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.S
 // Symlink creates a link object.
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ctx = uninterrupted(ctx)
+	defer d.fsys.usingKeys("a symlink")()
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
 	if errno := d.fsys.checkNewName("symlink", key); errno != 0 {
 		return nil, errno

@@ -377,3 +377,55 @@ func TestRenameOntoFileWhileCloseUploads(t *testing.T) {
 		t.Fatalf("keys %v", srv.keys(t))
 	}
 }
+
+// A close of a file inside a directory that is being renamed — after the
+// rename has uploaded the directory's dirty files, while it copies the
+// objects — lands under the new name: uploaded under the old one, it was
+// deleted by the rename's last step or left behind, and the new name had
+// the older content.
+func TestCloseInsideDirectoryBeingRenamed(t *testing.T) {
+	modes := []struct {
+		name string
+		opts []string
+	}{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			srv, m, started, release := mountHoldingPut(t, "moved/a", mode.opts...)
+			if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, m.path("d/a"), []byte("a"))
+			f, err := os.Create(m.path("d/b"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString("written before the rename;")
+			renamed := inBackground(func() error { return os.Rename(m.path("d"), m.path("moved")) })
+			<-started // the rename's copy of d/a is held
+			f.WriteString(" written while it copies")
+			closed := inBackground(f.Close)
+			// Without the fix the close is done before the release.
+			waitUntil(t, "the close to end or wait for the rename", func() bool {
+				if len(closed) > 0 {
+					return true
+				}
+				return strings.Contains(m.logs.String(), "waits for a rename")
+			})
+			release()
+			if err := <-renamed; err != nil {
+				t.Fatalf("rename: %v", err)
+			}
+			if err := <-closed; err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			m.stop(t)
+			srv.sameObject(t, "moved/b", []byte("written before the rename; written while it copies"))
+			srv.sameObject(t, "moved/a", []byte("a"))
+			for _, k := range srv.keys(t) {
+				if strings.HasPrefix(k, "d/") {
+					t.Fatalf("%s left under the old name; keys %v", k, srv.keys(t))
+				}
+			}
+		})
+	}
+}

@@ -73,6 +73,9 @@ func (u *Uploader) NewStream(key string, body io.ReaderAt, md Metadata) *Stream 
 // Attrs returns the attributes the stream sends.
 func (s *Stream) Attrs() bucket.Attrs { return s.attrs }
 
+// Key is the object the stream uploads.
+func (s *Stream) Key() string { return s.key }
+
 // Handed is the offset below which the staged bytes belong to parts.
 func (s *Stream) Handed() int64 {
 	s.mu.Lock()
