@@ -45,11 +45,12 @@ func errnoOf(err error) syscall.Errno {
 	return syscall.EIO
 }
 
-// fail maps err to an errno and logs every failure but ENOENT with the
-// operation, the key and the request id.
+// fail maps err to an errno and logs every failure with the operation,
+// the key and the request id — but ENOENT, and ESTALE (a file unlinked
+// meanwhile), which are answers rather than failures.
 func (f *FS) fail(op, key string, err error) syscall.Errno {
 	errno := errnoOf(err)
-	if errno != syscall.ENOENT && errno != 0 {
+	if errno != syscall.ENOENT && errno != syscall.ESTALE && errno != 0 {
 		f.log.Warn(op+" failed", "key", key, "errno", errno.Error(), "request_id", bucket.RequestID(err), "err", err)
 	}
 	return errno

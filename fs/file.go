@@ -162,8 +162,15 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) erro
 		}
 	}
 	n.mu.Lock()
-	st, size := n.staging, n.size
+	st, size, unlinked := n.staging, n.size, n.unlinked
 	n.mu.Unlock()
+	if st == nil && unlinked {
+		// Reached without a lookup (reopened through /proc, or unlinked
+		// by another process between lookup and open): its object is
+		// gone, and it has no key to read. The kernel looks the name up
+		// again on ESTALE.
+		return syscall.ESTALE
+	}
 	if st == nil {
 		var err error
 		if st, err = n.fsys.cfg.Cache.NewStaging(); err != nil {
@@ -233,7 +240,7 @@ func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64) 
 
 func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n.mu.Lock()
-	st, size := n.staging, n.size
+	st, size, unlinked := n.staging, n.size, n.unlinked
 	n.mu.Unlock()
 	if off >= size {
 		return fuse.ReadResultData(nil), 0
@@ -245,6 +252,9 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 			return nil, n.fsys.fail("read", n.key(), err)
 		}
 		return fuse.ReadResultData(dest[:got]), 0
+	}
+	if unlinked {
+		return nil, syscall.ESTALE // its object is gone (see stage)
 	}
 	defer n.fsys.usingKeys("a read")()
 	key := n.key()

@@ -532,3 +532,34 @@ func TestChmodAfterAFailedOne(t *testing.T) {
 		t.Fatalf("object's mode %v, want %o", o.Meta["mode"], syscall.S_IFREG|0o640)
 	}
 }
+
+// A file unlinked while a program has it open for reading has no object
+// left: reading it, or opening it again through /proc without a lookup,
+// fails with ESTALE (the kernel's answer for a file removed behind a
+// handle), not with an I/O error on a key the file no longer has.
+func TestOpenFileUnlinkedBehindAHandle(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	writeFile(t, m.path("f"), []byte("content"))
+	f, err := os.Open(m.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Remove(m.path("f")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Read(make([]byte, 10)); errnoOf(err) != syscall.ESTALE {
+		t.Errorf("read: %v, want ESTALE", err)
+	}
+	_, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_RDWR, 0)
+	if errnoOf(err) != syscall.ESTALE {
+		t.Errorf("reopen: %v, want ESTALE", err)
+	}
+	if keys := srv.keys(t); len(keys) != 0 {
+		t.Errorf("keys %v", keys)
+	}
+	if strings.Contains(m.logs.String(), "level=WARN") {
+		t.Errorf("warnings logged:\n%s", m.logs)
+	}
+}
