@@ -247,6 +247,10 @@ func startMountAt(t *testing.T, srv *server, dir, cacheDir string, extra ...stri
 	return m
 }
 
+// stopTimeout bounds ossmount's exit after SIGTERM; the longest drain in
+// the suite takes a few seconds.
+const stopTimeout = time.Minute
+
 // stop sends SIGTERM and checks the exit.
 func (m *mount) stop(t *testing.T) {
 	t.Helper()
@@ -255,7 +259,11 @@ func (m *mount) stop(t *testing.T) {
 	}
 	m.stopped = true
 	m.cmd.Process.Signal(syscall.SIGTERM)
+	// A hung unmount fails the test with ossmount's goroutines (SIGQUIT
+	// makes the Go runtime print them) instead of the suite's timeout.
+	dump := time.AfterFunc(stopTimeout, func() { m.cmd.Process.Signal(syscall.SIGQUIT) })
 	err := m.cmd.Wait()
+	dump.Stop()
 	if err != nil {
 		t.Errorf("ossmount exited with %v\nlogs:\n%s", err, m.logs)
 	}

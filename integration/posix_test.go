@@ -533,14 +533,16 @@ func TestChmodAfterAFailedOne(t *testing.T) {
 	}
 }
 
-// A file unlinked while a program has it open for reading has no object
-// left: reading it, or opening it again through /proc without a lookup,
-// fails with ESTALE (the kernel's answer for a file removed behind a
-// handle), not with an I/O error on a key the file no longer has.
+// A file unlinked while a program has it open for reading, and never
+// staged here, has no content left: reading it, or opening it again
+// through /proc without a lookup, fails with ESTALE (the kernel's answer
+// for a file removed behind a handle), not with an I/O error on a key the
+// file no longer has.
 func TestOpenFileUnlinkedBehindAHandle(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
-	writeFile(t, m.path("f"), []byte("content"))
+	// Put by another client, so that the mount has no staged copy.
+	srv.store.Put(testBucket, "f", strings.NewReader("content"), store.Attrs{}, false)
 	f, err := os.Open(m.path("f"))
 	if err != nil {
 		t.Fatal(err)
@@ -552,9 +554,12 @@ func TestOpenFileUnlinkedBehindAHandle(t *testing.T) {
 	if _, err := f.Read(make([]byte, 10)); errnoOf(err) != syscall.ESTALE {
 		t.Errorf("read: %v, want ESTALE", err)
 	}
-	_, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_RDWR, 0)
+	again, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_RDWR, 0)
 	if errnoOf(err) != syscall.ESTALE {
 		t.Errorf("reopen: %v, want ESTALE", err)
+	}
+	if err == nil {
+		again.Close()
 	}
 	if keys := srv.keys(t); len(keys) != 0 {
 		t.Errorf("keys %v", keys)
