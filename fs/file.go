@@ -56,9 +56,10 @@ type fileNode struct {
 	sealed   bool   // GUARDED_BY(mu)
 	inBucket bool   // GUARDED_BY(mu); an object exists at the current key
 	handles  int    // GUARDED_BY(mu); open file handles
-	// stagers counts handle-less operations using the staging file
-	// (stage: a truncate by path); it is not dropped meanwhile.
-	stagers  int  // GUARDED_BY(mu)
+	// pins counts operations using the staging file that a handle may not
+	// keep (a truncate by path staging it, an upload reading it); it is
+	// not dropped meanwhile (pinStaging).
+	pins     int  // GUARDED_BY(mu)
 	unlinked bool // GUARDED_BY(mu); removed: never upload again
 }
 
@@ -148,14 +149,7 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) erro
 	defer n.freeze.Unlock()
 	// A truncate by path has no handle to keep the staging file from
 	// being dropped (an upload ending) while it is used here.
-	n.mu.Lock()
-	n.stagers++
-	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		n.stagers--
-		n.mu.Unlock()
-	}()
+	defer n.pinStaging()()
 	if truncate || newSize >= 0 {
 		if err := n.unsealLocked(); err != nil {
 			return err
@@ -444,12 +438,24 @@ func (n *fileNode) released() {
 	n.dropStagingIfIdle()
 }
 
-// dropStagingIfIdle frees the staging file when no handle or handle-less
-// stager uses it and the bucket has its content.
+// pinStaging keeps the staging file until unpin is called.
+func (n *fileNode) pinStaging() (unpin func()) {
+	n.mu.Lock()
+	n.pins++
+	n.mu.Unlock()
+	return func() {
+		n.mu.Lock()
+		n.pins--
+		n.mu.Unlock()
+	}
+}
+
+// dropStagingIfIdle frees the staging file when no handle or pin keeps it
+// and the bucket has its content.
 func (n *fileNode) dropStagingIfIdle() {
 	n.mu.Lock()
 	var idle *cache.Staging
-	if n.handles == 0 && n.stagers == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
+	if n.handles == 0 && n.pins == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
 		idle = n.staging
 		n.staging = nil
 		n.dirty = false
@@ -470,6 +476,9 @@ func (n *fileNode) upload(ctx context.Context) error {
 	}
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
+	// Marked clean while it is read: the release of a handle meanwhile
+	// must not drop it.
+	defer n.pinStaging()()
 	n.mu.Lock()
 	if !n.dirty || n.unlinked {
 		n.mu.Unlock()
