@@ -72,6 +72,14 @@ func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAt
 
 func (d *dirNode) key() string { return d.dirKey() }
 
+func (d *dirNode) takeHeldMeta() (upload.Metadata, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pending := d.metaPending && !d.removed
+	d.metaPending = false
+	return d.meta, pending
+}
+
 // applyHeldMeta writes the marker with the held metadata.
 func (d *dirNode) applyHeldMeta(ctx context.Context, key string) error {
 	d.mu.Lock()
@@ -217,8 +225,13 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 		}
 	}
 	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md, inBucket: true}
+	fn.metaPending = d.fsys.adoptHeld(fn, d.fsys.fileKey(upload.Child(d.path(), name)), &fn.meta)
 	fn.fillEntry(out)
-	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	if fn.metaPending {
+		d.fsys.holdMeta(fn)
+	}
+	return ch
 }
 
 // dirChild returns the inode for a directory, reusing the existing one.
@@ -232,8 +245,13 @@ func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata,
 		}
 	}
 	dn := &dirNode{fsys: d.fsys, meta: md}
-	fillAttr(&out.Attr, md, 0)
-	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	dn.metaPending = d.fsys.adoptHeld(dn, d.fsys.dirKey(upload.Child(d.path(), name)), &dn.meta)
+	fillAttr(&out.Attr, dn.meta, 0)
+	ch := d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	if dn.metaPending {
+		d.fsys.holdMeta(dn)
+	}
+	return ch
 }
 
 // symlinkChild returns the inode for a symlink object, reusing the existing

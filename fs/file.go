@@ -572,6 +572,14 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	return nil
 }
 
+func (n *fileNode) takeHeldMeta() (upload.Metadata, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	pending := n.metaPending && !n.dirty && !n.unlinked
+	n.metaPending = false
+	return n.meta, pending
+}
+
 // applyHeldMeta sends held metadata changes of a clean file: a copy of the
 // object onto itself with the new metadata.
 func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {

@@ -87,6 +87,9 @@ type FS struct {
 type metaHolder interface {
 	// applyHeldMeta sends the held change to the node's object, key.
 	applyHeldMeta(ctx context.Context, key string) error
+	// takeHeldMeta returns the held change, which is no longer the node's
+	// to send.
+	takeHeldMeta() (md upload.Metadata, pending bool)
 	key() string
 	EmbeddedInode() *gofs.Inode
 }
@@ -150,6 +153,45 @@ func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	if err := n.applyHeldMeta(ctx, key); err != nil {
 		f.log.Error("metadata change not saved", "key", key, "request_id", bucket.RequestID(err), "err", err)
 	}
+}
+
+// adoptHeld moves a change held by a node the kernel has forgotten to the
+// new node n of the same key, which the kernel looked up: the change is
+// newer than the bucket's metadata that n was made with, and sent later by
+// the forgotten node it would overwrite whatever n does to the object
+// meanwhile (a chmod, an upload with n's metadata). It reports whether
+// there was one; n's metadata is then md with the adopted change.
+func (f *FS) adoptHeld(n metaHolder, key string, md *upload.Metadata) bool {
+	f.heldMu.Lock()
+	var candidates []metaHolder
+	for h, k := range f.held {
+		if k == key && h != n {
+			candidates = append(candidates, h)
+		}
+	}
+	f.heldMu.Unlock()
+	for _, old := range candidates {
+		// Outside heldMu: Parent takes the tree's locks.
+		if _, parent := old.EmbeddedInode().Parent(); parent != nil {
+			continue // still in the tree (the other kind of node)
+		}
+		f.heldMu.Lock()
+		_, still := f.held[old]
+		delete(f.held, old)
+		f.heldMu.Unlock()
+		if !still {
+			continue // being sent (applyHeld) or adopted already
+		}
+		held, pending := old.takeHeldMeta()
+		if !pending {
+			continue
+		}
+		typ := md.Mode & syscall.S_IFMT
+		*md = held
+		md.Mode = typ | held.Mode&0o7777
+		return true
+	}
+	return false
 }
 
 // Shutdown releases the handles the kernel did not and sends what is still

@@ -510,6 +510,50 @@ func TestChmodSurvivesLookupWhileHeld(t *testing.T) {
 	}
 }
 
+// A chmod held for its copy belongs to the file, not to the node the
+// kernel had for it: when the kernel forgets the node (here: dropped
+// caches), the next lookup's node shows the change and takes it over, and
+// a later chmod is not overwritten by the forgotten node's copy.
+func TestChmodSurvivesForgottenNode(t *testing.T) {
+	for _, name := range []string{"f", "dir"} {
+		t.Run(name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv)
+			if name == "dir" {
+				if err := os.Mkdir(m.path(name), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				writeFile(t, m.path(name), []byte("content"))
+			}
+			if err := os.Chmod(m.path(name), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+				t.Fatalf("dropping the kernel's caches: %v", err)
+			}
+			fi, err := os.Stat(m.path(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o700 {
+				t.Errorf("mode %o after the node was forgotten, want 700", fi.Mode().Perm())
+			}
+			if err := os.Chmod(m.path(name), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			m.stop(t)
+			key, typ := name, uint32(syscall.S_IFREG)
+			if name == "dir" {
+				key, typ = name+"/", syscall.S_IFDIR
+			}
+			if o, _ := srv.store.Head(testBucket, key); o.Meta["mode"] != fmt.Sprint(typ|0o750) {
+				t.Fatalf("object's mode %v, want %d", o.Meta["mode"], typ|0o750)
+			}
+		})
+	}
+}
+
 // A chmod after one whose copy failed is still sent: the failed change
 // stays pending, which must not keep the next from being scheduled.
 func TestChmodAfterAFailedOne(t *testing.T) {
