@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -152,6 +153,18 @@ func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	}
 	if err := n.applyHeldMeta(ctx, key); err != nil {
 		f.log.Error("metadata change not saved", "key", key, "request_id", bucket.RequestID(err), "err", err)
+	}
+}
+
+// movedHeld follows a directory rename in the keys of held changes: one
+// held by a node the kernel forgets is sent to the key it has then.
+func (f *FS) movedHeld(oldPrefix, newPrefix string) {
+	f.heldMu.Lock()
+	defer f.heldMu.Unlock()
+	for n, k := range f.held {
+		if rest, ok := strings.CutPrefix(k, oldPrefix); ok {
+			f.held[n] = newPrefix + rest
+		}
 	}
 }
 

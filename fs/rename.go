@@ -280,6 +280,7 @@ func (f *FS) renameDir(ctx context.Context, dir *gofs.Inode, oldPath, newPath st
 	if err := parallel(ctx, objs, func(o bucket.ObjectInfo) error { return f.bucket.Delete(ctx, o.Key) }); err != nil {
 		return f.fail("rename", oldPrefix, err)
 	}
+	f.movedHeld(oldPrefix, newPrefix)
 	return 0
 }
 

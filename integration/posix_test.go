@@ -554,6 +554,42 @@ func TestChmodSurvivesForgottenNode(t *testing.T) {
 	}
 }
 
+// A chmod held on a file whose directory is then renamed, and whose node
+// the kernel forgets, follows the file to its new name: it does not land
+// on a new file made under the old name.
+func TestHeldChmodFollowsDirectoryRename(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("d/f"), []byte("moved"))
+	if err := os.Chmod(m.path("d/f"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.path("d"), m.path("g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatalf("dropping the kernel's caches: %v", err)
+	}
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("d/f"), []byte("new"))
+	for name, want := range map[string]os.FileMode{"g/f": 0o700, "d/f": 0o644} {
+		if fi, err := os.Stat(m.path(name)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want mode %o", name, fi.Mode(), err, want)
+		}
+	}
+	m.stop(t)
+	for key, want := range map[string]int{"g/f": syscall.S_IFREG | 0o700, "d/f": syscall.S_IFREG | 0o644} {
+		if o, err := srv.store.Head(testBucket, key); err != nil || o.Meta["mode"] != strconv.Itoa(want) {
+			t.Errorf("%s: metadata %v %v, want mode %o", key, o.Meta, err, want)
+		}
+	}
+}
+
 // A chmod after one whose copy failed is still sent: the failed change
 // stays pending, which must not keep the next from being scheduled.
 func TestChmodAfterAFailedOne(t *testing.T) {
