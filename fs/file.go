@@ -608,9 +608,9 @@ func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
 // holdForRemoval takes the file's freeze for an unlink, or a rename that
 // replaces it: an upload in progress (another process's close or fsync)
 // ends first — landing after the removal, it would bring the file back —
-// and one that would start later finds the file forgotten. Renames are
-// serialized by the kernel, so a rename holding the replaced file's freeze
-// may take the moved file's.
+// and one that would start later finds the file forgotten. Renames hold
+// FS.keys exclusively, so a rename holding the replaced file's freeze may
+// take the moved file's.
 func (n *fileNode) holdForRemoval() {
 	if !n.freeze.TryLock() {
 		n.fsys.log.Debug("a removal waits for the file's upload in progress", "key", n.key())

@@ -5,10 +5,9 @@
 // Object keys are derived from an inode's place in the tree (Inode.Path), so
 // a rename in the tree renames every key below it with no bookkeeping.
 //
-// Lock order: FS.keys, then fileNode.freeze (a rename takes the replaced
-// file's, then the moved file's; the kernel serializes renames that share a
-// file), then fileNode.mu; fileNode.appendMu before freeze; dirNode.mu
-// alone. No mu is
+// Lock order: FS.keys, then fileNode.freeze (a rename, holding keys
+// exclusively, takes the replaced file's, then the moved file's), then
+// fileNode.mu; fileNode.appendMu before freeze; dirNode.mu alone. No mu is
 // held across network I/O; freeze is, on purpose: an upload holds it
 // exclusively so that it reads a consistent snapshot while writers of that
 // one file wait.
@@ -69,11 +68,11 @@ type FS struct {
 	listings *cache.Listings
 
 	// keys is held shared by every operation that turns a node's place in
-	// the tree into an object key and acts with it, and by a rename of a
-	// file; exclusively by a rename of a directory, whose keys below all
-	// change. A rename holds it until go-fuse has moved the node in the
-	// tree (afterMove), so that no key is computed from the old place once
-	// the objects are moved.
+	// the tree into an object key and acts with it, and exclusively by a
+	// rename (a directory's changes every key below it) until go-fuse has
+	// moved the node in the tree (afterMove), so that no key is computed
+	// from the old place once the objects are moved, and no lookup runs
+	// against a half-done move.
 	keys sync.RWMutex
 
 	heldMu sync.Mutex
@@ -280,11 +279,10 @@ func (f *FS) usingKeys(op string) (release func()) {
 	return f.keys.RUnlock
 }
 
-// renamingDir takes keys exclusively for a directory rename and returns
-// its release.
-func (f *FS) renamingDir() (release func()) {
+// renaming takes keys exclusively for a rename and returns its release.
+func (f *FS) renaming() (release func()) {
 	if !f.keys.TryLock() {
-		f.log.Debug("a directory rename waits for the operations in progress")
+		f.log.Debug("a rename waits for the operations in progress")
 		f.keys.Lock()
 	}
 	return f.keys.Unlock

@@ -56,13 +56,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			release()
 			return
 		}
-		go afterMove(&d.Inode, name, src, release)
+		go d.fsys.afterMove(&d.Inode, name, &dst.Inode, newName, src, release)
 	}()
-	if _, isDir := src.Operations().(*dirNode); isDir {
-		holds = append(holds, d.fsys.renamingDir())
-	} else {
-		holds = append(holds, d.fsys.usingKeys("a rename"))
-	}
+	holds = append(holds, d.fsys.renaming())
 	oldPath := upload.Child(d.path(), name)
 	newPath := upload.Child(dst.path(), newName)
 	if flags&renameNoReplace != 0 {
@@ -151,15 +147,23 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	return 0
 }
 
-// afterMove calls release once go-fuse has moved src away from name in
-// parent, which it does right after Rename returns 0 and before the kernel
-// hears of it; until then src's path, and every key computed from it, is
-// the old one.
-func afterMove(parent *gofs.Inode, name string, src *gofs.Inode, release func()) {
-	for parent.GetChild(name) == src {
+// afterMove calls release once go-fuse has moved src from name in parent
+// to newName in newParent, which it does right after Rename returns 0 and
+// before the kernel hears of it; until then src's path, and every key
+// computed from it, is the old one. Either end is proof: a lookup that
+// returned src (or the replaced node) just before the rename may add it
+// under its old name once more when it completes — go-fuse's race, which
+// the bound keeps from hanging the mount.
+func (f *FS) afterMove(parent *gofs.Inode, name string, newParent *gofs.Inode, newName string, src *gofs.Inode, release func()) {
+	defer release()
+	deadline := time.Now().Add(time.Second)
+	for parent.GetChild(name) == src && newParent.GetChild(newName) != src {
+		if time.Now().After(deadline) {
+			f.log.Warn("rename: the tree did not show the move within a second; going on", "name", newName)
+			return
+		}
 		time.Sleep(20 * time.Microsecond)
 	}
-	release()
 }
 
 // holdReplaced takes the freeze of the file a rename replaces, if it is

@@ -357,14 +357,15 @@ func TestUnlinkWhileCloseUploads(t *testing.T) {
 	}
 }
 
-// A rename onto a file whose close is uploading waits for that upload: the
-// replaced content does not land over the renamed file.
+// A rename onto a file whose close is uploading waits for that upload (as
+// for every operation using keys): the replaced content does not land over
+// the renamed file.
 func TestRenameOntoFileWhileCloseUploads(t *testing.T) {
 	srv, m, started, release := mountHoldingPut(t, "target")
 	writeFile(t, m.path("source"), []byte("renamed over it"))
 	closed := inBackground(func() error { return os.WriteFile(m.path("target"), []byte("replaced"), 0o644) })
 	<-started
-	err := whileUploadHeld(t, m, `msg="a removal waits for the file's upload in progress" key=target`, release,
+	err := whileUploadHeld(t, m, `msg="a rename waits for the operations in progress"`, release,
 		func() error { return os.Rename(m.path("source"), m.path("target")) })
 	if err != nil {
 		t.Fatalf("rename: %v", err)
