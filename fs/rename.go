@@ -152,8 +152,10 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 // before the kernel hears of it; until then src's path, and every key
 // computed from it, is the old one. Either end is proof: a lookup that
 // returned src (or the replaced node) just before the rename may add it
-// under its old name once more when it completes — go-fuse's race, which
-// the bound keeps from hanging the mount.
+// under its old name once more when it completes — go-fuse adds a node
+// after Lookup returns — and the bound keeps that from hanging the mount.
+// Such an alias of src under its old name, which the kernel no longer has,
+// is removed: src's path, and so its keys, could be read from it.
 func (f *FS) afterMove(parent *gofs.Inode, name string, newParent *gofs.Inode, newName string, src *gofs.Inode, release func()) {
 	defer release()
 	deadline := time.Now().Add(time.Second)
@@ -163,6 +165,10 @@ func (f *FS) afterMove(parent *gofs.Inode, name string, newParent *gofs.Inode, n
 			return
 		}
 		time.Sleep(20 * time.Microsecond)
+	}
+	if newParent.GetChild(newName) == src && parent.GetChild(name) == src {
+		f.log.Debug("rename: a lookup re-added the moved node under its old name; removing it", "name", name)
+		parent.RmChild(name)
 	}
 }
 
