@@ -36,8 +36,23 @@ func (n *fileNode) submit() error {
 		n.mu.Lock()
 		n.dirty, n.sealed = true, false
 		n.mu.Unlock()
+		return err
 	}
-	return err
+	// A chmod meanwhile (Setattr does not wait for the freeze) went into
+	// the version this one replaced (metaQueued): it goes into this one,
+	// or is held if this one has started.
+	n.mu.Lock()
+	now := n.meta
+	n.mu.Unlock()
+	if now != md {
+		if ok, err := n.fsys.queue.Update(id, rec.Key, now.Encode()); err != nil || !ok {
+			n.mu.Lock()
+			n.metaPending = true
+			n.mu.Unlock()
+			n.fsys.holdMeta(n)
+		}
+	}
+	return nil
 }
 
 // queuedDone takes back a staged file the queue is done with. An upload
