@@ -2,7 +2,9 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -236,17 +238,36 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	n.mu.Lock()
 	st, size, unlinked := n.staging, n.size, n.unlinked
 	n.mu.Unlock()
-	if off >= size {
-		return fuse.ReadResultData(nil), 0
-	}
-	length := min(int64(len(dest)), size-off)
-	if st != nil {
-		got, err := st.ReadAt(dest[:length], off)
+	for st != nil {
+		if off >= size {
+			return fuse.ReadResultData(nil), 0
+		}
+		got, err := st.ReadAt(dest[:min(int64(len(dest)), size-off)], off)
+		if errors.Is(err, os.ErrClosed) {
+			// Let go under this read without the freeze: a sealed file
+			// whose copy has taken its place, handed back by the queue.
+			// The file's content is now in its current staging file (or
+			// the bucket).
+			n.mu.Lock()
+			next := n.staging
+			moved := next != st
+			if moved {
+				st, size, unlinked = next, n.size, n.unlinked
+			}
+			n.mu.Unlock()
+			if moved {
+				continue
+			}
+		}
 		if err != nil && err != io.EOF {
 			return nil, n.fsys.fail("read", n.key(), err)
 		}
 		return fuse.ReadResultData(dest[:got]), 0
 	}
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	length := min(int64(len(dest)), size-off)
 	if unlinked {
 		return nil, syscall.ESTALE // its object is gone (see stage)
 	}
