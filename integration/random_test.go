@@ -13,6 +13,20 @@ import (
 	"testing"
 )
 
+// randomModes are the mounts the random tests run on: sync and write-back
+// (uploads 2 ms after a close, so that operations meet queued, running and
+// finished uploads), each also with every stat a lookup (the bucket's view
+// read back often; nodes forgotten and looked up again).
+var randomModes = []struct {
+	name string
+	opts []string
+}{
+	{"sync", nil},
+	{"writeback", []string{"writeback", "writeback_delay=2ms"}},
+	{"sync-nocache", []string{"stat_ttl=0s"}},
+	{"writeback-nocache", []string{"writeback", "writeback_delay=2ms", "stat_ttl=0s"}},
+}
+
 // Random sequences of writes, appends, overwrites, truncates, renames,
 // unlinks, chmods, mkdirs, rmdirs and directory renames on a few names,
 // done through the mount and in a local directory alike: every operation
@@ -26,16 +40,7 @@ import (
 // file failing with ENOENT, staging files left behind, a chmod undone by a
 // lookup and an rmdir of a directory that was not empty.
 func TestRandomOperationsMatchLocalDirectory(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		opts []string
-	}{
-		{"sync", nil},
-		{"writeback", []string{"writeback", "writeback_delay=2ms"}},
-		// Every stat a lookup: the bucket's view is read back often.
-		{"sync-nocache", []string{"stat_ttl=0s"}},
-		{"writeback-nocache", []string{"writeback", "writeback_delay=2ms", "stat_ttl=0s"}},
-	} {
+	for _, mode := range randomModes {
 		for seed := uint64(1); seed <= 4; seed++ {
 			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
 				srv := startServer(t)
@@ -61,16 +66,7 @@ func TestRandomOperationsMatchLocalDirectory(t *testing.T) {
 // mount, a lookup racing a rename that hung it, chmods lost to nodes the
 // kernel forgot and to a close being queued.
 func TestConcurrentOperationsEndAsTheMountShowed(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		opts []string
-	}{
-		{"sync", nil},
-		{"writeback", []string{"writeback", "writeback_delay=2ms"}},
-		// Every stat a lookup: nodes forgotten and looked up again.
-		{"sync-nocache", []string{"stat_ttl=0s"}},
-		{"writeback-nocache", []string{"writeback", "writeback_delay=0s", "stat_ttl=0s"}},
-	} {
+	for _, mode := range randomModes {
 		for seed := uint64(1); seed <= 8; seed++ {
 			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
 				srv := startServer(t)
