@@ -44,21 +44,15 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		// file's freeze taken for the target would deadlock the move.
 		return 0
 	}
-	// What is held for the rename is let go once go-fuse has moved src.
-	var holds []func()
+	// The keys are let go once go-fuse has moved src.
+	release := d.fsys.renaming()
 	defer func() {
-		release := func() {
-			for i := len(holds) - 1; i >= 0; i-- {
-				holds[i]()
-			}
-		}
 		if errno != 0 {
 			release()
 			return
 		}
 		go d.fsys.afterMove(&d.Inode, name, &dst.Inode, newName, src, release)
 	}()
-	holds = append(holds, d.fsys.renaming())
 	oldPath := upload.Child(d.path(), name)
 	newPath := upload.Child(dst.path(), newName)
 	if flags&renameNoReplace != 0 {
@@ -96,11 +90,10 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
-		// Under the moved file's freeze: a close being queued (an empty
-		// file's, at release) finishes first, so that its job is found and
-		// renamed, and one that follows computes the new key.
+		// Under the moved file's freeze: writers wait while its staged
+		// content is uploaded to the new name, or its job renamed.
 		n.freeze.Lock()
-		holds = append(holds, n.freeze.Unlock)
+		defer n.freeze.Unlock()
 		err := d.fsys.removing(ctx, newKey, func(bool) error { return n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey) })
 		if err != nil {
 			return d.fsys.fail("rename", newKey, err)
