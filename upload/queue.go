@@ -253,9 +253,20 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 	}
 	it.rec.Key, it.rec.Meta = key, meta
 	rec, file := it.rec, it.file
+	// Kept from starting while its record is rewritten: an upload that
+	// ended meanwhile would hand the staged file back, and the record
+	// would be written to a file let go.
+	scheduled := it.index >= 0
+	q.unschedule(it)
 	q.mu.Unlock()
 	// Journal the change before the rename or chmod is acknowledged.
-	return true, q.journal.Put(rec, file)
+	err := q.journal.Put(rec, file)
+	q.mu.Lock()
+	if scheduled && q.items[id] == it {
+		q.schedule(it) // not if suspended meanwhile
+	}
+	q.mu.Unlock()
+	return true, err
 }
 
 // Remove drops a queued item; one running is waited for first (its object
