@@ -20,6 +20,7 @@ import (
 type dirNode struct {
 	gofs.Inode
 	noXattrs
+	placed
 	fsys *FS
 
 	mu   sync.Mutex
@@ -44,8 +45,6 @@ var (
 	_ = (gofs.NodeSymlinker)((*dirNode)(nil))
 	_ = (gofs.NodeRenamer)((*dirNode)(nil))
 )
-
-func (d *dirNode) path() string { return pathOf(&d.Inode) }
 
 func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.mu.Lock()
@@ -103,7 +102,20 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	return 0
 }
 
+// lookupReturning, set by tests only, runs when a lookup has let go of the
+// keys and is about to hand its node to go-fuse, which adds it to its tree
+// after Lookup returns.
+var lookupReturning func(parent *dirNode, name string, found *gofs.Inode)
+
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ch, errno := d.lookup(ctx, name, out)
+	if lookupReturning != nil {
+		lookupReturning(d, name, ch)
+	}
+	return ch, errno
+}
+
+func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ctx = uninterrupted(ctx)
 	defer d.fsys.usingKeys("a lookup")()
 	path := upload.Child(d.path(), name)
@@ -113,7 +125,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	// A file with local state (staged, dirty) is what the bucket will hold:
 	// it wins over what the bucket holds now.
-	if ch := d.GetChild(name); ch != nil {
+	if ch := d.child(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
 			fn.fillEntry(out)
 			return ch, 0
@@ -161,7 +173,7 @@ func (d *dirNode) queuedChild(ctx context.Context, name, key string, out *fuse.E
 	fn.size, fn.staging, fn.sealed, fn.wbID = rec.Size, st, true, rec.ID
 	fn.meta = upload.DecodeMetadata(rec.Meta, d.fsys.defaultMeta(syscall.S_IFREG, d.fsys.now()))
 	fn.fillEntry(out)
-	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	return d.newChild(ctx, name, fn, syscall.S_IFREG)
 }
 
 // dirKey is the directory's key prefix.
@@ -217,7 +229,7 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 		return d.symlinkChild(ctx, name, md, info.Size, out)
 	}
 	md.Mode = syscall.S_IFREG | md.Mode&0o7777
-	if ch := d.GetChild(name); ch != nil {
+	if ch := d.child(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
 			fn.refresh(info.Size, md)
 			fn.fillEntry(out)
@@ -227,7 +239,7 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md, inBucket: true}
 	fn.metaPending = d.fsys.adoptHeld(fn, d.fsys.fileKey(upload.Child(d.path(), name)), &fn.meta)
 	fn.fillEntry(out)
-	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	ch := d.newChild(ctx, name, fn, syscall.S_IFREG)
 	if fn.metaPending {
 		d.fsys.holdMeta(fn)
 	}
@@ -236,7 +248,7 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 
 // dirChild returns the inode for a directory, reusing the existing one.
 func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata, out *fuse.EntryOut) *gofs.Inode {
-	if ch := d.GetChild(name); ch != nil {
+	if ch := d.child(name); ch != nil {
 		if dn, ok := ch.Operations().(*dirNode); ok {
 			dn.mu.Lock()
 			fillAttr(&out.Attr, dn.meta, 0)
@@ -247,7 +259,7 @@ func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata,
 	dn := &dirNode{fsys: d.fsys, meta: md}
 	dn.metaPending = d.fsys.adoptHeld(dn, d.fsys.dirKey(upload.Child(d.path(), name)), &dn.meta)
 	fillAttr(&out.Attr, dn.meta, 0)
-	ch := d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	ch := d.newChild(ctx, name, dn, syscall.S_IFDIR)
 	if dn.metaPending {
 		d.fsys.holdMeta(dn)
 	}
@@ -258,7 +270,7 @@ func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata,
 // one.
 func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metadata, size int64, out *fuse.EntryOut) *gofs.Inode {
 	fillAttr(&out.Attr, md, size)
-	if ch := d.GetChild(name); ch != nil {
+	if ch := d.child(name); ch != nil {
 		if sn, ok := ch.Operations().(*symlinkNode); ok {
 			sn.mu.Lock()
 			sn.meta, sn.size = md, size
@@ -266,7 +278,7 @@ func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metad
 			return ch
 		}
 	}
-	return d.NewInode(ctx, &symlinkNode{fsys: d.fsys, meta: md, size: size}, gofs.StableAttr{Mode: syscall.S_IFLNK})
+	return d.newChild(ctx, name, &symlinkNode{fsys: d.fsys, meta: md, size: size}, syscall.S_IFLNK)
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -300,7 +312,7 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 	// queued, in the bucket — so that one moving on while this lists is
 	// seen in the next place it is looked for (as checkEmpty does).
 	// Files being written are listed before their first upload.
-	for name, ch := range d.Children() {
+	for name, ch := range d.children() {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
 			add(name, syscall.S_IFREG)
 		}
@@ -365,7 +377,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	// Create sends nothing: the first flush uploads, even an empty file.
 	fn := &fileNode{fsys: d.fsys, meta: d.fsys.callerMeta(ctx, syscall.S_IFREG, mode), staging: st, dirty: true, emptyPending: true, streamable: true, handles: 1}
 	fn.fillEntry(out)
-	ch := d.NewInode(ctx, fn, gofs.StableAttr{Mode: syscall.S_IFREG})
+	ch := d.newChild(ctx, name, fn, syscall.S_IFREG)
 	d.fsys.listings.Add(d.dirKey(), name, false)
 	return ch, &fileHandle{node: fn, append: flags&syscall.O_APPEND != 0}, openFlags(flags), 0
 }
@@ -388,15 +400,16 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	// empty (unless another client writes there meanwhile): lookups in it
 	// need no requests for a while.
 	d.fsys.listings.Put(key, nil)
-	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: syscall.S_IFDIR}), 0
+	return d.newChild(ctx, name, dn, syscall.S_IFDIR), 0
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = uninterrupted(ctx)
 	defer d.fsys.usingKeys("an unlink")()
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
+	ch := d.child(name)
 	var fn *fileNode
-	if ch := d.GetChild(name); ch != nil {
+	if ch != nil {
 		fn, _ = ch.Operations().(*fileNode)
 	}
 	if fn != nil {
@@ -421,8 +434,11 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return d.fsys.fail("unlink", key, err)
 	}
 	d.fsys.listings.Remove(d.dirKey(), name, false)
-	if fn != nil {
-		fn.forget()
+	if ch != nil {
+		if fn != nil {
+			fn.forget()
+		}
+		ch.Operations().(placedNode).unplace()
 	}
 	return 0
 }
@@ -441,12 +457,13 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	}
 	d.fsys.listings.Remove(d.dirKey(), name, true)
 	d.fsys.listings.ForgetBelow(key)
-	if ch := d.GetChild(name); ch != nil {
+	if ch := d.child(name); ch != nil {
 		if dn, ok := ch.Operations().(*dirNode); ok {
 			dn.mu.Lock()
 			dn.removed = true
 			dn.mu.Unlock()
 		}
+		ch.Operations().(placedNode).unplace()
 	}
 	return 0
 }

@@ -22,6 +22,7 @@ import (
 type fileNode struct {
 	gofs.Inode
 	noXattrs
+	placed
 	fsys *FS
 
 	// freeze is held shared by writers and exclusively by whatever must see
@@ -75,7 +76,7 @@ var (
 	_ = (gofs.NodeFsyncer)((*fileNode)(nil))
 )
 
-func (n *fileNode) key() string { return n.fsys.fileKey(pathOf(&n.Inode)) }
+func (n *fileNode) key() string { return n.fsys.fileKey(n.path()) }
 
 // isLocal reports whether the node has content the bucket may not have.
 func (n *fileNode) isLocal() bool {

@@ -2,8 +2,9 @@
 // delegating staging to cache/ and uploads to upload/. errno.go is the only
 // place errors become errnos.
 //
-// Object keys are derived from an inode's place in the tree (Inode.Path), so
-// a rename in the tree renames every key below it with no bookkeeping.
+// Object keys are derived from each node's place — its parent directory and
+// its name (place.go) — so a rename of a directory renames every key below
+// it with no bookkeeping.
 //
 // Lock order: FS.keys, then fileNode.freeze (a rename, holding keys
 // exclusively, takes the replaced file's, then the moved file's), then
@@ -67,12 +68,12 @@ type FS struct {
 	// listings answers lookups of names a recently listed directory lacks.
 	listings *cache.Listings
 
-	// keys is held shared by every operation that turns a node's place in
-	// the tree into an object key and acts with it, and exclusively by a
-	// rename (a directory's changes every key below it) until go-fuse has
-	// moved the node in the tree (afterMove), so that no key is computed
-	// from the old place once the objects are moved, and no lookup runs
-	// against a half-done move.
+	// keys is held shared by every operation that turns a node's place
+	// into an object key and acts with it, and exclusively by a rename,
+	// which changes a place (a directory's, every key below it), until
+	// go-fuse has moved the node in its own tree too (afterMove): no key
+	// is computed from the old place once the objects are moved, and no
+	// lookup runs against a half-done move.
 	keys sync.RWMutex
 
 	heldMu sync.Mutex
@@ -109,6 +110,7 @@ func New(cfg Config) *FS {
 	f.held = map[metaHolder]string{}
 	f.listings = cache.NewListings(cfg.StatTTL, f.now)
 	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, time.Time{})}
+	f.root.placeAt(nil, "")
 	return f
 }
 
@@ -121,7 +123,7 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 // its pending flag: a change that failed to apply stays pending, and the
 // next change must still be scheduled.
 func (f *FS) holdMeta(n metaHolder) {
-	key := n.key() // outside heldMu: Path takes the tree's locks
+	key := n.key()
 	f.heldMu.Lock()
 	_, already := f.held[n]
 	f.held[n] = key
@@ -287,9 +289,6 @@ func (f *FS) renaming() (release func()) {
 	}
 	return f.keys.Unlock
 }
-
-// pathOf is the node's path below the mountpoint ("" for the root).
-func pathOf(in *gofs.Inode) string { return in.Path(nil) }
 
 // fileKey and dirKey are the object keys of a path.
 func (f *FS) fileKey(path string) string { return upload.Key(f.cfg.Prefix, path) }

@@ -23,8 +23,8 @@ const (
 // Rename moves a file with a server-side copy and a delete (a dirty file is
 // uploaded straight to its new name), and a directory by moving every key
 // below it, up to Config.DirRenameLimit objects (EXDEV above, so that mv
-// falls back to copying). go-fuse moves the inode in the tree once this
-// returns 0, which renames the keys of everything below with it.
+// falls back to copying). It moves src's place (place.go), which renames
+// the keys of everything below with it.
 func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	ctx = uninterrupted(ctx)
 	if flags&renameExchange != 0 {
@@ -34,11 +34,11 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if !ok {
 		return syscall.EXDEV
 	}
-	src := d.GetChild(name)
+	src := d.child(name)
 	if src == nil {
 		return syscall.ENOENT
 	}
-	target := dst.GetChild(newName)
+	target := dst.child(newName)
 	if target == src {
 		// A name onto itself (the kernel may ask): nothing to do, and the
 		// file's freeze taken for the target would deadlock the move.
@@ -76,7 +76,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 				return errno
 			}
 		}
-		if errno := d.fsys.renameDir(ctx, src, oldPath, newPath); errno != 0 {
+		if errno := d.fsys.renameDir(ctx, n, oldPath, newPath); errno != 0 {
 			return errno
 		}
 	case *fileNode:
@@ -136,19 +136,21 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		if fn, ok := target.Operations().(*fileNode); ok {
 			fn.forget()
 		}
+		target.Operations().(placedNode).unplace()
 	}
+	src.Operations().(placedNode).placeAt(dst, newName)
 	return 0
 }
 
 // afterMove calls release once go-fuse has moved src from name in parent
 // to newName in newParent, which it does right after Rename returns 0 and
-// before the kernel hears of it; until then src's path, and every key
-// computed from it, is the old one. Either end is proof: a lookup that
-// returned src (or the replaced node) just before the rename may add it
-// under its old name once more when it completes — go-fuse adds a node
-// after Lookup returns — and the bound keeps that from hanging the mount.
-// Such an alias of src under its old name, which the kernel no longer has,
-// is removed: src's path, and so its keys, could be read from it.
+// before the kernel hears of it. Keys follow places (place.go), which
+// Rename has changed already; but until go-fuse's tree shows the move, a
+// lookup of newName would not find src there and would make a second node
+// of src's object. Either end is proof: a lookup that returned src just
+// before the rename may add it under its old name once more when it
+// completes (harmless: its place says where it is), and the bound keeps
+// that from hanging the mount.
 func (f *FS) afterMove(parent *gofs.Inode, name string, newParent *gofs.Inode, newName string, src *gofs.Inode, release func()) {
 	defer release()
 	deadline := time.Now().Add(time.Second)
@@ -158,10 +160,6 @@ func (f *FS) afterMove(parent *gofs.Inode, name string, newParent *gofs.Inode, n
 			return
 		}
 		time.Sleep(20 * time.Microsecond)
-	}
-	if newParent.GetChild(newName) == src && parent.GetChild(name) == src {
-		f.log.Debug("rename: a lookup re-added the moved node under its old name; removing it", "name", name)
-		parent.RmChild(name)
 	}
 }
 
@@ -201,11 +199,15 @@ func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
 	// In the order a file moves from one to the next — staged, queued,
 	// in the bucket — so that one moving on while this looks is seen in
 	// the next place it is looked for.
-	if ch := d.GetChild(name); ch != nil {
-		for _, grandchild := range ch.Children() {
-			if fn, ok := grandchild.Operations().(*fileNode); ok && fn.isLocal() {
-				return syscall.ENOTEMPTY
-			}
+	var below map[string]*gofs.Inode
+	if ch := d.child(name); ch != nil {
+		if dn, ok := ch.Operations().(*dirNode); ok {
+			below = dn.children()
+		}
+	}
+	for _, grandchild := range below {
+		if fn, ok := grandchild.Operations().(*fileNode); ok && fn.isLocal() {
+			return syscall.ENOTEMPTY
 		}
 	}
 	if d.fsys.queue != nil {
@@ -239,7 +241,7 @@ func (f *FS) moveObject(ctx context.Context, c bucket.CopyRequest) error {
 }
 
 // renameDir moves every key below oldPath to newPath.
-func (f *FS) renameDir(ctx context.Context, dir *gofs.Inode, oldPath, newPath string) syscall.Errno {
+func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath string) syscall.Errno {
 	oldPrefix, newPrefix := f.dirKey(oldPath), f.dirKey(newPath)
 	if errno := f.checkNewName("rename", newPrefix); errno != 0 {
 		return errno
@@ -288,15 +290,15 @@ func (f *FS) renameDir(ctx context.Context, dir *gofs.Inode, oldPath, newPath st
 }
 
 // uploadBelow uploads every dirty file below dir.
-func uploadBelow(ctx context.Context, dir *gofs.Inode) error {
-	for _, ch := range dir.Children() {
+func uploadBelow(ctx context.Context, dir *dirNode) error {
+	for _, ch := range dir.children() {
 		switch n := ch.Operations().(type) {
 		case *fileNode:
 			if err := n.upload(ctx); err != nil {
 				return err
 			}
 		case *dirNode:
-			if err := uploadBelow(ctx, ch); err != nil {
+			if err := uploadBelow(ctx, n); err != nil {
 				return err
 			}
 		}

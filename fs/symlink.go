@@ -18,6 +18,7 @@ import (
 type symlinkNode struct {
 	gofs.Inode
 	noXattrs
+	placed
 	fsys *FS
 
 	mu     sync.Mutex
@@ -32,7 +33,7 @@ var (
 	_ = (gofs.NodeSetattrer)((*symlinkNode)(nil))
 )
 
-func (n *symlinkNode) key() string { return n.fsys.fileKey(pathOf(&n.Inode)) }
+func (n *symlinkNode) key() string { return n.fsys.fileKey(n.path()) }
 
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	ctx = uninterrupted(ctx)
@@ -102,5 +103,5 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	sn := &symlinkNode{fsys: d.fsys, meta: md, size: int64(len(body)), target: body}
 	d.fsys.listings.Add(d.dirKey(), name, false)
 	fillAttr(&out.Attr, md, sn.size)
-	return d.NewInode(ctx, sn, gofs.StableAttr{Mode: syscall.S_IFLNK}), 0
+	return d.newChild(ctx, name, sn, syscall.S_IFLNK), 0
 }
