@@ -3,6 +3,7 @@ package fs
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -15,6 +16,19 @@ import (
 // Its keys must still be the new name's: a write through a descriptor
 // opened before lands in the renamed object, not under the old name.
 func TestLookupReturningAcrossARename(t *testing.T) {
+	// Once armed, the next lookup of d/y that finds the node waits, past
+	// its return, until the rename is done. Installed before the mount
+	// serves, and removed after it stops.
+	var armed atomic.Bool
+	returned, goOn := make(chan struct{}), make(chan struct{})
+	letGo := sync.OnceFunc(func() { close(goOn) })
+	lookupReturning = func(parent *dirNode, name string, found *gofs.Inode) {
+		if name == "y" && found != nil && armed.CompareAndSwap(true, false) {
+			close(returned)
+			<-goOn
+		}
+	}
+	t.Cleanup(func() { lookupReturning = nil })
 	dir, b := mountFake(t)
 	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
 		t.Fatal(err)
@@ -29,17 +43,8 @@ func TestLookupReturningAcrossARename(t *testing.T) {
 	}
 	defer f.Close()
 
-	// The next lookup of d/y that finds the node waits, past its return,
-	// until the rename is done.
-	returned, goOn := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	lookupReturning = func(parent *dirNode, name string, found *gofs.Inode) {
-		if name == "y" && found != nil && first.CompareAndSwap(false, true) {
-			close(returned)
-			<-goOn
-		}
-	}
-	t.Cleanup(func() { lookupReturning = nil })
+	armed.Store(true)
+	defer letGo() // on a failure too: the unmount waits for that lookup
 	statted := make(chan error, 1)
 	go func() {
 		_, err := os.Stat(old) // the kernel revalidates d/y: a lookup
@@ -54,7 +59,7 @@ func TestLookupReturningAcrossARename(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "c")); err != nil {
 		t.Fatal(err)
 	}
-	close(goOn)
+	letGo()
 	<-statted
 
 	if _, err := f.WriteAt([]byte("after!"), 0); err != nil {
