@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,10 +34,17 @@ const maxSummed = maxKeptExtent
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// sumBufs are checksum's buffers: a new one for every close of a small
+// file in write-back mode was 40% of all the mount allocated in a copy of
+// many small files.
+var sumBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
 // checksum is the CRC-32C of the first size bytes of f, in hex.
 func checksum(f *os.File, size int64) (string, error) {
+	buf := sumBufs.Get().(*[32 << 10]byte)
+	defer sumBufs.Put(buf)
 	h := crc32.New(castagnoli)
-	n, err := io.Copy(h, io.NewSectionReader(f, 0, size))
+	n, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, size), buf[:])
 	if err == nil && n < size {
 		err = io.ErrUnexpectedEOF
 	}
