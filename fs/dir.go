@@ -44,6 +44,7 @@ var (
 	_ = (gofs.NodeStatfser)((*dirNode)(nil))
 	_ = (gofs.NodeSymlinker)((*dirNode)(nil))
 	_ = (gofs.NodeRenamer)((*dirNode)(nil))
+	_ = (gofs.NodeFsyncer)((*dirNode)(nil))
 )
 
 func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -464,6 +465,34 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 			dn.mu.Unlock()
 		}
 		ch.Operations().(placedNode).unplace()
+	}
+	return 0
+}
+
+// Fsync of a directory (fsync(2) on it, `sync DIR`) makes its entries
+// durable: it returns once what lies below is in the bucket — in
+// write-back mode it waits for the queued uploads under the directory's
+// prefix, files and markers, and returns the error of one that failed —
+// and it writes the directory's own held metadata. A file still open and
+// dirty has no entry yet: its own close or fsync uploads it. Programs that
+// save a file atomically fsync its directory after the rename, and treat
+// go-fuse's answer for a node without Fsync, EOPNOTSUPP, as a failure.
+func (d *dirNode) Fsync(ctx context.Context, _ gofs.FileHandle, _ uint32) syscall.Errno {
+	ctx = uninterrupted(ctx)
+	release := d.fsys.usingKeys("an fsync of a directory")
+	prefix := d.dirKey()
+	release()
+	var err error
+	// Not holding keys while the queue works: a queued job follows renames.
+	if d.fsys.queue != nil {
+		err = d.fsys.queue.WaitPrefix(ctx, prefix)
+	}
+	if err == nil && d != d.fsys.root {
+		defer d.fsys.usingKeys("an fsync of a directory")()
+		err = d.applyHeldMeta(ctx, d.key())
+	}
+	if err != nil {
+		return d.fsys.fail("fsync", prefix, err)
 	}
 	return 0
 }

@@ -613,3 +613,56 @@ func TestWritebackListingSeesAFileBeingUploaded(t *testing.T) {
 		}
 	}
 }
+
+// fsync of a directory — here `sync DIR`, as programs that save a file
+// atomically do after the rename — returns once what lies below it is in
+// the bucket, and the error of an upload below that failed; other
+// directories' uploads stay queued. go-fuse answered EOPNOTSUPP.
+func TestFsyncOfADirectory(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h")
+	for _, d := range []string{"d", "d/sub", "e"} {
+		if err := os.Mkdir(m.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][]byte{"d/a": randomBytes(t, 3000), "d/sub/b": randomBytes(t, 70000), "e/c": randomBytes(t, 10)}
+	for name, data := range want {
+		writeFile(t, m.path(name), data)
+	}
+	if srv.exists("d/a") || srv.exists("d/") {
+		t.Fatal("uploaded before the fsync: the test shows nothing")
+	}
+	run(t, "sync", m.path("d"))
+	srv.sameObject(t, "d/a", want["d/a"])
+	srv.sameObject(t, "d/sub/b", want["d/sub/b"])
+	for _, marker := range []string{"d/", "d/sub/"} {
+		if !srv.exists(marker) {
+			t.Errorf("marker %s not uploaded by the fsync", marker)
+		}
+	}
+	if srv.exists("e/c") || srv.exists("e/") {
+		t.Error("the fsync of d uploaded e")
+	}
+
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Status: 503})
+	writeFile(t, m.path("e/bad"), []byte("refused"))
+	dir, err := os.Open(m.path("e"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("fsync of a directory whose upload fails: %v, want EIO", err)
+	}
+	srv.ClearFaults()
+	if err := dir.Sync(); err != nil {
+		t.Errorf("fsync once the server takes PUTs again: %v", err)
+	}
+	srv.sameObject(t, "e/bad", []byte("refused"))
+	srv.sameObject(t, "e/c", want["e/c"])
+	// The root too, in sync mode as well.
+	run(t, "sync", m.path(""))
+	sm := startMount(t, srv)
+	run(t, "sync", sm.path(""), sm.path("d"))
+}

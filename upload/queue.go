@@ -363,13 +363,17 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 	}
 }
 
-// idsWithPrefix lists the items whose key starts with prefix.
-// LOCKS_EXCLUDED(q.mu)
+// idsWithPrefix lists the items whose key starts with prefix, given up
+// or not. LOCKS_EXCLUDED(q.mu)
 func (q *Queue) idsWithPrefix(prefix string) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var ids []string
-	q.eachLocked(prefix, false, func(id string, _ *item) { ids = append(ids, id) })
+	for id, it := range q.items {
+		if strings.HasPrefix(it.rec.Key, prefix) {
+			ids = append(ids, id)
+		}
+	}
 	return ids
 }
 
@@ -486,7 +490,9 @@ func (q *Queue) Resume(ids []string) {
 
 // WaitPrefix makes every item whose key starts with prefix due now and
 // waits until they are uploaded (a directory rename moves only what the
-// bucket holds).
+// bucket holds; an fsync of a directory returns once what lies below is
+// there). An item given up is its error at once: its file is not in the
+// bucket, and a rename would leave it queued under the old name.
 func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
 	for _, id := range q.idsWithPrefix(prefix) {
 		if err := q.Wait(ctx, id); err != nil {

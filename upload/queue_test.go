@@ -210,6 +210,33 @@ func TestQueueWaitForGivenUpReturns(t *testing.T) {
 	}
 }
 
+// WaitPrefix (a directory's rename or fsync) returns the error of an item
+// below the prefix that was given up: its file is not in the bucket.
+func TestQueueWaitPrefixReportsGivenUp(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1})
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" && key == "d/bad" {
+			return bucket.ErrTransient
+		}
+		return nil
+	})
+	e.submit(t, "a", "d/bad", "A")
+	if err := e.q.Wait(context.Background(), "a"); err == nil {
+		t.Fatal("the failed attempt's wait returned no error")
+	}
+	e.submit(t, "b", "d/good", "B")
+	e.submit(t, "c", "other/x", "C")
+	if err := e.q.WaitPrefix(context.Background(), "d/"); err == nil {
+		t.Fatal("WaitPrefix with an item given up below returned no error")
+	}
+	if err := e.q.WaitPrefix(context.Background(), "other/"); err != nil {
+		t.Fatalf("WaitPrefix of another prefix: %v", err)
+	}
+	if got := e.content(t, "other/x"); got != "C" {
+		t.Fatalf("other/x holds %q", got)
+	}
+}
+
 // A version whose upload fails while a newer one of the same file waits is
 // replaced by that newer one, which is uploaded: the failure neither keeps
 // the newer version waiting behind retries nor drops it.
