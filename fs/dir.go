@@ -481,15 +481,15 @@ func (d *dirNode) Fsync(ctx context.Context, _ gofs.FileHandle, _ uint32) syscal
 	ctx = uninterrupted(ctx)
 	release := d.fsys.usingKeys("an fsync of a directory")
 	prefix := d.dirKey()
-	release()
 	var err error
-	// Not holding keys while the queue works: a queued job follows renames.
-	if d.fsys.queue != nil {
-		err = d.fsys.queue.WaitPrefix(ctx, prefix)
-	}
-	if err == nil && d != d.fsys.root {
-		defer d.fsys.usingKeys("an fsync of a directory")()
+	if d != d.fsys.root {
+		// First: in write-back mode the marker it writes is queued.
 		err = d.applyHeldMeta(ctx, d.key())
+	}
+	release()
+	// Not holding keys while the queue works: a queued job follows renames.
+	if err == nil && d.fsys.queue != nil {
+		err = d.fsys.queue.WaitPrefix(ctx, prefix)
 	}
 	if err != nil {
 		return d.fsys.fail("fsync", prefix, err)

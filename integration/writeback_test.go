@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -630,10 +631,17 @@ func TestFsyncOfADirectory(t *testing.T) {
 	for name, data := range want {
 		writeFile(t, m.path(name), data)
 	}
+	// A chmod of the directory is held, then queued with its marker.
+	if err := os.Chmod(m.path("d"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if srv.exists("d/a") || srv.exists("d/") {
 		t.Fatal("uploaded before the fsync: the test shows nothing")
 	}
 	run(t, "sync", m.path("d"))
+	if o, err := srv.store.Head(testBucket, "d/"); err != nil || o.Meta["mode"] != strconv.Itoa(syscall.S_IFDIR|0o700) {
+		t.Errorf("marker d/ after the fsync: mode %q (%v), want the chmod's", o.Meta["mode"], err)
+	}
 	srv.sameObject(t, "d/a", want["d/a"])
 	srv.sameObject(t, "d/sub/b", want["d/sub/b"])
 	for _, marker := range []string{"d/", "d/sub/"} {
