@@ -115,13 +115,14 @@ func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	ctx = uninterrupted(ctx)
-	defer n.fsys.usingKeys("an open")()
+	release := sync.OnceFunc(n.fsys.usingKeys("an open"))
+	defer release()
 	n.mu.Lock()
 	n.handles++
 	n.mu.Unlock()
 	truncate := flags&syscall.O_TRUNC != 0
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || truncate {
-		if err := n.stage(ctx, truncate, -1); err != nil {
+		if err := n.stage(ctx, truncate, -1, release); err != nil {
 			n.mu.Lock()
 			n.handles--
 			n.mu.Unlock()
@@ -147,7 +148,8 @@ func openFlags(flags uint32) uint32 {
 // stage makes sure the file has a staging file. Without one yet, the
 // object's content is copied in first (ranged GETs) unless truncate is set.
 // With newSize >= 0 the staged content is then cut or extended to it.
-func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) error {
+// letKeysGo is download's.
+func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64, letKeysGo func()) error {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	// A truncate by path has no handle to keep the staging file from
@@ -174,7 +176,7 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64) erro
 			return err
 		}
 		if !truncate && size > 0 && (newSize < 0 || newSize > 0) {
-			if err := n.download(ctx, st, size); err != nil {
+			if err := n.download(ctx, st, size, letKeysGo); err != nil {
 				st.Remove()
 				return err
 			}
@@ -217,9 +219,14 @@ func (n *fileNode) stopStreamLocked() *upload.Stream {
 // staging.
 const downloadChunk = 8 << 20
 
-// download copies the object into st.
-func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64) error {
+// download copies the object into st. letKeysGo, if not nil, ends the
+// caller's shared hold of the keys once it has the key, as upload's: the
+// caller holds the freeze, which a rename or removal of the file waits for.
+func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64, letKeysGo func()) error {
 	key := n.key()
+	if letKeysGo != nil {
+		letKeysGo()
+	}
 	for off := int64(0); off < size; off += downloadChunk {
 		length := min(downloadChunk, size-off)
 		r, err := n.fsys.bucket.Get(ctx, key, off, length)
@@ -391,8 +398,9 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 	if deferred {
 		return 0
 	}
-	defer n.fsys.usingKeys("a close")()
-	if err := n.upload(ctx); err != nil {
+	release := sync.OnceFunc(n.fsys.usingKeys("a close"))
+	defer release()
+	if err := n.upload(ctx, release); err != nil {
 		return n.fsys.fail("flush", n.key(), err)
 	}
 	return 0
@@ -401,8 +409,8 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 // Fsync: 0 means the object is durable in the bucket.
 func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
 	ctx = uninterrupted(ctx)
-	release := n.fsys.usingKeys("an fsync")
-	err := n.upload(ctx)
+	release := sync.OnceFunc(n.fsys.usingKeys("an fsync"))
+	err := n.upload(ctx, release)
 	release()
 	// Not holding keys while the queue works: a queued job follows renames.
 	if err == nil && n.fsys.queue != nil {
@@ -450,8 +458,8 @@ func (n *fileNode) released() {
 	last, dirty := n.handles == 0, n.dirty
 	n.mu.Unlock()
 	if last && dirty {
-		release := n.fsys.usingKeys("a release")
-		err := n.upload(context.Background())
+		release := sync.OnceFunc(n.fsys.usingKeys("a release"))
+		err := n.upload(context.Background(), release)
 		release()
 		if err != nil {
 			n.fsys.log.Error("upload at release failed; the staged data is kept until the next close", "key", n.key(), "err", err)
@@ -491,12 +499,17 @@ func (n *fileNode) dropStagingIfIdle() {
 }
 
 // upload puts the staged content if it is dirty, as one consistent
-// snapshot: writers wait until it is done.
-func (n *fileNode) upload(ctx context.Context) error {
+// snapshot: writers wait until it is done. letKeysGo, if not nil, ends the
+// caller's shared hold of the keys once the key is taken under the
+// freeze: what would change the key waits for the freeze instead (a
+// rename of the file takes it, a directory rename uploads every file
+// below first), so a rename elsewhere — and every operation queued behind
+// that rename's exclusive hold — does not wait for this transfer.
+func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 	if n.fsys.queue != nil {
 		return n.submit()
 	}
-	n.freeze.Lock()
+	n.freezeFor("an upload")
 	defer n.freeze.Unlock()
 	// Marked clean while it is read: the release of a handle meanwhile
 	// must not drop it.
@@ -516,6 +529,9 @@ func (n *fileNode) upload(ctx context.Context) error {
 		// Started before a rename: its parts are under the old name.
 		stream.Abort()
 		stream = nil
+	}
+	if letKeysGo != nil {
+		letKeysGo()
 	}
 	if stream != nil {
 		if err := stream.Complete(ctx, size); err == nil {
@@ -633,9 +649,13 @@ func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
 // and one that would start later finds the file forgotten. Renames hold
 // FS.keys exclusively, so a rename holding the replaced file's freeze may
 // take the moved file's.
-func (n *fileNode) holdForRemoval() {
+func (n *fileNode) holdForRemoval() { n.freezeFor("a removal") }
+
+// freezeFor takes the freeze exclusively for op, saying so at debug level
+// when it has to wait (an upload in progress, or writers).
+func (n *fileNode) freezeFor(op string) {
 	if !n.freeze.TryLock() {
-		n.fsys.log.Debug("a removal waits for the file's upload in progress", "key", n.key())
+		n.fsys.log.Debug(op+" waits for the file's upload in progress", "key", n.key())
 		n.freeze.Lock()
 	}
 }
@@ -657,7 +677,7 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 	ctx = uninterrupted(ctx)
 	defer n.fsys.usingKeys("a setattr")()
 	if size, ok := in.GetSize(); ok {
-		if err := n.stage(ctx, false, int64(size)); err != nil {
+		if err := n.stage(ctx, false, int64(size), nil); err != nil {
 			n.dropStagingIfIdle() // one skipped while staging
 			return n.fsys.fail("truncate", n.key(), err)
 		}
@@ -670,7 +690,7 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 	switch {
 	case dirty && handles == 0:
 		// truncate(2) on a path: no close will follow, so upload now.
-		if err := n.upload(ctx); err != nil {
+		if err := n.upload(ctx, nil); err != nil {
 			return n.fsys.fail("truncate", n.key(), err)
 		}
 		n.dropStagingIfIdle()

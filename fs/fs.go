@@ -73,7 +73,10 @@ type FS struct {
 	// which changes a place (a directory's, every key below it), until
 	// go-fuse has moved the node in its own tree too (afterMove): no key
 	// is computed from the old place once the objects are moved, and no
-	// lookup runs against a half-done move.
+	// lookup runs against a half-done move. An upload or a copy into
+	// staging lets it go once it has its key under the file's freeze,
+	// which a rename of the file, or of a directory above, waits for:
+	// a transfer holds up only the renames that move its file.
 	keys sync.RWMutex
 
 	heldMu sync.Mutex

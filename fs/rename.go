@@ -294,7 +294,7 @@ func uploadBelow(ctx context.Context, dir *dirNode) error {
 	for _, ch := range dir.children() {
 		switch n := ch.Operations().(type) {
 		case *fileNode:
-			if err := n.upload(ctx); err != nil {
+			if err := n.upload(ctx, nil); err != nil {
 				return err
 			}
 		case *dirNode:

@@ -97,12 +97,18 @@ func startServerWith(t *testing.T, st *store.Store, wrap func(http.Handler) http
 // the test's unmount, so that a failed test can unmount.
 func mountHoldingPut(t *testing.T, key string, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
 	t.Helper()
+	return mountHolding(t, http.MethodPut, key, opts...)
+}
+
+// mountHolding is mountHoldingPut for requests of any method.
+func mountHolding(t *testing.T, method, key string, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
+	t.Helper()
 	started, hold := make(chan struct{}), make(chan struct{})
 	var held, released sync.Once
 	release = func() { released.Do(func() { close(hold) }) }
 	srv = startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/"+key) {
+			if r.Method == method && strings.HasSuffix(r.URL.Path, "/"+key) {
 				first := false
 				held.Do(func() { first = true })
 				if first {

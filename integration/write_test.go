@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -358,14 +359,14 @@ func TestUnlinkWhileCloseUploads(t *testing.T) {
 }
 
 // A rename onto a file whose close is uploading waits for that upload (as
-// for every operation using keys): the replaced content does not land over
-// the renamed file.
+// an unlink does): the replaced content does not land over the renamed
+// file.
 func TestRenameOntoFileWhileCloseUploads(t *testing.T) {
 	srv, m, started, release := mountHoldingPut(t, "target")
 	writeFile(t, m.path("source"), []byte("renamed over it"))
 	closed := inBackground(func() error { return os.WriteFile(m.path("target"), []byte("replaced"), 0o644) })
 	<-started
-	err := whileUploadHeld(t, m, `msg="a rename waits for the operations in progress"`, release,
+	err := whileUploadHeld(t, m, `msg="a removal waits for the file's upload in progress" key=target`, release,
 		func() error { return os.Rename(m.path("source"), m.path("target")) })
 	if err != nil {
 		t.Fatalf("rename: %v", err)
@@ -376,6 +377,98 @@ func TestRenameOntoFileWhileCloseUploads(t *testing.T) {
 	srv.sameObject(t, "target", []byte("renamed over it"))
 	if srv.exists("source") {
 		t.Fatalf("keys %v", srv.keys(t))
+	}
+}
+
+// A rename elsewhere does not wait for a close's upload in progress, nor
+// do the operations behind it (a rename holds the keys exclusively): the
+// upload holds the keys only until it has its key.
+func TestRenameElsewhereWhileCloseUploads(t *testing.T) {
+	srv, m, started, release := mountHoldingPut(t, "busy")
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("a"), []byte("moved"))
+	closed := inBackground(func() error { return os.WriteFile(m.path("busy"), []byte("content"), 0o644) })
+	<-started
+	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("d/b")) })
+	waitUntil(t, "the rename, while busy's upload is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	writeFile(t, m.path("d/c"), []byte("after the rename"))
+	release()
+	if err := <-closed; err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	srv.sameObject(t, "busy", []byte("content"))
+	srv.sameObject(t, "d/b", []byte("moved"))
+	srv.sameObject(t, "d/c", []byte("after the rename"))
+	if srv.exists("a") {
+		t.Error("a is still in the bucket")
+	}
+}
+
+// The same for an open for writing that copies the object into staging.
+func TestRenameElsewhereWhileOpenDownloads(t *testing.T) {
+	srv, m, started, release := mountHolding(t, http.MethodGet, "big")
+	writeFile(t, m.path("big"), []byte("existing content"))
+	writeFile(t, m.path("a"), []byte("moved"))
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		f, err := os.OpenFile(m.path("big"), os.O_RDWR, 0)
+		done <- opened{f, err}
+	}()
+	<-started
+	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("b")) })
+	waitUntil(t, "the rename, while big's download is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	release()
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("open: %v", o.err)
+	}
+	if _, err := o.f.WriteAt([]byte("EXISTING"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "big", []byte("EXISTING content"))
+	srv.sameObject(t, "b", []byte("moved"))
+}
+
+// A rename of the directory of a file whose close is uploading waits for
+// that upload, then moves the object with the rest: it is not left under
+// the old name.
+func TestDirectoryRenameWhileCloseUploads(t *testing.T) {
+	srv, m, started, release := mountHoldingPut(t, "d/busy")
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("d/other"), []byte("other"))
+	closed := inBackground(func() error { return os.WriteFile(m.path("d/busy"), []byte("content"), 0o644) })
+	<-started
+	err := whileUploadHeld(t, m, `msg="an upload waits for the file's upload in progress" key=d/busy`, release,
+		func() error { return os.Rename(m.path("d"), m.path("e")) })
+	if err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	srv.sameObject(t, "e/busy", []byte("content"))
+	srv.sameObject(t, "e/other", []byte("other"))
+	for _, k := range srv.keys(t) {
+		if strings.HasPrefix(k, "d/") {
+			t.Errorf("%s left under the old name", k)
+		}
 	}
 }
 
