@@ -134,7 +134,7 @@ func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	known, exists, isDir, expired := d.fsys.listings.Lookup(d.dirKey(), name)
 	if expired {
-		if _, errno := d.list(ctx); errno != 0 {
+		if _, errno := d.list(ctx, nil); errno != 0 {
 			return nil, errno
 		}
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
@@ -284,8 +284,9 @@ func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metad
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ctx = uninterrupted(ctx)
-	defer d.fsys.usingKeys("a listing")()
-	entries, errno := d.list(ctx)
+	release := sync.OnceFunc(d.fsys.usingKeys("a listing"))
+	defer release()
+	entries, errno := d.list(ctx, release)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -293,9 +294,16 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 // list reads the directory's entries from the bucket, merged with files
-// not uploaded yet, and records them in the listing cache.
-func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
+// not uploaded yet, and records them in the listing cache. letKeysGo, if
+// not nil, ends the caller's shared hold of the keys before the bucket is
+// listed — a large directory takes a request per thousand entries, and a
+// rename, with every operation behind it, would wait for them all; the
+// listing then goes into the cache only if no rename ran meanwhile (one
+// may have moved the prefix: the cache would describe the new directory
+// made under the old name).
+func (d *dirNode) list(ctx context.Context, letKeysGo func()) ([]fuse.DirEntry, syscall.Errno) {
 	prefix := d.dirKey()
+	renames := d.fsys.renames.Load()
 	modes := map[string]uint32{}
 	var names []string
 	add := func(name string, mode uint32) {
@@ -329,6 +337,9 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 			}
 		}
 	}
+	if letKeysGo != nil {
+		letKeysGo()
+	}
 	token := ""
 	for {
 		page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
@@ -350,6 +361,12 @@ func (d *dirNode) list(ctx context.Context) ([]fuse.DirEntry, syscall.Errno) {
 	for _, name := range names {
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: modes[name]})
 		listed[name] = modes[name] == syscall.S_IFDIR
+	}
+	if letKeysGo != nil {
+		defer d.fsys.usingKeys("a listing")()
+		if d.fsys.renames.Load() != renames {
+			return entries, 0
+		}
 	}
 	d.fsys.listings.Put(prefix, listed)
 	return entries, 0

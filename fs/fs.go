@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,8 +77,12 @@ type FS struct {
 	// lookup runs against a half-done move. An upload or a copy into
 	// staging lets it go once it has its key under the file's freeze,
 	// which a rename of the file, or of a directory above, waits for:
-	// a transfer holds up only the renames that move its file.
+	// a transfer holds up only the renames that move its file. A readdir
+	// lets it go before it lists the bucket (list).
 	keys sync.RWMutex
+	// renames counts the renames that took keys: a listing made without
+	// them is cached only if none ran meanwhile (list).
+	renames atomic.Uint64
 
 	heldMu sync.Mutex
 	// held are the nodes with metaPending, each with its key when the
@@ -290,6 +295,7 @@ func (f *FS) renaming() (release func()) {
 		f.log.Debug("a rename waits for the operations in progress")
 		f.keys.Lock()
 	}
+	f.renames.Add(1)
 	return f.keys.Unlock
 }
 

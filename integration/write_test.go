@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -10,6 +11,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -442,6 +445,76 @@ func TestRenameElsewhereWhileOpenDownloads(t *testing.T) {
 	}
 	srv.sameObject(t, "big", []byte("EXISTING content"))
 	srv.sameObject(t, "b", []byte("moved"))
+}
+
+// The same for a listing (a large directory's takes a request per thousand
+// entries); and what it listed before its directory was renamed away and
+// another moved in under the name does not go into the cache for the new
+// one (it hid g, which the kernel had not looked up: stat_ttl keeps
+// listings an hour here).
+func TestRenameWhileDirectoryListed(t *testing.T) {
+	// The server answers the first listing of big/ and holds the answer.
+	started, hold := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	var answered atomic.Bool
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			if r.Method != http.MethodGet || q.Get("prefix") != "big/" || q.Get("delimiter") != "/" || !answered.CompareAndSwap(false, true) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			close(started)
+			<-hold
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+		})
+	})
+	m := startMount(t, srv, "stat_ttl=1h")
+	t.Cleanup(release) // before the mount's cleanup, registered earlier
+	for _, d := range []string{"big", "other"} {
+		if err := os.Mkdir(m.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, m.path("big/f"), []byte("f"))
+	if _, err := srv.store.Put(testBucket, "other/g", strings.NewReader("g"), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	type listing struct {
+		entries []os.DirEntry
+		err     error
+	}
+	listed := make(chan listing, 1)
+	go func() {
+		entries, err := os.ReadDir(m.path("big"))
+		listed <- listing{entries, err}
+	}()
+	<-started
+	renamed := inBackground(func() error {
+		if err := os.Rename(m.path("big"), m.path("big2")); err != nil {
+			return err
+		}
+		return os.Rename(m.path("other"), m.path("big"))
+	})
+	waitUntil(t, "the renames, while big's listing is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	release()
+	if l := <-listed; l.err != nil || len(l.entries) != 1 || l.entries[0].Name() != "f" {
+		t.Fatalf("listing: %v %v", l.entries, l.err)
+	}
+	if data, err := os.ReadFile(m.path("big/g")); err != nil || string(data) != "g" {
+		t.Fatalf("big/g: %q %v", data, err)
+	}
+	srv.sameObject(t, "big2/f", []byte("f"))
 }
 
 // A rename of the directory of a file whose close is uploading waits for
