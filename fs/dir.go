@@ -501,7 +501,7 @@ func (d *dirNode) Fsync(ctx context.Context, _ gofs.FileHandle, _ uint32) syscal
 	var err error
 	if d != d.fsys.root {
 		// First: in write-back mode the marker it writes is queued.
-		err = d.applyHeldMeta(ctx, d.key())
+		err = d.applyHeldMeta(ctx, prefix) // the marker's key
 	}
 	release()
 	// Not holding keys while the queue works: a queued job follows renames.

@@ -77,11 +77,7 @@ func (d *dirNode) newChild(ctx context.Context, name string, node placedNode, mo
 // child is d's node named name, if go-fuse's tree has it there and it is
 // there: the tree may still show a node that has moved or gone.
 func (d *dirNode) child(name string) *gofs.Inode {
-	ch := d.GetChild(name)
-	if ch == nil {
-		return nil
-	}
-	if n, ok := ch.Operations().(placedNode); ok && n.isAt(d, name) {
+	if ch := d.GetChild(name); ch != nil && d.holds(name, ch) {
 		return ch
 	}
 	return nil
@@ -91,9 +87,15 @@ func (d *dirNode) child(name string) *gofs.Inode {
 func (d *dirNode) children() map[string]*gofs.Inode {
 	out := d.Children()
 	for name, ch := range out {
-		if n, ok := ch.Operations().(placedNode); !ok || !n.isAt(d, name) {
+		if !d.holds(name, ch) {
 			delete(out, name)
 		}
 	}
 	return out
+}
+
+// holds reports whether ch, under name in go-fuse's tree, is there.
+func (d *dirNode) holds(name string, ch *gofs.Inode) bool {
+	n, ok := ch.Operations().(placedNode)
+	return ok && n.isAt(d, name)
 }

@@ -103,21 +103,12 @@ func mountHoldingPut(t *testing.T, key string, opts ...string) (srv *server, m *
 // mountHolding is mountHoldingPut for requests of any method.
 func mountHolding(t *testing.T, method, key string, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
 	t.Helper()
-	return mountHoldingRequest(t, func(r *http.Request) bool {
-		return r.Method == method && strings.HasSuffix(r.URL.Path, "/"+key)
-	}, opts...)
-}
-
-// mountHoldingRequest is mountHoldingPut for the first request that
-// matches.
-func mountHoldingRequest(t *testing.T, matches func(*http.Request) bool, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
-	t.Helper()
 	started, hold := make(chan struct{}), make(chan struct{})
 	var held, released sync.Once
 	release = func() { released.Do(func() { close(hold) }) }
 	srv = startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if matches(r) {
+			if r.Method == method && strings.HasSuffix(r.URL.Path, "/"+key) {
 				first := false
 				held.Do(func() { first = true })
 				if first {
