@@ -116,47 +116,70 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return ch, errno
 }
 
+// lookupAttempts bounds a lookup's attempts: each one that a rename
+// overtakes asks again, the last with the keys held throughout.
+const lookupAttempts = 3
+
 func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ctx = uninterrupted(ctx)
-	defer d.fsys.usingKeys("a lookup")()
+	keys := d.fsys.holdKeys("a lookup")
+	defer keys.letGo()
+	for attempt := 1; ; attempt++ {
+		keys.pinned = attempt == lookupAttempts
+		ch, errno, renamed := d.lookupOnce(ctx, name, out, keys)
+		if !renamed {
+			return ch, errno
+		}
+		d.fsys.log.Debug("a lookup asks again: a rename ran while it asked the bucket", "name", name)
+	}
+}
+
+// lookupOnce finds name, holding keys except while it asks the bucket;
+// renamed says a rename ran meanwhile and the answer is void.
+func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOut, keys *keyHold) (_ *gofs.Inode, _ syscall.Errno, renamed bool) {
 	path := upload.Child(d.path(), name)
 	key := d.fsys.fileKey(path)
 	if upload.ValidateKey(key) != nil {
-		return nil, syscall.ENOENT
+		return nil, syscall.ENOENT, false
 	}
 	// A file with local state (staged, dirty) is what the bucket will hold:
 	// it wins over what the bucket holds now.
 	if ch := d.child(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
 			fn.fillEntry(out)
-			return ch, 0
+			return ch, 0, false
 		}
 	}
 	known, exists, isDir, expired := d.fsys.listings.Lookup(d.dirKey(), name)
 	if expired {
-		if _, errno := d.list(ctx, nil); errno != 0 {
-			return nil, errno
+		_, errno, renamed := d.list(ctx, keys)
+		if renamed || errno != 0 {
+			return nil, errno, renamed
 		}
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 	}
 	switch {
 	case known && !exists:
-		return nil, syscall.ENOENT
+		return nil, syscall.ENOENT, false
 	case known && isDir:
-		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out)
+		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
 	}
 	if ch := d.queuedChild(ctx, name, key, out); ch != nil {
-		return ch, 0
+		return ch, 0, false
 	}
-	info, err := d.fsys.bucket.Head(ctx, key)
+	var info bucket.ObjectInfo
+	var err error
+	if keys.around(func() { info, err = d.fsys.bucket.Head(ctx, key) }) {
+		return nil, 0, true
+	}
 	if err == nil {
-		return d.fileChild(ctx, name, info, out), 0
+		return d.fileChild(ctx, name, info, out), 0, false
 	}
 	if !errors.Is(err, bucket.ErrNotFound) {
 		// A failed HEAD must never make an existing object look absent.
-		return nil, d.fsys.fail("lookup", key, err)
+		return nil, d.fsys.fail("lookup", key, err), false
 	}
-	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out)
+	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
 }
 
 // queuedChild returns a node for a file whose upload is still queued
@@ -181,32 +204,43 @@ func (d *dirNode) queuedChild(ctx context.Context, name, key string, out *fuse.E
 func (d *dirNode) dirKey() string { return d.fsys.dirKey(d.path()) }
 
 // lookupDir finds a directory: its marker (with metadata), or else any key
-// below it.
-func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+// below it. As lookupOnce, it lets the keys go while it asks the bucket.
+func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut, keys *keyHold) (_ *gofs.Inode, _ syscall.Errno, renamed bool) {
 	if upload.ValidateKey(dirKey) != nil {
-		return nil, syscall.ENOENT // its marker could not exist
+		return nil, syscall.ENOENT, false // its marker could not exist
 	}
-	// One listing tells whether anything lies below; the marker, if there
-	// is one, sorts first and is read for its metadata.
-	page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
-	if err != nil {
-		return nil, d.fsys.fail("lookup", dirKey, err)
-	}
-	if len(page.Objects) == 0 && len(page.Prefixes) == 0 {
-		return d.queuedDir(ctx, name, dirKey, out)
+	var page bucket.ListPage
+	var info bucket.ObjectInfo
+	var listErr, headErr error
+	hasMarker := false
+	renamed = keys.around(func() {
+		// One listing tells whether anything lies below; the marker, if
+		// there is one, sorts first and is read for its metadata.
+		page, listErr = d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
+		if hasMarker = listErr == nil && len(page.Objects) > 0 && page.Objects[0].Key == dirKey; hasMarker {
+			info, headErr = d.fsys.bucket.Head(ctx, dirKey)
+		}
+	})
+	switch {
+	case renamed:
+		return nil, 0, true
+	case listErr != nil:
+		return nil, d.fsys.fail("lookup", dirKey, listErr), false
+	case len(page.Objects) == 0 && len(page.Prefixes) == 0:
+		ch, errno := d.queuedDir(ctx, name, dirKey, out)
+		return ch, errno, false
 	}
 	md := d.fsys.defaultMeta(syscall.S_IFDIR, time.Time{})
-	if len(page.Objects) > 0 && page.Objects[0].Key == dirKey {
-		info, err := d.fsys.bucket.Head(ctx, dirKey)
+	if hasMarker {
 		switch {
-		case err == nil:
+		case headErr == nil:
 			md = upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFDIR, info.LastModified))
 			md.Mode = syscall.S_IFDIR | md.Mode&0o7777
-		case !errors.Is(err, bucket.ErrNotFound):
-			return nil, d.fsys.fail("lookup", dirKey, err)
+		case !errors.Is(headErr, bucket.ErrNotFound):
+			return nil, d.fsys.fail("lookup", dirKey, headErr), false
 		}
 	}
-	return d.dirChild(ctx, name, md, out), 0
+	return d.dirChild(ctx, name, md, out), 0, false
 }
 
 // queuedDir finds a directory of which only the write-back queue knows:
@@ -284,9 +318,11 @@ func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metad
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ctx = uninterrupted(ctx)
-	release := sync.OnceFunc(d.fsys.usingKeys("a listing"))
-	defer release()
-	entries, errno := d.list(ctx, release)
+	keys := d.fsys.holdKeys("a listing")
+	defer keys.letGo()
+	// Listed while a rename ran, the entries are still an answer the
+	// directory gave during the readdir, as a local file system's may be.
+	entries, errno, _ := d.list(ctx, keys)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -294,16 +330,14 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 // list reads the directory's entries from the bucket, merged with files
-// not uploaded yet, and records them in the listing cache. letKeysGo, if
-// not nil, ends the caller's shared hold of the keys before the bucket is
-// listed — a large directory takes a request per thousand entries, and a
-// rename, with every operation behind it, would wait for them all; the
-// listing then goes into the cache only if no rename ran meanwhile (one
-// may have moved the prefix: the cache would describe the new directory
-// made under the old name).
-func (d *dirNode) list(ctx context.Context, letKeysGo func()) ([]fuse.DirEntry, syscall.Errno) {
+// not uploaded yet, and records them in the listing cache. It lets the keys
+// go while it lists the bucket — a large directory takes a request per
+// thousand entries, and a rename, with every operation behind it, would
+// wait for them all; renamed says a rename ran meanwhile, and then the
+// listing is not cached (the rename may have moved the prefix: the cache
+// would describe the new directory made under the old name).
+func (d *dirNode) list(ctx context.Context, keys *keyHold) (_ []fuse.DirEntry, _ syscall.Errno, renamed bool) {
 	prefix := d.dirKey()
-	renames := d.fsys.renames.Load()
 	modes := map[string]uint32{}
 	var names []string
 	add := func(name string, mode uint32) {
@@ -337,24 +371,28 @@ func (d *dirNode) list(ctx context.Context, letKeysGo func()) ([]fuse.DirEntry, 
 			}
 		}
 	}
-	if letKeysGo != nil {
-		letKeysGo()
-	}
-	token := ""
-	for {
-		page, err := d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
-		if err != nil {
-			return nil, d.fsys.fail("list", prefix, err)
+	var err error
+	renamed = keys.around(func() {
+		token := ""
+		for {
+			var page bucket.ListPage
+			page, err = d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
+			if err != nil {
+				return
+			}
+			for _, o := range page.Objects {
+				add(strings.TrimPrefix(o.Key, prefix), syscall.S_IFREG)
+			}
+			for _, p := range page.Prefixes {
+				add(strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/"), syscall.S_IFDIR)
+			}
+			if token = page.NextToken; token == "" {
+				return
+			}
 		}
-		for _, o := range page.Objects {
-			add(strings.TrimPrefix(o.Key, prefix), syscall.S_IFREG)
-		}
-		for _, p := range page.Prefixes {
-			add(strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/"), syscall.S_IFDIR)
-		}
-		if token = page.NextToken; token == "" {
-			break
-		}
+	})
+	if err != nil {
+		return nil, d.fsys.fail("list", prefix, err), renamed
 	}
 	entries := make([]fuse.DirEntry, 0, len(names))
 	listed := make(map[string]bool, len(names))
@@ -362,14 +400,10 @@ func (d *dirNode) list(ctx context.Context, letKeysGo func()) ([]fuse.DirEntry, 
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: modes[name]})
 		listed[name] = modes[name] == syscall.S_IFDIR
 	}
-	if letKeysGo != nil {
-		defer d.fsys.usingKeys("a listing")()
-		if d.fsys.renames.Load() != renames {
-			return entries, 0
-		}
+	if !renamed {
+		d.fsys.listings.Put(prefix, listed)
 	}
-	d.fsys.listings.Put(prefix, listed)
-	return entries, 0
+	return entries, 0, renamed
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {

@@ -77,11 +77,11 @@ type FS struct {
 	// lookup runs against a half-done move. An upload or a copy into
 	// staging lets it go once it has its key under the file's freeze,
 	// which a rename of the file, or of a directory above, waits for:
-	// a transfer holds up only the renames that move its file. A readdir
-	// lets it go before it lists the bucket (list).
+	// a transfer holds up only the renames that move its file. Lookups
+	// and listings let it go while they ask the bucket (keys.go).
 	keys sync.RWMutex
-	// renames counts the renames that took keys: a listing made without
-	// them is cached only if none ran meanwhile (list).
+	// renames counts the renames that took keys: an answer the bucket
+	// gave without them counts only if none ran meanwhile (keyHold).
 	renames atomic.Uint64
 
 	heldMu sync.Mutex
@@ -279,25 +279,6 @@ func (f *FS) callerMeta(ctx context.Context, typ, mode uint32) upload.Metadata {
 // ignore-interrupts does the same); a fatal signal still ends the program
 // at once, and the request completes behind it.
 func uninterrupted(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
-
-// usingKeys takes keys shared for op and returns its release.
-func (f *FS) usingKeys(op string) (release func()) {
-	if !f.keys.TryRLock() {
-		f.log.Debug(op + " waits for a rename to finish")
-		f.keys.RLock()
-	}
-	return f.keys.RUnlock
-}
-
-// renaming takes keys exclusively for a rename and returns its release.
-func (f *FS) renaming() (release func()) {
-	if !f.keys.TryLock() {
-		f.log.Debug("a rename waits for the operations in progress")
-		f.keys.Lock()
-	}
-	f.renames.Add(1)
-	return f.keys.Unlock
-}
 
 // fileKey and dirKey are the object keys of a path.
 func (f *FS) fileKey(path string) string { return upload.Key(f.cfg.Prefix, path) }

@@ -517,6 +517,87 @@ func TestRenameWhileDirectoryListed(t *testing.T) {
 	srv.sameObject(t, "big2/f", []byte("f"))
 }
 
+// A lookup lets the keys go while it asks the bucket: a rename does not
+// wait for its HEAD (nor, since a waiting rename holds up the operations
+// that come after it, does the rest of the mount).
+func TestRenameWhileLookupAsks(t *testing.T) {
+	srv, m, started, release := mountHolding(t, http.MethodHead, "d/other")
+	// In two directories (the kernel itself makes a rename wait for a
+	// lookup in the same one) that the mount has not listed.
+	for key, content := range map[string]string{"d/other": "by another client", "e/a": "moved"} {
+		if _, err := srv.store.Put(testBucket, key, strings.NewReader(content), store.Attrs{}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(m.path("e/a")); err != nil {
+		t.Fatal(err)
+	}
+	looked := inBackground(func() error {
+		data, err := os.ReadFile(m.path("d/other"))
+		if err == nil && string(data) != "by another client" {
+			err = fmt.Errorf("d/other holds %q", data)
+		}
+		return err
+	})
+	select {
+	case <-started:
+	case err := <-looked:
+		t.Fatalf("the read did not wait for the held HEAD: %v", err)
+	}
+	renamed := inBackground(func() error { return os.Rename(m.path("e/a"), m.path("e/b")) })
+	waitUntil(t, "the rename, while d/other's HEAD is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	release()
+	if err := <-looked; err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	srv.sameObject(t, "e/b", []byte("moved"))
+}
+
+// A lookup overtaken by a rename of a directory above it asks again, under
+// the new name: the answer for the old key (gone by then) would report the
+// file missing.
+func TestLookupOvertakenByDirectoryRename(t *testing.T) {
+	srv, m, started, release := mountHolding(t, http.MethodHead, "a/x/f")
+	if _, err := srv.store.Put(testBucket, "a/x/f", strings.NewReader("content"), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel knows a and a/x: the read below looks up f alone.
+	if _, err := os.Stat(m.path("a/x")); err != nil {
+		t.Fatal(err)
+	}
+	read := inBackground(func() error {
+		data, err := os.ReadFile(m.path("a/x/f"))
+		if err == nil && string(data) != "content" {
+			err = fmt.Errorf("f holds %q", data)
+		}
+		return err
+	})
+	select {
+	case <-started:
+	case err := <-read:
+		t.Fatalf("the read did not wait for the held HEAD: %v", err)
+	}
+	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("b")) })
+	waitUntil(t, "the rename, while f's HEAD is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	release()
+	if err := <-read; err != nil {
+		t.Fatalf("read of a/x/f begun before the rename: %v", err)
+	}
+	srv.sameObject(t, "b/x/f", []byte("content"))
+	if srv.exists("a/x/f") {
+		t.Error("a/x/f is still in the bucket")
+	}
+	if !strings.Contains(m.logs.String(), "a lookup asks again") {
+		t.Error("the lookup did not ask again")
+	}
+}
+
 // A rename of the directory of a file whose close is uploading waits for
 // that upload, then moves the object with the rest: it is not left under
 // the old name.
