@@ -116,22 +116,15 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return ch, errno
 }
 
-// lookupAttempts bounds a lookup's attempts: each one that a rename
-// overtakes asks again, the last with the keys held throughout.
-const lookupAttempts = 3
-
-func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (ch *gofs.Inode, errno syscall.Errno) {
 	ctx = uninterrupted(ctx)
 	keys := d.fsys.holdKeys("a lookup")
 	defer keys.letGo()
-	for attempt := 1; ; attempt++ {
-		keys.pinned = attempt == lookupAttempts
-		ch, errno, renamed := d.lookupOnce(ctx, name, out, keys)
-		if !renamed {
-			return ch, errno
-		}
-		d.fsys.log.Debug("a lookup asks again: a rename ran while it asked the bucket", "name", name)
-	}
+	keys.retry(func() (renamed bool) {
+		ch, errno, renamed = d.lookupOnce(ctx, name, out, keys)
+		return renamed
+	})
+	return ch, errno
 }
 
 // lookupOnce finds name, holding keys except while it asks the bucket;

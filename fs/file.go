@@ -279,13 +279,25 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	if unlinked {
 		return nil, syscall.ESTALE // its object is gone (see stage)
 	}
-	defer n.fsys.usingKeys("a read")()
-	key := n.key()
 	h, ok := fh.(*fileHandle)
 	if !ok {
 		return nil, syscall.EBADF
 	}
-	got, err := h.readRemote(key, dest[:length], off, size)
+	keys := n.fsys.holdKeys("a read")
+	defer keys.letGo()
+	var key string
+	var got int
+	var err error
+	keys.retry(func() bool {
+		key = n.key()
+		renamed := keys.around(func() { got, err = h.readRemote(key, dest[:length], off, size) })
+		if renamed {
+			// The stream it opened may read another object, moved in
+			// under the old key.
+			h.dropStream()
+		}
+		return renamed
+	})
 	if err != nil {
 		return nil, n.fsys.fail("read", key, err)
 	}

@@ -87,10 +87,15 @@ func (h *fileHandle) closeStream() {
 	}
 }
 
-// Release closes the handle's stream, then lets the node release.
-func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+// dropStream closes the read-ahead stream.
+func (h *fileHandle) dropStream() {
 	h.mu.Lock()
 	h.closeStream()
 	h.mu.Unlock()
+}
+
+// Release closes the handle's stream, then lets the node release.
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.dropStream()
 	return h.node.release()
 }

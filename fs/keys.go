@@ -33,6 +33,10 @@ type keyHold struct {
 	pinned bool // keep the keys across requests: a last attempt
 }
 
+// askAttempts bounds how often an operation asks the bucket again because
+// a rename overtook it; the last attempt holds the keys throughout.
+const askAttempts = 3
+
 // holdKeys takes keys shared for op.
 func (f *FS) holdKeys(op string) *keyHold {
 	f.usingKeys(op)
@@ -52,6 +56,18 @@ func (h *keyHold) around(ask func()) (renamed bool) {
 	h.f.usingKeys(h.op)
 	h.held = true
 	return h.f.renames.Load() != before
+}
+
+// retry runs try, which reports whether a rename overtook it, until one
+// did not.
+func (h *keyHold) retry(try func() (renamed bool)) {
+	for attempt := 1; ; attempt++ {
+		h.pinned = attempt == askAttempts
+		if !try() {
+			return
+		}
+		h.f.log.Debug(h.op + " asks again: a rename ran while it asked the bucket")
+	}
 }
 
 // letGo ends the hold; the operation must not act on a key afterwards.

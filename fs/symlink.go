@@ -43,14 +43,14 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if target != nil {
 		return target, 0
 	}
-	defer n.fsys.usingKeys("a readlink")()
-	key := n.key()
-	r, err := n.fsys.bucket.Get(ctx, key, 0, -1)
-	if err != nil {
-		return nil, n.fsys.fail("readlink", key, err)
-	}
-	defer r.Close()
-	target, err = io.ReadAll(io.LimitReader(r, 4096))
+	keys := n.fsys.holdKeys("a readlink")
+	defer keys.letGo()
+	var key string
+	var err error
+	keys.retry(func() bool {
+		key = n.key()
+		return keys.around(func() { target, err = n.readTarget(ctx, key) })
+	})
 	if err != nil {
 		return nil, n.fsys.fail("readlink", key, err)
 	}
@@ -58,6 +58,16 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	n.target = target
 	n.mu.Unlock()
 	return target, 0
+}
+
+// readTarget reads the link's target from its object, key.
+func (n *symlinkNode) readTarget(ctx context.Context, key string) ([]byte, error) {
+	r, err := n.fsys.bucket.Get(ctx, key, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(io.LimitReader(r, 4096))
 }
 
 func (n *symlinkNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

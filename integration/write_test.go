@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -595,6 +596,95 @@ func TestLookupOvertakenByDirectoryRename(t *testing.T) {
 	}
 	if !strings.Contains(m.logs.String(), "a lookup asks again") {
 		t.Error("the lookup did not ask again")
+	}
+}
+
+// The same for a read of a file that is not staged (a ranged GET): a rename
+// does not wait for it, and a read that a rename of a directory above
+// overtakes reads again under the new name — under the old one another
+// client has put a different object meanwhile.
+func TestReadOvertakenByDirectoryRename(t *testing.T) {
+	srv, m, started, release := mountHolding(t, http.MethodGet, "a/x/f")
+	if _, err := srv.store.Put(testBucket, "a/x/f", strings.NewReader("content"), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(m.path("a/x/f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	read := inBackground(func() error {
+		data, err := io.ReadAll(f)
+		if err == nil && string(data) != "content" {
+			err = fmt.Errorf("f holds %q", data)
+		}
+		return err
+	})
+	select {
+	case <-started:
+	case err := <-read:
+		t.Fatalf("the read did not wait for the held GET: %v", err)
+	}
+	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("b")) })
+	waitUntil(t, "the rename, while f's GET is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	if _, err := srv.store.Put(testBucket, "a/x/f", strings.NewReader("impostor"), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := <-read; err != nil {
+		t.Fatalf("read begun before the rename: %v", err)
+	}
+	srv.sameObject(t, "b/x/f", []byte("content"))
+}
+
+// The same for a readlink that reads the link's object.
+func TestReadlinkOvertakenByDirectoryRename(t *testing.T) {
+	srv, m, started, release := mountHolding(t, http.MethodGet, "a/l")
+	if err := os.Mkdir(m.path("a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("target", m.path("a/l")); err != nil {
+		t.Fatal(err)
+	}
+	// A second mount knows nothing of the link: it reads its object.
+	other := startMount(t, srv)
+	if _, err := os.Lstat(other.path("a/l")); err != nil {
+		t.Fatal(err)
+	}
+	type link struct {
+		target string
+		err    error
+	}
+	read := make(chan link, 1)
+	go func() {
+		target, err := os.Readlink(other.path("a/l"))
+		read <- link{target, err}
+	}()
+	select {
+	case <-started:
+	case l := <-read:
+		t.Fatalf("the readlink did not wait for the held GET: %v", l.err)
+	}
+	renamed := inBackground(func() error { return os.Rename(other.path("a"), other.path("b")) })
+	waitUntil(t, "the rename, while the link's GET is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	if err := os.Mkdir(m.path("a2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("impostor", m.path("a2/l")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.store.Copy(testBucket, "a2/l", testBucket, "a/l", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if l := <-read; l.err != nil || l.target != "target" {
+		t.Fatalf("readlink begun before the rename: %q %v", l.target, l.err)
 	}
 }
 
