@@ -131,6 +131,28 @@ func inBackground(op func() error) <-chan error {
 	return done
 }
 
+// renameWhileHeld starts op, waits until it reaches the request the server
+// holds (mountHolding's started), and renames from to to, which must not
+// wait for op. finish releases the request and returns op's error.
+func renameWhileHeld(t *testing.T, started <-chan struct{}, release func(), from, to string, op func() error) (finish func() error) {
+	t.Helper()
+	done := inBackground(op)
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("the operation did not wait for the held request: %v", err)
+	}
+	renamed := inBackground(func() error { return os.Rename(from, to) })
+	waitUntil(t, "the rename, while the request is held", func() bool { return len(renamed) > 0 })
+	if err := <-renamed; err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	return func() error {
+		release()
+		return <-done
+	}
+}
+
 // whileUploadHeld runs op while an upload is held (mountHoldingPut): it
 // waits until the mount logs a line containing waiting — op waits for that
 // upload — then releases the upload and returns op's error.

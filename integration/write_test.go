@@ -393,16 +393,10 @@ func TestRenameElsewhereWhileCloseUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, m.path("a"), []byte("moved"))
-	closed := inBackground(func() error { return os.WriteFile(m.path("busy"), []byte("content"), 0o644) })
-	<-started
-	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("d/b")) })
-	waitUntil(t, "the rename, while busy's upload is held", func() bool { return len(renamed) > 0 })
-	if err := <-renamed; err != nil {
-		t.Fatalf("rename: %v", err)
-	}
+	closed := renameWhileHeld(t, started, release, m.path("a"), m.path("d/b"),
+		func() error { return os.WriteFile(m.path("busy"), []byte("content"), 0o644) })
 	writeFile(t, m.path("d/c"), []byte("after the rename"))
-	release()
-	if err := <-closed; err != nil {
+	if err := closed(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	srv.sameObject(t, "busy", []byte("content"))
@@ -418,30 +412,18 @@ func TestRenameElsewhereWhileOpenDownloads(t *testing.T) {
 	srv, m, started, release := mountHolding(t, http.MethodGet, "big")
 	writeFile(t, m.path("big"), []byte("existing content"))
 	writeFile(t, m.path("a"), []byte("moved"))
-	type opened struct {
-		f   *os.File
-		err error
+	var f *os.File
+	opened := renameWhileHeld(t, started, release, m.path("a"), m.path("b"), func() (err error) {
+		f, err = os.OpenFile(m.path("big"), os.O_RDWR, 0)
+		return err
+	})
+	if err := opened(); err != nil {
+		t.Fatalf("open: %v", err)
 	}
-	done := make(chan opened, 1)
-	go func() {
-		f, err := os.OpenFile(m.path("big"), os.O_RDWR, 0)
-		done <- opened{f, err}
-	}()
-	<-started
-	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("b")) })
-	waitUntil(t, "the rename, while big's download is held", func() bool { return len(renamed) > 0 })
-	if err := <-renamed; err != nil {
-		t.Fatalf("rename: %v", err)
-	}
-	release()
-	o := <-done
-	if o.err != nil {
-		t.Fatalf("open: %v", o.err)
-	}
-	if _, err := o.f.WriteAt([]byte("EXISTING"), 0); err != nil {
+	if _, err := f.WriteAt([]byte("EXISTING"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.f.Close(); err != nil {
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 	srv.sameObject(t, "big", []byte("EXISTING content"))
@@ -533,25 +515,10 @@ func TestRenameWhileLookupAsks(t *testing.T) {
 	if _, err := os.Stat(m.path("e/a")); err != nil {
 		t.Fatal(err)
 	}
-	looked := inBackground(func() error {
-		data, err := os.ReadFile(m.path("d/other"))
-		if err == nil && string(data) != "by another client" {
-			err = fmt.Errorf("d/other holds %q", data)
-		}
-		return err
+	looked := renameWhileHeld(t, started, release, m.path("e/a"), m.path("e/b"), func() error {
+		return readsAs(m.path("d/other"), "by another client")
 	})
-	select {
-	case <-started:
-	case err := <-looked:
-		t.Fatalf("the read did not wait for the held HEAD: %v", err)
-	}
-	renamed := inBackground(func() error { return os.Rename(m.path("e/a"), m.path("e/b")) })
-	waitUntil(t, "the rename, while d/other's HEAD is held", func() bool { return len(renamed) > 0 })
-	if err := <-renamed; err != nil {
-		t.Fatalf("rename: %v", err)
-	}
-	release()
-	if err := <-looked; err != nil {
+	if err := looked(); err != nil {
 		t.Fatalf("read: %v", err)
 	}
 	srv.sameObject(t, "e/b", []byte("moved"))
@@ -569,25 +536,10 @@ func TestLookupOvertakenByDirectoryRename(t *testing.T) {
 	if _, err := os.Stat(m.path("a/x")); err != nil {
 		t.Fatal(err)
 	}
-	read := inBackground(func() error {
-		data, err := os.ReadFile(m.path("a/x/f"))
-		if err == nil && string(data) != "content" {
-			err = fmt.Errorf("f holds %q", data)
-		}
-		return err
+	read := renameWhileHeld(t, started, release, m.path("a"), m.path("b"), func() error {
+		return readsAs(m.path("a/x/f"), "content")
 	})
-	select {
-	case <-started:
-	case err := <-read:
-		t.Fatalf("the read did not wait for the held HEAD: %v", err)
-	}
-	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("b")) })
-	waitUntil(t, "the rename, while f's HEAD is held", func() bool { return len(renamed) > 0 })
-	if err := <-renamed; err != nil {
-		t.Fatalf("rename: %v", err)
-	}
-	release()
-	if err := <-read; err != nil {
+	if err := read(); err != nil {
 		t.Fatalf("read of a/x/f begun before the rename: %v", err)
 	}
 	srv.sameObject(t, "b/x/f", []byte("content"))
@@ -613,28 +565,17 @@ func TestReadOvertakenByDirectoryRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	read := inBackground(func() error {
+	read := renameWhileHeld(t, started, release, m.path("a"), m.path("b"), func() error {
 		data, err := io.ReadAll(f)
 		if err == nil && string(data) != "content" {
 			err = fmt.Errorf("f holds %q", data)
 		}
 		return err
 	})
-	select {
-	case <-started:
-	case err := <-read:
-		t.Fatalf("the read did not wait for the held GET: %v", err)
-	}
-	renamed := inBackground(func() error { return os.Rename(m.path("a"), m.path("b")) })
-	waitUntil(t, "the rename, while f's GET is held", func() bool { return len(renamed) > 0 })
-	if err := <-renamed; err != nil {
-		t.Fatalf("rename: %v", err)
-	}
 	if _, err := srv.store.Put(testBucket, "a/x/f", strings.NewReader("impostor"), store.Attrs{}, false); err != nil {
 		t.Fatal(err)
 	}
-	release()
-	if err := <-read; err != nil {
+	if err := read(); err != nil {
 		t.Fatalf("read begun before the rename: %v", err)
 	}
 	srv.sameObject(t, "b/x/f", []byte("content"))
@@ -654,25 +595,13 @@ func TestReadlinkOvertakenByDirectoryRename(t *testing.T) {
 	if _, err := os.Lstat(other.path("a/l")); err != nil {
 		t.Fatal(err)
 	}
-	type link struct {
-		target string
-		err    error
-	}
-	read := make(chan link, 1)
-	go func() {
+	read := renameWhileHeld(t, started, release, other.path("a"), other.path("b"), func() error {
 		target, err := os.Readlink(other.path("a/l"))
-		read <- link{target, err}
-	}()
-	select {
-	case <-started:
-	case l := <-read:
-		t.Fatalf("the readlink did not wait for the held GET: %v", l.err)
-	}
-	renamed := inBackground(func() error { return os.Rename(other.path("a"), other.path("b")) })
-	waitUntil(t, "the rename, while the link's GET is held", func() bool { return len(renamed) > 0 })
-	if err := <-renamed; err != nil {
-		t.Fatalf("rename: %v", err)
-	}
+		if err == nil && target != "target" {
+			err = fmt.Errorf("a/l points to %q", target)
+		}
+		return err
+	})
 	if err := os.Mkdir(m.path("a2"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -682,10 +611,18 @@ func TestReadlinkOvertakenByDirectoryRename(t *testing.T) {
 	if _, err := srv.store.Copy(testBucket, "a2/l", testBucket, "a/l", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	release()
-	if l := <-read; l.err != nil || l.target != "target" {
-		t.Fatalf("readlink begun before the rename: %q %v", l.target, l.err)
+	if err := read(); err != nil {
+		t.Fatalf("readlink begun before the rename: %v", err)
 	}
+}
+
+// readsAs reads the file at path and fails unless it holds want.
+func readsAs(path, want string) error {
+	data, err := os.ReadFile(path)
+	if err == nil && string(data) != want {
+		err = fmt.Errorf("%s holds %q, want %q", path, data, want)
+	}
+	return err
 }
 
 // A rename of the directory of a file whose close is uploading waits for
