@@ -229,7 +229,7 @@ func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64, 
 	}
 	for off := int64(0); off < size; off += downloadChunk {
 		length := min(downloadChunk, size-off)
-		r, err := n.fsys.bucket.Get(ctx, key, off, length)
+		r, err := n.fsys.getResuming(ctx, key, off, length)
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -279,6 +280,14 @@ func (f *FS) callerMeta(ctx context.Context, typ, mode uint32) upload.Metadata {
 // ignore-interrupts does the same); a fatal signal still ends the program
 // at once, and the request completes behind it.
 func uninterrupted(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
+// getResuming opens length bytes of key at off; a body broken in the middle
+// is asked for again from where it stopped (bucket.GetResuming).
+func (f *FS) getResuming(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	return bucket.GetResuming(ctx, f.bucket, key, off, length, streamRetries, func(at int64, err error) {
+		f.log.Warn("a download broke; asking for the rest", "key", key, "offset", at, "err", err)
+	})
+}
 
 // fileKey and dirKey are the object keys of a path.
 func (f *FS) fileKey(path string) string { return upload.Key(f.cfg.Prefix, path) }

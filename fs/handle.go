@@ -38,6 +38,10 @@ const (
 	maxSkip   = 1 << 20
 )
 
+// streamRetries bounds how often a read's stream asks again for the rest
+// of its range after the connection broke in the middle of the body.
+const streamRetries = 3
+
 // readRemote fills dest from the object at off (size is the object's size).
 func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, error) {
 	h.mu.Lock()
@@ -54,7 +58,7 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, 
 		length := min(max(h.window, int64(len(dest))), size-off)
 		// The stream outlives this request, so it must not be tied to
 		// the request's context.
-		r, err := h.node.fsys.bucket.Get(context.Background(), key, off, length)
+		r, err := h.node.fsys.getResuming(context.Background(), key, off, length)
 		if err != nil {
 			return 0, err
 		}
@@ -67,14 +71,31 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, 
 		}
 		h.streamOff = off
 	}
-	n, err := io.ReadFull(h.stream, dest)
+	n, err := readStream(h.stream, dest)
 	h.streamOff += int64(n)
-	if err != nil {
+	switch {
+	case err == io.EOF:
+		// The body ended where the server said it would, before the range
+		// asked for: the object is shorter now.
 		h.closeStream()
-		if err == io.ErrUnexpectedEOF || err == io.EOF {
-			return n, nil
-		}
+		return n, nil
+	case err != nil:
+		h.closeStream()
 		return n, err
+	}
+	return n, nil
+}
+
+// readStream fills dest from r. Unlike io.ReadFull it keeps io.EOF, a body
+// that ended, apart from io.ErrUnexpectedEOF, one cut short.
+func readStream(r io.Reader, dest []byte) (int, error) {
+	n := 0
+	for n < len(dest) {
+		got, err := r.Read(dest[n:])
+		n += got
+		if err != nil {
+			return n, err
+		}
 	}
 	return n, nil
 }

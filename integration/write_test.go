@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -291,6 +292,57 @@ func TestDroppedConnections(t *testing.T) {
 }
 
 // DESIGN §2: the CRC64 the server returns is checked; a mismatch fails the
+// A download whose connection breaks in the middle of a body (the SDK
+// retries requests, not the reading of their bodies) goes on from where it
+// stopped: the file reads back whole. It read back short, with no error,
+// as if the file ended there.
+func TestDroppedConnectionWhileReading(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	data := randomBytes(t, 3<<20)
+	if _, err := srv.store.Put(testBucket, "big.bin", bytes.NewReader(data), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.store.Put(testBucket, "other.bin", bytes.NewReader(data), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 2})
+	got, err := os.ReadFile(m.path("big.bin"))
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, not the object's %d", len(got), len(data))
+	}
+	if !strings.Contains(m.logs.String(), "a download broke; asking for the rest") {
+		t.Error("no log line for the broken download")
+	}
+
+	// The same for the copy into staging of an open for writing.
+	srv.ClearFaults()
+	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 2})
+	f, err := os.OpenFile(m.path("big.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("open for writing: %v", err)
+	}
+	if _, err := f.WriteAt([]byte("EDIT"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	copy(data[1<<20:], "EDIT")
+	srv.sameObject(t, "big.bin", data)
+
+	// Broken every time, the read fails with EIO.
+	srv.ClearFaults()
+	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true})
+	if _, err := os.ReadFile(m.path("other.bin")); errnoOf(err) != syscall.EIO {
+		t.Fatalf("read with every download broken: %v, want EIO", err)
+	}
+	srv.ClearFaults()
+}
+
 // upload, so close is EIO.
 func TestCRCMismatchIsCloseError(t *testing.T) {
 	srv := startServer(t)

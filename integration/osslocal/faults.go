@@ -10,22 +10,24 @@ import (
 // Fault is one injected failure, kept as data: requests of Op (empty: any)
 // after the first After matching ones, Count times (0: every time), answer
 // with Status (an OSS error document), stall for Stall first, have their
-// connection cut (Cut) once half the body has been read, or succeed with a
-// wrong CRC64 in the response (BadCRC).
+// connection cut (Cut) once half the request body has been read or
+// (CutBody) half the response body sent, or succeed with a wrong CRC64 in
+// the response (BadCRC).
 type Fault struct {
-	Op     string
-	Status int
-	Stall  time.Duration
-	Cut    bool
-	BadCRC bool
-	After  int
-	Count  int
+	Op      string
+	Status  int
+	Stall   time.Duration
+	Cut     bool
+	CutBody bool
+	BadCRC  bool
+	After   int
+	Count   int
 
 	seen, fired int
 }
 
 // ParseFault reads a fault from "op=PutObject,status=500,after=1,count=2,
-// stall=2s,cut".
+// stall=2s,cut" (or cutbody, badcrc).
 func ParseFault(s string) (Fault, error) {
 	var f Fault
 	for _, part := range strings.Split(s, ",") {
@@ -40,6 +42,8 @@ func ParseFault(s string) (Fault, error) {
 			f.Stall, err = time.ParseDuration(v)
 		case "cut":
 			f.Cut = true
+		case "cutbody":
+			f.CutBody = true
 		case "badcrc":
 			f.BadCRC = true
 		case "after":

@@ -155,6 +155,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// bytes had been damaged on the way.
 		req.w = &badCRCWriter{ResponseWriter: req.w}
 	}
+	if fault != nil && fault.CutBody {
+		req.w = &cutBodyWriter{ResponseWriter: req.w}
+	}
 	s.cfg.Log.Debug("request", "op", req.op, "bucket", req.bucket, "key", req.key)
 	err := s.serve(req)
 	if err != nil {
@@ -206,6 +209,27 @@ func (w *badCRCWriter) WriteHeader(status int) {
 		w.Header().Set("x-oss-hash-crc64ecma", crc+"1")
 	}
 	w.ResponseWriter.WriteHeader(status)
+}
+
+// cutBodyWriter sends the response up to half its body (Content-Length),
+// then drops the connection: the client has its headers and part of the
+// body, as when a connection breaks during a download.
+type cutBodyWriter struct {
+	http.ResponseWriter
+	sent int64
+}
+
+func (w *cutBodyWriter) Write(p []byte) (int, error) {
+	length, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64)
+	if half := length / 2; w.sent+int64(len(p)) > half {
+		n, _ := w.ResponseWriter.Write(p[:half-w.sent])
+		w.sent += int64(n)
+		w.ResponseWriter.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the server closes the connection
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.sent += int64(n)
+	return n, err
 }
 
 func operation(method, key string, q url.Values, h http.Header) string {
