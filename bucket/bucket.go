@@ -95,7 +95,8 @@ type Bucket interface {
 	// Head returns the object's description with its metadata (HeadObject).
 	Head(ctx context.Context, key string) (ObjectInfo, error)
 	// Get reads length bytes from off (length < 0: to the end) (GetObject
-	// with a Range header). The caller closes the reader.
+	// with a Range header); fewer if the object ends before, none if it
+	// ends before off. The caller closes the reader.
 	Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error)
 	// Put uploads an object: PutObject, or a multipart upload through the
 	// SDK's Uploader for large bodies. The server's CRC64 is verified.

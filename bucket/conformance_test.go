@@ -96,6 +96,21 @@ func TestConformance(t *testing.T) {
 					t.Fatalf("ranged get = %q", got)
 				}
 			})
+			t.Run("RangeOverAndPastTheEnd", func(t *testing.T) {
+				// An object shorter than a reader thought: what is there,
+				// then nothing — never the object from its start (OSS's
+				// default answer to a range past the end).
+				b := newBucket(t)
+				put(t, b, "k", []byte("abcdef"), bucket.Attrs{})
+				for _, c := range []struct {
+					off, n int64
+					want   string
+				}{{3, 10, "def"}, {6, 4, ""}, {100, 4, ""}, {100, -1, ""}} {
+					if got := get(t, b, "k", c.off, c.n); string(got) != c.want {
+						t.Errorf("get %d+%d = %q, want %q", c.off, c.n, got, c.want)
+					}
+				}
+			})
 			t.Run("MissingIsNotFound", func(t *testing.T) {
 				b := newBucket(t)
 				if _, err := b.Head(ctx, "nope"); !errors.Is(err, bucket.ErrNotFound) {

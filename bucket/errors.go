@@ -22,6 +22,9 @@ var (
 	// ErrIntegrity is a CRC64 mismatch between what was sent and what the
 	// server stored.
 	ErrIntegrity = errors.New("integrity check failed")
+	// errPastEnd is a range that starts past the end of the object; Get
+	// answers it with nothing to read.
+	errPastEnd = errors.New("range past the end of the object")
 )
 
 // Error is a failed request: which operation on which key, what the server
@@ -96,6 +99,8 @@ func kindOf(status int, code string) error {
 		return ErrExists
 	case "InvalidObjectName", "KeyTooLong":
 		return ErrInvalidName
+	case "InvalidRange":
+		return errPastEnd
 	}
 	switch {
 	case status == 404:

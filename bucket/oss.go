@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -144,16 +145,27 @@ func (b *OSS) Head(ctx context.Context, key string) (ObjectInfo, error) {
 
 func (b *OSS) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
 	req := &oss.GetObjectRequest{Bucket: &b.name, Key: &key}
-	if off > 0 || length >= 0 {
+	ranged := off > 0 || length >= 0
+	if ranged {
 		r := fmt.Sprintf("bytes=%d-", off)
 		if length >= 0 {
 			r += fmt.Sprint(off + length - 1)
 		}
-		req.Range = &r
+		// OSS's default answers a range past the end of the object with
+		// the whole object, which a read at that offset would take for
+		// the bytes there; standard refuses it (416).
+		req.Range, req.RangeBehavior = &r, oss.Ptr("standard")
 	}
 	res, err := b.client.GetObject(ctx, req)
-	if err != nil {
-		return nil, convert("GetObject", key, err)
+	if err := convert("GetObject", key, err); errors.Is(err, errPastEnd) {
+		return io.NopCloser(strings.NewReader("")), nil // nothing to read there
+	} else if err != nil {
+		return nil, err
+	}
+	if ranged && res.ContentRange == nil && off > 0 {
+		// A server that ignored the range sent the whole object.
+		res.Body.Close()
+		return nil, convert("GetObject", key, fmt.Errorf("the server ignored the range %s", *req.Range))
 	}
 	return res.Body, nil
 }

@@ -343,6 +343,33 @@ func TestDroppedConnectionWhileReading(t *testing.T) {
 	srv.ClearFaults()
 }
 
+// An object another client makes shorter while a program reads it through
+// the mount reads as ending where it now ends: a read past the new end got
+// the object from its start (OSS's default answer to a range past the
+// end), as if those bytes were there.
+func TestObjectShortenedWhileRead(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	if _, err := srv.store.Put(testBucket, "s", bytes.NewReader(randomBytes(t, 3<<20)), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(m.path("s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.store.Put(testBucket, "s", strings.NewReader("short"), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.ReadAt(buf, 2<<20); n != 0 || err != io.EOF {
+		t.Fatalf("read at 2 MiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
+	}
+}
+
 // upload, so close is EIO.
 func TestCRCMismatchIsCloseError(t *testing.T) {
 	srv := startServer(t)

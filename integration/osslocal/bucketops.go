@@ -244,7 +244,7 @@ func (s *Server) uploadPartCopy(req *request) error {
 	if err != nil {
 		return err
 	}
-	off, length, _, err := parseRange(req.r.Header.Get("x-oss-copy-source-range"), obj.Size)
+	off, length, _, err := parseRange(req.r.Header.Get("x-oss-copy-source-range"), obj.Size, false)
 	if err != nil {
 		return err
 	}

@@ -488,7 +488,8 @@ func (s *Server) getObject(req *request) error {
 	if err != nil {
 		return err
 	}
-	off, length, partial, err := parseRange(req.r.Header.Get("Range"), obj.Size)
+	standard := strings.EqualFold(req.r.Header.Get("x-oss-range-behavior"), "standard")
+	off, length, partial, err := parseRange(req.r.Header.Get("Range"), obj.Size, standard)
 	if err != nil {
 		return err
 	}
@@ -516,9 +517,15 @@ func (s *Server) getObject(req *request) error {
 	return nil
 }
 
+// errInvalidRange answers a range that starts past the object's end, with
+// x-oss-range-behavior: standard.
+var errInvalidRange = &ossError{416, "InvalidRange", "The requested range cannot be satisfied."}
+
 // parseRange reads "bytes=a-b", "bytes=a-" or "bytes=-n". As OSS does, an
-// invalid or unsatisfiable range is ignored and the whole object returned.
-func parseRange(h string, size int64) (off, length int64, partial bool, err error) {
+// invalid or unsatisfiable range is ignored and the whole object returned —
+// unless standard (x-oss-range-behavior: standard): then a range starting
+// past the end is refused (416).
+func parseRange(h string, size int64, standard bool) (off, length int64, partial bool, err error) {
 	spec, ok := strings.CutPrefix(h, "bytes=")
 	if !ok || strings.Contains(spec, ",") {
 		return 0, size, false, nil
@@ -536,6 +543,9 @@ func parseRange(h string, size int64) (off, length int64, partial bool, err erro
 		return size - n, n, true, nil
 	default:
 		start, err := strconv.ParseInt(a, 10, 64)
+		if err == nil && start >= size && standard {
+			return 0, 0, false, errInvalidRange
+		}
 		if err != nil || start >= size {
 			return 0, size, false, nil
 		}
