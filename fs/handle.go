@@ -64,15 +64,17 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, 
 		}
 		h.stream, h.streamOff, h.streamEnd = r, off, off+length
 	}
+	n := 0
+	var err error
 	if skip := off - h.streamOff; skip > 0 {
-		if _, err := io.CopyN(io.Discard, h.stream, skip); err != nil {
-			h.closeStream()
-			return 0, err
-		}
-		h.streamOff = off
+		var skipped int64
+		skipped, err = io.CopyN(io.Discard, h.stream, skip)
+		h.streamOff += skipped
 	}
-	n, err := readStream(h.stream, dest)
-	h.streamOff += int64(n)
+	if err == nil {
+		n, err = readStream(h.stream, dest)
+		h.streamOff += int64(n)
+	}
 	switch {
 	case err == io.EOF:
 		// The body ended where the server said it would, before the range

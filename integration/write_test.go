@@ -368,6 +368,31 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 	if n, err := f.ReadAt(buf, 2<<20); n != 0 || err != io.EOF {
 		t.Fatalf("read at 2 MiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
 	}
+
+	// The same when the read skips ahead in its stream, which breaks, and
+	// the rest of the range asked for again is past the new end.
+	if _, err := srv.store.Put(testBucket, "t", bytes.NewReader(randomBytes(t, 3<<20)), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 1}) // at 512 KiB of the first 1 MiB
+	// O_DIRECT: no read-ahead of the kernel's reaches the break first.
+	g, err := os.OpenFile(m.path("t"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.store.Put(testBucket, "t", strings.NewReader("short"), store.Attrs{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := g.ReadAt(buf, 600<<10); n != 0 || err != io.EOF {
+		t.Fatalf("read at 600 KiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
+	}
+	if !strings.Contains(m.logs.String(), "a download broke; asking for the rest") {
+		t.Error("the stream did not break: the test missed its case")
+	}
 }
 
 // upload, so close is EIO.
