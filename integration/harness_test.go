@@ -164,6 +164,15 @@ func whileUploadHeld(t *testing.T, m *mount, waiting string, release func(), op 
 	return <-done
 }
 
+// putByOther puts key into the test bucket as another client would,
+// behind the mount's back.
+func (s *server) putByOther(t *testing.T, key string, data []byte) {
+	t.Helper()
+	if _, err := s.store.Put(testBucket, key, bytes.NewReader(data), store.Attrs{}, false); err != nil {
+		t.Fatalf("put %q: %v", key, err)
+	}
+}
+
 // object returns the content of key in the test bucket.
 func (s *server) object(t *testing.T, key string) []byte {
 	t.Helper()

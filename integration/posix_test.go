@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
@@ -279,9 +278,7 @@ func TestRandomAccessEdits(t *testing.T) {
 func TestLargeDirectoryAndRmdir(t *testing.T) {
 	srv := startServer(t)
 	for i := 0; i < 5000; i++ {
-		if _, err := srv.store.Put(testBucket, fmt.Sprintf("big/f%05d", i), strings.NewReader("x"), store.Attrs{}, false); err != nil {
-			t.Fatal(err)
-		}
+		srv.putByOther(t, fmt.Sprintf("big/f%05d", i), []byte("x"))
 	}
 	m := startMount(t, srv)
 	entries, err := os.ReadDir(m.path("big"))
@@ -345,7 +342,7 @@ func TestLinksAndRenameFlags(t *testing.T) {
 // written by other clients show up.
 func TestObjectsFromOtherClients(t *testing.T) {
 	srv := startServer(t)
-	srv.store.Put(testBucket, "implicit/deeper/file.txt", strings.NewReader("from elsewhere"), store.Attrs{}, false)
+	srv.putByOther(t, "implicit/deeper/file.txt", []byte("from elsewhere"))
 	m := startMount(t, srv, "uid=1234", "gid=99", "umask=027")
 	fi, err := os.Stat(m.path("implicit/deeper/file.txt"))
 	if err != nil {
@@ -382,7 +379,7 @@ func TestStatTTL(t *testing.T) {
 	if _, err := os.Stat(m.path("theirs.txt")); !os.IsNotExist(err) {
 		t.Fatalf("stat before: %v", err)
 	}
-	srv.store.Put(testBucket, "theirs.txt", strings.NewReader("from another client"), store.Attrs{}, false)
+	srv.putByOther(t, "theirs.txt", []byte("from another client"))
 	waitUntil(t, "another client's object to show", func() bool {
 		_, err := os.Stat(m.path("theirs.txt"))
 		return err == nil
@@ -462,8 +459,8 @@ func TestWriteOnlyAndCachedReaderAgree(t *testing.T) {
 // of the tree then and has no path of its own.
 func TestHeldChmodSurvivesForget(t *testing.T) {
 	srv := startServer(t)
-	srv.store.Put(testBucket, "dir/f.txt", strings.NewReader("content"), store.Attrs{}, false)
-	srv.store.Put(testBucket, "dir/", strings.NewReader(""), store.Attrs{}, false)
+	srv.putByOther(t, "dir/f.txt", []byte("content"))
+	srv.putByOther(t, "dir/", []byte(""))
 	m := startMount(t, srv)
 	if err := os.Chmod(m.path("dir/f.txt"), 0o600); err != nil {
 		t.Fatal(err)
@@ -622,7 +619,7 @@ func TestOpenFileUnlinkedBehindAHandle(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
 	// Put by another client, so that the mount has no staged copy.
-	srv.store.Put(testBucket, "f", strings.NewReader("content"), store.Attrs{}, false)
+	srv.putByOther(t, "f", []byte("content"))
 	f, err := os.Open(m.path("f"))
 	if err != nil {
 		t.Fatal(err)

@@ -247,7 +247,7 @@ func TestUploadFailureIsCloseError(t *testing.T) {
 // replace the object with an empty one.
 func TestTransientLookupFailureIsNotENOENT(t *testing.T) {
 	srv := startServer(t)
-	srv.store.Put(testBucket, "precious.txt", strings.NewReader("keep me"), store.Attrs{}, false)
+	srv.putByOther(t, "precious.txt", []byte("keep me"))
 	m := startMount(t, srv, "stat_ttl=0s")
 	srv.AddFault(osslocal.Fault{Op: "HeadObject", Status: 503})
 	if _, err := os.Stat(m.path("precious.txt")); errnoOf(err) != syscall.EIO {
@@ -300,12 +300,8 @@ func TestDroppedConnectionWhileReading(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
 	data := randomBytes(t, 3<<20)
-	if _, err := srv.store.Put(testBucket, "big.bin", bytes.NewReader(data), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.store.Put(testBucket, "other.bin", bytes.NewReader(data), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "big.bin", data)
+	srv.putByOther(t, "other.bin", data)
 	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 2})
 	got, err := os.ReadFile(m.path("big.bin"))
 	if err != nil {
@@ -350,9 +346,7 @@ func TestDroppedConnectionWhileReading(t *testing.T) {
 func TestObjectShortenedWhileRead(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
-	if _, err := srv.store.Put(testBucket, "s", bytes.NewReader(randomBytes(t, 3<<20)), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "s", randomBytes(t, 3<<20))
 	f, err := os.Open(m.path("s"))
 	if err != nil {
 		t.Fatal(err)
@@ -362,18 +356,14 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 	if _, err := f.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.store.Put(testBucket, "s", strings.NewReader("short"), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "s", []byte("short"))
 	if n, err := f.ReadAt(buf, 2<<20); n != 0 || err != io.EOF {
 		t.Fatalf("read at 2 MiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
 	}
 
 	// The same when the read skips ahead in its stream, which breaks, and
 	// the rest of the range asked for again is past the new end.
-	if _, err := srv.store.Put(testBucket, "t", bytes.NewReader(randomBytes(t, 3<<20)), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "t", randomBytes(t, 3<<20))
 	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 1}) // at 512 KiB of the first 1 MiB
 	// O_DIRECT: no read-ahead of the kernel's reaches the break first.
 	g, err := os.OpenFile(m.path("t"), os.O_RDONLY|syscall.O_DIRECT, 0)
@@ -384,9 +374,7 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 	if _, err := g.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.store.Put(testBucket, "t", strings.NewReader("short"), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "t", []byte("short"))
 	if n, err := g.ReadAt(buf, 600<<10); n != 0 || err != io.EOF {
 		t.Fatalf("read at 600 KiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
 	}
@@ -571,9 +559,7 @@ func TestRenameWhileDirectoryListed(t *testing.T) {
 		}
 	}
 	writeFile(t, m.path("big/f"), []byte("f"))
-	if _, err := srv.store.Put(testBucket, "other/g", strings.NewReader("g"), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "other/g", []byte("g"))
 	type listing struct {
 		entries []os.DirEntry
 		err     error
@@ -612,9 +598,7 @@ func TestRenameWhileLookupAsks(t *testing.T) {
 	// In two directories (the kernel itself makes a rename wait for a
 	// lookup in the same one) that the mount has not listed.
 	for key, content := range map[string]string{"d/other": "by another client", "e/a": "moved"} {
-		if _, err := srv.store.Put(testBucket, key, strings.NewReader(content), store.Attrs{}, false); err != nil {
-			t.Fatal(err)
-		}
+		srv.putByOther(t, key, []byte(content))
 	}
 	if _, err := os.Stat(m.path("e/a")); err != nil {
 		t.Fatal(err)
@@ -633,9 +617,7 @@ func TestRenameWhileLookupAsks(t *testing.T) {
 // file missing.
 func TestLookupOvertakenByDirectoryRename(t *testing.T) {
 	srv, m, started, release := mountHolding(t, http.MethodHead, "a/x/f")
-	if _, err := srv.store.Put(testBucket, "a/x/f", strings.NewReader("content"), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "a/x/f", []byte("content"))
 	// The kernel knows a and a/x: the read below looks up f alone.
 	if _, err := os.Stat(m.path("a/x")); err != nil {
 		t.Fatal(err)
@@ -661,9 +643,7 @@ func TestLookupOvertakenByDirectoryRename(t *testing.T) {
 // client has put a different object meanwhile.
 func TestReadOvertakenByDirectoryRename(t *testing.T) {
 	srv, m, started, release := mountHolding(t, http.MethodGet, "a/x/f")
-	if _, err := srv.store.Put(testBucket, "a/x/f", strings.NewReader("content"), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "a/x/f", []byte("content"))
 	f, err := os.Open(m.path("a/x/f"))
 	if err != nil {
 		t.Fatal(err)
@@ -676,9 +656,7 @@ func TestReadOvertakenByDirectoryRename(t *testing.T) {
 		}
 		return err
 	})
-	if _, err := srv.store.Put(testBucket, "a/x/f", strings.NewReader("impostor"), store.Attrs{}, false); err != nil {
-		t.Fatal(err)
-	}
+	srv.putByOther(t, "a/x/f", []byte("impostor"))
 	if err := read(); err != nil {
 		t.Fatalf("read begun before the rename: %v", err)
 	}

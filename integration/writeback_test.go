@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
@@ -356,7 +355,7 @@ func TestWritebackDirectoryRenameWithQueuedFiles(t *testing.T) {
 // reads back from the queued content.
 func TestWritebackForgottenNodeReadsQueuedContent(t *testing.T) {
 	srv := startServer(t)
-	srv.store.Put(testBucket, "f.txt", strings.NewReader("old version"), store.Attrs{}, false)
+	srv.putByOther(t, "f.txt", []byte("old version"))
 	m := startMount(t, srv, "writeback", "writeback_delay=1h", "stat_ttl=0s")
 	writeFile(t, m.path("f.txt"), []byte("new version, queued"))
 	// Make the kernel forget unused inodes (FUSE FORGET).
