@@ -36,6 +36,47 @@ func requestsSince(before, after map[string]int) string {
 }
 
 // DESIGN §4, §5: rsync -a lands every file with its mode and mtime in
+// git: lock files renamed into place, objects written read-only and
+// renamed, fsyncs, a repack that deletes what it packed. The repository
+// is whole after the unmount, seen through a fresh mount.
+func TestGitRepository(t *testing.T) {
+	for _, mode := range randomModes[:2] { // sync, write-back
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, mode.opts...)
+			repo := m.path("repo")
+			git := func(args ...string) string {
+				return run(t, "git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@t"}, args...)...)
+			}
+			run(t, "git", "init", "-q", repo)
+			run(t, "cp", "-r", filepath.Join(goNet, "http", "httptest"), repo)
+			git("add", "-A")
+			git("commit", "-qm", "one")
+			f, err := os.OpenFile(filepath.Join(repo, "httptest", "server.go"), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString("// changed\n")
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			git("commit", "-qam", "two")
+			git("gc", "-q")
+			want := git("log", "--format=%H %s")
+			m.stop(t)
+
+			repo = startMount(t, srv).path("repo")
+			if got := git("log", "--format=%H %s"); got != want {
+				t.Fatalf("log after the unmount:\n%s\nwant:\n%s", got, want)
+			}
+			git("fsck", "--strict")
+			if status := git("status", "--porcelain"); status != "" {
+				t.Fatalf("status after the unmount:\n%s", status)
+			}
+		})
+	}
+}
+
 // metadata, and a second run (also after a remount) has nothing to do.
 func TestRsyncTree(t *testing.T) {
 	src := goNet
