@@ -77,6 +77,50 @@ func TestGitRepository(t *testing.T) {
 	}
 }
 
+// SQLite: a rollback journal created and deleted per transaction, pages
+// rewritten in place, fsyncs, a vacuum that rewrites the whole file. The
+// database is whole after the unmount, seen through a fresh mount.
+func TestSQLiteDatabase(t *testing.T) {
+	for _, mode := range randomModes[:2] { // sync, write-back
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, mode.opts...)
+			var script strings.Builder
+			script.WriteString("create table t(a integer primary key, b text);\n")
+			for tx := 0; tx < 4; tx++ {
+				script.WriteString("begin;\n")
+				for i := 0; i < 50; i++ {
+					fmt.Fprintf(&script, "insert into t(b) values ('%s%d');\n", strings.Repeat("x", 100), tx*50+i)
+				}
+				script.WriteString("commit;\n")
+			}
+			script.WriteString("update t set b = 'updated' where a % 3 = 0;\ndelete from t where a % 5 = 0;\nvacuum;\n")
+			sqlite := func(db, sql string) string {
+				cmd := exec.Command("sqlite3", db)
+				cmd.Stdin = strings.NewReader(sql)
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("sqlite3: %v\n%s", err, out)
+				}
+				return strings.TrimSpace(string(out))
+			}
+			sqlite(m.path("db.sqlite"), script.String())
+			const query = "select count(*), sum(b = 'updated') from t; pragma integrity_check;"
+			want := sqlite(m.path("db.sqlite"), query)
+			if want != "160|53\nok" {
+				t.Fatalf("through the mount: %q", want)
+			}
+			m.stop(t)
+			if got := sqlite(startMount(t, srv).path("db.sqlite"), query); got != want {
+				t.Fatalf("after the unmount: %q, want %q", got, want)
+			}
+			if srv.exists("db.sqlite-journal") {
+				t.Error("the rollback journal is still in the bucket")
+			}
+		})
+	}
+}
+
 // metadata, and a second run (also after a remount) has nothing to do.
 func TestRsyncTree(t *testing.T) {
 	src := goNet
