@@ -119,3 +119,28 @@ func TestStreamedFileMovedWithItsDirectory(t *testing.T) {
 		t.Fatalf("keys %v", srv.keys(t))
 	}
 }
+
+// A big file whose parts the server refuses: close is EIO, and every
+// multipart upload begun — the streamed one, the whole-file retry's — is
+// aborted, not left holding parts (storage billed and invisible).
+func TestRefusedPartsLeaveNoUpload(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=1MiB")
+	srv.AddFault(osslocal.Fault{Op: "UploadPart", Status: 500})
+	f, err := os.Create(m.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(randomBytes(t, 5<<20))
+	if err := f.Close(); errnoOf(err) != syscall.EIO {
+		t.Fatalf("close: %v, want EIO", err)
+	}
+	srv.ClearFaults()
+	c := srv.Counts()
+	if c["InitiateMultipartUpload"] == 0 || c["AbortMultipartUpload"] != c["InitiateMultipartUpload"] || c["CompleteMultipartUpload"] != 0 {
+		t.Fatalf("multipart uploads begun and not aborted: %v", c)
+	}
+	if srv.exists("big") {
+		t.Fatal("an object landed")
+	}
+}

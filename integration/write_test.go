@@ -387,6 +387,13 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 func TestCRCMismatchIsCloseError(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
+	// Damaged once, the upload is sent again (the SDK's retry: the
+	// mismatch is the response's error) and close succeeds.
+	srv.AddFault(osslocal.Fault{Op: "PutObject", BadCRC: true, Count: 1})
+	writeFile(t, m.path("damaged once"), []byte("bytes damaged on the way, once"))
+	srv.sameObject(t, "damaged once", []byte("bytes damaged on the way, once"))
+
+	srv.ClearFaults()
 	srv.AddFault(osslocal.Fault{Op: "PutObject", BadCRC: true})
 	f, err := os.Create(m.path("damaged"))
 	if err != nil {
