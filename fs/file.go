@@ -175,14 +175,20 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64, letK
 		if st, err = n.fsys.cfg.Cache.NewStaging(); err != nil {
 			return err
 		}
+		got := size
 		if !truncate && size > 0 && (newSize < 0 || newSize > 0) {
-			if err := n.download(ctx, st, size, letKeysGo); err != nil {
+			var err error
+			if got, err = n.download(ctx, st, size, letKeysGo); err != nil {
 				st.Remove()
 				return err
 			}
 		}
 		n.mu.Lock()
 		n.staging = st
+		// Another client made the object shorter since it was looked up:
+		// the file is what the object holds now, not that padded with
+		// zeros to the old size.
+		n.size = got
 		n.mu.Unlock()
 	}
 	if truncate {
@@ -219,27 +225,32 @@ func (n *fileNode) stopStreamLocked() *upload.Stream {
 // staging.
 const downloadChunk = 8 << 20
 
-// download copies the object into st. letKeysGo, if not nil, ends the
+// download copies the object into st and returns how many bytes it
+// copied: fewer than size if the object is shorter now. letKeysGo, if not nil, ends the
 // caller's shared hold of the keys once it has the key, as upload's: the
 // caller holds the freeze, which a rename or removal of the file waits for.
-func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64, letKeysGo func()) error {
+func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64, letKeysGo func()) (got int64, err error) {
 	key := n.key()
 	if letKeysGo != nil {
 		letKeysGo()
 	}
-	for off := int64(0); off < size; off += downloadChunk {
-		length := min(downloadChunk, size-off)
-		r, err := n.fsys.getResuming(ctx, key, off, length)
+	for got < size {
+		length := min(downloadChunk, size-got)
+		r, err := n.fsys.getResuming(ctx, key, got, length)
 		if err != nil {
-			return err
+			return got, err
 		}
-		_, err = io.Copy(io.NewOffsetWriter(st, off), io.LimitReader(r, length))
+		copied, err := io.Copy(io.NewOffsetWriter(st, got), io.LimitReader(r, length))
 		r.Close()
+		got += copied
 		if err != nil {
-			return err
+			return got, err
+		}
+		if copied < length {
+			return got, nil // the object ends there now
 		}
 	}
-	return nil
+	return got, nil
 }
 
 func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

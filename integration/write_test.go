@@ -361,6 +361,22 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 		t.Fatalf("read at 2 MiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
 	}
 
+	// Opened for writing, the file is what the object holds now: the copy
+	// into staging stopped at the object's new end, the file kept its old
+	// size, and the edit's close failed EIO (the upload sent fewer bytes
+	// than it announced).
+	w, err := os.OpenFile(m.path("s"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("S"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "s", []byte("Short"))
+
 	// The same when the read skips ahead in its stream, which breaks, and
 	// the rest of the range asked for again is past the new end.
 	srv.putByOther(t, "t", randomBytes(t, 3<<20))
