@@ -59,20 +59,21 @@ func compareCRC(client uint64, server string) error {
 
 // summedBody is a request body that sums the bytes the SDK sends as it
 // reads them. The SDK seeks back to the start to retry, which starts the
-// sum again. The HTTP transport reads in its own goroutine, hence mu.
+// sum again. The HTTP transport reads in its own goroutine — for a request
+// the server answered early, possibly still while the SDK seeks for the
+// retry — hence mu, held across the reads and seeks themselves.
 type summedBody struct {
-	r io.ReadSeeker
-
 	mu     sync.Mutex
-	crc    uint64 // GUARDED_BY(mu); of the body's first summed bytes
-	summed int64  // GUARDED_BY(mu)
-	pos    int64  // GUARDED_BY(mu)
+	r      io.ReadSeeker // GUARDED_BY(mu)
+	crc    uint64        // GUARDED_BY(mu); of the body's first summed bytes
+	summed int64         // GUARDED_BY(mu)
+	pos    int64         // GUARDED_BY(mu)
 }
 
 func (b *summedBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	n, err := b.r.Read(p)
 	if b.pos == b.summed {
 		b.crc = crc64.Update(b.crc, p[:n])
 		b.summed += int64(n)
@@ -82,9 +83,9 @@ func (b *summedBody) Read(p []byte) (int, error) {
 }
 
 func (b *summedBody) Seek(off int64, whence int) (int64, error) {
-	pos, err := b.r.Seek(off, whence)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	pos, err := b.r.Seek(off, whence)
 	b.pos = pos
 	if pos == 0 {
 		b.crc, b.summed = 0, 0
