@@ -150,3 +150,19 @@ func TestRefusedPartsLeaveNoUpload(t *testing.T) {
 		t.Fatal("an object landed")
 	}
 }
+
+// A part the server refuses twice is sent again by the SDK, and the
+// streamed upload completes: no fallback to a whole upload. (Under the race
+// detector this also holds that the retry's seek of the part's body does
+// not race with net/http still reading it for the failed attempt.)
+func TestStreamedPartRetried(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=1MiB")
+	srv.AddFault(osslocal.Fault{Op: "UploadPart", Status: 500, After: 1, Count: 2})
+	data := randomBytes(t, 5<<20)
+	writeFile(t, m.path("big"), data)
+	srv.sameObject(t, "big", data)
+	if c := srv.Counts(); c["InitiateMultipartUpload"] != 1 || c["CompleteMultipartUpload"] != 1 || c["AbortMultipartUpload"] != 0 {
+		t.Fatalf("want one streamed upload, completed: %v", c)
+	}
+}
