@@ -162,7 +162,7 @@ func (b *OSS) Get(ctx context.Context, key string, off, length int64) (io.ReadCl
 	} else if err != nil {
 		return nil, err
 	}
-	if ranged && res.ContentRange == nil && off > 0 {
+	if off > 0 && res.ContentRange == nil {
 		// A server that ignored the range sent the whole object.
 		res.Body.Close()
 		return nil, convert("GetObject", key, fmt.Errorf("the server ignored the range %s", *req.Range))

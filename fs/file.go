@@ -226,9 +226,10 @@ func (n *fileNode) stopStreamLocked() *upload.Stream {
 const downloadChunk = 8 << 20
 
 // download copies the object into st and returns how many bytes it
-// copied: fewer than size if the object is shorter now. letKeysGo, if not nil, ends the
-// caller's shared hold of the keys once it has the key, as upload's: the
-// caller holds the freeze, which a rename or removal of the file waits for.
+// copied: fewer than size if the object is shorter now. letKeysGo, if not
+// nil, ends the caller's shared hold of the keys once it has the key, as
+// upload's: the caller holds the freeze, which a rename or removal of the
+// file waits for.
 func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64, letKeysGo func()) (got int64, err error) {
 	key := n.key()
 	if letKeysGo != nil {
