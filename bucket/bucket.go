@@ -87,6 +87,21 @@ type Multipart interface {
 	AbortMultipart(ctx context.Context, key, uploadID string) error
 }
 
+// GetRequest asks for Length bytes of Key from Off (Length < 0: to the
+// end), of the version whose ETag is IfMatch if set.
+type GetRequest struct {
+	Key         string
+	Off, Length int64
+	IfMatch     string
+}
+
+// Body is the bytes Get read and the ETag of the version they are from
+// ("" when there were none to read).
+type Body struct {
+	io.ReadCloser
+	ETag string
+}
+
 // Bucket is one bucket. Every method is safe for concurrent use. Errors wrap
 // the sentinels of errors.go; a missing object is ErrNotFound.
 type Bucket interface {
@@ -94,10 +109,11 @@ type Bucket interface {
 	Name() string
 	// Head returns the object's description with its metadata (HeadObject).
 	Head(ctx context.Context, key string) (ObjectInfo, error)
-	// Get reads length bytes from off (length < 0: to the end) (GetObject
-	// with a Range header); fewer if the object ends before, none if it
-	// ends before off. The caller closes the reader.
-	Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error)
+	// Get reads req.Length bytes from req.Off (GetObject with a Range
+	// header); fewer if the object ends before, none if it ends before
+	// Off. With IfMatch, only from the version with that ETag: another is
+	// ErrChanged. The caller closes the body.
+	Get(ctx context.Context, req GetRequest) (Body, error)
 	// Put uploads an object: PutObject, or a multipart upload through the
 	// SDK's Uploader for large bodies. The server's CRC64 is verified.
 	Put(ctx context.Context, req PutRequest) (PutResult, error)

@@ -62,7 +62,7 @@ func put(t *testing.T, b bucket.Bucket, key string, data []byte, attrs bucket.At
 
 func get(t *testing.T, b bucket.Bucket, key string, off, n int64) []byte {
 	t.Helper()
-	r, err := b.Get(context.Background(), key, off, n)
+	r, err := b.Get(context.Background(), bucket.GetRequest{Key: key, Off: off, Length: n})
 	if err != nil {
 		t.Fatalf("get %q: %v", key, err)
 	}
@@ -111,12 +111,38 @@ func TestConformance(t *testing.T) {
 					}
 				}
 			})
+			t.Run("GetOfOneVersion", func(t *testing.T) {
+				// If-Match reads the version whose ETag it names, or
+				// fails as changed once another replaced it.
+				b := newBucket(t)
+				put(t, b, "k", []byte("first"), bucket.Attrs{})
+				first, err := b.Get(ctx, bucket.GetRequest{Key: "k", Off: 1, Length: 2})
+				if err != nil || first.ETag == "" {
+					t.Fatalf("get: %v, ETag %q", err, first.ETag)
+				}
+				first.Close()
+				again, err := b.Get(ctx, bucket.GetRequest{Key: "k", Off: 3, Length: -1, IfMatch: first.ETag})
+				if err != nil {
+					t.Fatalf("get of the same version: %v", err)
+				}
+				if data, _ := io.ReadAll(again); string(data) != "st" || again.ETag != first.ETag {
+					t.Fatalf("read %q, ETag %q; want \"st\", %q", data, again.ETag, first.ETag)
+				}
+				again.Close()
+				put(t, b, "k", []byte("second"), bucket.Attrs{})
+				if r, err := b.Get(ctx, bucket.GetRequest{Key: "k", Off: 3, Length: -1, IfMatch: first.ETag}); !errors.Is(err, bucket.ErrChanged) {
+					if err == nil {
+						r.Close()
+					}
+					t.Fatalf("get of a replaced version: %v, want ErrChanged", err)
+				}
+			})
 			t.Run("MissingIsNotFound", func(t *testing.T) {
 				b := newBucket(t)
 				if _, err := b.Head(ctx, "nope"); !errors.Is(err, bucket.ErrNotFound) {
 					t.Fatalf("head missing: %v", err)
 				}
-				if _, err := b.Get(ctx, "nope", 0, -1); !errors.Is(err, bucket.ErrNotFound) {
+				if _, err := b.Get(ctx, bucket.GetRequest{Key: "nope", Length: -1}); !errors.Is(err, bucket.ErrNotFound) {
 					t.Fatalf("get missing: %v", err)
 				}
 				if err := b.Delete(ctx, "nope"); err != nil {

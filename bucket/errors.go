@@ -22,6 +22,9 @@ var (
 	// ErrIntegrity is a CRC64 mismatch between what was sent and what the
 	// server stored.
 	ErrIntegrity = errors.New("integrity check failed")
+	// ErrChanged is a read of one version of an object (GetRequest.IfMatch)
+	// that found another there.
+	ErrChanged = errors.New("object changed while it was read")
 	// errPastEnd is a range that starts past the end of the object; Get
 	// answers it with nothing to read.
 	errPastEnd = errors.New("range past the end of the object")
@@ -101,6 +104,8 @@ func kindOf(status int, code string) error {
 		return ErrInvalidName
 	case "InvalidRange":
 		return errPastEnd
+	case "PreconditionFailed":
+		return ErrChanged
 	}
 	switch {
 	case status == 404:
@@ -109,6 +114,8 @@ func kindOf(status int, code string) error {
 		return ErrAccessDenied
 	case status == 409:
 		return ErrExists
+	case status == 412:
+		return ErrChanged
 	}
 	return ErrTransient
 }

@@ -107,12 +107,19 @@ func infoOf(o store.Object) ObjectInfo {
 	return ObjectInfo{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified, ContentType: o.ContentType, Meta: o.Meta}
 }
 
-func (f *Fake) Get(_ context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	if err := f.begin("GetObject", key); err != nil {
-		return nil, err
+func (f *Fake) Get(_ context.Context, req GetRequest) (Body, error) {
+	if err := f.begin("GetObject", req.Key); err != nil {
+		return Body{}, err
 	}
-	_, r, err := f.store.Open(f.name, key, off, length)
-	return r, storeErr("GetObject", key, err)
+	o, r, err := f.store.Open(f.name, req.Key, req.Off, req.Length)
+	if err != nil {
+		return Body{}, storeErr("GetObject", req.Key, err)
+	}
+	if req.IfMatch != "" && o.ETag != req.IfMatch {
+		r.Close()
+		return Body{}, &Error{Op: "GetObject", Key: req.Key, Status: 412, Code: "PreconditionFailed", Kind: ErrChanged}
+	}
+	return Body{ReadCloser: r, ETag: o.ETag}, nil
 }
 
 func (f *Fake) Put(_ context.Context, req PutRequest) (PutResult, error) {

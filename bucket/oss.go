@@ -143,8 +143,9 @@ func (b *OSS) Head(ctx context.Context, key string) (ObjectInfo, error) {
 	return info, nil
 }
 
-func (b *OSS) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	req := &oss.GetObjectRequest{Bucket: &b.name, Key: &key}
+func (b *OSS) Get(ctx context.Context, get GetRequest) (Body, error) {
+	key, off, length := get.Key, get.Off, get.Length
+	req := &oss.GetObjectRequest{Bucket: &b.name, Key: &key, IfMatch: optional(get.IfMatch)}
 	ranged := off > 0 || length >= 0
 	if ranged {
 		r := fmt.Sprintf("bytes=%d-", off)
@@ -158,16 +159,16 @@ func (b *OSS) Get(ctx context.Context, key string, off, length int64) (io.ReadCl
 	}
 	res, err := b.client.GetObject(ctx, req)
 	if err := convert("GetObject", key, err); errors.Is(err, errPastEnd) {
-		return io.NopCloser(strings.NewReader("")), nil // nothing to read there
+		return Body{ReadCloser: io.NopCloser(strings.NewReader(""))}, nil // nothing to read there
 	} else if err != nil {
-		return nil, err
+		return Body{}, err
 	}
 	if off > 0 && res.ContentRange == nil {
 		// A server that ignored the range sent the whole object.
 		res.Body.Close()
-		return nil, convert("GetObject", key, fmt.Errorf("the server ignored the range %s", *req.Range))
+		return Body{}, convert("GetObject", key, fmt.Errorf("the server ignored the range %s", *req.Range))
 	}
-	return res.Body, nil
+	return Body{ReadCloser: res.Body, ETag: oss.ToString(res.ETag)}, nil
 }
 
 func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {

@@ -5,20 +5,30 @@ import (
 	"io"
 )
 
-// GetResuming opens length bytes (length > 0) of key at off, like Get, and
-// when the connection breaks in the middle of the body — the SDK retries
-// requests, not the reading of their bodies — asks for the rest of the
-// range again, up to retries times in all, calling broke (for a log line)
-// before each. Read returns io.EOF at the end of the range, or earlier if
+// GetResuming opens req.Length bytes (> 0) of req.Key at req.Off, like
+// Get, and when the connection breaks in the middle of the body — the SDK
+// retries requests, not the reading of their bodies — asks for the rest of
+// the range again, up to retries times in all, calling broke (for a log
+// line) before each. The rest must come from the version the first bytes
+// came from (If-Match): spliced onto another one's they would be a file
+// nobody wrote; a version replaced meanwhile fails the read with
+// ErrChanged. Read returns io.EOF at the end of the range, or earlier if
 // the body ends where the server said it would (the object is shorter
 // now); an error only once the retries are spent.
-func GetResuming(ctx context.Context, b Bucket, key string, off, length int64, retries int, broke func(off int64, err error)) (io.ReadCloser, error) {
-	body, err := b.Get(ctx, key, off, length)
+func GetResuming(ctx context.Context, b Bucket, req GetRequest, retries int, broke func(off int64, err error)) (Body, error) {
+	body, err := b.Get(ctx, req)
 	if err != nil {
-		return nil, err
+		return Body{}, err
 	}
-	get := func(off, length int64) (io.ReadCloser, error) { return b.Get(ctx, key, off, length) }
-	return &resuming{get: get, body: body, off: off, end: off + length, retries: retries, broke: broke}, nil
+	if req.IfMatch == "" {
+		req.IfMatch = body.ETag
+	}
+	get := func(off, length int64) (io.ReadCloser, error) {
+		req.Off, req.Length = off, length
+		return b.Get(ctx, req)
+	}
+	r := &resuming{get: get, body: body, off: req.Off, end: req.Off + req.Length, retries: retries, broke: broke}
+	return Body{ReadCloser: r, ETag: req.IfMatch}, nil
 }
 
 type resuming struct {

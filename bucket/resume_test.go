@@ -16,8 +16,8 @@ type breaking struct {
 	cuts []int
 }
 
-func (b *breaking) Get(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	r, err := b.Fake.Get(ctx, key, off, length)
+func (b *breaking) Get(ctx context.Context, req GetRequest) (Body, error) {
+	r, err := b.Fake.Get(ctx, req)
 	if err != nil || len(b.cuts) == 0 {
 		return r, err
 	}
@@ -26,7 +26,7 @@ func (b *breaking) Get(ctx context.Context, key string, off, length int64) (io.R
 	if cut < 0 {
 		return r, nil
 	}
-	return cutBody{io.MultiReader(io.LimitReader(r, int64(cut)), errReader{io.ErrUnexpectedEOF}), r}, nil
+	return Body{ReadCloser: cutBody{io.MultiReader(io.LimitReader(r, int64(cut)), errReader{io.ErrUnexpectedEOF}), r}, ETag: r.ETag}, nil
 }
 
 type cutBody struct {
@@ -62,7 +62,7 @@ func TestGetResuming(t *testing.T) {
 			}
 			b := &breaking{Fake: f, cuts: c.cuts}
 			var broke []int64
-			r, err := GetResuming(context.Background(), b, "k", c.off, c.len, c.retries, func(off int64, err error) {
+			r, err := GetResuming(context.Background(), b, GetRequest{Key: "k", Off: c.off, Length: c.len}, c.retries, func(off int64, err error) {
 				broke = append(broke, off)
 			})
 			if err != nil {
@@ -90,11 +90,55 @@ func TestGetResumingShorterObject(t *testing.T) {
 	if _, err := f.Put(context.Background(), PutRequest{Key: "k", Body: strings.NewReader("short"), Size: 5}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := GetResuming(context.Background(), f, "k", 0, 100, 3, func(int64, error) { t.Error("retried") })
+	r, err := GetResuming(context.Background(), f, GetRequest{Key: "k", Length: 100}, 3, func(int64, error) { t.Error("retried") })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, err := io.ReadAll(r); err != nil || string(got) != "short" {
 		t.Fatalf("%q %v", got, err)
+	}
+}
+
+// The rest of a broken body comes from the version its first bytes came
+// from: replaced meanwhile, the read fails (ErrChanged) rather than splice
+// two versions.
+func TestGetResumingReplacedObject(t *testing.T) {
+	f := NewFake("b")
+	put := func(data string) {
+		if _, err := f.Put(context.Background(), PutRequest{Key: "k", Body: strings.NewReader(data), Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("old version")
+	b := &breaking{Fake: f, cuts: []int{4}}
+	r, err := GetResuming(context.Background(), b, GetRequest{Key: "k", Length: 11}, 3, func(int64, error) { put("NEW VERSION") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if !errors.Is(err, ErrChanged) || string(got) != "old " {
+		t.Fatalf("read %q, %v; want \"old \" and ErrChanged", got, err)
+	}
+}
+
+// Pinned from the start (IfMatch), a read of a version replaced already
+// fails at once.
+func TestGetResumingPinned(t *testing.T) {
+	f := NewFake("b")
+	first, err := f.Put(context.Background(), PutRequest{Key: "k", Body: strings.NewReader("one"), Size: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := GetResuming(context.Background(), f, GetRequest{Key: "k", Length: 3, IfMatch: first.ETag}, 3, func(int64, error) {})
+	if err != nil || r.ETag != first.ETag {
+		t.Fatalf("get of the version there: %v, ETag %q, want %q", err, r.ETag, first.ETag)
+	}
+	r.Close()
+	if _, err := f.Put(context.Background(), PutRequest{Key: "k", Body: strings.NewReader("two"), Size: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GetResuming(context.Background(), f, GetRequest{Key: "k", Length: 3, IfMatch: first.ETag}, 3, func(int64, error) {}); !errors.Is(err, ErrChanged) {
+		t.Fatalf("get of a replaced version: %v, want ErrChanged", err)
 	}
 }

@@ -24,6 +24,7 @@ var errnoTable = []struct {
 	{bucket.ErrNoSuchBucket, syscall.EIO},
 	{bucket.ErrTransient, syscall.EIO},
 	{bucket.ErrIntegrity, syscall.EIO},
+	{bucket.ErrChanged, syscall.EIO},
 	{context.Canceled, syscall.EINTR},
 }
 

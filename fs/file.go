@@ -226,21 +226,26 @@ func (n *fileNode) stopStreamLocked() *upload.Stream {
 const downloadChunk = 8 << 20
 
 // download copies the object into st and returns how many bytes it
-// copied: fewer than size if the object is shorter now. letKeysGo, if not
-// nil, ends the caller's shared hold of the keys once it has the key, as
-// upload's: the caller holds the freeze, which a rename or removal of the
-// file waits for.
+// copied: fewer than size if the object is shorter now. Every chunk comes
+// from the version the first came from: another client's replacement
+// meanwhile fails the copy (bucket.ErrChanged) rather than leave a splice
+// of two versions to be uploaded at the close. letKeysGo, if not nil, ends
+// the caller's shared hold of the keys once it has the key, as upload's:
+// the caller holds the freeze, which a rename or removal of the file waits
+// for.
 func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64, letKeysGo func()) (got int64, err error) {
 	key := n.key()
 	if letKeysGo != nil {
 		letKeysGo()
 	}
+	etag := ""
 	for got < size {
 		length := min(downloadChunk, size-got)
-		r, err := n.fsys.getResuming(ctx, key, got, length)
+		r, err := n.fsys.getResuming(ctx, key, got, length, etag)
 		if err != nil {
 			return got, err
 		}
+		etag = r.ETag
 		copied, err := io.Copy(io.NewOffsetWriter(st, got), io.LimitReader(r, length))
 		r.Close()
 		got += copied

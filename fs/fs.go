@@ -17,7 +17,6 @@ package fs
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -281,10 +280,12 @@ func (f *FS) callerMeta(ctx context.Context, typ, mode uint32) upload.Metadata {
 // at once, and the request completes behind it.
 func uninterrupted(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
-// getResuming opens length bytes of key at off; a body broken in the middle
-// is asked for again from where it stopped (bucket.GetResuming).
-func (f *FS) getResuming(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	return bucket.GetResuming(ctx, f.bucket, key, off, length, streamRetries, func(at int64, err error) {
+// getResuming opens length bytes of key at off, of the version whose ETag
+// is ifMatch if set; a body broken in the middle is asked for again from
+// where it stopped (bucket.GetResuming).
+func (f *FS) getResuming(ctx context.Context, key string, off, length int64, ifMatch string) (bucket.Body, error) {
+	req := bucket.GetRequest{Key: key, Off: off, Length: length, IfMatch: ifMatch}
+	return bucket.GetResuming(ctx, f.bucket, req, streamRetries, func(at int64, err error) {
 		f.log.Warn("a download broke; asking for the rest", "key", key, "offset", at, "err", err)
 	})
 }

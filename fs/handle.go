@@ -2,11 +2,14 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/ossmount/ossmount/bucket"
 )
 
 // fileHandle is one open file description. The node does the work; the
@@ -43,9 +46,23 @@ const (
 const streamRetries = 3
 
 // readRemote fills dest from the object at off (size is the object's size).
+//
+// A stream that asked for the rest of a broken body and found the object
+// replaced (bucket.ErrChanged) fails the read if some of dest came from
+// the old version: a read returns one version's bytes, never a splice. If
+// none did, dest comes from a new stream, of the version there now.
 func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	n, err := h.readStreamed(key, dest, off, size)
+	if n == 0 && errors.Is(err, bucket.ErrChanged) {
+		n, err = h.readStreamed(key, dest, off, size)
+	}
+	return n, err
+}
+
+// readStreamed is readRemote's one try. LOCKS_REQUIRED(h.mu)
+func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (int, error) {
 	end := off + int64(len(dest))
 	if h.stream == nil || off < h.streamOff || off > h.streamOff+maxSkip || end > h.streamEnd {
 		sequential := h.stream != nil && off == h.streamEnd
@@ -58,7 +75,7 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, 
 		length := min(max(h.window, int64(len(dest))), size-off)
 		// The stream outlives this request, so it must not be tied to
 		// the request's context.
-		r, err := h.node.fsys.getResuming(context.Background(), key, off, length)
+		r, err := h.node.fsys.getResuming(context.Background(), key, off, length, "")
 		if err != nil {
 			return 0, err
 		}

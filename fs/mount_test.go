@@ -57,7 +57,7 @@ func mountFake(t *testing.T) (dir string, b *bucket.Fake) {
 // objectContent returns the object key's content, or "absent".
 func objectContent(t *testing.T, b bucket.Bucket, key string) string {
 	t.Helper()
-	r, err := b.Get(context.Background(), key, 0, -1)
+	r, err := b.Get(context.Background(), bucket.GetRequest{Key: key, Length: -1})
 	if err != nil {
 		return "absent"
 	}

@@ -10,6 +10,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/upload"
 )
 
@@ -62,7 +63,7 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // readTarget reads the link's target from its object, key.
 func (n *symlinkNode) readTarget(ctx context.Context, key string) ([]byte, error) {
-	r, err := n.fsys.bucket.Get(ctx, key, 0, -1)
+	r, err := n.fsys.bucket.Get(ctx, bucket.GetRequest{Key: key, Length: -1})
 	if err != nil {
 		return nil, err
 	}

@@ -336,7 +336,64 @@ func TestDroppedConnectionWhileReading(t *testing.T) {
 	if _, err := os.ReadFile(m.path("other.bin")); errnoOf(err) != syscall.EIO {
 		t.Fatalf("read with every download broken: %v, want EIO", err)
 	}
+
+	// Replaced by another client while its download was broken, the
+	// object is not read as the old version's first half and the new
+	// one's second: that read fails with EIO, and the next one has the
+	// new version. O_DIRECT: one read, which the kernel's read-ahead
+	// does not split; the break (half the body) is inside it.
 	srv.ClearFaults()
+	old, replacement := randomBytes(t, 614700), randomBytes(t, 614700)
+	srv.putByOther(t, "swapped.bin", old)
+	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 1, OnCut: func() { srv.putByOther(t, "swapped.bin", replacement) }})
+	g, err := os.OpenFile(m.path("swapped.bin"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	buf := make([]byte, 1<<20)
+	if n, err := g.ReadAt(buf, 0); errnoOf(err) != syscall.EIO {
+		t.Fatalf("read of an object replaced while its download was broken: %d bytes, %v; want EIO (old version's first half: %v, new version's second: %v)",
+			n, err, bytes.Equal(buf[:1000], old[:1000]), bytes.Equal(buf[n-1000:n], replacement[n-1000:n]))
+	}
+	if !strings.Contains(m.logs.String(), "object changed while it was read") {
+		t.Error("no log line for the object changed while it was read")
+	}
+	if n, err := g.ReadAt(buf, 0); n != len(replacement) || !bytes.Equal(buf[:n], replacement) {
+		t.Fatalf("read again: %d bytes, %v, the new version: %v", n, err, bytes.Equal(buf[:n], replacement))
+	}
+	srv.ClearFaults()
+}
+
+// An object another client replaces while the mount copies it into
+// staging for an edit (8 MiB at a time) is not copied as the old
+// version's first chunk and the new one's second, to be uploaded at the
+// close as a file nobody wrote: the edit fails with EIO and the object
+// stays the other client's.
+func TestObjectReplacedWhileCopiedForEditing(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	old, replacement := randomBytes(t, 9<<20), randomBytes(t, 9<<20)
+	srv.putByOther(t, "edit.bin", old)
+	srv.AddFault(osslocal.Fault{Op: "GetObject", After: 1, Count: 1, Before: func() { srv.putByOther(t, "edit.bin", replacement) }})
+	err := func() error {
+		f, err := os.OpenFile(m.path("edit.bin"), os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		_, werr := f.WriteAt([]byte("EDIT"), 0)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		return werr
+	}()
+	if errnoOf(err) != syscall.EIO {
+		t.Errorf("edit of an object replaced during its copy: %v, want EIO", err)
+	}
+	if srv.Count("GetObject") < 2 {
+		t.Fatal("the copy did not ask for a second chunk: the test missed its case")
+	}
+	srv.sameObject(t, "edit.bin", replacement)
 }
 
 // An object another client makes shorter while a program reads it through

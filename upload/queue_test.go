@@ -71,7 +71,7 @@ func (e *queueEnv) holdPut(key string, err error) (started, release chan struct{
 
 func (e *queueEnv) content(t *testing.T, key string) string {
 	t.Helper()
-	r, err := e.b.Get(context.Background(), key, 0, -1)
+	r, err := e.b.Get(context.Background(), bucket.GetRequest{Key: key, Length: -1})
 	if err != nil {
 		t.Fatalf("get %s: %v", key, err)
 	}

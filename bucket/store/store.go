@@ -214,7 +214,8 @@ func (s *Store) Head(bucket, key string) (Object, error) {
 }
 
 // Open returns the object and a reader of length bytes from off (length < 0:
-// to the end). The caller closes the reader.
+// to the end), which is an io.ReaderAt of them too. The caller closes the
+// reader.
 func (s *Store) Open(bucket, key string, off, length int64) (Object, io.ReadCloser, error) {
 	s.mu.Lock()
 	b, err := s.bucketLocked(bucket)
@@ -228,6 +229,7 @@ func (s *Store) Open(bucket, key string, off, length int64) (Object, io.ReadClos
 		return Object{}, nil, ErrNoSuchKey
 	}
 	obj := e.Object
+	obj.Meta = cloneMeta(obj.Meta)
 	// Open while locked so a concurrent replace cannot remove the blobs
 	// first; an open file (or byte slice) stays readable after removal.
 	r, err := s.openBlobs(bucket, e.blobs)
@@ -294,7 +296,7 @@ func (m *multiBlob) Close() error {
 }
 
 type readCloser struct {
-	io.Reader
+	*io.SectionReader
 	io.Closer
 }
 

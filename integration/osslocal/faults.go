@@ -12,7 +12,9 @@ import (
 // with Status (an OSS error document), stall for Stall first, have their
 // connection cut (Cut) once half the request body has been read or
 // (CutBody) half the response body sent, or succeed with a wrong CRC64 in
-// the response (BadCRC).
+// the response (BadCRC). For tests in the same process, Before runs when
+// the fault fires, before the request is served, and OnCut after a CutBody
+// cut, before the client sees it.
 type Fault struct {
 	Op      string
 	Status  int
@@ -22,6 +24,8 @@ type Fault struct {
 	BadCRC  bool
 	After   int
 	Count   int
+	Before  func()
+	OnCut   func()
 
 	seen, fired int
 }

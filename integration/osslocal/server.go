@@ -156,7 +156,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.w = &badCRCWriter{ResponseWriter: req.w}
 	}
 	if fault != nil && fault.CutBody {
-		req.w = &cutBodyWriter{ResponseWriter: req.w}
+		req.w = &cutBodyWriter{ResponseWriter: req.w, onCut: fault.OnCut}
 	}
 	s.cfg.Log.Debug("request", "op", req.op, "bucket", req.bucket, "key", req.key)
 	err := s.serve(req)
@@ -167,6 +167,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // injectFault applies f and reports whether the request was answered.
 func (s *Server) injectFault(req *request, f *Fault) bool {
+	if f.Before != nil {
+		f.Before()
+	}
 	if f.Stall > 0 {
 		select {
 		case <-time.After(f.Stall):
@@ -216,7 +219,8 @@ func (w *badCRCWriter) WriteHeader(status int) {
 // body, as when a connection breaks during a download.
 type cutBodyWriter struct {
 	http.ResponseWriter
-	sent int64
+	sent  int64
+	onCut func()
 }
 
 func (w *cutBodyWriter) Write(p []byte) (int, error) {
@@ -225,6 +229,9 @@ func (w *cutBodyWriter) Write(p []byte) (int, error) {
 		n, _ := w.ResponseWriter.Write(p[:half-w.sent])
 		w.sent += int64(n)
 		w.ResponseWriter.(http.Flusher).Flush()
+		if w.onCut != nil {
+			w.onCut()
+		}
 		panic(http.ErrAbortHandler) // the server closes the connection
 	}
 	n, err := w.ResponseWriter.Write(p)
@@ -483,10 +490,20 @@ func setObjectHeaders(h http.Header, obj store.Object, full bool) {
 	}
 }
 
+// errPreconditionFailed answers a request whose If-Match names another
+// version than the object's.
+var errPreconditionFailed = &ossError{412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold."}
+
 func (s *Server) getObject(req *request) error {
-	obj, err := s.cfg.Store.Head(req.bucket, req.key)
+	// One version answers: its headers, its bytes (Open's body reads at
+	// any offset).
+	obj, whole, err := s.cfg.Store.Open(req.bucket, req.key, 0, -1)
 	if err != nil {
 		return err
+	}
+	defer whole.Close()
+	if etag := req.r.Header.Get("If-Match"); etag != "" && etag != obj.ETag {
+		return errPreconditionFailed
 	}
 	standard := strings.EqualFold(req.r.Header.Get("x-oss-range-behavior"), "standard")
 	off, length, partial, err := parseRange(req.r.Header.Get("Range"), obj.Size, standard)
@@ -500,11 +517,7 @@ func (s *Server) getObject(req *request) error {
 		req.w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	_, body, err := s.cfg.Store.Open(req.bucket, req.key, off, length)
-	if err != nil {
-		return err
-	}
-	defer body.Close()
+	body := io.NewSectionReader(whole.(io.ReaderAt), off, length)
 	status := http.StatusOK
 	if partial {
 		status = http.StatusPartialContent
