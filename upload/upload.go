@@ -95,8 +95,11 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 		u.log.Error("upload failed", "key", key, "size", humanize.IBytes(uint64(size)), "request_id", bucket.RequestID(err), "err", err)
 		return err
 	}
-	u.log.Debug("uploaded", "key", key, "size", humanize.IBytes(uint64(size)), "took", elapsed.Round(time.Millisecond).String(),
-		"rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)
+	// Its humanized fields cost more than the check, once per file.
+	if u.log.Enabled(ctx, slog.LevelDebug) {
+		u.log.Debug("uploaded", "key", key, "size", humanize.IBytes(uint64(size)), "took", elapsed.Round(time.Millisecond).String(),
+			"rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)
+	}
 	return nil
 }
 
