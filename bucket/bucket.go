@@ -95,11 +95,12 @@ type GetRequest struct {
 	IfMatch     string
 }
 
-// Body is the bytes Get read and the ETag of the version they are from
-// ("" when there were none to read).
+// Body is the bytes Get read, the ETag of the version they are from, and
+// that version's size (ETag "" and Size -1 when there were none to read).
 type Body struct {
 	io.ReadCloser
 	ETag string
+	Size int64
 }
 
 // Bucket is one bucket. Every method is safe for concurrent use. Errors wrap

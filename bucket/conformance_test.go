@@ -113,12 +113,13 @@ func TestConformance(t *testing.T) {
 			})
 			t.Run("GetOfOneVersion", func(t *testing.T) {
 				// If-Match reads the version whose ETag it names, or
-				// fails as changed once another replaced it.
+				// fails as changed once another replaced it. A ranged
+				// body tells the whole version's size.
 				b := newBucket(t)
 				put(t, b, "k", []byte("first"), bucket.Attrs{})
 				first, err := b.Get(ctx, bucket.GetRequest{Key: "k", Off: 1, Length: 2})
-				if err != nil || first.ETag == "" {
-					t.Fatalf("get: %v, ETag %q", err, first.ETag)
+				if err != nil || first.ETag == "" || first.Size != 5 {
+					t.Fatalf("get: %v, ETag %q, size %d", err, first.ETag, first.Size)
 				}
 				first.Close()
 				again, err := b.Get(ctx, bucket.GetRequest{Key: "k", Off: 3, Length: -1, IfMatch: first.ETag})

@@ -119,7 +119,7 @@ func (f *Fake) Get(_ context.Context, req GetRequest) (Body, error) {
 		r.Close()
 		return Body{}, &Error{Op: "GetObject", Key: req.Key, Status: 412, Code: "PreconditionFailed", Kind: ErrChanged}
 	}
-	return Body{ReadCloser: r, ETag: o.ETag}, nil
+	return Body{ReadCloser: r, ETag: o.ETag, Size: o.Size}, nil
 }
 
 func (f *Fake) Put(_ context.Context, req PutRequest) (PutResult, error) {

@@ -159,7 +159,7 @@ func (b *OSS) Get(ctx context.Context, get GetRequest) (Body, error) {
 	}
 	res, err := b.client.GetObject(ctx, req)
 	if err := convert("GetObject", key, err); errors.Is(err, errPastEnd) {
-		return Body{ReadCloser: io.NopCloser(strings.NewReader(""))}, nil // nothing to read there
+		return Body{ReadCloser: io.NopCloser(strings.NewReader("")), Size: -1}, nil // nothing to read there
 	} else if err != nil {
 		return Body{}, err
 	}
@@ -168,7 +168,22 @@ func (b *OSS) Get(ctx context.Context, get GetRequest) (Body, error) {
 		res.Body.Close()
 		return Body{}, convert("GetObject", key, fmt.Errorf("the server ignored the range %s", *req.Range))
 	}
-	return Body{ReadCloser: res.Body, ETag: oss.ToString(res.ETag)}, nil
+	size := res.ContentLength // the whole object, unless a range was answered
+	if res.ContentRange != nil {
+		size = totalOf(*res.ContentRange)
+	}
+	return Body{ReadCloser: res.Body, ETag: oss.ToString(res.ETag), Size: size}, nil
+}
+
+// totalOf reads the object's size from a Content-Range ("bytes a-b/total");
+// -1 if it is not there.
+func totalOf(contentRange string) int64 {
+	_, total, ok := strings.Cut(contentRange, "/")
+	n, err := strconv.ParseInt(total, 10, 64)
+	if !ok || err != nil {
+		return -1
+	}
+	return n
 }
 
 func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {

@@ -28,7 +28,7 @@ func GetResuming(ctx context.Context, b Bucket, req GetRequest, retries int, bro
 		return b.Get(ctx, req)
 	}
 	r := &resuming{get: get, body: body, off: req.Off, end: req.Off + req.Length, retries: retries, broke: broke}
-	return Body{ReadCloser: r, ETag: req.IfMatch}, nil
+	return Body{ReadCloser: r, ETag: req.IfMatch, Size: body.Size}, nil
 }
 
 type resuming struct {

@@ -178,16 +178,16 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64, letK
 		got := size
 		if !truncate && size > 0 && (newSize < 0 || newSize > 0) {
 			var err error
-			if got, err = n.download(ctx, st, size, letKeysGo); err != nil {
+			if got, err = n.download(ctx, st, letKeysGo); err != nil {
 				st.Remove()
 				return err
 			}
 		}
 		n.mu.Lock()
 		n.staging = st
-		// Another client made the object shorter since it was looked up:
-		// the file is what the object holds now, not that padded with
-		// zeros to the old size.
+		// Another client may have changed the object since it was looked
+		// up: the file is what the object holds now, not that cut to the
+		// old size or padded with zeros to it.
 		n.size = got
 		n.mu.Unlock()
 	}
@@ -226,26 +226,33 @@ func (n *fileNode) stopStreamLocked() *upload.Stream {
 const downloadChunk = 8 << 20
 
 // download copies the object into st and returns how many bytes it
-// copied: fewer than size if the object is shorter now. Every chunk comes
-// from the version the first came from: another client's replacement
-// meanwhile fails the copy (bucket.ErrChanged) rather than leave a splice
-// of two versions to be uploaded at the close. letKeysGo, if not nil, ends
-// the caller's shared hold of the keys once it has the key, as upload's:
-// the caller holds the freeze, which a rename or removal of the file waits
-// for.
-func (n *fileNode) download(ctx context.Context, st *cache.Staging, size int64, letKeysGo func()) (got int64, err error) {
+// copied: the object as it is now, which another client may have made
+// shorter or longer since the file's size was learned — an edit of a copy
+// cut to the old size would put it back without its new end. Every chunk
+// comes from the version the first came from: another client's
+// replacement meanwhile fails the copy (bucket.ErrChanged) rather than
+// leave a splice of two versions to be uploaded at the close. letKeysGo,
+// if not nil, ends the caller's shared hold of the keys once it has the
+// key, as upload's: the caller holds the freeze, which a rename or removal
+// of the file waits for.
+func (n *fileNode) download(ctx context.Context, st *cache.Staging, letKeysGo func()) (got int64, err error) {
 	key := n.key()
 	if letKeysGo != nil {
 		letKeysGo()
 	}
-	etag := ""
-	for got < size {
-		length := min(downloadChunk, size-got)
+	etag, size := "", int64(-1) // the version's, from its first chunk
+	for size < 0 || got < size {
+		length := int64(downloadChunk)
+		if size >= 0 {
+			length = min(length, size-got)
+		}
 		r, err := n.fsys.getResuming(ctx, key, got, length, etag)
 		if err != nil {
 			return got, err
 		}
-		etag = r.ETag
+		if etag == "" {
+			etag, size = r.ETag, r.Size
+		}
 		copied, err := io.Copy(io.NewOffsetWriter(st, got), io.LimitReader(r, length))
 		r.Close()
 		got += copied

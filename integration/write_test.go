@@ -397,6 +397,33 @@ func TestObjectReplacedWhileCopiedForEditing(t *testing.T) {
 	srv.sameObject(t, "edit.bin", replacement)
 }
 
+// An object another client made longer since the mount learned its size
+// is copied whole into staging for an edit: the copy stopped at the old
+// size, and the edit's close put the object back without its new end.
+// stat_ttl=1h: the kernel asks for no new lookup before the open.
+func TestObjectGrownBeforeEdit(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=1h")
+	srv.putByOther(t, "grown.bin", randomBytes(t, 1<<20))
+	if fi, err := os.Stat(m.path("grown.bin")); err != nil || fi.Size() != 1<<20 {
+		t.Fatalf("stat: %v", err)
+	}
+	grown := randomBytes(t, 10<<20) // two chunks of the copy
+	srv.putByOther(t, "grown.bin", grown)
+	f, err := os.OpenFile(m.path("grown.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("EDIT"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	copy(grown, "EDIT")
+	srv.sameObject(t, "grown.bin", grown)
+}
+
 // An object another client makes shorter while a program reads it through
 // the mount reads as ending where it now ends: a read past the new end got
 // the object from its start (OSS's default answer to a range past the
