@@ -161,7 +161,7 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64, letK
 		}
 	}
 	n.mu.Lock()
-	st, size, unlinked := n.staging, n.size, n.unlinked
+	st, size, unlinked, inBucket := n.staging, n.size, n.unlinked, n.inBucket
 	n.mu.Unlock()
 	if st == nil && unlinked {
 		// Reached without a lookup (reopened through /proc, or unlinked
@@ -176,7 +176,8 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64, letK
 			return err
 		}
 		got := size
-		if !truncate && size > 0 && (newSize < 0 || newSize > 0) {
+		// An object empty when looked up may not be any more.
+		if !truncate && (size > 0 || inBucket) && newSize != 0 {
 			var err error
 			if got, err = n.download(ctx, st, letKeysGo); err != nil {
 				st.Remove()

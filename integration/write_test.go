@@ -422,6 +422,24 @@ func TestObjectGrownBeforeEdit(t *testing.T) {
 	}
 	copy(grown, "EDIT")
 	srv.sameObject(t, "grown.bin", grown)
+
+	// The same for an object that was empty.
+	srv.putByOther(t, "was-empty", nil)
+	if fi, err := os.Stat(m.path("was-empty")); err != nil || fi.Size() != 0 {
+		t.Fatalf("stat: %v", err)
+	}
+	srv.putByOther(t, "was-empty", []byte("content"))
+	f, err = os.OpenFile(m.path("was-empty"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("C"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	srv.sameObject(t, "was-empty", []byte("Content"))
 }
 
 // An object another client makes shorter while a program reads it through
