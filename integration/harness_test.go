@@ -383,6 +383,22 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 }
 
+// editAt writes data at off of an existing file opened for writing
+// without truncation, and closes it.
+func editAt(t *testing.T, path string, off int64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
+
 // sameObject fails unless key holds exactly want.
 func (s *server) sameObject(t *testing.T, key string, want []byte) {
 	t.Helper()

@@ -170,14 +170,7 @@ func TestEncryptionAndTagging(t *testing.T) {
 	writeFile(t, m.path("streamed.bin"), randomBytes(t, 3<<20+5))
 	// Edited in the middle: uploaded whole by the SDK's Uploader.
 	writeFile(t, m.path("edited.bin"), randomBytes(t, 3<<20))
-	f, err := os.OpenFile(m.path("edited.bin"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte("edit"), 1<<20)
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	editAt(t, m.path("edited.bin"), 1<<20, []byte("edit"))
 	if err := os.Mkdir(m.path("dir"), 0o755); err != nil {
 		t.Fatal(err)
 	}

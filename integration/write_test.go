@@ -317,16 +317,7 @@ func TestDroppedConnectionWhileReading(t *testing.T) {
 	// The same for the copy into staging of an open for writing.
 	srv.ClearFaults()
 	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 2})
-	f, err := os.OpenFile(m.path("big.bin"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatalf("open for writing: %v", err)
-	}
-	if _, err := f.WriteAt([]byte("EDIT"), 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
+	editAt(t, m.path("big.bin"), 1<<20, []byte("EDIT"))
 	copy(data[1<<20:], "EDIT")
 	srv.sameObject(t, "big.bin", data)
 
@@ -410,16 +401,7 @@ func TestObjectGrownBeforeEdit(t *testing.T) {
 	}
 	grown := randomBytes(t, 10<<20) // two chunks of the copy
 	srv.putByOther(t, "grown.bin", grown)
-	f, err := os.OpenFile(m.path("grown.bin"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("EDIT"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
+	editAt(t, m.path("grown.bin"), 0, []byte("EDIT"))
 	copy(grown, "EDIT")
 	srv.sameObject(t, "grown.bin", grown)
 
@@ -429,16 +411,7 @@ func TestObjectGrownBeforeEdit(t *testing.T) {
 		t.Fatalf("stat: %v", err)
 	}
 	srv.putByOther(t, "was-empty", []byte("content"))
-	f, err = os.OpenFile(m.path("was-empty"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("C"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
+	editAt(t, m.path("was-empty"), 0, []byte("C"))
 	srv.sameObject(t, "was-empty", []byte("Content"))
 }
 
@@ -468,16 +441,7 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 	// into staging stopped at the object's new end, the file kept its old
 	// size, and the edit's close failed EIO (the upload sent fewer bytes
 	// than it announced).
-	w, err := os.OpenFile(m.path("s"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteAt([]byte("S"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	editAt(t, m.path("s"), 0, []byte("S"))
 	srv.sameObject(t, "s", []byte("Short"))
 
 	// The same when the read skips ahead in its stream, which breaks, and
