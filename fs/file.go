@@ -251,7 +251,7 @@ func (n *fileNode) download(ctx context.Context, st *cache.Staging, letKeysGo fu
 		if err != nil {
 			return got, err
 		}
-		if etag == "" {
+		if got == 0 {
 			etag, size = r.ETag, r.Size
 		}
 		copied, err := io.Copy(io.NewOffsetWriter(st, got), io.LimitReader(r, length))
