@@ -33,11 +33,21 @@ type Queue struct {
 	log     *slog.Logger
 	cfg     QueueConfig
 
-	mu     sync.Mutex
-	cond   *sync.Cond       // signalled when items change
-	items  map[string]*item // GUARDED_BY(mu); by id, running or not
-	ready  itemHeap         // GUARDED_BY(mu); items waiting to run, by due time
-	closed bool             // GUARDED_BY(mu)
+	mu    sync.Mutex
+	cond  *sync.Cond       // signalled when items change
+	items map[string]*item // GUARDED_BY(mu); by id, running or not
+	// byKey indexes items by key, and active counts those not given up:
+	// a lookup, an unlink or each step of a drain would otherwise go
+	// through every item, and a backlog of thousands made that quadratic.
+	// Only putLocked, deleteLocked, rekeyLocked and giveUpLocked change
+	// items, so that the two stay true.
+	byKey  map[string]map[*item]struct{} // GUARDED_BY(mu)
+	active int                           // GUARDED_BY(mu)
+	ready  itemHeap                      // GUARDED_BY(mu); items waiting to run, by due time
+	// rush makes first attempts due at once until nothing waits (Hurry:
+	// a writer waits for cache space or descriptors).
+	rush   bool // GUARDED_BY(mu)
+	closed bool // GUARDED_BY(mu)
 	// releasing counts items gone from items whose staged file is still
 	// being handed back: space they hold is about to be freed.
 	releasing int        // GUARDED_BY(mu)
@@ -141,7 +151,7 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
-	q := &Queue{u: u, journal: j, log: log, cfg: cfg, items: map[string]*item{}}
+	q := &Queue{u: u, journal: j, log: log, cfg: cfg, items: map[string]*item{}, byKey: map[string]map[*item]struct{}{}}
 	q.cond = sync.NewCond(&q.mu)
 	for i := 0; i < cfg.Workers; i++ {
 		q.wg.Add(1)
@@ -182,7 +192,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 	old, ok := q.items[rec.ID]
 	switch {
 	case !ok:
-		q.items[rec.ID] = it
+		q.putLocked(rec.ID, it)
 		q.schedule(it)
 	case old.running:
 		if old.again != nil && old.again.file != file && old.again.file != old.file {
@@ -198,7 +208,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 		}
 		it.waiters, it.suspended = old.waiters, old.suspended
 		q.unschedule(old)
-		q.items[rec.ID] = it
+		q.putLocked(rec.ID, it)
 		q.schedule(it)
 	}
 	return nil
@@ -223,7 +233,7 @@ func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
 		q.log.Info("replaying journaled upload", "key", rec.Key, "size", humanize.IBytes(uint64(rec.Size)))
 		q.mu.Lock()
 		it := &item{rec: rec, file: f, due: q.u.now(), index: -1}
-		q.items[rec.ID] = it
+		q.putLocked(rec.ID, it)
 		q.schedule(it)
 		q.mu.Unlock()
 	}
@@ -251,7 +261,8 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 		q.mu.Unlock()
 		return false, nil
 	}
-	it.rec.Key, it.rec.Meta = key, meta
+	q.rekeyLocked(it, key)
+	it.rec.Meta = meta
 	rec, file := it.rec, it.file
 	// Kept from starting while its record is rewritten: an upload that
 	// ended meanwhile would hand the staged file back, and the record
@@ -291,7 +302,7 @@ func (q *Queue) Remove(ctx context.Context, id string) {
 			q.mu.Lock()
 			continue
 		}
-		delete(q.items, id)
+		q.deleteLocked(id)
 		q.unschedule(it)
 		q.releasing++
 		q.mu.Unlock()
@@ -380,6 +391,14 @@ func (q *Queue) idsWithPrefix(prefix string) []string {
 // eachLocked calls fn for every item not given up whose key starts with
 // prefix (is prefix when exact). LOCKS_REQUIRED(q.mu)
 func (q *Queue) eachLocked(prefix string, exact bool, fn func(id string, it *item)) {
+	if exact {
+		for it := range q.byKey[prefix] {
+			if !it.gaveUp {
+				fn(it.rec.ID, it)
+			}
+		}
+		return
+	}
 	for id, it := range q.items {
 		if it.gaveUp {
 			continue
@@ -409,10 +428,7 @@ func (q *Queue) Adopt(key string, onDone func(*cache.Staging, bool)) (cache.Reco
 // LOCKS_REQUIRED(q.mu)
 func (q *Queue) newestLocked(key string) *item {
 	var newest *item
-	for _, it := range q.items {
-		if it.rec.Key != key {
-			continue
-		}
+	for it := range q.byKey[key] {
 		for it.again != nil {
 			it = it.again
 		}
@@ -538,7 +554,11 @@ func (q *Queue) Stats() QueueStats {
 func (q *Queue) Hurry() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.dueNowLocked()
+	// A flag, not every item made due: a waiting writer asks again after
+	// each upload, and a pass over thousands of items each time was
+	// quadratic. Retries keep their backoff.
+	q.rush = true
+	q.cond.Broadcast()
 	return q.activeLocked() > 0
 }
 
@@ -596,14 +616,65 @@ func (q *Queue) Drain(ctx context.Context) error {
 
 // activeLocked counts items still to be tried or being handed back.
 // LOCKS_REQUIRED(q.mu)
-func (q *Queue) activeLocked() int {
-	n := q.releasing
-	for _, it := range q.items {
-		if !it.gaveUp {
-			n++
-		}
+func (q *Queue) activeLocked() int { return q.releasing + q.active }
+
+// putLocked makes it the item of id, in place of any other.
+// LOCKS_REQUIRED(q.mu)
+func (q *Queue) putLocked(id string, it *item) {
+	if old, ok := q.items[id]; ok {
+		q.unindexLocked(old)
 	}
-	return n
+	q.items[id] = it
+	q.indexLocked(it)
+}
+
+// deleteLocked drops the item of id. LOCKS_REQUIRED(q.mu)
+func (q *Queue) deleteLocked(id string) {
+	if it, ok := q.items[id]; ok {
+		q.unindexLocked(it)
+		delete(q.items, id)
+	}
+}
+
+// rekeyLocked gives an item in items a new key. LOCKS_REQUIRED(q.mu)
+func (q *Queue) rekeyLocked(it *item, key string) {
+	q.unindexLocked(it)
+	it.rec.Key = key
+	q.indexLocked(it)
+}
+
+// giveUpLocked stops trying an item in items until the next mount.
+// LOCKS_REQUIRED(q.mu)
+func (q *Queue) giveUpLocked(it *item, err error) {
+	q.unindexLocked(it)
+	it.gaveUp, it.lastErr = true, err
+	q.indexLocked(it)
+	q.stats.GaveUp++
+}
+
+// LOCKS_REQUIRED(q.mu)
+func (q *Queue) indexLocked(it *item) {
+	set := q.byKey[it.rec.Key]
+	if set == nil {
+		set = map[*item]struct{}{}
+		q.byKey[it.rec.Key] = set
+	}
+	set[it] = struct{}{}
+	if !it.gaveUp {
+		q.active++
+	}
+}
+
+// LOCKS_REQUIRED(q.mu)
+func (q *Queue) unindexLocked(it *item) {
+	set := q.byKey[it.rec.Key]
+	delete(set, it)
+	if len(set) == 0 {
+		delete(q.byKey, it.rec.Key)
+	}
+	if !it.gaveUp {
+		q.active--
+	}
 }
 
 // next returns the item to upload, waiting until one is due.
@@ -611,12 +682,13 @@ func (q *Queue) activeLocked() int {
 func (q *Queue) next() *item {
 	for !q.closed {
 		if q.ready.Len() == 0 {
+			q.rush = false
 			q.cond.Wait()
 			continue
 		}
 		top := q.ready[0]
 		wait := top.due.Sub(q.u.now())
-		if wait <= 0 {
+		if wait <= 0 || (q.rush && top.attempts == 0) {
 			return heap.Pop(&q.ready).(*item)
 		}
 		t := time.AfterFunc(wait, func() {
@@ -671,10 +743,10 @@ func (q *Queue) worker() {
 		uploaded := err == nil
 		if next != nil {
 			next.suspended = it.suspended
-			q.items[rec.ID] = next
+			q.putLocked(rec.ID, next)
 			q.schedule(next)
 		} else {
-			delete(q.items, rec.ID)
+			q.deleteLocked(rec.ID)
 		}
 		// The record may become a ghost (cache/ghosts.go) only while no
 		// newer version of the file is acknowledged: a newer one queued
@@ -707,8 +779,7 @@ func (q *Queue) failedLocked(it *item, err error) {
 	it.attempts++
 	q.stats.Failures++
 	if errors.Is(err, ErrInvalidName) || errors.Is(err, ErrNameTooLong) || it.attempts >= q.cfg.MaxAttempts {
-		it.gaveUp, it.lastErr = true, err
-		q.stats.GaveUp++
+		q.giveUpLocked(it, err)
 		q.log.Error("write-back upload failed; giving up until the next mount (the data stays journaled)",
 			"key", it.rec.Key, "attempts", it.attempts, "err", err)
 	} else {

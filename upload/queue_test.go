@@ -3,6 +3,7 @@ package upload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -33,7 +34,39 @@ func newQueueEnv(t *testing.T, cfg QueueConfig) *queueEnv {
 		t.Fatal(err)
 	}
 	u := New(b, Config{}, slog.New(slog.DiscardHandler))
-	return &queueEnv{b: b, dir: d, j: j, q: NewQueue(u, j, slog.New(slog.DiscardHandler), cfg)}
+	q := NewQueue(u, j, slog.New(slog.DiscardHandler), cfg)
+	t.Cleanup(func() {
+		if err := q.checkIndex(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &queueEnv{b: b, dir: d, j: j, q: q}
+}
+
+// checkIndex compares the queue's key index and count of active items
+// with what its items say.
+func (q *Queue) checkIndex() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	active, indexed := 0, 0
+	for id, it := range q.items {
+		if it.rec.ID != id {
+			return fmt.Errorf("item %s holds the record of %s", id, it.rec.ID)
+		}
+		if _, ok := q.byKey[it.rec.Key][it]; !ok {
+			return fmt.Errorf("item %s is not indexed under its key %q", id, it.rec.Key)
+		}
+		if !it.gaveUp {
+			active++
+		}
+	}
+	for _, set := range q.byKey {
+		indexed += len(set)
+	}
+	if indexed != len(q.items) || active != q.active {
+		return fmt.Errorf("%d items, %d indexed; %d active, counted %d", len(q.items), indexed, active, q.active)
+	}
+	return nil
 }
 
 func (e *queueEnv) submit(t *testing.T, id, key, content string) *cache.Staging {
@@ -303,5 +336,38 @@ func TestQueueSuspendAndResume(t *testing.T) {
 	}
 	if e.content(t, "k") != "A2" {
 		t.Fatalf("content %q", e.content(t, "k"))
+	}
+}
+
+// A writer short of cache space hurries the queue: every upload held back
+// by the write-back delay starts at once.
+func TestQueueHurryStartsHeldUploads(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
+	arrived := make(chan string, 2)
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" {
+			arrived <- key
+		}
+		return nil
+	})
+	e.submit(t, "1", "a", "A")
+	e.submit(t, "2", "b", "B")
+	if !e.q.Hurry() {
+		t.Fatal("Hurry says nothing is queued")
+	}
+	for range 2 {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an upload did not start after Hurry")
+		}
+	}
+	for _, id := range []string{"1", "2"} {
+		if err := e.q.Wait(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.content(t, "a") != "A" || e.content(t, "b") != "B" {
+		t.Fatal("wrong content")
 	}
 }
