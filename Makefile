@@ -21,13 +21,14 @@ vet:
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-# fuse3 (fusermount3), rsync, cmp, git and sqlite3 for the tests; installed when missing and root.
+# fuse3 (fusermount3), rsync, cmp, git, prlimit and sqlite3 for the tests; installed when missing and root.
 deps:
 	@missing=""; \
 	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v cmp >/dev/null || missing="$$missing diffutils"; \
 	command -v git >/dev/null || missing="$$missing git"; \
+	command -v prlimit >/dev/null || missing="$$missing util-linux"; \
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \

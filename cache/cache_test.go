@@ -558,3 +558,45 @@ func writebackDir(t *testing.T) (*Dir, *Journal) {
 	}
 	return d, j
 }
+
+// At the bound on open staging files a writer waits while uploads are
+// under way, and goes on when a file is handed back; with nothing under way
+// it goes on at once (the system's limit decides).
+func TestNewStagingWaitsForDescriptors(t *testing.T) {
+	d, err := OpenDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.maxOpen = 2
+	a, _ := d.NewStaging()
+	b, _ := d.NewStaging()
+	defer b.Remove()
+	asked := askOnce(d, true)
+	done := make(chan error, 1)
+	go func() {
+		s, err := d.NewStaging()
+		if err == nil {
+			s.Remove()
+		}
+		done <- err
+	}()
+	waitForWriter(t, asked, done)
+	select {
+	case err := <-done:
+		t.Fatalf("a writer at the bound did not wait: %v", err)
+	default:
+	}
+	a.Remove()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c, _ := d.NewStaging() // two open again
+	defer c.Remove()
+	askOnce(d, false)
+	s, err := d.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Remove()
+}

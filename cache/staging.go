@@ -20,11 +20,14 @@
 package cache
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -42,6 +45,13 @@ type Dir struct {
 	limit int64  // bytes staged at most; 0: no limit
 
 	count atomic.Int64 // staging files in use
+	// maxOpen bounds count: every staging file holds a descriptor, and a
+	// write-back queue keeps one per file until it is uploaded — a copy
+	// far ahead of its uploads failed with EMFILE at the descriptor limit.
+	maxOpen int64
+	log     *slog.Logger // nil: no log
+	// waitLogged says a writer waited for descriptors once already.
+	waitLogged bool // GUARDED_BY(mu)
 
 	// reuseNamed says a named staging file may be emptied and reused: its
 	// journal record is an attribute of the file itself, removed with it.
@@ -79,10 +89,13 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	if err := ensurePrivateDir(path); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
-	d := &Dir{path: path, limit: limit, idleCap: maxIdle, reused: map[*Staging]struct{}{}}
+	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: math.MaxInt64, reused: map[*Staging]struct{}{}}
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
+		// A quarter of the descriptors for idle files, half for staging
+		// files, a quarter for the rest (connections, /dev/fuse, logs).
 		d.idleCap = int(min(uint64(maxIdle), rl.Cur/4))
+		d.maxOpen = int64(min(uint64(math.MaxInt64), max(rl.Cur/2, 8)))
 	}
 	d.cond = sync.NewCond(&d.mu)
 	return d, nil
@@ -255,9 +268,15 @@ type Staging struct {
 	uploaded int64 // GUARDED_BY(mu)
 }
 
+// SetLogger gives the directory a log for what writers wait for; call it
+// before the directory is used.
+func (d *Dir) SetLogger(log *slog.Logger) { d.log = log }
+
 // NewStaging creates an empty staging file: unlinked in sync mode, named in
-// write-back mode.
+// write-back mode. At the bound on open staging files it waits while
+// uploads under way will close some.
 func (d *Dir) NewStaging() (*Staging, error) {
+	d.awaitDescriptor()
 	d.mu.Lock()
 	if n := len(d.idle); n > 0 {
 		i := d.idle[n-1]
@@ -291,6 +310,37 @@ func (d *Dir) NewStaging() (*Staging, error) {
 	}
 	d.count.Add(1)
 	return &Staging{dir: d, f: f}, nil
+}
+
+// awaitDescriptor waits while the staging files in use are at their bound
+// and uploads under way will end some (the evictable callback says so). A
+// writer that nothing will free goes on, and the system's limit decides.
+func (d *Dir) awaitDescriptor() {
+	if d.count.Load() < d.maxOpen {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for d.count.Load() >= d.maxOpen && !d.closed && d.evictable != nil {
+		evictable := d.evictable
+		d.mu.Unlock()
+		busy := evictable()
+		d.mu.Lock()
+		if !busy || d.count.Load() < d.maxOpen {
+			return
+		}
+		if d.log != nil {
+			// Info once a mount: a user wondering why a copy slowed
+			// down learns which limit to raise.
+			level := slog.LevelDebug
+			if !d.waitLogged {
+				d.waitLogged, level = true, slog.LevelInfo
+			}
+			d.log.Log(context.Background(), level, "staging files at the descriptor bound; waiting for uploads to free descriptors (raise ulimit -n for a longer write-back queue)",
+				"open", d.count.Load(), "bound", d.maxOpen)
+		}
+		d.cond.Wait()
+	}
 }
 
 // trackStaleLocked notes a staging file whose disk blocks run past its
@@ -492,6 +542,7 @@ func (s *Staging) Remove() {
 	s.dir.count.Add(-1)
 	s.dir.mu.Lock()
 	delete(s.dir.reused, s)
+	s.dir.cond.Broadcast() // a writer may wait for a descriptor
 	s.dir.mu.Unlock()
 	s.unmark()
 	s.mu.Lock()

@@ -261,12 +261,28 @@ func startMount(t *testing.T, srv *server, extra ...string) *mount {
 // startMountAt mounts at dir with the given cache directory.
 func startMountAt(t *testing.T, srv *server, dir, cacheDir string, extra ...string) *mount {
 	t.Helper()
+	return startMountVia(t, srv, dir, cacheDir, nil, extra...)
+}
+
+// startMountWithFileLimit mounts with ossmount's descriptor limit (soft
+// and hard) at nofile.
+func startMountWithFileLimit(t *testing.T, srv *server, nofile int, extra ...string) *mount {
+	t.Helper()
+	limit := []string{"prlimit", fmt.Sprintf("--nofile=%d", nofile), "--"}
+	return startMountVia(t, srv, t.TempDir(), filepath.Join(t.TempDir(), "cache"), limit, extra...)
+}
+
+// startMountVia starts ossmount through the command line wrapper, which
+// must exec it (its pid is ossmount's).
+func startMountVia(t *testing.T, srv *server, dir, cacheDir string, wrapper []string, extra ...string) *mount {
+	t.Helper()
 	m := &mount{dir: dir, cacheDir: cacheDir, srv: srv, logs: &syncBuffer{}}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.cmd = exec.Command(ossmountBin, append([]string{"-f"}, mountArgs(srv, m.dir, m.cacheDir, extra...)...)...)
+	args := append(append(wrapper, ossmountBin, "-f"), mountArgs(srv, m.dir, m.cacheDir, extra...)...)
+	m.cmd = exec.Command(args[0], args[1:]...)
 	m.cmd.Env = append(credentialsEnv(), "OSSMOUNT_READY_FD=3")
 	m.cmd.ExtraFiles = []*os.File{w}
 	m.cmd.Stderr = m.logs

@@ -3,13 +3,17 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
@@ -672,4 +676,55 @@ func TestFsyncOfADirectory(t *testing.T) {
 	run(t, "sync", m.path(""))
 	sm := startMount(t, srv)
 	run(t, "sync", sm.path(""), sm.path("d"))
+}
+
+// Each queued upload keeps its staged file open. With more files queued
+// than ossmount may open (here a limit of 256 descriptors, and every
+// upload held), writers wait for uploads instead of failing with EMFILE
+// — as they wait for cache space.
+func TestWritebackQueueBoundedByDescriptors(t *testing.T) {
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/many/") {
+				<-hold
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	m := startMountWithFileLimit(t, srv, 256, "writeback", "writeback_delay=0s")
+	t.Cleanup(release) // before the unmount, which drains the queue
+	src := filepath.Join(t.TempDir(), "many")
+	const files = 400
+	for i := range files {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("f%03d", i)), randomBytes(t, 100+i))
+	}
+	copied := inBackground(func() error {
+		if out, err := exec.Command("cp", "-r", src, m.path("many")).CombinedOutput(); err != nil {
+			return fmt.Errorf("cp: %v: %s", err, out)
+		}
+		return nil
+	})
+	waitUntil(t, "a writer waiting for descriptors", func() bool {
+		select {
+		case err := <-copied:
+			t.Fatalf("cp ended while every upload was held: %v", err)
+		default:
+		}
+		return strings.Contains(m.logs.String(), "waiting for uploads to free descriptors")
+	})
+	release()
+	if err := <-copied; err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	for i := range files {
+		name := fmt.Sprintf("f%03d", i)
+		data, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.sameObject(t, "many/"+name, data)
+	}
 }

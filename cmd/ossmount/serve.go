@@ -62,6 +62,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		return err
 	}
 	defer cd.Close()
+	cd.SetLogger(log)
 	cd.SetMinFree(o.EnsureDiskFree)
 	var journal *cache.Journal
 	var bk bucket.Bucket = b
