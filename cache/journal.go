@@ -109,8 +109,11 @@ func xattrsWork(dir string) bool {
 var ErrGhost = errors.New("journal record of an upload already done")
 
 // OpenNamed opens the named staging file of a record found through the
-// journal (bytes past the record's size are stale).
+// journal (bytes past the record's size are stale). As NewStaging, it waits
+// at the bound on open staging files while uploads are under way: a journal
+// may hold more files than this mount may open.
 func (d *Dir) OpenNamed(r Record) (*Staging, error) {
+	d.awaitDescriptor()
 	path, size := r.File, r.Size
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

@@ -695,11 +695,8 @@ func TestWritebackQueueBoundedByDescriptors(t *testing.T) {
 	})
 	m := startMountWithFileLimit(t, srv, 256, "writeback", "writeback_delay=0s")
 	t.Cleanup(release) // before the unmount, which drains the queue
-	src := filepath.Join(t.TempDir(), "many")
 	const files = 400
-	for i := range files {
-		writeFile(t, filepath.Join(src, fmt.Sprintf("f%03d", i)), randomBytes(t, 100+i))
-	}
+	src := smallTree(t, files)
 	copied := inBackground(func() error {
 		if out, err := exec.Command("cp", "-r", src, m.path("many")).CombinedOutput(); err != nil {
 			return fmt.Errorf("cp: %v: %s", err, out)
@@ -719,12 +716,52 @@ func TestWritebackQueueBoundedByDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.stop(t)
-	for i := range files {
-		name := fmt.Sprintf("f%03d", i)
-		data, err := os.ReadFile(filepath.Join(src, name))
+	srv.sameTree(t, src, "many/")
+}
+
+// A journal of more files than the next mount may open is replayed all the
+// same: the replay waits for uploads to free descriptors.
+func TestWritebackReplayOfMoreFilesThanDescriptors(t *testing.T) {
+	srv := startServer(t)
+	dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+	m := startMountAt(t, srv, dir, cacheDir, "writeback", "writeback_delay=1h")
+	src := smallTree(t, 300)
+	run(t, "cp", "-r", src, m.path("many"))
+	m.kill(t)
+	m = startMountVia(t, srv, dir, cacheDir, []string{"prlimit", "--nofile=256", "--"}, "writeback")
+	m.stop(t) // drains the replayed queue
+	srv.sameTree(t, src, "many/")
+	if strings.Contains(m.logs.String(), "level=ERROR") {
+		t.Error("errors in the replay")
+	}
+	if !strings.Contains(m.logs.String(), "waiting for uploads to free descriptors") {
+		t.Error("the replay never waited for descriptors: the test needs more files")
+	}
+}
+
+// smallTree makes a directory "many" of n small files, f000 on.
+func smallTree(t *testing.T, n int) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "many")
+	for i := range n {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("f%03d", i)), randomBytes(t, 100+i))
+	}
+	return src
+}
+
+// sameTree checks that the bucket holds every file of the flat directory
+// src under prefix, byte for byte.
+func (s *server) sameTree(t *testing.T, src, prefix string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.sameObject(t, "many/"+name, data)
+		s.sameObject(t, prefix+e.Name(), data)
 	}
 }
