@@ -44,10 +44,11 @@ type Queue struct {
 	byKey  map[string]map[*item]struct{} // GUARDED_BY(mu)
 	active int                           // GUARDED_BY(mu)
 	ready  itemHeap                      // GUARDED_BY(mu); items waiting to run, by due time
-	// rush makes first attempts due at once until nothing waits (Hurry:
-	// a writer waits for cache space or descriptors).
-	rush   bool // GUARDED_BY(mu)
-	closed bool // GUARDED_BY(mu)
+	// First attempts due by rushUntil are due now (Hurry: a writer waits
+	// for cache space or descriptors). Files closed later keep their
+	// delay, so that a rename after them still rides along.
+	rushUntil time.Time // GUARDED_BY(mu)
+	closed    bool      // GUARDED_BY(mu)
 	// releasing counts items gone from items whose staged file is still
 	// being handed back: space they hold is about to be freed.
 	releasing int        // GUARDED_BY(mu)
@@ -554,10 +555,10 @@ func (q *Queue) Stats() QueueStats {
 func (q *Queue) Hurry() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	// A flag, not every item made due: a waiting writer asks again after
+	// A bound, not every item made due: a waiting writer asks again after
 	// each upload, and a pass over thousands of items each time was
 	// quadratic. Retries keep their backoff.
-	q.rush = true
+	q.rushUntil = q.u.now().Add(q.cfg.Delay)
 	q.cond.Broadcast()
 	return q.activeLocked() > 0
 }
@@ -682,13 +683,12 @@ func (q *Queue) unindexLocked(it *item) {
 func (q *Queue) next() *item {
 	for !q.closed {
 		if q.ready.Len() == 0 {
-			q.rush = false
 			q.cond.Wait()
 			continue
 		}
 		top := q.ready[0]
 		wait := top.due.Sub(q.u.now())
-		if wait <= 0 || (q.rush && top.attempts == 0) {
+		if wait <= 0 || (top.attempts == 0 && !top.due.After(q.rushUntil)) {
 			return heap.Pop(&q.ready).(*item)
 		}
 		t := time.AfterFunc(wait, func() {

@@ -340,28 +340,30 @@ func TestQueueSuspendAndResume(t *testing.T) {
 }
 
 // A writer short of cache space hurries the queue: every upload held back
-// by the write-back delay starts at once.
+// by the write-back delay starts at once; files closed later keep theirs.
 func TestQueueHurryStartsHeldUploads(t *testing.T) {
-	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
-	arrived := make(chan string, 2)
-	e.b.SetFail(func(op, key string) error {
-		if op == "PutObject" {
-			arrived <- key
-		}
-		return nil
-	})
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour, Workers: 1})
+	started, release := e.holdPut("a", nil)
 	e.submit(t, "1", "a", "A")
 	e.submit(t, "2", "b", "B")
 	if !e.q.Hurry() {
 		t.Fatal("Hurry says nothing is queued")
 	}
-	for range 2 {
-		select {
-		case <-arrived:
-		case <-time.After(10 * time.Second):
-			t.Fatal("an upload did not start after Hurry")
-		}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an upload did not start after Hurry")
 	}
+	// b waits for the one worker; c, closed now, keeps its delay.
+	e.submit(t, "3", "c", "C")
+	e.q.mu.Lock()
+	c := e.q.items["3"]
+	rushed := c.running || !c.due.After(e.q.rushUntil)
+	e.q.mu.Unlock()
+	if rushed {
+		t.Fatal("a file closed after Hurry lost its write-back delay")
+	}
+	close(release)
 	for _, id := range []string{"1", "2"} {
 		if err := e.q.Wait(context.Background(), id); err != nil {
 			t.Fatal(err)
