@@ -213,10 +213,15 @@ func (s *Store) Head(bucket, key string) (Object, error) {
 	return o, nil
 }
 
-// Open returns the object and a reader of length bytes from off (length < 0:
-// to the end), which is an io.ReaderAt of them too. The caller closes the
-// reader.
-func (s *Store) Open(bucket, key string, off, length int64) (Object, io.ReadCloser, error) {
+// Body is an open object's bytes, read in order or at any offset.
+type Body interface {
+	io.ReadCloser
+	io.ReaderAt
+}
+
+// Open returns the object and its length bytes from off (length < 0: to
+// the end). The caller closes the body.
+func (s *Store) Open(bucket, key string, off, length int64) (Object, Body, error) {
 	s.mu.Lock()
 	b, err := s.bucketLocked(bucket)
 	if err != nil {

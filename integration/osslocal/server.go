@@ -517,7 +517,7 @@ func (s *Server) getObject(req *request) error {
 		req.w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	body := io.NewSectionReader(whole.(io.ReaderAt), off, length)
+	body := io.NewSectionReader(whole, off, length)
 	status := http.StatusOK
 	if partial {
 		status = http.StatusPartialContent
