@@ -113,7 +113,7 @@ var ErrGhost = errors.New("journal record of an upload already done")
 // at the bound on open staging files while uploads are under way: a journal
 // may hold more files than this mount may open.
 func (d *Dir) OpenNamed(r Record) (*Staging, error) {
-	d.awaitDescriptor()
+	d.awaitStagingRoom()
 	path, size := r.File, r.Size
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -45,9 +44,7 @@ type Dir struct {
 	limit int64  // bytes staged at most; 0: no limit
 
 	count atomic.Int64 // staging files in use
-	// maxOpen bounds count: every staging file holds a descriptor, and a
-	// write-back queue keeps one per file until it is uploaded — a copy
-	// far ahead of its uploads failed with EMFILE at the descriptor limit.
+	// maxOpen bounds count (maxStaged, or half the descriptor limit).
 	maxOpen int64
 	log     *slog.Logger // nil: no log
 	// waitLogged says a writer waited for descriptors once already.
@@ -89,13 +86,13 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	if err := ensurePrivateDir(path); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
-	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: math.MaxInt64, reused: map[*Staging]struct{}{}}
+	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: maxStaged, reused: map[*Staging]struct{}{}}
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
 		// A quarter of the descriptors for idle files, half for staging
 		// files, a quarter for the rest (connections, /dev/fuse, logs).
 		d.idleCap = int(min(uint64(maxIdle), rl.Cur/4))
-		d.maxOpen = int64(min(uint64(math.MaxInt64), max(rl.Cur/2, 8)))
+		d.maxOpen = int64(min(maxStaged, max(rl.Cur/2, 8)))
 	}
 	d.cond = sync.NewCond(&d.mu)
 	return d, nil
@@ -245,6 +242,14 @@ func (d *Dir) release(n int64) {
 	d.mu.Unlock()
 }
 
+// maxStaged bounds the staging files in use at once. Each holds a
+// descriptor, and a write-back queue keeps one per file until it is
+// uploaded: a copy far ahead of its uploads failed with EMFILE at the
+// descriptor limit, and each queued file costs about 4 KiB of memory
+// (10,000 queued: 37 MiB). Far more than the workers need to stay busy;
+// beyond it writers wait for uploads, as at the cache size.
+const maxStaged = 8192
+
 // Staging is the local copy of one file's content. It is safe for
 // concurrent use: reads and writes at different offsets go straight to the
 // file (pread/pwrite).
@@ -276,7 +281,7 @@ func (d *Dir) SetLogger(log *slog.Logger) { d.log = log }
 // write-back mode. At the bound on open staging files it waits while
 // uploads under way will close some.
 func (d *Dir) NewStaging() (*Staging, error) {
-	d.awaitDescriptor()
+	d.awaitStagingRoom()
 	d.mu.Lock()
 	if n := len(d.idle); n > 0 {
 		i := d.idle[n-1]
@@ -312,10 +317,10 @@ func (d *Dir) NewStaging() (*Staging, error) {
 	return &Staging{dir: d, f: f}, nil
 }
 
-// awaitDescriptor waits while the staging files in use are at their bound
+// awaitStagingRoom waits while the staging files in use are at their bound
 // and uploads under way will end some (the evictable callback says so). A
 // writer that nothing will free goes on, and the system's limit decides.
-func (d *Dir) awaitDescriptor() {
+func (d *Dir) awaitStagingRoom() {
 	if d.count.Load() < d.maxOpen {
 		return
 	}
@@ -331,12 +336,12 @@ func (d *Dir) awaitDescriptor() {
 		}
 		if d.log != nil {
 			// Info once a mount: a user wondering why a copy slowed
-			// down learns which limit to raise.
+			// down learns why.
 			level := slog.LevelDebug
 			if !d.waitLogged {
 				d.waitLogged, level = true, slog.LevelInfo
 			}
-			d.log.Log(context.Background(), level, "staging files at the descriptor bound; waiting for uploads to free descriptors (raise ulimit -n for a longer write-back queue)",
+			d.log.Log(context.Background(), level, "staging files in use at their bound; writers wait for uploads",
 				"open", d.count.Load(), "bound", d.maxOpen)
 		}
 		d.cond.Wait()

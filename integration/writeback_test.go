@@ -709,7 +709,7 @@ func TestWritebackQueueBoundedByDescriptors(t *testing.T) {
 			t.Fatalf("cp ended while every upload was held: %v", err)
 		default:
 		}
-		return strings.Contains(m.logs.String(), "waiting for uploads to free descriptors")
+		return strings.Contains(m.logs.String(), "writers wait for uploads")
 	})
 	release()
 	if err := <-copied; err != nil {
@@ -720,7 +720,7 @@ func TestWritebackQueueBoundedByDescriptors(t *testing.T) {
 }
 
 // A journal of more files than the next mount may open is replayed all the
-// same: the replay waits for uploads to free descriptors.
+// same: the replay waits for uploads at the bound on staging files.
 func TestWritebackReplayOfMoreFilesThanDescriptors(t *testing.T) {
 	srv := startServer(t)
 	dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
@@ -734,7 +734,7 @@ func TestWritebackReplayOfMoreFilesThanDescriptors(t *testing.T) {
 	if strings.Contains(m.logs.String(), "level=ERROR") {
 		t.Error("errors in the replay")
 	}
-	if !strings.Contains(m.logs.String(), "waiting for uploads to free descriptors") {
+	if !strings.Contains(m.logs.String(), "writers wait for uploads") {
 		t.Error("the replay never waited for descriptors: the test needs more files")
 	}
 }
