@@ -47,7 +47,7 @@ type Dir struct {
 	// maxOpen bounds count (maxStaged, or half the descriptor limit).
 	maxOpen int64
 	log     *slog.Logger // nil: no log
-	// waitLogged says a writer waited for descriptors once already.
+	// waitLogged says a writer waited for room (awaitStagingRoom) once.
 	waitLogged bool // GUARDED_BY(mu)
 
 	// reuseNamed says a named staging file may be emptied and reused: its
@@ -326,6 +326,7 @@ func (d *Dir) awaitStagingRoom() {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	waited := false
 	for d.count.Load() >= d.maxOpen && !d.closed && d.evictable != nil {
 		evictable := d.evictable
 		d.mu.Unlock()
@@ -334,7 +335,7 @@ func (d *Dir) awaitStagingRoom() {
 		if !busy || d.count.Load() < d.maxOpen {
 			return
 		}
-		if d.log != nil {
+		if !waited && d.log != nil {
 			// Info once a mount: a user wondering why a copy slowed
 			// down learns why.
 			level := slog.LevelDebug
@@ -344,6 +345,7 @@ func (d *Dir) awaitStagingRoom() {
 			d.log.Log(context.Background(), level, "staging files in use at their bound; writers wait for uploads",
 				"open", d.count.Load(), "bound", d.maxOpen)
 		}
+		waited = true
 		d.cond.Wait()
 	}
 }
@@ -547,7 +549,7 @@ func (s *Staging) Remove() {
 	s.dir.count.Add(-1)
 	s.dir.mu.Lock()
 	delete(s.dir.reused, s)
-	s.dir.cond.Broadcast() // a writer may wait for a descriptor
+	s.dir.cond.Broadcast() // a writer may wait for room (awaitStagingRoom)
 	s.dir.mu.Unlock()
 	s.unmark()
 	s.mu.Lock()
