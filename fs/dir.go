@@ -157,6 +157,12 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 	case known && isDir:
 		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
 	}
+	if ch := d.child(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.confirmedWithin(d.fsys.cfg.StatTTL) {
+			fn.fillEntry(out)
+			return ch, 0, false
+		}
+	}
 	if ch := d.queuedChild(ctx, name, key, out); ch != nil {
 		return ch, 0, false
 	}

@@ -58,7 +58,10 @@ type fileNode struct {
 	wbID     string // GUARDED_BY(mu)
 	sealed   bool   // GUARDED_BY(mu)
 	inBucket bool   // GUARDED_BY(mu); an object exists at the current key
-	handles  int    // GUARDED_BY(mu); open file handles
+	// confirmed is when the bucket last matched size and meta, as far as
+	// this mount knows: its upload, or a HEAD (see confirmedWithin).
+	confirmed time.Time // GUARDED_BY(mu)
+	handles   int       // GUARDED_BY(mu); open file handles
 	// pins counts operations using the staging file that a handle may not
 	// keep (a truncate by path staging it, an upload reading it); it is
 	// not dropped meanwhile (pinStaging).
@@ -98,6 +101,25 @@ func (n *fileNode) refresh(size int64, md upload.Metadata) {
 		}
 	}
 	n.inBucket = true
+	n.confirmed = n.fsys.now()
+}
+
+// uploadedLocked notes that the bucket holds what the node says.
+// LOCKS_REQUIRED(n.mu)
+func (n *fileNode) uploadedLocked() {
+	n.inBucket = true
+	n.confirmed = n.fsys.now()
+}
+
+// confirmedWithin reports whether the bucket matched the node less than
+// ttl ago: a lookup then needs no HEAD. `ls -l` looks every entry up
+// (READDIRPLUS), even those the kernel has cached; right after a copy that
+// was a HEAD per file. Other clients' changes show after the TTL, as with
+// the listings.
+func (n *fileNode) confirmedWithin(ttl time.Duration) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.unlinked && !n.confirmed.IsZero() && n.fsys.now().Sub(n.confirmed) < ttl
 }
 
 func (n *fileNode) fillEntry(out *fuse.EntryOut) {
@@ -574,7 +596,7 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 		if err := stream.Complete(ctx, size); err == nil {
 			st.MarkUploaded()
 			n.mu.Lock()
-			n.inBucket = true
+			n.uploadedLocked()
 			n.mu.Unlock()
 			n.holdIfChangedSince(stream.Attrs().Meta)
 			return nil
@@ -585,7 +607,7 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 	if err != nil {
 		n.dirty = true
 	} else {
-		n.inBucket = true
+		n.uploadedLocked()
 		st.MarkUploaded()
 	}
 	n.mu.Unlock()
@@ -628,7 +650,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		n.mu.Lock()
 		n.dirty, n.emptyPending, n.metaPending = false, false, false
 		inBucket := n.inBucket
-		n.inBucket = true
+		n.uploadedLocked()
 		n.mu.Unlock()
 		if !inBucket {
 			return nil

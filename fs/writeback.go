@@ -61,8 +61,10 @@ func (n *fileNode) submit() error {
 func (n *fileNode) queuedDone(f *cache.Staging, uploaded bool) {
 	n.mu.Lock()
 	mine := n.staging == f
-	if uploaded {
-		n.inBucket = true
+	if uploaded && mine {
+		n.uploadedLocked()
+	} else if uploaded {
+		n.inBucket = true // an older version: the node says more
 	}
 	if mine {
 		n.sealed = false

@@ -730,3 +730,30 @@ func TestOpenFileUnlinkedBehindAHandle(t *testing.T) {
 		t.Errorf("warnings logged:\n%s", m.logs)
 	}
 }
+
+// `ls -l` right after a copy asks the bucket nothing: READDIRPLUS looks
+// every entry up, and the mount knows the files it has just uploaded.
+func TestListingAfterCopyAsksNoHead(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts []string
+	}{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, mode.opts...)
+			src := smallTree(t, 50)
+			run(t, "cp", "-r", src, m.path("many"))
+			if mode.name == "writeback" {
+				run(t, "sync", m.path("many")) // every upload done
+			}
+			before := srv.Count("HeadObject")
+			out := run(t, "ls", "-l", m.path("many"))
+			if lines := strings.Count(out, "\n"); lines != 51 { // "total" and the files
+				t.Fatalf("ls -l printed %d lines:\n%s", lines, out)
+			}
+			if n := srv.Count("HeadObject") - before; n != 0 {
+				t.Fatalf("ls -l after the copy sent %d HEAD requests", n)
+			}
+		})
+	}
+}
