@@ -29,6 +29,9 @@ type dirNode struct {
 	// like a file's, so that chmod and utimens in a row cost one PUT).
 	metaPending bool // GUARDED_BY(mu)
 	removed     bool // GUARDED_BY(mu); rmdir'd: never write the marker again
+	// confirmed is when this mount last made or found the directory (see
+	// fileNode.confirmed).
+	confirmed time.Time // GUARDED_BY(mu)
 }
 
 var (
@@ -151,17 +154,14 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		}
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 	}
-	switch {
-	case known && !exists:
+	if known && !exists {
 		return nil, syscall.ENOENT, false
-	case known && isDir:
-		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
 	}
-	if ch := d.child(name); ch != nil {
-		if fn, ok := ch.Operations().(*fileNode); ok && fn.confirmedWithin(d.fsys.cfg.StatTTL) {
-			fn.fillEntry(out)
-			return ch, 0, false
-		}
+	if ch := d.freshChild(name, known, isDir, out); ch != nil {
+		return ch, 0, false
+	}
+	if known && isDir {
+		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
 	}
 	if ch := d.queuedChild(ctx, name, key, out); ch != nil {
 		return ch, 0, false
@@ -179,6 +179,47 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		return nil, d.fsys.fail("lookup", key, err), false
 	}
 	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
+}
+
+// freshChild returns the node of name if this mount made or found it in
+// the bucket less than stat_ttl ago and a known listing (known, isDir)
+// agrees: the lookup asks nothing. `ls -l` looks up every entry
+// (READDIRPLUS), even those the kernel has cached; right after a copy that
+// was a HEAD per file and a listing and a HEAD per directory. Other
+// clients' changes show after the TTL, as with the listings.
+func (d *dirNode) freshChild(name string, known, isDir bool, out *fuse.EntryOut) *gofs.Inode {
+	ch := d.child(name)
+	if ch == nil {
+		return nil
+	}
+	ttl := d.fsys.cfg.StatTTL
+	switch n := ch.Operations().(type) {
+	case *fileNode:
+		if (!known || !isDir) && n.confirmedWithin(ttl) {
+			n.fillEntry(out)
+			return ch
+		}
+	case *dirNode:
+		if (!known || isDir) && n.confirmedWithin(ttl) {
+			n.fillEntry(out)
+			return ch
+		}
+	}
+	return nil
+}
+
+// confirmedWithin reports whether this mount made or found the directory
+// less than ttl ago.
+func (d *dirNode) confirmedWithin(ttl time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.removed && !d.confirmed.IsZero() && d.fsys.now().Sub(d.confirmed) < ttl
+}
+
+func (d *dirNode) fillEntry(out *fuse.EntryOut) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fillAttr(&out.Attr, d.meta, 0)
 }
 
 // queuedChild returns a node for a file whose upload is still queued
@@ -285,12 +326,13 @@ func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata,
 	if ch := d.child(name); ch != nil {
 		if dn, ok := ch.Operations().(*dirNode); ok {
 			dn.mu.Lock()
-			fillAttr(&out.Attr, dn.meta, 0)
+			dn.confirmed = d.fsys.now()
 			dn.mu.Unlock()
+			dn.fillEntry(out)
 			return ch
 		}
 	}
-	dn := &dirNode{fsys: d.fsys, meta: md}
+	dn := &dirNode{fsys: d.fsys, meta: md, confirmed: d.fsys.now()}
 	dn.metaPending = d.fsys.adoptHeld(dn, d.fsys.dirKey(upload.Child(d.path(), name)), &dn.meta)
 	fillAttr(&out.Attr, dn.meta, 0)
 	ch := d.newChild(ctx, name, dn, syscall.S_IFDIR)
@@ -444,7 +486,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if err := d.fsys.putDirMarker(ctx, key, md); err != nil {
 		return nil, d.fsys.fail("mkdir", key, err)
 	}
-	dn := &dirNode{fsys: d.fsys, meta: md}
+	dn := &dirNode{fsys: d.fsys, meta: md, confirmed: d.fsys.now()}
 	fillAttr(&out.Attr, md, 0)
 	d.fsys.listings.Add(d.dirKey(), name, true)
 	// The lookup before mkdir found nothing below key, so the directory is

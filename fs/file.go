@@ -112,10 +112,7 @@ func (n *fileNode) uploadedLocked() {
 }
 
 // confirmedWithin reports whether the bucket matched the node less than
-// ttl ago: a lookup then needs no HEAD. `ls -l` looks every entry up
-// (READDIRPLUS), even those the kernel has cached; right after a copy that
-// was a HEAD per file. Other clients' changes show after the TTL, as with
-// the listings.
+// ttl ago (dirNode.freshChild).
 func (n *fileNode) confirmedWithin(ttl time.Duration) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
