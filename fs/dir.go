@@ -192,15 +192,14 @@ func (d *dirNode) freshChild(name string, known, isDir bool, out *fuse.EntryOut)
 	if ch == nil {
 		return nil
 	}
-	ttl := d.fsys.cfg.StatTTL
 	switch n := ch.Operations().(type) {
 	case *fileNode:
-		if (!known || !isDir) && n.confirmedWithin(ttl) {
+		if (!known || !isDir) && n.fresh() {
 			n.fillEntry(out)
 			return ch
 		}
 	case *dirNode:
-		if (!known || isDir) && n.confirmedWithin(ttl) {
+		if (!known || isDir) && n.fresh() {
 			n.fillEntry(out)
 			return ch
 		}
@@ -208,12 +207,12 @@ func (d *dirNode) freshChild(name string, known, isDir bool, out *fuse.EntryOut)
 	return nil
 }
 
-// confirmedWithin reports whether this mount made or found the directory
-// less than ttl ago.
-func (d *dirNode) confirmedWithin(ttl time.Duration) bool {
+// fresh reports whether this mount made or found the directory less than
+// stat_ttl ago.
+func (d *dirNode) fresh() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return !d.removed && !d.confirmed.IsZero() && d.fsys.now().Sub(d.confirmed) < ttl
+	return !d.removed && d.fsys.withinTTL(d.confirmed)
 }
 
 func (d *dirNode) fillEntry(out *fuse.EntryOut) {

@@ -59,7 +59,7 @@ type fileNode struct {
 	sealed   bool   // GUARDED_BY(mu)
 	inBucket bool   // GUARDED_BY(mu); an object exists at the current key
 	// confirmed is when the bucket last matched size and meta, as far as
-	// this mount knows: its upload, or a HEAD (see confirmedWithin).
+	// this mount knows: its upload, or a HEAD (see fresh).
 	confirmed time.Time // GUARDED_BY(mu)
 	handles   int       // GUARDED_BY(mu); open file handles
 	// pins counts operations using the staging file that a handle may not
@@ -111,12 +111,12 @@ func (n *fileNode) uploadedLocked() {
 	n.confirmed = n.fsys.now()
 }
 
-// confirmedWithin reports whether the bucket matched the node less than
-// ttl ago (dirNode.freshChild).
-func (n *fileNode) confirmedWithin(ttl time.Duration) bool {
+// fresh reports whether the bucket matched the node less than stat_ttl
+// ago (dirNode.freshChild).
+func (n *fileNode) fresh() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return !n.unlinked && !n.confirmed.IsZero() && n.fsys.now().Sub(n.confirmed) < ttl
+	return !n.unlinked && n.fsys.withinTTL(n.confirmed)
 }
 
 func (n *fileNode) fillEntry(out *fuse.EntryOut) {

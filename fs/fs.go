@@ -327,6 +327,12 @@ func fillAttr(out *fuse.Attr, md upload.Metadata, size int64) {
 // changed): at once, or in write-back mode journaled and queued like a
 // closed file — else copying a tree waits for a PUT per directory, behind
 // the queue's own uploads.
+// withinTTL reports whether t, when the mount last knew the bucket to
+// match a node, is less than stat_ttl ago.
+func (f *FS) withinTTL(t time.Time) bool {
+	return !t.IsZero() && f.now().Sub(t) < f.cfg.StatTTL
+}
+
 func (f *FS) putDirMarker(ctx context.Context, key string, md upload.Metadata) error {
 	if f.queue == nil {
 		return f.cfg.Uploader.PutDirMarker(ctx, key, md)
