@@ -192,19 +192,20 @@ func (d *dirNode) freshChild(name string, known, isDir bool, out *fuse.EntryOut)
 	if ch == nil {
 		return nil
 	}
-	switch n := ch.Operations().(type) {
-	case *fileNode:
-		if (!known || !isDir) && n.fresh() {
-			n.fillEntry(out)
-			return ch
-		}
-	case *dirNode:
-		if (!known || isDir) && n.fresh() {
-			n.fillEntry(out)
-			return ch
-		}
+	n, ok := ch.Operations().(freshNode)
+	_, childIsDir := n.(*dirNode)
+	if !ok || (known && isDir != childIsDir) || !n.fresh() {
+		return nil
 	}
-	return nil
+	n.fillEntry(out)
+	return ch
+}
+
+// freshNode is a file or directory node that knows when it last matched
+// the bucket.
+type freshNode interface {
+	fresh() bool
+	fillEntry(out *fuse.EntryOut)
 }
 
 // fresh reports whether this mount made or found the directory less than
@@ -326,8 +327,8 @@ func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata,
 		if dn, ok := ch.Operations().(*dirNode); ok {
 			dn.mu.Lock()
 			dn.confirmed = d.fsys.now()
+			fillAttr(&out.Attr, dn.meta, 0)
 			dn.mu.Unlock()
-			dn.fillEntry(out)
 			return ch
 		}
 	}

@@ -100,13 +100,12 @@ func (n *fileNode) refresh(size int64, md upload.Metadata) {
 			n.meta = md
 		}
 	}
-	n.inBucket = true
-	n.confirmed = n.fsys.now()
+	n.confirmLocked()
 }
 
-// uploadedLocked notes that the bucket holds what the node says.
-// LOCKS_REQUIRED(n.mu)
-func (n *fileNode) uploadedLocked() {
+// confirmLocked notes that the bucket holds what the node says (an upload,
+// a HEAD). LOCKS_REQUIRED(n.mu)
+func (n *fileNode) confirmLocked() {
 	n.inBucket = true
 	n.confirmed = n.fsys.now()
 }
@@ -593,7 +592,7 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 		if err := stream.Complete(ctx, size); err == nil {
 			st.MarkUploaded()
 			n.mu.Lock()
-			n.uploadedLocked()
+			n.confirmLocked()
 			n.mu.Unlock()
 			n.holdIfChangedSince(stream.Attrs().Meta)
 			return nil
@@ -604,7 +603,7 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 	if err != nil {
 		n.dirty = true
 	} else {
-		n.uploadedLocked()
+		n.confirmLocked()
 		st.MarkUploaded()
 	}
 	n.mu.Unlock()
@@ -647,7 +646,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		n.mu.Lock()
 		n.dirty, n.emptyPending, n.metaPending = false, false, false
 		inBucket := n.inBucket
-		n.uploadedLocked()
+		n.confirmLocked()
 		n.mu.Unlock()
 		if !inBucket {
 			return nil

@@ -323,16 +323,16 @@ func fillAttr(out *fuse.Attr, md upload.Metadata, size int64) {
 	out.SetTimes(&atime, &mtime, &ctime)
 }
 
-// putDirMarker writes a directory's marker (mkdir, or its metadata
-// changed): at once, or in write-back mode journaled and queued like a
-// closed file — else copying a tree waits for a PUT per directory, behind
-// the queue's own uploads.
 // withinTTL reports whether t, when the mount last knew the bucket to
 // match a node, is less than stat_ttl ago.
 func (f *FS) withinTTL(t time.Time) bool {
 	return !t.IsZero() && f.now().Sub(t) < f.cfg.StatTTL
 }
 
+// putDirMarker writes a directory's marker (mkdir, or its metadata
+// changed): at once, or in write-back mode journaled and queued like a
+// closed file — else copying a tree waits for a PUT per directory, behind
+// the queue's own uploads.
 func (f *FS) putDirMarker(ctx context.Context, key string, md upload.Metadata) error {
 	if f.queue == nil {
 		return f.cfg.Uploader.PutDirMarker(ctx, key, md)

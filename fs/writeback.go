@@ -62,7 +62,7 @@ func (n *fileNode) queuedDone(f *cache.Staging, uploaded bool) {
 	n.mu.Lock()
 	mine := n.staging == f
 	if uploaded && mine {
-		n.uploadedLocked()
+		n.confirmLocked()
 	} else if uploaded {
 		n.inBucket = true // an older version: the node says more
 	}

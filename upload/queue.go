@@ -193,7 +193,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 	old, ok := q.items[rec.ID]
 	switch {
 	case !ok:
-		q.putLocked(rec.ID, it)
+		q.putLocked(it)
 		q.schedule(it)
 	case old.running:
 		if old.again != nil && old.again.file != file && old.again.file != old.file {
@@ -209,7 +209,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 		}
 		it.waiters, it.suspended = old.waiters, old.suspended
 		q.unschedule(old)
-		q.putLocked(rec.ID, it)
+		q.putLocked(it)
 		q.schedule(it)
 	}
 	return nil
@@ -234,7 +234,7 @@ func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
 		q.log.Info("replaying journaled upload", "key", rec.Key, "size", humanize.IBytes(uint64(rec.Size)))
 		q.mu.Lock()
 		it := &item{rec: rec, file: f, due: q.u.now(), index: -1}
-		q.putLocked(rec.ID, it)
+		q.putLocked(it)
 		q.schedule(it)
 		q.mu.Unlock()
 	}
@@ -619,13 +619,13 @@ func (q *Queue) Drain(ctx context.Context) error {
 // LOCKS_REQUIRED(q.mu)
 func (q *Queue) activeLocked() int { return q.releasing + q.active }
 
-// putLocked makes it the item of id, in place of any other.
+// putLocked makes it the item of its record's id, in place of any other.
 // LOCKS_REQUIRED(q.mu)
-func (q *Queue) putLocked(id string, it *item) {
-	if old, ok := q.items[id]; ok {
+func (q *Queue) putLocked(it *item) {
+	if old, ok := q.items[it.rec.ID]; ok {
 		q.unindexLocked(old)
 	}
-	q.items[id] = it
+	q.items[it.rec.ID] = it
 	q.indexLocked(it)
 }
 
@@ -743,7 +743,7 @@ func (q *Queue) worker() {
 		uploaded := err == nil
 		if next != nil {
 			next.suspended = it.suspended
-			q.putLocked(rec.ID, next)
+			q.putLocked(next)
 			q.schedule(next)
 		} else {
 			q.deleteLocked(rec.ID)
