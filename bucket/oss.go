@@ -13,6 +13,7 @@ import (
 
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/credentials"
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/transport"
 )
 
 // Config says how to reach a bucket.
@@ -72,13 +73,15 @@ func NewOSS(cfg Config) *OSS {
 	if region == "" {
 		region = regionFromEndpoint(cfg.Endpoint)
 	}
+	connectTimeout, readWriteTimeout := 10*time.Second, 60*time.Second
 	sdkCfg := oss.LoadDefaultConfig().
 		WithCredentialsProvider(provider).
 		WithRegion(region).
 		WithEndpoint(cfg.Endpoint).
 		WithUsePathStyle(cfg.PathStyle).
-		WithConnectTimeout(10 * time.Second).
-		WithReadWriteTimeout(60 * time.Second).
+		WithConnectTimeout(connectTimeout).
+		WithReadWriteTimeout(readWriteTimeout).
+		WithHttpClient(httpClient(connectTimeout, readWriteTimeout)).
 		// Uploads are checked by crc.go instead, several times faster.
 		WithDisableUploadCRC64Check(true)
 	if strings.HasPrefix(cfg.Endpoint, "http://") {
@@ -108,6 +111,17 @@ func NewOSS(cfg Config) *OSS {
 		}),
 		copier: client.NewCopier(),
 	}
+}
+
+// httpClient is the SDK's own HTTP client but for the idle connections
+// kept: the SDK keeps 10 per host, and ossmount runs more requests at once
+// (16 write-back workers, parts of several files in flight), so every
+// request past ten closed its connection when done, and the next one
+// dialled — with TLS, a handshake — anew. All the connections the SDK may
+// open (100 per host) may stay idle; they close after 50 s unused.
+func httpClient(connect, readWrite time.Duration) *http.Client {
+	return transport.NewHttpClient(&transport.Config{ConnectTimeout: &connect, ReadWriteTimeout: &readWrite},
+		func(t *http.Transport) { t.MaxIdleConnsPerHost = transport.DefaultMaxConnections })
 }
 
 // regionFromEndpoint derives cn-hangzhou from oss-cn-hangzhou.aliyuncs.com;
