@@ -69,7 +69,7 @@ func main() {
 	bigSize := flag.String("big", "1GiB", "size of the big file")
 	smallFiles := flag.Int("small", 2000, "number of small files")
 	rsyncTree := flag.String("rsync-tree", "/usr/local/go/src/net", "tree for the rsync workload")
-	runs := flag.Int("runs", 3, "runs of each workload; the best time of each side is kept")
+	runs := flag.Int("runs", 5, "runs of each workload (the big file's: at most 3); the best time of each side is kept")
 	only := flag.String("workloads", "big,small,rsync", "which workloads to run")
 	flag.Parse()
 	big, err := humanize.ParseBytes(*bigSize)
@@ -95,7 +95,9 @@ func main() {
 
 	var rows []row
 	if strings.Contains(*only, "big") {
-		rows = append(rows, best(*runs, func(i int) row { return e.bigFile(int64(big), i) }))
+		// At most three: on this VM the fifth or sixth 1 GiB copy in a row
+		// is often far slower, whoever makes it (README, Performance).
+		rows = append(rows, best(min(*runs, 3), func(i int) row { return e.bigFile(int64(big), i) }))
 	}
 	if strings.Contains(*only, "small") {
 		rows = append(rows, best(*runs, func(i int) row { return e.smallFiles(*smallFiles, false, i) }),
