@@ -600,3 +600,42 @@ func TestNewStagingWaitsForDescriptors(t *testing.T) {
 	}
 	s.Remove()
 }
+
+// Reserve allocates disk blocks without changing what is staged; an idle
+// file gives back more of them than it may keep, and a file that reuses one
+// reads none of them.
+func TestReserve(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 0)
+	defer d.Close()
+	s, _ := d.NewStaging()
+	allocated := func(s *Staging) int64 {
+		var st unix.Stat_t
+		s.withFile(func(f *os.File) error { return unix.Fstat(int(f.Fd()), &st) })
+		return st.Blocks * 512
+	}
+	s.WriteAt([]byte("data"), 0)
+	if err := s.Reserve(0, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if got := allocated(s); got < 4<<20 {
+		t.Fatalf("%d bytes allocated after reserving 4 MiB", got)
+	}
+	if got := readAll(t, s, 100); string(got) != "data" || d.Used() != 4 {
+		t.Fatalf("reserving changed what is staged: %q, %d bytes used", got, d.Used())
+	}
+	d.mu.Lock()
+	_, reclaimable := d.reused[s]
+	d.mu.Unlock()
+	if !reclaimable {
+		t.Fatal("reserved blocks past the size are not reclaimable on a full disk")
+	}
+	s.Remove() // 4 MiB is more than an idle file keeps
+	r, _ := d.NewStaging()
+	if got := allocated(r); got != 0 {
+		t.Fatalf("the idle file kept %d bytes of blocks", got)
+	}
+	if got := readAll(t, r, 100); len(got) != 0 {
+		t.Fatalf("reused file reads %q", got)
+	}
+	r.Remove()
+}

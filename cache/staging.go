@@ -266,8 +266,9 @@ type Staging struct {
 
 	mu   sync.Mutex
 	size int64 // GUARDED_BY(mu); staged bytes, accounted in dir.used
-	// extent is the file's length on disk; bytes from size to extent are
-	// stale (a reused file's earlier content).
+	// extent is how far the file's disk blocks reach; bytes from size to
+	// extent are stale (a reused file's earlier content) or reserved
+	// (Reserve).
 	extent int64 // GUARDED_BY(mu)
 	// uploaded is what MarkUploaded added to dir.uploaded (0: unmarked).
 	uploaded int64 // GUARDED_BY(mu)
@@ -461,6 +462,33 @@ func (s *Staging) Truncate(size int64) error {
 		s.dir.release(shrink)
 	}
 	return nil
+}
+
+// Reserve allocates cache disk for [off, off+length) of the staging file
+// without changing the staged size (fallocate(2) with KEEP_SIZE), so that
+// writes there later do not run out of disk. Blocks past the size count in
+// the extent: an idle file and a full disk give them back.
+func (s *Staging) Reserve(off, length int64) error {
+	reserve := func(f *os.File) error {
+		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, length); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.extent = max(s.extent, off+length)
+		past := s.extent > s.size
+		s.mu.Unlock()
+		if past { // reclaimable (reclaim), as a reused file's stale bytes
+			s.dir.mu.Lock()
+			s.dir.reused[s] = struct{}{}
+			s.dir.mu.Unlock()
+		}
+		return nil
+	}
+	err := s.withFile(reserve)
+	if errors.Is(err, syscall.ENOSPC) && s.dir.reclaim() {
+		err = s.withFile(reserve)
+	}
+	return err
 }
 
 // grow accounts the file growing to end.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/cache"
@@ -77,6 +79,7 @@ var (
 	_ = (gofs.NodeWriter)((*fileNode)(nil))
 	_ = (gofs.NodeFlusher)((*fileNode)(nil))
 	_ = (gofs.NodeFsyncer)((*fileNode)(nil))
+	_ = (gofs.NodeAllocater)((*fileNode)(nil))
 )
 
 func (n *fileNode) key() string { return n.fsys.fileKey(n.path()) }
@@ -140,7 +143,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	n.mu.Unlock()
 	truncate := flags&syscall.O_TRUNC != 0
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || truncate {
-		if err := n.stage(ctx, truncate, -1, release); err != nil {
+		if err := n.stage(ctx, truncate, keepSize, release); err != nil {
 			n.mu.Lock()
 			n.handles--
 			n.mu.Unlock()
@@ -163,16 +166,26 @@ func openFlags(flags uint32) uint32 {
 	return 0
 }
 
+// sizeChange is what stage does to the staged size once the file is
+// staged: nothing (to < 0), set it (truncate), or raise it to at least to
+// (fallocate).
+type sizeChange struct {
+	to      int64
+	atLeast bool
+}
+
+var keepSize = sizeChange{to: -1}
+
 // stage makes sure the file has a staging file. Without one yet, the
 // object's content is copied in first (ranged GETs) unless truncate is set.
-// With newSize >= 0 the staged content is then cut or extended to it.
-// letKeysGo is download's.
-func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64, letKeysGo func()) error {
+// Then the staged size is changed as change says. letKeysGo is download's.
+func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, letKeysGo func()) error {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	// A truncate by path has no handle to keep the staging file from
 	// being dropped (an upload ending) while it is used here.
 	defer n.pinStaging()()
+	newSize := change.to
 	if truncate || newSize >= 0 {
 		if err := n.unsealLocked(); err != nil {
 			return err
@@ -215,6 +228,14 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, newSize int64, letK
 	}
 	if newSize < 0 {
 		return nil
+	}
+	if change.atLeast {
+		n.mu.Lock()
+		size := n.size
+		n.mu.Unlock()
+		if newSize <= size {
+			return nil
+		}
 	}
 	if err := st.Truncate(newSize); err != nil {
 		return err
@@ -728,11 +749,51 @@ func (n *fileNode) forget() {
 	n.dropStagingIfIdle()
 }
 
+// Allocate is fallocate(2): mode 0 (posix_fallocate, `fallocate -l`) makes
+// the file at least off+length bytes long, as a truncate up would (zeros,
+// counted against cache_size), and KEEP_SIZE (rsync --preallocate) changes
+// nothing a program sees; both reserve the range on the cache disk, so that
+// staging its bytes does not run out of space. The bucket has no holes, so
+// the other modes (punch a hole, zero or collapse a range) are EOPNOTSUPP —
+// to which glibc's posix_fallocate would answer by writing zeros itself.
+func (n *fileNode) Allocate(ctx context.Context, _ gofs.FileHandle, off, length uint64, mode uint32) syscall.Errno {
+	if mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	end := off + length
+	if end < off || end > math.MaxInt64 {
+		return syscall.EFBIG
+	}
+	ctx = uninterrupted(ctx)
+	defer n.fsys.usingKeys("an fallocate")()
+	change := keepSize
+	n.mu.Lock()
+	if mode == 0 && int64(end) > n.size {
+		change = sizeChange{to: int64(end), atLeast: true}
+	}
+	n.mu.Unlock()
+	if err := n.stage(ctx, false, change, nil); err != nil {
+		return n.fsys.fail("fallocate", n.key(), err)
+	}
+	n.freeze.RLock() // as a write: the staging file stays the same meanwhile
+	defer n.freeze.RUnlock()
+	n.mu.Lock()
+	st := n.staging
+	n.mu.Unlock()
+	if st == nil {
+		return syscall.EBADF
+	}
+	if err := st.Reserve(int64(off), int64(length)); err != nil {
+		return n.fsys.fail("fallocate", n.key(), err)
+	}
+	return 0
+}
+
 func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ctx = uninterrupted(ctx)
 	defer n.fsys.usingKeys("a setattr")()
 	if size, ok := in.GetSize(); ok {
-		if err := n.stage(ctx, false, int64(size), nil); err != nil {
+		if err := n.stage(ctx, false, sizeChange{to: int64(size)}, nil); err != nil {
 			n.dropStagingIfIdle() // one skipped while staging
 			return n.fsys.fail("truncate", n.key(), err)
 		}

@@ -767,3 +767,72 @@ func TestListingAfterCopyAsksNoHead(t *testing.T) {
 		})
 	}
 }
+
+// fallocate(2) mode 0 (posix_fallocate, `fallocate -l`) makes a file at
+// least that long, as on a local disk: zeros past the old end, nothing
+// within it changed. KEEP_SIZE changes nothing in the bucket; rsync
+// --preallocate (which uses it) copies byte for byte without a complaint.
+// Modes the bucket cannot mean (punch a hole, zero a range) are EOPNOTSUPP.
+func TestFallocate(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts []string
+	}{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, mode.opts...)
+			uploaded := func(name string) {
+				if mode.name == "writeback" {
+					run(t, "sync", m.path(name)) // waits for the file's upload
+				}
+			}
+			run(t, "fallocate", "-l", "1MiB", m.path("new"))
+			uploaded("new")
+			srv.sameObject(t, "new", make([]byte, 1<<20))
+
+			data := randomBytes(t, 1000)
+			writeFile(t, m.path("grown"), data)
+			run(t, "fallocate", "-o", "500", "-l", "2000", m.path("grown"))
+			uploaded("grown")
+			srv.sameObject(t, "grown", append(append([]byte{}, data...), make([]byte, 1500)...))
+			puts := srv.Count("PutObject")
+			run(t, "fallocate", "-l", "2000", m.path("grown")) // within the file: nothing to do
+
+			f, err := os.OpenFile(m.path("grown"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, 1<<20); err != nil {
+				t.Errorf("fallocate KEEP_SIZE: %v", err)
+			}
+			for _, flags := range []uint32{unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE} {
+				if err := unix.Fallocate(int(f.Fd()), flags, 0, 4096); err != unix.EOPNOTSUPP {
+					t.Errorf("fallocate mode %#x: %v, want EOPNOTSUPP", flags, err)
+				}
+			}
+			if fi, err := f.Stat(); err != nil || fi.Size() != 2500 {
+				t.Errorf("after fallocate KEEP_SIZE: %v, %v; want 2500 bytes", fi, err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			uploaded("grown")
+			if n := srv.Count("PutObject") - puts; n != 0 {
+				t.Errorf("fallocate within the file and with KEEP_SIZE sent %d PUTs", n)
+			}
+			srv.sameObject(t, "grown", append(append([]byte{}, data...), make([]byte, 1500)...))
+
+			src := t.TempDir()
+			big := randomBytes(t, 3<<20+7)
+			writeFile(t, filepath.Join(src, "big"), big)
+			writeFile(t, filepath.Join(src, "small"), data)
+			out := run(t, "rsync", "-a", "--preallocate", src+"/", m.path("copied"))
+			if strings.Contains(out, "fallocate") {
+				t.Errorf("rsync --preallocate: %s", out)
+			}
+			uploaded("copied")
+			srv.sameObject(t, "copied/big", big)
+			srv.sameObject(t, "copied/small", data)
+		})
+	}
+}
