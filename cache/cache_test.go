@@ -31,9 +31,18 @@ func TestListings(t *testing.T) {
 	if known, exists, _, _ := l.Lookup("d/", "nope"); !known || exists {
 		t.Fatal("absent name")
 	}
+	v1, ok := l.Version("d/")
+	if !ok {
+		t.Fatal("no version of a fresh list")
+	}
 	l.Add("d/", "new", false)
+	v2, _ := l.Version("d/")
 	l.Remove("d/", "file", false)
+	v3, _ := l.Version("d/")
 	l.Remove("d/", "sub", false) // kind differs: kept
+	if v1 == v2 || v2 == v3 {
+		t.Fatalf("versions %d, %d, %d: a change keeps the list's version", v1, v2, v3)
+	}
 	if _, exists, _, _ := l.Lookup("d/", "new"); !exists {
 		t.Fatal("added name")
 	}
@@ -44,6 +53,9 @@ func TestListings(t *testing.T) {
 		t.Fatal("directory removed as a file")
 	}
 	now = now.Add(time.Second)
+	if _, ok := l.Version("d/"); ok {
+		t.Fatal("an expired list has a version")
+	}
 	if known, _, _, expired := l.Lookup("d/", "new"); known || !expired {
 		t.Fatal("expired list used")
 	}

@@ -19,11 +19,14 @@ type Listings struct {
 
 	mu   sync.Mutex
 	dirs map[string]*listing // GUARDED_BY(mu)
+	// stamps numbers the lists and the changes made to them (Version).
+	stamps uint64 // GUARDED_BY(mu)
 }
 
 type listing struct {
 	at      time.Time
 	entries map[string]bool // name -> is a directory
+	version uint64          // the stamp of its making or of its last change
 }
 
 // NewListings returns an empty cache; ttl 0 disables it.
@@ -45,7 +48,8 @@ func (l *Listings) Put(dir string, entries map[string]bool) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.dirs[dir] = &listing{at: l.now(), entries: copied}
+	l.stamps++
+	l.dirs[dir] = &listing{at: l.now(), entries: copied, version: l.stamps}
 	if len(l.dirs) > 10000 {
 		l.expireLocked()
 	}
@@ -79,12 +83,28 @@ func (l *Listings) Lookup(dir, name string) (known, exists, isDir, expired bool)
 	return true, exists, isDir, false
 }
 
+// Version identifies dir's fresh list as it is now: a new list, and every
+// change this mount makes to it, gives it a new version. ok is false when
+// no fresh list is kept. What was learned about dir's entries while its
+// list had one version holds as long as it has.
+func (l *Listings) Version(dir string) (version uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d, ok := l.dirs[dir]
+	if !ok || l.now().Sub(d.at) >= l.ttl {
+		return 0, false
+	}
+	return d.version, true
+}
+
 // Add records that dir now holds name.
 func (l *Listings) Add(dir, name string, isDir bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if d, ok := l.dirs[dir]; ok {
 		d.entries[name] = isDir || d.entries[name]
+		l.stamps++
+		d.version = l.stamps
 	}
 }
 
@@ -97,6 +117,8 @@ func (l *Listings) Remove(dir, name string, isDir bool) {
 		if d.entries[name] == isDir {
 			delete(d.entries, name)
 		}
+		l.stamps++
+		d.version = l.stamps
 	}
 }
 

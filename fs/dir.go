@@ -32,6 +32,8 @@ type dirNode struct {
 	// confirmed is when this mount last made or found the directory (see
 	// fileNode.confirmed).
 	confirmed time.Time // GUARDED_BY(mu)
+
+	scan scan // the kernel's lookups through the last listing (prefetch.go)
 }
 
 var (
@@ -166,9 +168,8 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 	if ch := d.queuedChild(ctx, name, key, out); ch != nil {
 		return ch, 0, false
 	}
-	var info bucket.ObjectInfo
-	var err error
-	if keys.around(func() { info, err = d.fsys.bucket.Head(ctx, key) }) {
+	info, err, asked := d.headAhead(ctx, name)
+	if !asked && keys.around(func() { info, err = d.fsys.bucket.Head(ctx, key) }) {
 		return nil, 0, true
 	}
 	if err == nil {
@@ -444,6 +445,7 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold) (_ []fuse.DirEntry, _
 	if !renamed {
 		d.fsys.listings.Put(prefix, listed)
 	}
+	d.listed(entries)
 	return entries, 0, renamed
 }
 

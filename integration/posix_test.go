@@ -3,18 +3,21 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
@@ -834,5 +837,74 @@ func TestFallocate(t *testing.T) {
 			srv.sameObject(t, "copied/big", big)
 			srv.sameObject(t, "copied/small", data)
 		})
+	}
+}
+
+// ls -l of objects the mount knows nothing about (another client wrote
+// them) looks every one up, a HEAD each: they go out headsAhead at a time,
+// not one after the other — the server lets HEADs through only once eight
+// are waiting together (or, failing that, after a while, for the test to
+// end). Every entry shows its own size and mode, and few HEADs are spent
+// beyond one per file.
+func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
+	const files, together = 100, 8
+	var mu sync.Mutex
+	waiting, most := 0, 0
+	gate := make(chan struct{})
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate) }) }
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/others/f") {
+				mu.Lock()
+				waiting++
+				most = max(most, waiting)
+				if waiting >= together {
+					open()
+				}
+				mu.Unlock()
+				select {
+				case <-gate:
+				case <-time.After(2 * time.Second): // only when the HEADs come one at a time
+					open()
+				}
+				mu.Lock()
+				waiting--
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	for i := range files {
+		mode := strconv.Itoa(syscall.S_IFREG | 0o600 + i%2*0o40) // 0600 or 0640
+		if _, err := srv.store.Put(testBucket, fmt.Sprintf("others/f%03d", i), bytes.NewReader(make([]byte, i)),
+			store.Attrs{Meta: map[string]string{"mode": mode}}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startMount(t, srv)
+	heads := srv.Count("HeadObject")
+	out := run(t, "ls", "-ln", m.path("others"))
+	lines := strings.Split(strings.TrimSpace(out), "\n")[1:] // after "total"
+	if len(lines) != files {
+		t.Fatalf("ls -l printed %d entries:\n%s", len(lines), out)
+	}
+	for i, line := range lines {
+		f := strings.Fields(line)
+		wantMode := "-rw-------"
+		if i%2 == 1 {
+			wantMode = "-rw-r-----"
+		}
+		if f[0] != wantMode || f[4] != strconv.Itoa(i) || f[len(f)-1] != fmt.Sprintf("f%03d", i) {
+			t.Errorf("entry %d: %q, want mode %s and size %d", i, line, wantMode, i)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most < together {
+		t.Errorf("at most %d HEADs were under way at once", most)
+	}
+	if n := srv.Count("HeadObject") - heads; n < files || n > files+20 {
+		t.Errorf("%d HEADs for %d files", n, files)
 	}
 }
