@@ -164,6 +164,15 @@ func whileUploadHeld(t *testing.T, m *mount, waiting string, release func(), op 
 	return <-done
 }
 
+// mountMode is a way of mounting that a test runs under.
+type mountMode struct {
+	name string
+	opts []string
+}
+
+// bothModes are sync, and write-back with each upload started at its close.
+var bothModes = []mountMode{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}}
+
 // putByOther puts key into the test bucket as another client would,
 // behind the mount's back.
 func (s *server) putByOther(t *testing.T, key string, data []byte) {

@@ -738,10 +738,7 @@ func TestOpenFileUnlinkedBehindAHandle(t *testing.T) {
 // every entry up, and the mount knows the files and directories it has
 // just made.
 func TestListingAfterCopyAsksNoHead(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		opts []string
-	}{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}} {
+	for _, mode := range bothModes {
 		t.Run(mode.name, func(t *testing.T) {
 			srv := startServer(t)
 			m := startMount(t, srv, mode.opts...)
@@ -777,10 +774,7 @@ func TestListingAfterCopyAsksNoHead(t *testing.T) {
 // --preallocate (which uses it) copies byte for byte without a complaint.
 // Modes the bucket cannot mean (punch a hole, zero a range) are EOPNOTSUPP.
 func TestFallocate(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		opts []string
-	}{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}} {
+	for _, mode := range bothModes {
 		t.Run(mode.name, func(t *testing.T) {
 			srv := startServer(t)
 			m := startMount(t, srv, mode.opts...)

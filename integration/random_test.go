@@ -17,10 +17,7 @@ import (
 // (uploads 2 ms after a close, so that operations meet queued, running and
 // finished uploads), each also with every stat a lookup (the bucket's view
 // read back often; nodes forgotten and looked up again).
-var randomModes = []struct {
-	name string
-	opts []string
-}{
+var randomModes = []mountMode{
 	{"sync", nil},
 	{"writeback", []string{"writeback", "writeback_delay=2ms"}},
 	{"sync-nocache", []string{"stat_ttl=0s"}},

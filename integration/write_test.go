@@ -831,11 +831,7 @@ func TestDirectoryRenameWhileCloseUploads(t *testing.T) {
 // deleted by the rename's last step or left behind, and the new name had
 // the older content.
 func TestCloseInsideDirectoryBeingRenamed(t *testing.T) {
-	modes := []struct {
-		name string
-		opts []string
-	}{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}}
-	for _, mode := range modes {
+	for _, mode := range bothModes {
 		t.Run(mode.name, func(t *testing.T) {
 			srv, m, started, release := mountHoldingPut(t, "moved/a", mode.opts...)
 			if err := os.Mkdir(m.path("d"), 0o755); err != nil {
