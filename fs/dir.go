@@ -159,17 +159,21 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 	if known && !exists {
 		return nil, syscall.ENOENT, false
 	}
+	ahead := d.lookingUp(name)
 	if ch := d.freshChild(name, known, isDir, out); ch != nil {
 		return ch, 0, false
 	}
 	if known && isDir {
-		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
+		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys, ahead)
 	}
 	if ch := d.queuedChild(ctx, name, key, out); ch != nil {
 		return ch, 0, false
 	}
-	info, err, asked := d.headAhead(ctx, name)
-	if !asked && keys.around(func() { info, err = d.fsys.bucket.Head(ctx, key) }) {
+	var info bucket.ObjectInfo
+	var err error
+	if a := ahead.answer(ctx, d, false); a != nil {
+		info, err = a.file, a.fileErr
+	} else if keys.around(func() { info, err = d.fsys.bucket.Head(ctx, key) }) {
 		return nil, 0, true
 	}
 	if err == nil {
@@ -179,7 +183,7 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		// A failed HEAD must never make an existing object look absent.
 		return nil, d.fsys.fail("lookup", key, err), false
 	}
-	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys)
+	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys, nil)
 }
 
 // freshChild returns the node of name if this mount made or found it in
@@ -245,40 +249,33 @@ func (d *dirNode) queuedChild(ctx context.Context, name, key string, out *fuse.E
 func (d *dirNode) dirKey() string { return d.fsys.dirKey(d.path()) }
 
 // lookupDir finds a directory: its marker (with metadata), or else any key
-// below it. As lookupOnce, it lets the keys go while it asks the bucket.
-func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut, keys *keyHold) (_ *gofs.Inode, _ syscall.Errno, renamed bool) {
+// below it. As lookupOnce, it lets the keys go while it asks the bucket,
+// unless the answer was asked ahead (prefetch.go).
+func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut, keys *keyHold, ahead *asked) (_ *gofs.Inode, _ syscall.Errno, renamed bool) {
 	if upload.ValidateKey(dirKey) != nil {
 		return nil, syscall.ENOENT, false // its marker could not exist
 	}
-	var page bucket.ListPage
-	var info bucket.ObjectInfo
-	var listErr, headErr error
-	hasMarker := false
-	renamed = keys.around(func() {
-		// One listing tells whether anything lies below; the marker, if
-		// there is one, sorts first and is read for its metadata.
-		page, listErr = d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
-		if hasMarker = listErr == nil && len(page.Objects) > 0 && page.Objects[0].Key == dirKey; hasMarker {
-			info, headErr = d.fsys.bucket.Head(ctx, dirKey)
-		}
-	})
-	switch {
-	case renamed:
+	var a dirAnswer
+	if got := ahead.answer(ctx, d, true); got != nil {
+		a = got.dir
+	} else if keys.around(func() { a = d.fsys.askDir(ctx, dirKey) }) {
 		return nil, 0, true
-	case listErr != nil:
-		return nil, d.fsys.fail("lookup", dirKey, listErr), false
-	case len(page.Objects) == 0 && len(page.Prefixes) == 0:
+	}
+	switch {
+	case a.listErr != nil:
+		return nil, d.fsys.fail("lookup", dirKey, a.listErr), false
+	case len(a.page.Objects) == 0 && len(a.page.Prefixes) == 0:
 		ch, errno := d.queuedDir(ctx, name, dirKey, out)
 		return ch, errno, false
 	}
 	md := d.fsys.defaultMeta(syscall.S_IFDIR, time.Time{})
-	if hasMarker {
+	if a.hasMarker {
 		switch {
-		case headErr == nil:
-			md = upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFDIR, info.LastModified))
+		case a.headErr == nil:
+			md = upload.DecodeMetadata(a.marker.Meta, d.fsys.defaultMeta(syscall.S_IFDIR, a.marker.LastModified))
 			md.Mode = syscall.S_IFDIR | md.Mode&0o7777
-		case !errors.Is(headErr, bucket.ErrNotFound):
-			return nil, d.fsys.fail("lookup", dirKey, headErr), false
+		case !errors.Is(a.headErr, bucket.ErrNotFound):
+			return nil, d.fsys.fail("lookup", dirKey, a.headErr), false
 		}
 	}
 	return d.dirChild(ctx, name, md, out), 0, false

@@ -13,39 +13,72 @@ import (
 	"github.com/ossmount/ossmount/upload"
 )
 
-// HEADs ahead of the kernel's lookups. The kernel looks up every entry of
+// Asking ahead of the kernel's lookups. The kernel looks up every entry of
 // a directory it reads with READDIRPLUS — the first batch of any readdir,
-// all of them for `ls -l` — one at a time, and a lookup of a file this
-// mount knows nothing fresh about is a HEAD (a listing has no user
-// metadata: mode, owner, mtime): `ls -l` of 1,000 objects another client
-// wrote was 1,000 round trips in a row. A lookup of the first file of the
-// last listing, or of the file after the one looked up before it, is taken
-// for such a scan, and the HEADs of the next headsAhead files are started
-// at once, for the lookups to come to take (s3fs does the HEADs of a whole
-// listing in parallel).
-const headsAhead = 16
+// all of them for `ls -l` — one at a time, and a lookup of an entry this
+// mount knows nothing fresh about asks the bucket: a HEAD for a file (a
+// listing has no user metadata: mode, owner, mtime), a one-key listing and
+// the marker's HEAD for a directory. `ls -l` of 1,000 objects another
+// client wrote was 1,000 round trips in a row. A lookup of the first entry
+// of the last listing, or of the entry after the one looked up before it,
+// is taken for such a scan, and the requests of the next aheadLookups
+// entries are started at once, for the lookups to come to take (s3fs does
+// the HEADs of a whole listing in parallel).
+const aheadLookups = 16
 
 // scan follows the kernel's lookups through a directory's last listing.
 type scan struct {
 	mu sync.Mutex
-	// files are the listing's files in its order (nil: none); version is
-	// the listing's (cache.Listings.Version) — the answers hold only as
-	// long as the directory is as this mount listed it.
-	files   []string              // GUARDED_BY(mu)
-	index   map[string]int        // GUARDED_BY(mu)
-	version uint64                // GUARDED_BY(mu)
-	last    int                   // GUARDED_BY(mu); index of the last lookup; -1: none
-	next    int                   // GUARDED_BY(mu); first index not yet considered ahead
-	ahead   map[string]*headAhead // GUARDED_BY(mu)
+	// entries are the listing's, in its order (nil: none); version is the
+	// listing's (cache.Listings.Version) — answers hold only as long as the
+	// directory is as this mount listed it.
+	entries []fuse.DirEntry   // GUARDED_BY(mu)
+	index   map[string]int    // GUARDED_BY(mu)
+	version uint64            // GUARDED_BY(mu)
+	last    int               // GUARDED_BY(mu); index of the last lookup; -1: none
+	next    int               // GUARDED_BY(mu); first index not yet considered ahead
+	ahead   map[string]*asked // GUARDED_BY(mu)
 }
 
-// headAhead is a HEAD started before its lookup.
-type headAhead struct {
+// asked is a lookup's question to the bucket, put before the lookup.
+type asked struct {
 	index   int
+	isDir   bool
+	version uint64 // of the directory's listing when asked
 	started time.Time
 	done    chan struct{}
-	info    bucket.ObjectInfo // set once done is closed
-	err     error
+	// Set once done is closed: a file's HEAD, or a directory's answer.
+	file    bucket.ObjectInfo
+	fileErr error
+	dir     dirAnswer
+}
+
+// dirAnswer is what the bucket says about a directory key: one listing
+// tells whether anything lies below; the marker, if there is one, sorts
+// first and is read for its metadata.
+type dirAnswer struct {
+	page      bucket.ListPage
+	listErr   error
+	hasMarker bool
+	marker    bucket.ObjectInfo
+	headErr   error
+}
+
+func (f *FS) askDir(ctx context.Context, dirKey string) (a dirAnswer) {
+	a.page, a.listErr = f.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
+	if a.hasMarker = a.listErr == nil && len(a.page.Objects) > 0 && a.page.Objects[0].Key == dirKey; a.hasMarker {
+		a.marker, a.headErr = f.bucket.Head(ctx, dirKey)
+	}
+	return a
+}
+
+// usable says whether the answer may stand for the lookup's own request:
+// a failure other than "not found" is asked again (and logged) by it.
+func (a *asked) usable() bool {
+	if a.isDir {
+		return a.dir.listErr == nil && (a.dir.headErr == nil || errors.Is(a.dir.headErr, bucket.ErrNotFound))
+	}
+	return a.fileErr == nil || errors.Is(a.fileErr, bucket.ErrNotFound)
 }
 
 // listed starts following the lookups of a new listing of d.
@@ -54,88 +87,101 @@ func (d *dirNode) listed(entries []fuse.DirEntry) {
 	s := &d.scan
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.files, s.index, s.ahead = nil, nil, nil
+	s.entries, s.index, s.ahead = nil, nil, nil
 	if !fresh {
 		return // not cached (stat_ttl=0, or a rename ran): no scan either
 	}
-	s.index = make(map[string]int)
-	for _, e := range entries {
-		if e.Mode == syscall.S_IFREG {
-			s.index[e.Name] = len(s.files)
-			s.files = append(s.files, e.Name)
-		}
+	s.entries = entries
+	s.index = make(map[string]int, len(entries))
+	for i, e := range entries {
+		s.index[e.Name] = i
 	}
 	s.version, s.last, s.next = version, -1, 0
 }
 
-// headAhead returns the answer of a HEAD of name started ahead of this
-// lookup; ok is false when there is none to take (then the caller asks).
-// A lookup that goes on a scan starts the HEADs of the files after it.
-func (d *dirNode) headAhead(ctx context.Context, name string) (info bucket.ObjectInfo, err error, ok bool) {
+// lookingUp notes a lookup of name through the last listing, and returns
+// the question about name asked ahead of it, if any (answer waits for it).
+// A lookup that goes on a scan starts the questions about the entries
+// after it.
+func (d *dirNode) lookingUp(name string) *asked {
 	version, fresh := d.fsys.listings.Version(d.dirKey())
 	s := &d.scan
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !fresh || version != s.version {
 		// Listed anew, changed, or expired: what was asked is void.
-		s.files, s.index, s.ahead = nil, nil, nil
+		s.entries, s.index, s.ahead = nil, nil, nil
 	}
 	i, listed := s.index[name]
 	if !listed {
-		s.mu.Unlock()
-		return bucket.ObjectInfo{}, nil, false
+		return nil
 	}
-	h := s.ahead[name]
-	if h != nil || i == s.last+1 {
-		d.startAheadLocked(i)
+	a := s.ahead[name]
+	if a != nil || i == s.last+1 {
+		d.askAheadLocked(i)
 	}
 	s.last = i
-	s.mu.Unlock()
-	if h == nil {
-		return bucket.ObjectInfo{}, nil, false
-	}
-	select {
-	case <-h.done:
-	case <-ctx.Done():
-		return bucket.ObjectInfo{}, nil, false
-	}
-	if h.err != nil && !errors.Is(h.err, bucket.ErrNotFound) {
-		return bucket.ObjectInfo{}, nil, false // asked again, and logged, by the caller
-	}
-	// Not too old, and the directory still as it was when it was asked.
-	if v, fresh := d.fsys.listings.Version(d.dirKey()); !fresh || v != version || !d.fsys.withinTTL(h.started) {
-		return bucket.ObjectInfo{}, nil, false
-	}
-	return h.info, h.err, true
+	return a
 }
 
-// startAheadLocked drops the HEADs started for files up to index i (taken,
-// or skipped by the kernel) and starts those of the next headsAhead files
+// answer waits for the answer about a directory (isDir) or file asked
+// ahead, and returns it if it may stand for the lookup's own request:
+// nil when none was asked, it is about the other kind, it is older than
+// stat_ttl or the directory changed since (this mount's changes give its
+// listing a new version), or it failed otherwise than "not found" — the
+// lookup then asks (and logs a failure) itself.
+func (a *asked) answer(ctx context.Context, d *dirNode, isDir bool) *asked {
+	if a == nil || a.isDir != isDir {
+		return nil
+	}
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return nil
+	}
+	v, fresh := d.fsys.listings.Version(d.dirKey())
+	if !fresh || v != a.version || !d.fsys.withinTTL(a.started) || !a.usable() {
+		return nil
+	}
+	return a
+}
+
+// askAheadLocked drops the questions about entries up to index i (taken,
+// or skipped by the kernel) and asks about the next aheadLookups entries
 // that the mount knows nothing fresh about. LOCKS_REQUIRED(d.scan.mu)
-func (d *dirNode) startAheadLocked(i int) {
+func (d *dirNode) askAheadLocked(i int) {
 	s := &d.scan
-	for name, h := range s.ahead {
-		if h.index <= i {
+	for name, a := range s.ahead {
+		if a.index <= i {
 			delete(s.ahead, name)
 		}
 	}
 	if s.ahead == nil {
-		s.ahead = make(map[string]*headAhead)
+		s.ahead = make(map[string]*asked)
 	}
 	dir := d.path()
 	j := max(s.next, i+1)
-	for ; j < len(s.files) && j <= i+headsAhead; j++ {
-		name := s.files[j]
-		if ch := d.child(name); ch != nil {
-			if n, ok := ch.Operations().(*fileNode); ok && (n.isLocal() || n.fresh()) {
+	for ; j < len(s.entries) && j <= i+aheadLookups; j++ {
+		e := s.entries[j]
+		if ch := d.child(e.Name); ch != nil {
+			if n, ok := ch.Operations().(*fileNode); ok && n.isLocal() {
 				continue // its lookup asks nothing
 			}
+			if n, ok := ch.Operations().(freshNode); ok && n.fresh() {
+				continue
+			}
 		}
-		h := &headAhead{index: j, started: d.fsys.now(), done: make(chan struct{})}
-		s.ahead[name] = h
-		key := d.fsys.fileKey(upload.Child(dir, name))
+		a := &asked{index: j, isDir: e.Mode == syscall.S_IFDIR, version: s.version, started: d.fsys.now(), done: make(chan struct{})}
+		s.ahead[e.Name] = a
+		path := upload.Child(dir, e.Name)
 		go func() {
-			defer close(h.done)
-			h.info, h.err = d.fsys.bucket.Head(context.Background(), key)
+			defer close(a.done)
+			ctx := context.Background()
+			if a.isDir {
+				a.dir = d.fsys.askDir(ctx, d.fsys.dirKey(path))
+			} else {
+				a.file, a.fileErr = d.fsys.bucket.Head(ctx, d.fsys.fileKey(path))
+			}
 		}()
 	}
 	s.next = j

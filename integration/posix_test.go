@@ -834,71 +834,86 @@ func TestFallocate(t *testing.T) {
 	}
 }
 
-// ls -l of objects the mount knows nothing about (another client wrote
-// them) looks every one up, a HEAD each: they go out headsAhead at a time,
+// ls -l of objects and directories the mount knows nothing about
+// (another client wrote them) looks every one up: a HEAD for a file, a
+// listing and the marker's HEAD for a directory. They go out 16 at a time,
 // not one after the other — the server lets HEADs through only once eight
 // are waiting together (or, failing that, after a while, for the test to
-// end). Every entry shows its own size and mode, and few HEADs are spent
-// beyond one per file.
+// end). Every entry shows its own size and mode, and few requests are
+// spent beyond those.
 func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
-	const files, together = 100, 8
+	const files, dirs, together = 100, 40, 8
+	// Files' HEADs and directory markers' HEADs are gated apart.
 	var mu sync.Mutex
-	waiting, most := 0, 0
-	gate := make(chan struct{})
-	var opened sync.Once
-	open := func() { opened.Do(func() { close(gate) }) }
+	waiting, most := map[bool]int{}, map[bool]int{}
+	gates := map[bool]chan struct{}{false: make(chan struct{}), true: make(chan struct{})}
+	opened := map[bool]*sync.Once{false: new(sync.Once), true: new(sync.Once)}
+	open := func(dir bool) { opened[dir].Do(func() { close(gates[dir]) }) }
 	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/others/f") {
+			if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/others/") {
+				dir := strings.HasSuffix(r.URL.Path, "/")
 				mu.Lock()
-				waiting++
-				most = max(most, waiting)
-				if waiting >= together {
-					open()
+				waiting[dir]++
+				most[dir] = max(most[dir], waiting[dir])
+				if waiting[dir] >= together {
+					open(dir)
 				}
 				mu.Unlock()
 				select {
-				case <-gate:
+				case <-gates[dir]:
 				case <-time.After(2 * time.Second): // only when the HEADs come one at a time
-					open()
+					open(dir)
 				}
 				mu.Lock()
-				waiting--
+				waiting[dir]--
 				mu.Unlock()
 			}
 			h.ServeHTTP(w, r)
 		})
 	})
-	for i := range files {
-		mode := strconv.Itoa(syscall.S_IFREG | 0o600 + i%2*0o40) // 0600 or 0640
-		if _, err := srv.store.Put(testBucket, fmt.Sprintf("others/f%03d", i), bytes.NewReader(make([]byte, i)),
-			store.Attrs{Meta: map[string]string{"mode": mode}}, false); err != nil {
+	put := func(key string, size int, mode uint32) {
+		t.Helper()
+		meta := map[string]string{"mode": strconv.Itoa(int(mode))}
+		if _, err := srv.store.Put(testBucket, key, bytes.NewReader(make([]byte, size)), store.Attrs{Meta: meta}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
+	modes := []string{"-rw-------", "-rw-r-----", "drwx------", "drwxr-x---"}
+	for i := range files {
+		put(fmt.Sprintf("others/f%03d", i), i, syscall.S_IFREG|0o600+uint32(i%2)*0o40)
+	}
+	for i := range dirs {
+		put(fmt.Sprintf("others/g%03d/", i), 0, syscall.S_IFDIR|0o700+uint32(i%2)*0o50)
+		put(fmt.Sprintf("others/g%03d/inside", i), 1, syscall.S_IFREG|0o600)
+	}
 	m := startMount(t, srv)
-	heads := srv.Count("HeadObject")
+	before := srv.Counts()
 	out := run(t, "ls", "-ln", m.path("others"))
 	lines := strings.Split(strings.TrimSpace(out), "\n")[1:] // after "total"
-	if len(lines) != files {
+	if len(lines) != files+dirs {
 		t.Fatalf("ls -l printed %d entries:\n%s", len(lines), out)
 	}
 	for i, line := range lines {
 		f := strings.Fields(line)
-		wantMode := "-rw-------"
-		if i%2 == 1 {
-			wantMode = "-rw-r-----"
+		want, size, name := modes[i%2], strconv.Itoa(i), fmt.Sprintf("f%03d", i)
+		if i >= files {
+			want, size, name = modes[2+(i-files)%2], f[4], fmt.Sprintf("g%03d", i-files)
 		}
-		if f[0] != wantMode || f[4] != strconv.Itoa(i) || f[len(f)-1] != fmt.Sprintf("f%03d", i) {
-			t.Errorf("entry %d: %q, want mode %s and size %d", i, line, wantMode, i)
+		if f[0] != want || f[4] != size || f[len(f)-1] != name {
+			t.Errorf("entry %d: %q, want %s, mode %s, size %s", i, line, name, want, size)
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if most < together {
-		t.Errorf("at most %d HEADs were under way at once", most)
+	if most[false] < together || most[true] < together {
+		t.Errorf("at most %d HEADs of files and %d of directory markers were under way at once", most[false], most[true])
 	}
-	if n := srv.Count("HeadObject") - heads; n < files || n > files+20 {
-		t.Errorf("%d HEADs for %d files", n, files)
+	after := srv.Counts()
+	if n := after["HeadObject"] - before["HeadObject"]; n < files+dirs || n > files+dirs+20 {
+		t.Errorf("%d HEADs for %d files and %d directories", n, files, dirs)
+	}
+	if n := after["ListObjectsV2"] - before["ListObjectsV2"]; n > dirs+20 {
+		t.Errorf("%d listings for a directory of %d directories", n, dirs)
 	}
 }
