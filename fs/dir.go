@@ -309,7 +309,7 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 			return ch
 		}
 	}
-	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md, inBucket: true}
+	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md, inBucket: true, confirmed: d.fsys.now()}
 	fn.metaPending = d.fsys.adoptHeld(fn, d.fsys.fileKey(upload.Child(d.path(), name)), &fn.meta)
 	fn.fillEntry(out)
 	ch := d.newChild(ctx, name, fn, syscall.S_IFREG)
