@@ -32,6 +32,11 @@ type dirNode struct {
 	// confirmed is when this mount last made or found the directory (see
 	// fileNode.confirmed).
 	confirmed time.Time // GUARDED_BY(mu)
+	// Lookups without a fresh listing, since unlistedSince, and when the
+	// directory was last found too big to list on demand (prefetch.go).
+	unlisted      int       // GUARDED_BY(mu)
+	unlistedSince time.Time // GUARDED_BY(mu)
+	tooBig        time.Time // GUARDED_BY(mu)
 
 	scan scan // the kernel's lookups through the last listing (prefetch.go)
 }
@@ -149,10 +154,22 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		}
 	}
 	known, exists, isDir, expired := d.fsys.listings.Lookup(d.dirKey(), name)
-	if expired {
-		_, errno, renamed := d.list(ctx, keys)
+	switch {
+	case expired:
+		_, errno, renamed, _ := d.list(ctx, keys, 0)
 		if renamed || errno != 0 {
 			return nil, errno, renamed
+		}
+		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
+	case !known && d.wantsListing():
+		// Listed on demand (prefetch.go); if that fails, the name is
+		// asked for alone, and that request's failure is the lookup's.
+		_, errno, renamed, complete := d.list(ctx, keys, listOnDemandPages)
+		if renamed {
+			return nil, 0, true
+		}
+		if errno == 0 && !complete {
+			d.tooBigToList()
 		}
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 	}
@@ -361,7 +378,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	defer keys.letGo()
 	// Listed while a rename ran, the entries are still an answer the
 	// directory gave during the readdir, as a local file system's may be.
-	entries, errno, _ := d.list(ctx, keys)
+	entries, errno, _, _ := d.list(ctx, keys, 0)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -374,8 +391,10 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 // thousand entries, and a rename, with every operation behind it, would
 // wait for them all; renamed says a rename ran meanwhile, and then the
 // listing is not cached (the rename may have moved the prefix: the cache
-// would describe the new directory made under the old name).
-func (d *dirNode) list(ctx context.Context, keys *keyHold) (_ []fuse.DirEntry, _ syscall.Errno, renamed bool) {
+// would describe the new directory made under the old name). With
+// maxPages > 0 it stops after that many pages of the bucket's listing, and
+// complete is false: nothing is returned or cached.
+func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fuse.DirEntry, _ syscall.Errno, renamed, complete bool) {
 	prefix := d.dirKey()
 	modes := map[string]uint32{}
 	var names []string
@@ -411,9 +430,10 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold) (_ []fuse.DirEntry, _
 		}
 	}
 	var err error
+	complete = true
 	renamed = keys.around(func() {
 		token := ""
-		for {
+		for pages := 1; ; pages++ {
 			var page bucket.ListPage
 			page, err = d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
 			if err != nil {
@@ -428,10 +448,17 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold) (_ []fuse.DirEntry, _
 			if token = page.NextToken; token == "" {
 				return
 			}
+			if pages == maxPages {
+				complete = false
+				return
+			}
 		}
 	})
 	if err != nil {
-		return nil, d.fsys.fail("list", prefix, err), renamed
+		return nil, d.fsys.fail("list", prefix, err), renamed, false
+	}
+	if !complete {
+		return nil, 0, renamed, false
 	}
 	entries := make([]fuse.DirEntry, 0, len(names))
 	listed := make(map[string]bool, len(names))
@@ -443,7 +470,7 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold) (_ []fuse.DirEntry, _
 		d.fsys.listings.Put(prefix, listed)
 	}
 	d.listed(entries)
-	return entries, 0, renamed
+	return entries, 0, renamed, true
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {

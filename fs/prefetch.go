@@ -19,12 +19,49 @@ import (
 // mount knows nothing fresh about asks the bucket: a HEAD for a file (a
 // listing has no user metadata: mode, owner, mtime), a one-key listing and
 // the marker's HEAD for a directory. `ls -l` of 1,000 objects another
-// client wrote was 1,000 round trips in a row. A lookup of the first entry
-// of the last listing, or of the entry after the one looked up before it,
+// client wrote was 1,000 round trips in a row. The first lookup through
+// the last listing, or one of the entry after the one looked up before it,
 // is taken for such a scan, and the requests of the next aheadLookups
 // entries are started at once, for the lookups to come to take (s3fs does
 // the HEADs of a whole listing in parallel).
 const aheadLookups = 16
+
+// Listing on demand. Lookups in a directory the mount holds no fresh
+// listing of ask the bucket one name at a time: the second run of rsync
+// stats every file of the tree (a HEAD each), and a copy into an existing
+// directory asks for every new name (a HEAD and a one-key listing). The
+// second such lookup within stat_ttl lists the directory instead — a
+// request per thousand entries — so that absent names cost nothing and
+// present ones are asked ahead. A directory of more than
+// listOnDemandPages thousand entries is left to lookups by name for
+// stat_ttl: listing it could cost more than the lookups it saves.
+const listOnDemandPages = 10
+
+// wantsListing counts a lookup in d that found no fresh listing, and says
+// whether to list d now.
+func (d *dirNode) wantsListing() bool {
+	if d.fsys.cfg.StatTTL <= 0 {
+		return false // nothing would be kept
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fsys.withinTTL(d.tooBig) {
+		return false
+	}
+	if !d.fsys.withinTTL(d.unlistedSince) {
+		d.unlisted, d.unlistedSince = 0, d.fsys.now()
+	}
+	d.unlisted++
+	return d.unlisted >= 2
+}
+
+// tooBigToList notes that d has more entries than a listing on demand
+// reads.
+func (d *dirNode) tooBigToList() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tooBig = d.fsys.now()
+}
 
 // scan follows the kernel's lookups through a directory's last listing.
 type scan struct {
@@ -116,8 +153,11 @@ func (d *dirNode) lookingUp(name string) *asked {
 	if !listed {
 		return nil
 	}
+	// The first lookup since the listing (ls: of its first entry; after a
+	// listing on demand: of the name after the one that asked for it), one
+	// asked ahead, or the next one after the last.
 	a := s.ahead[name]
-	if a != nil || i == s.last+1 {
+	if a != nil || s.last < 0 || i == s.last+1 {
 		d.askAheadLocked(i)
 	}
 	s.last = i

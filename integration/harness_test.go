@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -172,6 +173,72 @@ type mountMode struct {
 
 // bothModes are sync, and write-back with each upload started at its close.
 var bothModes = []mountMode{{"sync", nil}, {"writeback", []string{"writeback", "writeback_delay=0s"}}}
+
+// headGate holds the HEADs of keys whose path contains prefix (of files,
+// and of directory markers if markers is set), once on, until `together`
+// of them wait at once; then it lets all through. A HEAD that waits alone
+// goes on after a second (a lookup before any scan), and after three of
+// those the gate opens, for a failing test to end. It records the most
+// that waited at once, apart for files and for markers: whether a mount
+// asks one HEAD at a time or many, with no timing in the test's verdict.
+type headGate struct {
+	prefix   string
+	markers  bool
+	together int
+	on       atomic.Bool
+
+	mu       sync.Mutex
+	waiting  map[bool]int // GUARDED_BY(mu); by "is a marker"
+	most     map[bool]int // GUARDED_BY(mu)
+	timeouts map[bool]int // GUARDED_BY(mu)
+	gates    map[bool]chan struct{}
+	opened   map[bool]*sync.Once
+}
+
+func newHeadGate(prefix string, markers bool, together int) *headGate {
+	return &headGate{prefix: prefix, markers: markers, together: together, waiting: map[bool]int{}, most: map[bool]int{}, timeouts: map[bool]int{},
+		gates:  map[bool]chan struct{}{false: make(chan struct{}), true: make(chan struct{})},
+		opened: map[bool]*sync.Once{false: new(sync.Once), true: new(sync.Once)}}
+}
+
+func (g *headGate) open(marker bool) { g.opened[marker].Do(func() { close(g.gates[marker]) }) }
+
+// wrap is startServerWith's.
+func (g *headGate) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		marker := strings.HasSuffix(r.URL.Path, "/")
+		if g.on.Load() && r.Method == http.MethodHead && strings.Contains(r.URL.Path, g.prefix) && (g.markers || !marker) {
+			g.mu.Lock()
+			g.waiting[marker]++
+			g.most[marker] = max(g.most[marker], g.waiting[marker])
+			if g.waiting[marker] >= g.together {
+				g.open(marker)
+			}
+			g.mu.Unlock()
+			select {
+			case <-g.gates[marker]:
+			case <-time.After(time.Second):
+				g.mu.Lock()
+				if g.timeouts[marker]++; g.timeouts[marker] == 3 {
+					g.open(marker)
+				}
+				g.mu.Unlock()
+			}
+			g.mu.Lock()
+			g.waiting[marker]--
+			g.mu.Unlock()
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// mostWaiting returns the most HEADs of files and of markers that waited
+// at once.
+func (g *headGate) mostWaiting() (files, markers int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.most[false], g.most[true]
+}
 
 // putByOther puts key into the test bucket as another client would,
 // behind the mount's back.

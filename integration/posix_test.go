@@ -3,14 +3,12 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -838,40 +836,13 @@ func TestFallocate(t *testing.T) {
 // (another client wrote them) looks every one up: a HEAD for a file, a
 // listing and the marker's HEAD for a directory. They go out 16 at a time,
 // not one after the other — the server lets HEADs through only once eight
-// are waiting together (or, failing that, after a while, for the test to
-// end). Every entry shows its own size and mode, and few requests are
-// spent beyond those.
+// are waiting together (headGate). Every entry shows its own size and mode, and few
+// requests are spent beyond those.
 func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	const files, dirs, together = 100, 40, 8
-	// Files' HEADs and directory markers' HEADs are gated apart.
-	var mu sync.Mutex
-	waiting, most := map[bool]int{}, map[bool]int{}
-	gates := map[bool]chan struct{}{false: make(chan struct{}), true: make(chan struct{})}
-	opened := map[bool]*sync.Once{false: new(sync.Once), true: new(sync.Once)}
-	open := func(dir bool) { opened[dir].Do(func() { close(gates[dir]) }) }
-	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/others/") {
-				dir := strings.HasSuffix(r.URL.Path, "/")
-				mu.Lock()
-				waiting[dir]++
-				most[dir] = max(most[dir], waiting[dir])
-				if waiting[dir] >= together {
-					open(dir)
-				}
-				mu.Unlock()
-				select {
-				case <-gates[dir]:
-				case <-time.After(2 * time.Second): // only when the HEADs come one at a time
-					open(dir)
-				}
-				mu.Lock()
-				waiting[dir]--
-				mu.Unlock()
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	gate := newHeadGate("/others/", true, together)
+	gate.on.Store(true)
+	srv := startServerWith(t, store.NewMemory(), gate.wrap)
 	put := func(key string, size int, mode uint32) {
 		t.Helper()
 		meta := map[string]string{"mode": strconv.Itoa(int(mode))}
@@ -904,10 +875,7 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 			t.Errorf("entry %d: %q, want %s, mode %s, size %s", i, line, name, want, size)
 		}
 	}
-	mu.Lock()
-	fileHeads, markerHeads := most[false], most[true]
-	mu.Unlock()
-	if fileHeads < together || markerHeads < together {
+	if fileHeads, markerHeads := gate.mostWaiting(); fileHeads < together || markerHeads < together {
 		t.Errorf("at most %d HEADs of files and %d of directory markers were under way at once", fileHeads, markerHeads)
 	}
 	after := srv.Counts()
@@ -924,5 +892,37 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	}
 	if got := requestsSince(after, srv.Counts()); got != "1 requests (ListObjectsV2=1)" {
 		t.Errorf("ls -l again sent %s", got)
+	}
+}
+
+// The second rsync of a tree, by a mount that has listed none of it (a
+// fresh one), stats every file: each directory is listed once two of its
+// names were looked up, and the HEADs of the files go out ahead of the
+// lookups, many at once (headGate). A copy of new files into such a
+// directory then asks nothing per name: the listing says they are absent.
+func TestRsyncAgainByAFreshMountAsksInParallel(t *testing.T) {
+	gate := newHeadGate("/net/", false, 8)
+	srv := startServerWith(t, store.NewMemory(), gate.wrap)
+	m := startMount(t, srv)
+	run(t, "rsync", "-a", goNet+"/", m.path("net"))
+	m.stop(t)
+
+	gate.on.Store(true)
+	m = startMount(t, srv, "stat_ttl=1m") // the copy below comes within it
+	before := srv.Counts()
+	out := run(t, "rsync", "-ai", goNet+"/", m.path("net"))
+	if strings.Contains(out, ">f") {
+		t.Errorf("the second rsync sent files again:\n%s", out)
+	}
+	if files, _ := gate.mostWaiting(); files < 8 {
+		t.Errorf("at most %d HEADs were under way at once", files)
+	}
+	t.Logf("the second rsync: %s", requestsSince(before, srv.Counts()))
+
+	src := smallTree(t, 20)
+	before = srv.Counts()
+	run(t, "cp", "-r", src+"/.", m.path("net/http"))
+	if got := requestsSince(before, srv.Counts()); got != "20 requests (PutObject=20)" {
+		t.Errorf("a copy of 20 new files into a listed directory sent %s", got)
 	}
 }

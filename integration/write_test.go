@@ -300,8 +300,12 @@ func TestDroppedConnectionWhileReading(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
 	data := randomBytes(t, 3<<20)
+	old, replacement := randomBytes(t, 614700), randomBytes(t, 614700)
 	srv.putByOther(t, "big.bin", data)
 	srv.putByOther(t, "other.bin", data)
+	// Before the mount lists the directory: a name another client adds
+	// shows only after stat_ttl.
+	srv.putByOther(t, "swapped.bin", old)
 	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 2})
 	got, err := os.ReadFile(m.path("big.bin"))
 	if err != nil {
@@ -334,8 +338,6 @@ func TestDroppedConnectionWhileReading(t *testing.T) {
 	// new version. O_DIRECT: one read, which the kernel's read-ahead
 	// does not split; the break (half the body) is inside it.
 	srv.ClearFaults()
-	old, replacement := randomBytes(t, 614700), randomBytes(t, 614700)
-	srv.putByOther(t, "swapped.bin", old)
 	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 1, OnCut: func() { srv.putByOther(t, "swapped.bin", replacement) }})
 	g, err := os.OpenFile(m.path("swapped.bin"), os.O_RDONLY|syscall.O_DIRECT, 0)
 	if err != nil {
