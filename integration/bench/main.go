@@ -233,7 +233,6 @@ func (e *env) startServer() *exec.Cmd {
 type mounted struct {
 	dir     string
 	log     string
-	logRead int64 // how much of the log uploaded has read
 	cmd     *exec.Cmd
 	stopped atomic.Bool
 }
@@ -265,45 +264,14 @@ func must2(a, b *os.File, err error) (*os.File, *os.File) {
 	return a, b
 }
 
-// uploaded asks ossmount for its status (SIGUSR1) and returns how many
-// files its write-back queue has uploaded.
-func (m *mounted) uploaded() int {
-	check(m.cmd.Process.Signal(syscall.SIGUSR1))
-	for {
-		if line := m.newStatusLine(); line != "" {
-			for _, field := range strings.Fields(line) {
-				if v, ok := strings.CutPrefix(field, "uploaded="); ok {
-					return must(strconv.Atoi(v))
-				}
-			}
-			check(fmt.Errorf("no uploaded= in the status line %q", line))
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// newStatusLine returns the last status line (SIGUSR1) that ossmount's log
-// gained since the last call, or "". It reads only what is new: asked
-// every 2 ms, rereading the whole log took CPU from the mount measured.
-func (m *mounted) newStatusLine() string {
-	f, err := os.Open(m.log)
+// syncDir fsyncs a directory of the mount: in write-back mode that returns
+// once every upload queued below it is done (docs/SEMANTICS.md), and
+// costs the mount nothing while it waits, unlike asking it over and over.
+func syncDir(path string) {
+	f, err := os.Open(path)
 	check(err)
 	defer f.Close()
-	data, err := io.ReadAll(io.NewSectionReader(f, m.logRead, 1<<40))
-	check(err)
-	// Only whole lines: a line being written may be read in part.
-	i := strings.LastIndexByte(string(data), '\n')
-	if i < 0 {
-		return ""
-	}
-	m.logRead += int64(i + 1)
-	last := ""
-	for _, line := range strings.Split(string(data[:i]), "\n") {
-		if strings.Contains(line, " msg=status ") {
-			last = line
-		}
-	}
-	return last
+	check(f.Sync())
 }
 
 // peakRSS is the process's high-water mark of resident memory.
@@ -442,13 +410,9 @@ func (e *env) smallFiles(n int, writeback bool, run int) row {
 		mode, name, extra, target = "writeback", fmt.Sprintf("small-wb-%d", run), []string{"writeback"}, 1.3
 	}
 	var paths []string
-	dirs := 0 // cp -r makes each one, and a write-back mount queues its marker
 	filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {
 			paths = append(paths, p)
-		}
-		if err == nil && fi.IsDir() {
-			dirs++
 		}
 		return nil
 	})
@@ -461,18 +425,18 @@ func (e *env) smallFiles(n int, writeback bool, run int) row {
 		runCmd("cp", "-r", src, filepath.Join(m.dir, name))
 		cpTime = time.Since(start)
 		// A synchronous mount's close returns once the object is in the
-		// bucket; a write-back mount is asked (SIGUSR1) until its queue
-		// has uploaded every file, which costs the server nothing, unlike
-		// listing the bucket over and over. The listing below checks.
-		for writeback && m.uploaded() < n+dirs {
-			time.Sleep(2 * time.Millisecond)
+		// bucket; a write-back mount's fsync of the directory once every
+		// upload below it is done. The listing checks, before the unmount
+		// (which would finish the uploads anyway).
+		if writeback {
+			syncDir(filepath.Join(m.dir, name))
 		}
 		mountTime = time.Since(start)
-		rss = m.peakRSS()
-		m.unmount()
 		if got := e.countObjects(name + "/"); got != n {
 			check(fmt.Errorf("%s: %d objects in the bucket, want %d", name, got, n))
 		}
+		rss = m.peakRSS()
+		m.unmount()
 	}
 	// Direct: 16 parallel PutObject calls of the same files.
 	direct := func() {
