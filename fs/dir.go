@@ -32,11 +32,11 @@ type dirNode struct {
 	// confirmed is when this mount last made or found the directory (see
 	// fileNode.confirmed).
 	confirmed time.Time // GUARDED_BY(mu)
-	// Lookups without a fresh listing, since unlistedSince, and when the
-	// directory was last found too big to list on demand (prefetch.go).
+	// Lookups without a fresh listing since unlistedSince, and whether the
+	// directory is too big to list on demand (prefetch.go).
 	unlisted      int       // GUARDED_BY(mu)
 	unlistedSince time.Time // GUARDED_BY(mu)
-	tooBig        time.Time // GUARDED_BY(mu)
+	tooBig        bool      // GUARDED_BY(mu)
 
 	scan scan // the kernel's lookups through the last listing (prefetch.go)
 }
@@ -169,7 +169,7 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 			return nil, 0, true
 		}
 		if errno == 0 && !complete {
-			d.tooBigToList()
+			d.setTooBig(true)
 		}
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 	}
@@ -431,9 +431,10 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 	}
 	var err error
 	complete = true
+	pages := 0
 	renamed = keys.around(func() {
 		token := ""
-		for pages := 1; ; pages++ {
+		for pages = 1; ; pages++ {
 			var page bucket.ListPage
 			page, err = d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
 			if err != nil {
@@ -459,6 +460,9 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 	}
 	if !complete {
 		return nil, 0, renamed, false
+	}
+	if pages <= listOnDemandPages {
+		d.setTooBig(false) // small enough again to list on demand
 	}
 	entries := make([]fuse.DirEntry, 0, len(names))
 	listed := make(map[string]bool, len(names))

@@ -32,9 +32,10 @@ const aheadLookups = 16
 // directory asks for every new name (a HEAD and a one-key listing). The
 // second such lookup within stat_ttl lists the directory instead — a
 // request per thousand entries — so that absent names cost nothing and
-// present ones are asked ahead. A directory of more than
-// listOnDemandPages thousand entries is left to lookups by name for
-// stat_ttl: listing it could cost more than the lookups it saves.
+// present ones are asked ahead. A directory found to have more than
+// listOnDemandPages thousand entries is left to lookups by name from then
+// on (until a readdir finds it smaller): listing it, again every stat_ttl,
+// could cost more than the lookups it saves.
 const listOnDemandPages = 10
 
 // wantsListing counts a lookup in d that found no fresh listing, and says
@@ -45,7 +46,7 @@ func (d *dirNode) wantsListing() bool {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.fsys.withinTTL(d.tooBig) {
+	if d.tooBig {
 		return false
 	}
 	if !d.fsys.withinTTL(d.unlistedSince) {
@@ -55,12 +56,12 @@ func (d *dirNode) wantsListing() bool {
 	return d.unlisted >= 2
 }
 
-// tooBigToList notes that d has more entries than a listing on demand
+// setTooBig notes whether d has more entries than a listing on demand
 // reads.
-func (d *dirNode) tooBigToList() {
+func (d *dirNode) setTooBig(tooBig bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.tooBig = d.fsys.now()
+	d.tooBig = tooBig
 }
 
 // scan follows the kernel's lookups through a directory's last listing.

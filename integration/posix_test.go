@@ -3,12 +3,14 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -924,5 +926,41 @@ func TestRsyncAgainByAFreshMountAsksInParallel(t *testing.T) {
 	run(t, "cp", "-r", src+"/.", m.path("net/http"))
 	if got := requestsSince(before, srv.Counts()); got != "20 requests (PutObject=20)" {
 		t.Errorf("a copy of 20 new files into a listed directory sent %s", got)
+	}
+}
+
+// A directory too big to list on demand (over 10,000 entries) is listed so
+// once — ten pages, then given up — and its names are looked up one by one
+// from then on, not listed again every stat_ttl.
+func TestTooBigToListOnDemand(t *testing.T) {
+	var pages, heads atomic.Int64
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			switch {
+			case r.Method == http.MethodGet && q.Get("prefix") == "big/" && q.Get("delimiter") == "/":
+				pages.Add(1)
+			case r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/big/k"):
+				heads.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	for i := range 10_001 {
+		srv.putByOther(t, fmt.Sprintf("big/k%05d", i), nil)
+	}
+	m := startMount(t, srv, "stat_ttl=200ms")
+	stat := func(names ...string) {
+		for _, name := range names {
+			if _, err := os.Stat(m.path("big/" + name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stat("k00001", "k05002", "k10000") // the second lists ten pages, in vain
+	time.Sleep(300 * time.Millisecond) // what is tested: stat_ttl running out
+	stat("k00003", "k05004", "k09999")
+	if pages.Load() != 10 || heads.Load() != 6 {
+		t.Errorf("six lookups in a directory of 10,001 entries: %d pages of its listing, %d HEADs; want 10 and 6", pages.Load(), heads.Load())
 	}
 }
