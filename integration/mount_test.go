@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -268,5 +270,55 @@ func TestRAMRole(t *testing.T) {
 	}
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		t.Fatalf("umount: %v", err)
+	}
+}
+
+// A mount that the kernel made but that then failed to come up — here for
+// want of descriptors, somewhere between 6 and 20 of them — is removed
+// again, not left in the way as a dead mount ("transport endpoint is not
+// connected"). At each limit the mount works or fails; it never ends half
+// way.
+func TestFailedMountLeavesNoMount(t *testing.T) {
+	srv := startServer(t)
+	for _, mode := range bothModes {
+		failed := 0
+		for n := 6; n <= 20; n++ {
+			mnt := t.TempDir()
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("prlimit", append([]string{"--nofile=" + strconv.Itoa(n), ossmountBin, "-f"},
+				mountArgs(srv, mnt, filepath.Join(t.TempDir(), "cache"), mode.opts...)...)...)
+			cmd.Env = append(credentialsEnv(), "OSSMOUNT_READY_FD=3")
+			cmd.ExtraFiles = []*os.File{w}
+			var logs strings.Builder
+			cmd.Stderr = &logs
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			status, _ := bufio.NewReader(r).ReadString('\n') // "ok", an error, or nothing if it died
+			r.Close()
+			if strings.TrimSpace(status) == "ok" {
+				if !isMounted(mnt) {
+					t.Fatalf("%s, %d descriptors: ready but not mounted", mode.name, n)
+				}
+				cmd.Process.Signal(syscall.SIGTERM)
+				if err := cmd.Wait(); err != nil {
+					t.Fatalf("%s, %d descriptors: after SIGTERM: %v\n%s", mode.name, n, err, logs.String())
+				}
+				continue
+			}
+			cmd.Wait()
+			failed++
+			if isMounted(mnt) {
+				t.Errorf("%s, %d descriptors: the failed mount left a mount behind: %s", mode.name, n, logs.String())
+				syscall.Unmount(mnt, syscall.MNT_DETACH)
+			}
+		}
+		if failed == 0 {
+			t.Errorf("%s: no limit made the mount fail", mode.name)
+		}
 	}
 }

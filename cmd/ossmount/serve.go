@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"sync/atomic"
 	"syscall"
@@ -120,8 +119,10 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if o.ReadOnly {
 		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "ro")
 	}
+	cleaner := beforeMount(a.mountpoint)
 	server, err := gofs.Mount(a.mountpoint, fsys.Root(), mountOpts)
 	if err != nil {
+		cleaner.clean(log)
 		return fmt.Errorf("mount %s: %v", a.mountpoint, err)
 	}
 	// Signals are caught before readiness is reported, so that a SIGTERM
@@ -206,13 +207,7 @@ func unmount(server *fuse.Server, mountpoint string, log *slog.Logger) {
 	} else {
 		log.Warn("unmount failed; detaching, open files finish first", "err", err)
 	}
-	var err error
-	if os.Geteuid() == 0 {
-		err = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
-	} else {
-		err = exec.Command("fusermount3", "-u", "-z", mountpoint).Run()
-	}
-	if err != nil {
+	if err := lazyUnmount(mountpoint); err != nil {
 		log.Error("lazy unmount failed", "mountpoint", mountpoint, "err", err)
 	}
 }

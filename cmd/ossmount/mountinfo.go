@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// mountsAt returns the IDs of the mounts at path, from
+// /proc/self/mountinfo.
+func mountsAt(path string) (map[string]bool, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMountinfo(f[4]) == path {
+			ids[f[0]] = true
+		}
+	}
+	return ids, nil
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes of a path (\040 for a
+// space, \011, \012, \134).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// failedMountCleaner removes what a failed mount leaves at the mountpoint.
+// The kernel may have made the mount before go-fuse failed to bring it up —
+// out of descriptors, ossmount could not open the mountpoint to check it —
+// and a mount whose server is gone answers every access with "transport
+// endpoint is not connected" until someone unmounts it. A mount that was
+// at the mountpoint before is never touched.
+type failedMountCleaner struct {
+	mountpoint string // absolute, symlinks resolved, as mountinfo shows it
+	before     map[string]bool
+	known      bool // before was read
+}
+
+// beforeMount notes the mounts at mountpoint; call it before mounting.
+func beforeMount(mountpoint string) *failedMountCleaner {
+	c := &failedMountCleaner{mountpoint: mountpoint}
+	if abs, err := filepath.Abs(mountpoint); err == nil {
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			c.mountpoint = real
+		}
+	}
+	var err error
+	c.before, err = mountsAt(c.mountpoint)
+	c.known = err == nil
+	return c
+}
+
+// clean unmounts a mount the failed attempt left behind.
+func (c *failedMountCleaner) clean(log *slog.Logger) {
+	if !c.known {
+		return // nothing to tell ours from another's
+	}
+	if len(c.before) > 0 {
+		// Ours would be on top of another: only detach one seen to be new.
+		after, err := mountsAt(c.mountpoint)
+		if err != nil {
+			log.Warn("cannot tell whether the failed mount left a mount behind; if so, unmount it with fusermount3 -u",
+				"mountpoint", c.mountpoint, "err", err)
+			return
+		}
+		if len(after) <= len(c.before) {
+			return
+		}
+	}
+	// Nothing was mounted here before: whatever is now is ours. Reading
+	// mountinfo again could fail for the very reason the mount did.
+	switch err := lazyUnmount(c.mountpoint); {
+	case err == nil:
+		log.Info("removed the mount the failed attempt had left", "mountpoint", c.mountpoint)
+	case errors.Is(err, syscall.EINVAL):
+		// Nothing was mounted.
+	default:
+		log.Debug("no mount to remove, or it could not be", "mountpoint", c.mountpoint, "err", err)
+	}
+}
+
+// lazyUnmount unmounts lazily: the mount leaves the namespace at once, and the
+// kernel finishes what is still open on it first.
+func lazyUnmount(mountpoint string) error {
+	if os.Geteuid() == 0 {
+		return syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+	}
+	return exec.Command("fusermount3", "-u", "-z", mountpoint).Run()
+}
