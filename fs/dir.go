@@ -53,6 +53,7 @@ var (
 	_ = (gofs.NodeLinker)((*dirNode)(nil))
 	_ = (gofs.NodeStatfser)((*dirNode)(nil))
 	_ = (gofs.NodeSymlinker)((*dirNode)(nil))
+	_ = (gofs.NodeMknoder)((*dirNode)(nil))
 	_ = (gofs.NodeRenamer)((*dirNode)(nil))
 	_ = (gofs.NodeFsyncer)((*dirNode)(nil))
 )
@@ -315,8 +316,8 @@ func (d *dirNode) queuedDir(ctx context.Context, name, dirKey string, out *fuse.
 // fileChild returns the inode for an object, reusing the existing one.
 func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.ObjectInfo, out *fuse.EntryOut) *gofs.Inode {
 	md := upload.DecodeMetadata(info.Meta, d.fsys.defaultMeta(syscall.S_IFREG, info.LastModified))
-	if md.Mode&syscall.S_IFMT == syscall.S_IFLNK {
-		return d.symlinkChild(ctx, name, md, info.Size, out)
+	if isSpecial(md.Mode) {
+		return d.specialChild(ctx, name, md, info.Size, out)
 	}
 	md.Mode = syscall.S_IFREG | md.Mode&0o7777
 	if ch := d.child(name); ch != nil {
@@ -357,19 +358,19 @@ func (d *dirNode) dirChild(ctx context.Context, name string, md upload.Metadata,
 	return ch
 }
 
-// symlinkChild returns the inode for a symlink object, reusing the existing
-// one.
-func (d *dirNode) symlinkChild(ctx context.Context, name string, md upload.Metadata, size int64, out *fuse.EntryOut) *gofs.Inode {
+// specialChild returns the inode for a symlink or special file object,
+// reusing the existing one if it is of the same type.
+func (d *dirNode) specialChild(ctx context.Context, name string, md upload.Metadata, size int64, out *fuse.EntryOut) *gofs.Inode {
 	fillAttr(&out.Attr, md, size)
 	if ch := d.child(name); ch != nil {
-		if sn, ok := ch.Operations().(*symlinkNode); ok {
+		if sn, ok := ch.Operations().(*specialNode); ok && ch.StableAttr().Mode == md.Mode&syscall.S_IFMT {
 			sn.mu.Lock()
 			sn.meta, sn.size = md, size
 			sn.mu.Unlock()
 			return ch
 		}
 	}
-	return d.newChild(ctx, name, &symlinkNode{fsys: d.fsys, meta: md, size: size}, syscall.S_IFLNK)
+	return d.newChild(ctx, name, &specialNode{fsys: d.fsys, meta: md, size: size}, md.Mode&syscall.S_IFMT)
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {

@@ -311,6 +311,7 @@ func fillAttr(out *fuse.Attr, md upload.Metadata, size int64) {
 	out.Blksize = 1 << 20
 	out.Nlink = 1
 	out.Uid, out.Gid = md.UID, md.GID
+	out.Rdev = md.Rdev
 	mtime := md.Mtime
 	ctime := md.Ctime
 	if ctime.IsZero() {

@@ -106,7 +106,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			n.inBucket = true
 			n.mu.Unlock()
 		}
-	case *symlinkNode:
+	case *specialNode:
 		defer holdReplaced(target)()
 		newKey := d.fsys.fileKey(newPath)
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {

@@ -14,9 +14,13 @@ import (
 	"github.com/ossmount/ossmount/upload"
 )
 
-// symlinkNode is a symbolic link: an object whose content is the target and
-// whose x-oss-meta-mode has S_IFLNK, as ossfs stores them.
-type symlinkNode struct {
+// specialNode is a symbolic link — an object whose content is the target
+// and whose x-oss-meta-mode has S_IFLNK — or a special file: a FIFO, socket
+// or device node, an empty object with its type in x-oss-meta-mode and a
+// device's number in x-oss-meta-rdev, as ossfs and s3fs store them. The
+// kernel opens special files itself: nothing is read or written through
+// the mount.
+type specialNode struct {
 	gofs.Inode
 	noXattrs
 	placed
@@ -25,18 +29,27 @@ type symlinkNode struct {
 	mu     sync.Mutex
 	meta   upload.Metadata // GUARDED_BY(mu)
 	size   int64           // GUARDED_BY(mu)
-	target []byte          // GUARDED_BY(mu); nil until read
+	target []byte          // GUARDED_BY(mu); a link's, nil until read
+}
+
+// isSpecial says whether mode is a symbolic link's or a special file's.
+func isSpecial(mode uint32) bool {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFLNK, syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+		return true
+	}
+	return false
 }
 
 var (
-	_ = (gofs.NodeReadlinker)((*symlinkNode)(nil))
-	_ = (gofs.NodeGetattrer)((*symlinkNode)(nil))
-	_ = (gofs.NodeSetattrer)((*symlinkNode)(nil))
+	_ = (gofs.NodeReadlinker)((*specialNode)(nil))
+	_ = (gofs.NodeGetattrer)((*specialNode)(nil))
+	_ = (gofs.NodeSetattrer)((*specialNode)(nil))
 )
 
-func (n *symlinkNode) key() string { return n.fsys.fileKey(n.path()) }
+func (n *specialNode) key() string { return n.fsys.fileKey(n.path()) }
 
-func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+func (n *specialNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	ctx = uninterrupted(ctx)
 	n.mu.Lock()
 	target := n.target
@@ -62,7 +75,7 @@ func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 // readTarget reads the link's target from its object, key.
-func (n *symlinkNode) readTarget(ctx context.Context, key string) ([]byte, error) {
+func (n *specialNode) readTarget(ctx context.Context, key string) ([]byte, error) {
 	r, err := n.fsys.bucket.Get(ctx, bucket.GetRequest{Key: key, Length: -1})
 	if err != nil {
 		return nil, err
@@ -71,7 +84,7 @@ func (n *symlinkNode) readTarget(ctx context.Context, key string) ([]byte, error
 	return io.ReadAll(io.LimitReader(r, 4096))
 }
 
-func (n *symlinkNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (n *specialNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	fillAttr(&out.Attr, n.meta, n.size)
@@ -79,7 +92,7 @@ func (n *symlinkNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.
 }
 
 // Setattr (lchown, lutimes) replaces the link object's metadata in place.
-func (n *symlinkNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *specialNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
 	md, size := n.meta, n.size
 	changed := applySetattr(&md, in, n.fsys.now())
@@ -101,18 +114,37 @@ func (n *symlinkNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.S
 // Symlink creates a link object.
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	ctx = uninterrupted(ctx)
-	defer d.fsys.usingKeys("a symlink")()
+	md := d.fsys.callerMeta(ctx, syscall.S_IFLNK, 0o777)
+	return d.makeSpecial(ctx, "symlink", name, md, []byte(target), out)
+}
+
+// Mknod creates a FIFO, socket or device node (mkfifo, mknod, rsync -a and
+// tar with special files). Regular files come through Create.
+func (d *dirNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if mode&syscall.S_IFMT == syscall.S_IFREG || !isSpecial(mode) {
+		return nil, syscall.EOPNOTSUPP
+	}
+	ctx = uninterrupted(ctx)
+	md := d.fsys.callerMeta(ctx, mode&syscall.S_IFMT, mode)
+	if mode&syscall.S_IFMT == syscall.S_IFCHR || mode&syscall.S_IFMT == syscall.S_IFBLK {
+		md.Rdev = rdev
+	}
+	return d.makeSpecial(ctx, "mknod", name, md, nil, out)
+}
+
+// makeSpecial writes a symlink's or special file's object at once, in
+// either mode, and makes its node.
+func (d *dirNode) makeSpecial(ctx context.Context, op, name string, md upload.Metadata, body []byte, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	defer d.fsys.usingKeys("a " + op)()
 	key := d.fsys.fileKey(upload.Child(d.path(), name))
-	if errno := d.fsys.checkNewName("symlink", key); errno != 0 {
+	if errno := d.fsys.checkNewName(op, key); errno != 0 {
 		return nil, errno
 	}
-	md := d.fsys.callerMeta(ctx, syscall.S_IFLNK, 0o777)
-	body := []byte(target)
 	if err := d.fsys.cfg.Uploader.Put(ctx, key, bytes.NewReader(body), int64(len(body)), md); err != nil {
-		return nil, d.fsys.fail("symlink", key, err)
+		return nil, d.fsys.fail(op, key, err)
 	}
-	sn := &symlinkNode{fsys: d.fsys, meta: md, size: int64(len(body)), target: body}
+	sn := &specialNode{fsys: d.fsys, meta: md, size: int64(len(body)), target: body}
 	d.fsys.listings.Add(d.dirKey(), name, false)
 	fillAttr(&out.Attr, md, sn.size)
-	return d.newChild(ctx, name, sn, syscall.S_IFLNK), 0
+	return d.newChild(ctx, name, sn, md.Mode&syscall.S_IFMT), 0
 }

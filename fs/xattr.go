@@ -17,7 +17,7 @@ type noXattrs struct{}
 var (
 	_ = (gofs.NodeGetxattrer)((*fileNode)(nil))
 	_ = (gofs.NodeSetxattrer)((*dirNode)(nil))
-	_ = (gofs.NodeListxattrer)((*symlinkNode)(nil))
+	_ = (gofs.NodeListxattrer)((*specialNode)(nil))
 	_ = (gofs.NodeRemovexattrer)((*fileNode)(nil))
 )
 

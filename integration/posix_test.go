@@ -964,3 +964,65 @@ func TestTooBigToListOnDemand(t *testing.T) {
 		t.Errorf("six lookups in a directory of 10,001 entries: %d pages of its listing, %d HEADs; want 10 and 6", pages.Load(), heads.Load())
 	}
 }
+
+// FIFOs, sockets and device nodes (mkfifo, mknod, rsync -a, which copies
+// them with -D) are empty objects with their type in x-oss-meta-mode and a
+// device's number in x-oss-meta-rdev, as ossfs and s3fs keep them: a fresh
+// mount shows them as they were made, a second rsync resends nothing, and
+// chmod, rename and unlink work on them.
+func TestSpecialFiles(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "plain"), []byte("plain"))
+	run(t, "mkfifo", "-m", "640", filepath.Join(src, "fifo"))
+	run(t, "mknod", filepath.Join(src, "loop"), "b", "7", "0")
+	run(t, "rsync", "-a", src+"/", m.path("tree"))
+	if out := run(t, "rsync", "-ai", src+"/", m.path("tree")); out != "" {
+		t.Errorf("the second rsync changed something:\n%s", out)
+	}
+	run(t, "mknod", m.path("null"), "c", "1", "3")
+	run(t, "python3", "-c", "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", m.path("sock"))
+	run(t, "mkfifo", m.path("moved"))
+	run(t, "chmod", "600", m.path("moved"))
+	run(t, "mv", m.path("moved"), m.path("tree/moved"))
+	for key, want := range map[string][2]string{
+		"tree/fifo":  {strconv.Itoa(syscall.S_IFIFO | 0o640), ""},
+		"tree/loop":  {strconv.Itoa(syscall.S_IFBLK | 0o644), strconv.Itoa(7 << 8)},
+		"null":       {strconv.Itoa(syscall.S_IFCHR | 0o644), strconv.Itoa(1<<8 | 3)},
+		"tree/moved": {strconv.Itoa(syscall.S_IFIFO | 0o600), ""},
+	} {
+		obj, err := srv.store.Head(testBucket, key)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		if obj.Size != 0 || obj.Attrs.Meta["mode"] != want[0] || obj.Attrs.Meta["rdev"] != want[1] {
+			t.Errorf("%s: %d bytes, mode %q, rdev %q; want 0, %q, %q", key, obj.Size, obj.Attrs.Meta["mode"], obj.Attrs.Meta["rdev"], want[0], want[1])
+		}
+	}
+	m.stop(t)
+
+	m = startMount(t, srv)
+	got := run(t, "stat", "-c", "%n %F %a %t:%T", m.path("tree/fifo"), m.path("tree/loop"), m.path("tree/moved"), m.path("null"), m.path("sock"))
+	want := strings.Join([]string{
+		m.path("tree/fifo") + " fifo 640 0:0",
+		m.path("tree/loop") + " block special file 644 7:0",
+		m.path("tree/moved") + " fifo 600 0:0",
+		m.path("null") + " character special file 644 1:3",
+		m.path("sock") + " socket 755 0:0",
+	}, "\n") + "\n"
+	if got != want {
+		t.Errorf("a fresh mount shows\n%swant\n%s", got, want)
+	}
+	if out := run(t, "rsync", "-ai", src+"/", m.path("tree")); out != "" {
+		t.Errorf("rsync through a fresh mount changed something:\n%s", out)
+	}
+	for _, name := range []string{"tree/fifo", "null", "sock"} {
+		if err := os.Remove(m.path(name)); err != nil {
+			t.Fatal(err)
+		}
+		if srv.exists(name) {
+			t.Errorf("%s is still in the bucket after rm", name)
+		}
+	}
+}

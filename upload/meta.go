@@ -8,13 +8,15 @@ import (
 
 // Metadata is what ossmount keeps of a file's attributes in user metadata,
 // in the encoding ossfs and s3fs read and write (DESIGN §4):
-// x-oss-meta-mode (decimal st_mode with type bits), -uid, -gid, and -mtime,
-// -atime, -ctime as seconds since the epoch with an optional "." and nine
-// digits of nanoseconds.
+// x-oss-meta-mode (decimal st_mode with type bits), -uid, -gid, -rdev (a
+// device's number, decimal, only for devices), and -mtime, -atime, -ctime
+// as seconds since the epoch with an optional "." and nine digits of
+// nanoseconds.
 type Metadata struct {
 	Mode  uint32 // st_mode including the type bits
 	UID   uint32
 	GID   uint32
+	Rdev  uint32 // a device node's number (Linux encoding), else 0
 	Mtime time.Time
 	Atime time.Time
 	Ctime time.Time
@@ -25,6 +27,7 @@ const (
 	metaMode  = "mode"
 	metaUID   = "uid"
 	metaGID   = "gid"
+	metaRdev  = "rdev"
 	metaMtime = "mtime"
 	metaAtime = "atime"
 	metaCtime = "ctime"
@@ -36,6 +39,9 @@ func (m Metadata) Encode() map[string]string {
 		metaMode: strconv.FormatUint(uint64(m.Mode), 10),
 		metaUID:  strconv.FormatUint(uint64(m.UID), 10),
 		metaGID:  strconv.FormatUint(uint64(m.GID), 10),
+	}
+	if m.Rdev != 0 {
+		out[metaRdev] = strconv.FormatUint(uint64(m.Rdev), 10)
 	}
 	for name, t := range map[string]time.Time{metaMtime: m.Mtime, metaAtime: m.Atime, metaCtime: m.Ctime} {
 		if !t.IsZero() {
@@ -57,6 +63,7 @@ func DecodeMetadata(meta map[string]string, def Metadata) Metadata {
 	readUint(metaMode, &m.Mode)
 	readUint(metaUID, &m.UID)
 	readUint(metaGID, &m.GID)
+	readUint(metaRdev, &m.Rdev)
 	readTime := func(name string, dst *time.Time) {
 		if t, ok := ParseTime(meta[name]); ok {
 			*dst = t

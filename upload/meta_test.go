@@ -61,3 +61,18 @@ func TestMetadataRoundTrip(t *testing.T) {
 		t.Fatalf("defaults not kept: %+v", got)
 	}
 }
+
+// A device's number goes with it; other files carry no rdev.
+func TestMetadataRdev(t *testing.T) {
+	dev := Metadata{Mode: 0o20644, Rdev: 1<<8 | 3}
+	enc := dev.Encode()
+	if enc["rdev"] != "259" {
+		t.Fatalf("encoded rdev %q", enc["rdev"])
+	}
+	if back := DecodeMetadata(enc, Metadata{}); back.Rdev != dev.Rdev || back.Mode != dev.Mode {
+		t.Fatalf("decoded %+v", back)
+	}
+	if _, ok := (Metadata{Mode: 0o100644}).Encode()["rdev"]; ok {
+		t.Fatal("a regular file's metadata has an rdev")
+	}
+}
