@@ -73,15 +73,14 @@ func NewOSS(cfg Config) *OSS {
 	if region == "" {
 		region = regionFromEndpoint(cfg.Endpoint)
 	}
-	connectTimeout, readWriteTimeout := 10*time.Second, 60*time.Second
 	sdkCfg := oss.LoadDefaultConfig().
 		WithCredentialsProvider(provider).
 		WithRegion(region).
 		WithEndpoint(cfg.Endpoint).
 		WithUsePathStyle(cfg.PathStyle).
-		WithConnectTimeout(connectTimeout).
-		WithReadWriteTimeout(readWriteTimeout).
-		WithHttpClient(httpClient(connectTimeout, readWriteTimeout)).
+		// The client carries the timeouts: the SDK reads its config's only
+		// to build a client of its own.
+		WithHttpClient(httpClient(10*time.Second, 60*time.Second)).
 		// Uploads are checked by crc.go instead, several times faster.
 		WithDisableUploadCRC64Check(true)
 	if strings.HasPrefix(cfg.Endpoint, "http://") {
