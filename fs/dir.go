@@ -327,7 +327,8 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 			return ch
 		}
 	}
-	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md, inBucket: true, confirmed: d.fsys.now()}
+	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md}
+	fn.confirmLocked() // not shared yet
 	fn.metaPending = d.fsys.adoptHeld(fn, d.fsys.fileKey(upload.Child(d.path(), name)), &fn.meta)
 	fn.fillEntry(out)
 	ch := d.newChild(ctx, name, fn, syscall.S_IFREG)

@@ -142,11 +142,13 @@ func (d *dirNode) listed(entries []fuse.DirEntry) {
 // A lookup that goes on a scan starts the questions about the entries
 // after it.
 func (d *dirNode) lookingUp(name string) *asked {
-	version, fresh := d.fsys.listings.Version(d.dirKey())
 	s := &d.scan
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !fresh || version != s.version {
+	if s.index == nil {
+		return nil // no scan: most lookups, and no key to work out
+	}
+	if version, fresh := d.fsys.listings.Version(d.dirKey()); !fresh || version != s.version {
 		// Listed anew, changed, or expired: what was asked is void.
 		s.entries, s.index, s.ahead = nil, nil, nil
 	}

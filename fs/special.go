@@ -121,7 +121,7 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 // Mknod creates a FIFO, socket or device node (mkfifo, mknod, rsync -a and
 // tar with special files). Regular files come through Create.
 func (d *dirNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if mode&syscall.S_IFMT == syscall.S_IFREG || !isSpecial(mode) {
+	if !isSpecial(mode) {
 		return nil, syscall.EOPNOTSUPP
 	}
 	ctx = uninterrupted(ctx)

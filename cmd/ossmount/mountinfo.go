@@ -87,7 +87,7 @@ func (c *failedMountCleaner) clean(log *slog.Logger) {
 				"mountpoint", c.mountpoint, "err", err)
 			return
 		}
-		if len(after) <= len(c.before) {
+		if !c.hasNew(after) {
 			return
 		}
 	}
@@ -101,6 +101,16 @@ func (c *failedMountCleaner) clean(log *slog.Logger) {
 	default:
 		log.Debug("no mount to remove, or it could not be", "mountpoint", c.mountpoint, "err", err)
 	}
+}
+
+// hasNew says whether after holds a mount that was not there before.
+func (c *failedMountCleaner) hasNew(after map[string]bool) bool {
+	for id := range after {
+		if !c.before[id] {
+			return true
+		}
+	}
+	return false
 }
 
 // lazyUnmount unmounts lazily: the mount leaves the namespace at once, and the
