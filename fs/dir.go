@@ -43,7 +43,7 @@ type dirNode struct {
 
 var (
 	_ = (gofs.NodeLookuper)((*dirNode)(nil))
-	_ = (gofs.NodeReaddirer)((*dirNode)(nil))
+	_ = (gofs.NodeOpendirHandler)((*dirNode)(nil))
 	_ = (gofs.NodeGetattrer)((*dirNode)(nil))
 	_ = (gofs.NodeSetattrer)((*dirNode)(nil))
 	_ = (gofs.NodeCreater)((*dirNode)(nil))
@@ -374,19 +374,6 @@ func (d *dirNode) specialChild(ctx context.Context, name string, md upload.Metad
 	return d.newChild(ctx, name, &specialNode{fsys: d.fsys, meta: md, size: size}, md.Mode&syscall.S_IFMT)
 }
 
-func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	ctx = uninterrupted(ctx)
-	keys := d.fsys.holdKeys("a listing")
-	defer keys.letGo()
-	// Listed while a rename ran, the entries are still an answer the
-	// directory gave during the readdir, as a local file system's may be.
-	entries, errno, _, _ := d.list(ctx, keys, 0)
-	if errno != 0 {
-		return nil, errno
-	}
-	return gofs.NewListDirStream(entries), 0
-}
-
 // list reads the directory's entries from the bucket, merged with files
 // not uploaded yet, and records them in the listing cache. It lets the keys
 // go while it lists the bucket — a large directory takes a request per
@@ -443,7 +430,7 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 				return
 			}
 			for _, o := range page.Objects {
-				add(strings.TrimPrefix(o.Key, prefix), syscall.S_IFREG)
+				add(strings.TrimPrefix(o.Key, prefix), typeUnknown)
 			}
 			for _, p := range page.Prefixes {
 				add(strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/"), syscall.S_IFDIR)

@@ -13,13 +13,13 @@ import (
 	"github.com/ossmount/ossmount/upload"
 )
 
-// Asking ahead of the kernel's lookups. The kernel reads directories with
-// READDIRPLUS only (go-fuse does not ask for its adaptive mode), so it
-// looks up every entry it lists — `ls`, `find` and `ls -l` alike — one at
-// a time, and a lookup of an entry this mount knows nothing fresh about
-// asks the bucket: a HEAD for a file (a listing has no user metadata:
-// mode, owner, mtime), a one-key listing and the marker's HEAD for a
-// directory. `ls -l` of 1,000 objects another client wrote was 1,000
+// Asking ahead of lookups. A program that stats what it lists — `ls -l`,
+// `find`, `du`, rsync's second run — looks every entry up, one at a time
+// (the kernel's READDIRPLUS only takes what the mount knows fresh, see
+// readdir.go), and a lookup of an entry this mount knows nothing fresh
+// about asks the bucket: a HEAD for a file (a listing has no user
+// metadata: mode, owner, mtime), a one-key listing and the marker's HEAD
+// for a directory. `ls -l` of 1,000 objects another client wrote was 1,000
 // round trips in a row. The first lookup through the last listing, or one
 // of the entry after the one looked up before it, is taken for such a
 // scan, and the requests of the next aheadLookups entries are started at

@@ -898,6 +898,52 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	}
 }
 
+// A plain ls (and a shell glob, tab completion) of objects the mount
+// knows nothing about costs one listing: the kernel's READDIRPLUS gets
+// names and types, no attributes it would have to HEAD every object for.
+// Listed objects are of unknown type (a file, symlink or FIFO looks the
+// same in a listing), so find stats them and finds the symlink and FIFO,
+// and ls -l shows each as it is.
+func TestPlainListingAsksNoHead(t *testing.T) {
+	srv := startServer(t)
+	put := func(key, body string, mode uint32) {
+		t.Helper()
+		meta := map[string]string{"mode": strconv.Itoa(int(mode))}
+		if _, err := srv.store.Put(testBucket, key, strings.NewReader(body), store.Attrs{Meta: meta}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for i := range 60 {
+		name := fmt.Sprintf("f%02d", i)
+		put("others/"+name, name, syscall.S_IFREG|0o640)
+		want = append(want, name)
+	}
+	put("others/link", "f00", syscall.S_IFLNK|0o777)
+	put("others/pipe", "", syscall.S_IFIFO|0o600)
+	put("others/sub/", "", syscall.S_IFDIR|0o750)
+	want = append(want, "link", "pipe", "sub")
+	slices.Sort(want)
+
+	m := startMount(t, srv)
+	run(t, "stat", m.path("others")) // its own lookup asks
+	before := srv.Counts()
+	if got := strings.Fields(run(t, "ls", "--color=never", m.path("others"))); !slices.Equal(got, want) {
+		t.Errorf("ls printed %q, want %q", got, want)
+	}
+	if got := requestsSince(before, srv.Counts()); got != "1 requests (ListObjectsV2=1)" {
+		t.Errorf("a plain ls sent %s", got)
+	}
+	for typ, name := range map[string]string{"l": "link", "p": "pipe", "d": "sub"} {
+		if got := strings.TrimSpace(run(t, "find", m.path("others"), "-mindepth", "1", "-type", typ)); got != m.path("others/"+name) {
+			t.Errorf("find -type %s found %q, want %s", typ, got, m.path("others/"+name))
+		}
+	}
+	if got := run(t, "stat", "-c", "%A %s", m.path("others/link"), m.path("others/pipe"), m.path("others/f01")); got != "lrwxrwxrwx 3\nprw------- 0\n-rw-r----- 3\n" {
+		t.Errorf("stat shows\n%s", got)
+	}
+}
+
 // The second rsync of a tree, by a mount that has listed none of it (a
 // fresh one), stats every file: each directory is listed once two of its
 // names were looked up, and the HEADs of the files go out ahead of the
