@@ -651,3 +651,66 @@ func TestReserve(t *testing.T) {
 	}
 	r.Remove()
 }
+
+// A file larger than the cache: when a writer is short of room, bytes a
+// streamed upload has sent leave the disk, and it waits for parts in
+// flight. What left can no longer be read, written or truncated into; the
+// space it took is given back, and emptying the file starts afresh.
+func TestDropSent(t *testing.T) {
+	const mib = 1 << 20
+	d, _ := OpenDir(t.TempDir(), 3*mib)
+	s, _ := d.NewStaging()
+	defer s.Remove()
+	data := make([]byte, 5*mib)
+	rand.Read(data)
+	if _, err := s.WriteAt(data[:3*mib], 0); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing sent or in flight: over the limit is ENOSPC, as before.
+	if _, err := s.WriteAt(data[3*mib:4*mib], 3*mib); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("over the limit with nothing sent: %v", err)
+	}
+	// Two parts in flight: the writer waits for them, then their bytes go.
+	s.Sending("k", 2*mib, 0)
+	asked := askOnce(d, false)
+	done := make(chan error)
+	go func() { _, err := s.WriteAt(data[3*mib:5*mib], 3*mib); done <- err }()
+	waitForWriter(t, asked, done)
+	s.Sending("k", 2*mib, 2*mib)
+	if err := <-done; err != nil {
+		t.Fatalf("waiting writer: %v", err)
+	}
+	if s.Dropped() != 2*mib || d.Used() != 3*mib {
+		t.Fatalf("dropped %d, used %d; want 2 MiB and 3 MiB", s.Dropped(), d.Used())
+	}
+	got := make([]byte, 3*mib)
+	if _, err := s.ReadAt(got, 2*mib); err != nil || !bytes.Equal(got, data[2*mib:]) {
+		t.Fatalf("read of what is still staged: %v", err)
+	}
+	if _, err := s.ReadAt(got[:10], mib); !errors.Is(err, ErrDropped) {
+		t.Errorf("read of a dropped byte: %v", err)
+	}
+	if _, err := s.WriteAt([]byte{1}, 0); !errors.Is(err, ErrDropped) {
+		t.Errorf("write of a dropped byte: %v", err)
+	}
+	if err := s.Truncate(mib); !errors.Is(err, ErrDropped) {
+		t.Errorf("truncate into dropped bytes: %v", err)
+	}
+	if _, err := s.CopyTo(d); !errors.Is(err, ErrDropped) {
+		t.Errorf("copy of a file with dropped bytes: %v", err)
+	}
+	// Once the stream ended (completed or aborted), nothing more goes.
+	s.StreamEnded()
+	if _, err := s.WriteAt([]byte{1}, 5*mib); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("over the limit once the stream ended: %v", err)
+	}
+	if err := s.Truncate(0); err != nil || s.Dropped() != 0 || d.Used() != 0 {
+		t.Fatalf("emptied: %v, dropped %d, used %d", err, s.Dropped(), d.Used())
+	}
+	if _, err := s.WriteAt(data[:mib], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadAt(got[:mib], 0); err != nil || !bytes.Equal(got[:mib], data[:mib]) {
+		t.Fatalf("read after emptying: %v", err)
+	}
+}

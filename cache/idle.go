@@ -64,7 +64,7 @@ func (d *Dir) reclaim() bool {
 	d.mu.Lock()
 	d.idle = append(d.idle, kept...)
 	d.mu.Unlock()
-	return freed
+	return d.dropSent() || freed
 }
 
 // cutTail frees the stale bytes past the staged size; it reports whether

@@ -72,6 +72,8 @@ type Dir struct {
 	// blocks: their stale bytes can be freed when the disk is full.
 	reused map[*Staging]struct{} // GUARDED_BY(mu)
 	ghosts ghostSet              // GUARDED_BY(mu); see ghosts.go
+	// streaming are the staging files of streamed uploads (streamed.go).
+	streaming map[*Staging]*sending // GUARDED_BY(mu)
 	// makingSpares says a batch of spares is being made (spares.go);
 	// spares counts the batches running, which Close waits for.
 	makingSpares bool // GUARDED_BY(mu)
@@ -186,6 +188,12 @@ func (d *Dir) reserve(n int64) error {
 			}
 		}
 		if !busy {
+			d.mu.Unlock()
+			dropped := d.dropSent()
+			d.mu.Lock()
+			if dropped {
+				continue
+			}
 			if d.uploaded == 0 {
 				return ErrNoSpace
 			}
@@ -272,6 +280,9 @@ type Staging struct {
 	extent int64 // GUARDED_BY(mu)
 	// uploaded is what MarkUploaded added to dir.uploaded (0: unmarked).
 	uploaded int64 // GUARDED_BY(mu)
+	// dropped: the bytes below left the disk, uploaded as parts
+	// (streamed.go); they are not in used. Written under mu.
+	dropped atomic.Int64
 }
 
 // SetLogger gives the directory a log for what writers wait for; call it
@@ -364,6 +375,9 @@ func (s *Staging) Name() string { return s.name }
 
 func (s *Staging) ReadAt(p []byte, off int64) (n int, err error) {
 	err = s.withFile(func(f *os.File) error {
+		if off < s.dropped.Load() {
+			return ErrDropped
+		}
 		s.mu.Lock()
 		size := s.size
 		s.mu.Unlock()
@@ -397,6 +411,9 @@ func (s *Staging) withFile(fn func(f *os.File) error) error {
 // WriteAt writes to the staging file, first waiting for room under the
 // cache limit.
 func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
+	if off < s.dropped.Load() {
+		return 0, ErrDropped
+	}
 	s.unmark()
 	end := off + int64(len(p))
 	if err := s.cutStale(off, end); err != nil {
@@ -406,6 +423,9 @@ func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
 		return 0, err
 	}
 	err = s.withFile(func(f *os.File) error {
+		if off < s.dropped.Load() {
+			return ErrDropped // dropped while it waited for room
+		}
 		n, err = f.WriteAt(p, off)
 		return err
 	})
@@ -441,6 +461,9 @@ func (s *Staging) cutStale(off, end int64) error {
 // Truncate sets the staged size. Growing, the new bytes read as zeros:
 // stale bytes a reused file keeps past the staged size are cut off first.
 func (s *Staging) Truncate(size int64) error {
+	if d := s.dropped.Load(); size < d && size != 0 {
+		return ErrDropped
+	}
 	s.unmark()
 	if err := s.cutStale(size, size); err != nil {
 		return err
@@ -448,13 +471,25 @@ func (s *Staging) Truncate(size int64) error {
 	if err := s.grow(size); err != nil {
 		return err
 	}
-	if err := s.withFile(func(f *os.File) error { return f.Truncate(size) }); err != nil {
+	var dropped int64
+	err := s.withFile(func(f *os.File) error {
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+		if size == 0 { // emptied: nothing dropped is left
+			s.mu.Lock()
+			dropped = s.dropped.Swap(0)
+			s.mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	s.extent = size
-	shrink := s.size - size
-	if shrink > 0 {
+	shrink := s.size - size - dropped // dropped bytes are not in used
+	if s.size > size {
 		s.size = size
 	}
 	s.mu.Unlock()
@@ -541,6 +576,9 @@ func (s *Staging) DropCached(off, size int64) error {
 // CopyTo returns a new staging file with the same content (copy on write
 // of a file whose staged content belongs to a queued upload).
 func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
+	if s.dropped.Load() > 0 {
+		return nil, ErrDropped
+	}
 	c, err := d.NewStaging()
 	if err != nil {
 		return nil, err
@@ -577,11 +615,12 @@ func (s *Staging) Remove() {
 	s.dir.count.Add(-1)
 	s.dir.mu.Lock()
 	delete(s.dir.reused, s)
+	delete(s.dir.streaming, s)
 	s.dir.cond.Broadcast() // a writer may wait for room (awaitStagingRoom)
 	s.dir.mu.Unlock()
 	s.unmark()
 	s.mu.Lock()
-	n, extent := s.size, s.extent
+	n, extent := s.size-s.dropped.Load(), s.extent
 	s.size = 0
 	s.mu.Unlock()
 	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
@@ -593,8 +632,9 @@ func (s *Staging) Remove() {
 // failing at once. Any change to the file takes the mark away.
 func (s *Staging) MarkUploaded() {
 	s.mu.Lock()
-	n := s.size - s.uploaded
-	s.uploaded = s.size
+	held := s.size - s.dropped.Load()
+	n := held - s.uploaded
+	s.uploaded = held
 	s.mu.Unlock()
 	s.dir.mu.Lock()
 	s.dir.uploaded += n

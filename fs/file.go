@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -237,6 +238,17 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 			return nil
 		}
 	}
+	if st.Dropped() > 0 && newSize != 0 {
+		return cache.ErrDropped // only growing in order is left to it
+	}
+	// The stream ends before the staged content changes, so that none of
+	// the new content is dropped as its parts (cache/streamed.go).
+	n.mu.Lock()
+	old := n.stopStreamLocked()
+	n.mu.Unlock()
+	if old != nil {
+		old.Abort()
+	}
 	if err := st.Truncate(newSize); err != nil {
 		return err
 	}
@@ -244,12 +256,8 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 	n.size, n.dirty, n.emptyPending = newSize, true, truncate
 	n.meta.Mtime = n.fsys.now()
 	n.meta.Ctime = n.meta.Mtime
-	old := n.stopStreamLocked()
 	n.streamable = newSize == 0
 	n.mu.Unlock()
-	if old != nil {
-		old.Abort()
-	}
 	return nil
 }
 
@@ -405,6 +413,13 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	// Only writes that extend the file in order keep a streamed upload.
 	var stale *upload.Stream
 	sequential := n.streamable && off == n.size
+	if !sequential && st.Dropped() > 0 {
+		// Its uploaded parts left a full cache: no whole upload can
+		// replace the stream, which goes on.
+		end := n.size
+		n.mu.Unlock()
+		return 0, n.fsys.fail("write", n.key(), fmt.Errorf("write at %d, not at the end (%d): %w", off, end, cache.ErrDropped))
+	}
 	if !sequential {
 		stale = n.stopStreamLocked()
 	}
@@ -654,6 +669,12 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	}
 	n.mu.Lock()
 	st, size, md, dirty := n.staging, n.size, n.meta, n.dirty
+	if n.stream != nil && st.Dropped() > 0 {
+		// Its parts are under the old name, and its start is not staged
+		// any more to upload under the new one.
+		n.mu.Unlock()
+		return fmt.Errorf("renaming a file being written whose uploaded parts left the full cache: %w", syscall.EBUSY)
+	}
 	stream := n.stopStreamLocked()
 	n.mu.Unlock()
 	if stream != nil {

@@ -166,3 +166,47 @@ func TestStreamedPartRetried(t *testing.T) {
 		t.Fatalf("want one streamed upload, completed: %v", c)
 	}
 }
+
+// A file larger than the cache (cache_size here; the free disk alike) is
+// written in order through it: the parts the bucket holds leave the cache
+// disk, and the writer waits for parts in flight. It used to fail with
+// ENOSPC at the cache's size. What left the cache cannot be changed: a
+// write behind the end, a truncate and a rename of the open file fail
+// (EIO, EIO, EBUSY), the writing goes on, and the object is what was
+// written in order.
+func TestFileLargerThanTheCache(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "cache_size=6MiB", "part_size=1MiB", "parallel=2")
+	src := t.TempDir()
+	data := randomBytes(t, 40<<20)
+	writeFile(t, filepath.Join(src, "big"), data)
+	run(t, "dd", "if="+filepath.Join(src, "big"), "of="+m.path("big"), "bs=1M", "status=none")
+	srv.sameObject(t, "big", data)
+	if !strings.Contains(m.logs.String(), "the cache is full: uploaded parts of a file being written leave it") {
+		t.Errorf("no log line says why the start of the file left the cache")
+	}
+
+	script := `
+import errno, os, sys
+path, data = sys.argv[1], open(sys.argv[2], "rb").read()
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, data[:20 << 20])
+for what, op in (("pwrite", lambda: os.pwrite(fd, b"x", 0)), ("ftruncate", lambda: os.ftruncate(fd, 10)),
+                 ("rename", lambda: os.rename(path, path + ".moved"))):
+    try:
+        op()
+        print(what, "ok")
+    except OSError as e:
+        print(what, errno.errorcode[e.errno])
+os.write(fd, data[20 << 20:])
+os.close(fd)
+`
+	out := run(t, "python3", "-c", script, m.path("edited"), filepath.Join(src, "big"))
+	if want := "pwrite EIO\nftruncate EIO\nrename EBUSY\n"; out != want {
+		t.Errorf("changes of what left the cache:\n%swant\n%s", out, want)
+	}
+	srv.sameObject(t, "edited", data)
+	if srv.exists("edited.moved") {
+		t.Errorf("the refused rename left an object")
+	}
+}

@@ -33,6 +33,15 @@ type cacheDropper interface {
 	DropCached(off, size int64) error
 }
 
+// partTracker is a body that learns how far a stream's parts are sent
+// (cache.Staging): bytes the bucket holds as parts may leave a full cache
+// disk, and a writer short of room waits for parts in flight. It is told
+// only while the upload is alive, and told when it ends.
+type partTracker interface {
+	Sending(key string, handed, sent int64)
+	StreamEnded()
+}
+
 // ErrStreamAborted is returned by Stream.Complete after Abort.
 var ErrStreamAborted = errors.New("streamed upload aborted")
 
@@ -58,6 +67,9 @@ type Stream struct {
 	lastLog  time.Time     // GUARDED_BY(mu); last progress line
 	parts    []bucket.Part // GUARDED_BY(mu); by index
 	handed   int64         // GUARDED_BY(mu); bytes given to parts
+	ends     []int64       // GUARDED_BY(mu); where each part ends
+	finished []bool        // GUARDED_BY(mu); which parts are in the bucket
+	prefix   int           // GUARDED_BY(mu); parts before it are all finished
 	err      error         // GUARDED_BY(mu); first failure
 	wg       sync.WaitGroup
 }
@@ -130,6 +142,8 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 	id := s.uploadID
 	s.parts = append(s.parts, bucket.Part{})
 	s.handed = off + size
+	s.ends, s.finished = append(s.ends, off+size), append(s.finished, false)
+	s.trackLocked()
 	s.mu.Unlock()
 
 	s.wg.Add(1)
@@ -150,11 +164,17 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 		if err != nil {
 			if s.err == nil {
 				s.err = err
+				s.endTrackingLocked()
 			}
 			return
 		}
 		if i < len(s.parts) {
 			s.parts[i] = p
+			s.finished[i] = true
+			for s.prefix < len(s.finished) && s.finished[s.prefix] {
+				s.prefix++
+			}
+			s.trackLocked()
 		}
 		if d, ok := s.body.(cacheDropper); ok {
 			go func() {
@@ -197,6 +217,9 @@ func (s *Stream) Complete(ctx context.Context, size int64) error {
 		var res bucket.PutResult
 		res, err = s.u.bucket.CompleteMultipart(ctx, s.key, id, parts, s.attrs)
 		if err == nil {
+			s.mu.Lock()
+			s.endTrackingLocked()
+			s.mu.Unlock()
 			elapsed := s.u.now().Sub(s.start)
 			s.u.log.Debug("uploaded", "key", s.key, "size", humanize.IBytes(uint64(size)), "parts", len(parts),
 				"took", elapsed.Round(time.Millisecond).String(), "rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)
@@ -214,6 +237,7 @@ func (s *Stream) Abort() {
 	s.mu.Lock()
 	if s.err == nil {
 		s.err = ErrStreamAborted
+		s.endTrackingLocked()
 	}
 	id := s.uploadID
 	s.uploadID = ""
@@ -227,4 +251,26 @@ func (s *Stream) Abort() {
 			s.u.log.Warn("abort of a multipart upload failed; the bucket's lifecycle rules must clean it", "key", s.key, "upload_id", id, "err", err)
 		}
 	}()
+}
+
+// trackLocked tells a partTracker body where the upload stands, while it
+// is alive. LOCKS_REQUIRED(s.mu)
+func (s *Stream) trackLocked() {
+	t, ok := s.body.(partTracker)
+	if !ok || s.err != nil {
+		return
+	}
+	sent := int64(0)
+	if s.prefix > 0 {
+		sent = s.ends[s.prefix-1]
+	}
+	t.Sending(s.key, s.handed, sent)
+}
+
+// endTrackingLocked tells a partTracker body that the upload ended.
+// LOCKS_REQUIRED(s.mu)
+func (s *Stream) endTrackingLocked() {
+	if t, ok := s.body.(partTracker); ok {
+		t.StreamEnded()
+	}
 }
