@@ -476,10 +476,13 @@ func (s *Staging) Truncate(size int64) error {
 		if err := f.Truncate(size); err != nil {
 			return err
 		}
-		if size == 0 { // emptied: nothing dropped is left
+		if size == 0 { // emptied: nothing dropped is left, or to drop
 			s.mu.Lock()
 			dropped = s.dropped.Swap(0)
 			s.mu.Unlock()
+			s.dir.mu.Lock()
+			delete(s.dir.streaming, s)
+			s.dir.mu.Unlock()
 		}
 		return nil
 	})
