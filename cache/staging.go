@@ -187,13 +187,17 @@ func (d *Dir) reserve(n int64) error {
 				break // freed while unlocked
 			}
 		}
-		if !busy {
+		if !busy && len(d.streaming) > 0 {
+			// Uploaded parts of files being written can leave
+			// (streamed.go).
 			d.mu.Unlock()
 			dropped := d.dropSent()
 			d.mu.Lock()
-			if dropped {
+			if dropped || !d.fullLocked(n) {
 				continue
 			}
+		}
+		if !busy {
 			if d.uploaded == 0 {
 				return ErrNoSpace
 			}
@@ -616,18 +620,20 @@ func (s *Staging) Remove() {
 		return
 	}
 	s.dir.count.Add(-1)
+	s.mu.Lock()
+	n, extent, uploaded := s.size-s.dropped.Load(), s.extent, s.uploaded
+	s.size, s.uploaded = 0, 0
+	s.mu.Unlock()
+	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
+	// The uploaded mark and the bytes go at once: a writer short of room
+	// that saw the mark gone but not the bytes would give up (reserve).
 	s.dir.mu.Lock()
 	delete(s.dir.reused, s)
 	delete(s.dir.streaming, s)
-	s.dir.cond.Broadcast() // a writer may wait for room (awaitStagingRoom)
+	s.dir.uploaded -= uploaded
+	s.dir.used -= n
+	s.dir.cond.Broadcast() // room for writers (reserve, awaitStagingRoom)
 	s.dir.mu.Unlock()
-	s.unmark()
-	s.mu.Lock()
-	n, extent := s.size-s.dropped.Load(), s.extent
-	s.size = 0
-	s.mu.Unlock()
-	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
-	s.dir.release(n)
 }
 
 // MarkUploaded notes that the bucket has the staged content, so that a

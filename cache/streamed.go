@@ -81,9 +81,9 @@ func (d *Dir) dropSent() bool {
 			inFlight = inFlight || st.handed > st.sent
 		}
 		if sent != nil {
-			st := d.streaming[sent]
+			key, to := d.streaming[sent].key, d.streaming[sent].sent
 			d.mu.Unlock()
-			if sent.dropTo(st.key, st.sent) {
+			if sent.dropTo(key, to) {
 				return true
 			}
 			d.mu.Lock()
