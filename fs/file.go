@@ -51,8 +51,9 @@ type fileNode struct {
 	// yet; it is held for a moment (FS.holdMeta) to ride along with a
 	// rename's copy or an upload.
 	metaPending bool // GUARDED_BY(mu)
-	// streamable: everything staged was written sequentially from an empty
-	// file, so parts can be uploaded while it is written (stream).
+	// streamable: everything staged was written in order from an empty
+	// file (gaps left by writes past the end read as zeros), so parts can
+	// be uploaded while it is written (stream).
 	streamable bool           // GUARDED_BY(mu)
 	stream     *upload.Stream // GUARDED_BY(mu); nil until the first part is due
 	// Write-back mode (writeback.go): wbID names the queue item of this
@@ -238,6 +239,12 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 			return nil
 		}
 	}
+	n.mu.Lock()
+	extends := n.streamable && !truncate && newSize >= n.size
+	n.mu.Unlock()
+	if extends {
+		return n.extendInOrder(ctx, st, newSize)
+	}
 	if st.Dropped() > 0 && newSize != 0 {
 		return cache.ErrDropped // only growing in order is left to it
 	}
@@ -259,6 +266,40 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 	n.streamable = newSize == 0
 	n.mu.Unlock()
 	return nil
+}
+
+// extendInOrder grows a file written in order to newSize: the new bytes
+// read as zeros, and the file is still in order — cp ends a sparse copy
+// with such an ftruncate (over a trailing hole), which aborted its
+// streamed upload and uploaded the whole file again at close.
+// LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) extendInOrder(ctx context.Context, st *cache.Staging, newSize int64) error {
+	if err := st.Truncate(newSize); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.size, n.dirty, n.emptyPending = newSize, true, false
+	n.meta.Mtime = n.fsys.now()
+	n.meta.Ctime = n.meta.Mtime
+	stream := n.stream
+	n.mu.Unlock()
+	if stream != nil {
+		n.streamWritten(ctx, stream, newSize)
+	}
+	return nil
+}
+
+// streamWritten tells a streamed upload that the staged file holds size
+// bytes; if the stream fails, the whole file is uploaded at close instead.
+func (n *fileNode) streamWritten(ctx context.Context, stream *upload.Stream, size int64) {
+	if err := stream.Written(ctx, size); err != nil {
+		n.mu.Lock()
+		if n.stream == stream {
+			n.stopStreamLocked()
+		}
+		n.mu.Unlock()
+		stream.Abort()
+	}
 }
 
 // stopStreamLocked ends streaming; the caller aborts the stream returned.
@@ -410,9 +451,10 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	if appending {
 		off = n.size
 	}
-	// Only writes that extend the file in order keep a streamed upload.
+	// Only writes that extend the file in order keep a streamed upload;
+	// one past the end leaves a gap that reads as zeros (a sparse copy).
 	var stale *upload.Stream
-	sequential := n.streamable && off == n.size
+	sequential := n.streamable && off >= n.size
 	if !sequential && st.Dropped() > 0 {
 		// Its uploaded parts left a full cache: no whole upload can
 		// replace the stream, which goes on.
@@ -428,7 +470,8 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	// free by calling back into this node.
 	written, err := st.WriteAt(data, off)
 	n.mu.Lock()
-	if end := off + int64(written); end > n.size {
+	// A failed write past the end does not grow the file (to off).
+	if end := off + int64(written); written > 0 && end > n.size {
 		n.size = end
 	}
 	size := n.size
@@ -450,15 +493,7 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 		stream = n.startStream(st, md)
 	}
 	if stream != nil && sequential {
-		if err := stream.Written(ctx, size); err != nil {
-			// The whole file is uploaded at close instead.
-			n.mu.Lock()
-			if n.stream == stream {
-				n.stopStreamLocked()
-			}
-			n.mu.Unlock()
-			stream.Abort()
-		}
+		n.streamWritten(ctx, stream, size)
 	}
 	return uint32(written), 0
 }

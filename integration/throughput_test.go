@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -208,5 +209,65 @@ os.close(fd)
 	srv.sameObject(t, "edited", data)
 	if srv.exists("edited.moved") {
 		t.Errorf("the refused rename left an object")
+	}
+}
+
+// A sparse copy (cp over holes: writes past the end, then an ftruncate
+// over a trailing hole) is still a file written in order: it streams, and
+// close waits for its last part only. Its holes used to abort the stream,
+// and close uploaded the whole file again. Holes count against cache_size
+// (ENOSPC here through a smaller cache), and a write past the end that
+// fails so does not grow the file: it grew to the write's offset, and the
+// upload of that size failed with EIO at close.
+func TestSparseCopyStreams(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=1MiB", "parallel=2")
+	const mib = 1 << 20
+	data := randomBytes(t, 8*mib)
+	want := make([]byte, 24*mib)
+	copy(want[2*mib:], data[:4*mib]) // hole, data, hole, data, trailing hole
+	copy(want[14*mib:], data[4*mib:])
+	src := filepath.Join(t.TempDir(), "sparse")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{2 * mib, 14 * mib} {
+		if _, err := f.WriteAt(want[off:off+4*mib], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(int64(len(want))); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before := srv.Counts()
+	run(t, "cp", "--sparse=always", src, m.path("sparse"))
+	srv.sameObject(t, "sparse", want)
+	after := srv.Counts()
+	for op, n := range map[string]int{"CompleteMultipartUpload": 1, "UploadPart": 24, "PutObject": 0} {
+		if got := after[op] - before[op]; got != n {
+			t.Errorf("%d %s for a sparse copy, want %d", got, op, n)
+		}
+	}
+	// A streamed object leaves its mtime to Last-Modified (its metadata
+	// is sent with the first part); a whole upload at close carries it.
+	if obj, err := srv.store.Head(testBucket, "sparse"); err != nil || obj.Attrs.Meta["mtime"] != "" {
+		t.Errorf("the sparse copy was not streamed: %v, mtime %q", err, obj.Attrs.Meta["mtime"])
+	}
+
+	m.stop(t)
+
+	m = startMount(t, srv, "cache_size=6MiB", "part_size=1MiB", "parallel=2")
+	out, err := exec.Command("cp", "--sparse=always", src, m.path("small-cache")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "No space left on device") || strings.Contains(string(out), "failed to close") {
+		t.Errorf("cp of a sparse file larger than the cache: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(m.path("small-cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) >= 14*mib || !bytes.Equal(got, want[:len(got)]) {
+		t.Errorf("after the failed copy the file has %d bytes (the failed write was at 14 MiB)", len(got))
 	}
 }
