@@ -256,15 +256,26 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 	if old != nil {
 		old.Abort()
 	}
+	if err := n.resize(st, newSize, truncate); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.streamable = newSize == 0
+	n.mu.Unlock()
+	return nil
+}
+
+// resize sets the staged size and records the change: dirty, a new mtime.
+// LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) resize(st *cache.Staging, newSize int64, emptyPending bool) error {
 	if err := st.Truncate(newSize); err != nil {
 		return err
 	}
 	n.mu.Lock()
-	n.size, n.dirty, n.emptyPending = newSize, true, truncate
+	defer n.mu.Unlock()
+	n.size, n.dirty, n.emptyPending = newSize, true, emptyPending
 	n.meta.Mtime = n.fsys.now()
 	n.meta.Ctime = n.meta.Mtime
-	n.streamable = newSize == 0
-	n.mu.Unlock()
 	return nil
 }
 
@@ -274,13 +285,10 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 // streamed upload and uploaded the whole file again at close.
 // LOCKS_REQUIRED(n.freeze, exclusively)
 func (n *fileNode) extendInOrder(ctx context.Context, st *cache.Staging, newSize int64) error {
-	if err := st.Truncate(newSize); err != nil {
+	if err := n.resize(st, newSize, false); err != nil {
 		return err
 	}
 	n.mu.Lock()
-	n.size, n.dirty, n.emptyPending = newSize, true, false
-	n.meta.Mtime = n.fsys.now()
-	n.meta.Ctime = n.meta.Mtime
 	stream := n.stream
 	n.mu.Unlock()
 	if stream != nil {
