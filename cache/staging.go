@@ -484,9 +484,7 @@ func (s *Staging) Truncate(size int64) error {
 			s.mu.Lock()
 			dropped = s.dropped.Swap(0)
 			s.mu.Unlock()
-			s.dir.mu.Lock()
-			delete(s.dir.streaming, s)
-			s.dir.mu.Unlock()
+			s.StreamEnded()
 		}
 		return nil
 	})

@@ -211,13 +211,8 @@ func (d *dirNode) askAheadLocked(i int) {
 	j := max(s.next, i+1)
 	for ; j < len(s.entries) && j <= i+aheadLookups; j++ {
 		e := s.entries[j]
-		if ch := d.child(e.Name); ch != nil {
-			if n, ok := ch.Operations().(*fileNode); ok && n.isLocal() {
-				continue // its lookup asks nothing
-			}
-			if n, ok := ch.Operations().(freshNode); ok && n.fresh() {
-				continue
-			}
+		if d.knowsFresh(e.Name) {
+			continue // its lookup asks nothing
 		}
 		a := &asked{index: j, isDir: e.Mode == syscall.S_IFDIR, version: s.version, started: d.fsys.now(), done: make(chan struct{})}
 		s.ahead[e.Name] = a

@@ -67,11 +67,11 @@ type Stream struct {
 	lastLog  time.Time     // GUARDED_BY(mu); last progress line
 	parts    []bucket.Part // GUARDED_BY(mu); by index
 	handed   int64         // GUARDED_BY(mu); bytes given to parts
-	ends     []int64       // GUARDED_BY(mu); where each part ends
-	finished []bool        // GUARDED_BY(mu); which parts are in the bucket
-	prefix   int           // GUARDED_BY(mu); parts before it are all finished
-	err      error         // GUARDED_BY(mu); first failure
-	wg       sync.WaitGroup
+	// inOrder parts from the first are in the bucket, sentInOrder bytes.
+	inOrder     int   // GUARDED_BY(mu)
+	sentInOrder int64 // GUARDED_BY(mu)
+	err         error // GUARDED_BY(mu); first failure
+	wg          sync.WaitGroup
 }
 
 // NewStream prepares a streamed upload of key; nothing is sent until a
@@ -142,7 +142,6 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 	id := s.uploadID
 	s.parts = append(s.parts, bucket.Part{})
 	s.handed = off + size
-	s.ends, s.finished = append(s.ends, off+size), append(s.finished, false)
 	s.trackLocked()
 	s.mu.Unlock()
 
@@ -170,9 +169,10 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 		}
 		if i < len(s.parts) {
 			s.parts[i] = p
-			s.finished[i] = true
-			for s.prefix < len(s.finished) && s.finished[s.prefix] {
-				s.prefix++
+			// A part in the bucket has its number; one in flight is zero.
+			for s.inOrder < len(s.parts) && s.parts[s.inOrder].Number != 0 {
+				s.sentInOrder += s.parts[s.inOrder].Size
+				s.inOrder++
 			}
 			s.trackLocked()
 		}
@@ -260,11 +260,7 @@ func (s *Stream) trackLocked() {
 	if !ok || s.err != nil {
 		return
 	}
-	sent := int64(0)
-	if s.prefix > 0 {
-		sent = s.ends[s.prefix-1]
-	}
-	t.Sending(s.key, s.handed, sent)
+	t.Sending(s.key, s.handed, s.sentInOrder)
 }
 
 // endTrackingLocked tells a partTracker body that the upload ended.

@@ -55,9 +55,8 @@ func unescapeMountinfo(s string) string {
 // endpoint is not connected" until someone unmounts it. A mount that was
 // at the mountpoint before is never touched.
 type failedMountCleaner struct {
-	mountpoint string // absolute, symlinks resolved, as mountinfo shows it
-	before     map[string]bool
-	known      bool // before was read
+	mountpoint string          // absolute, symlinks resolved, as mountinfo shows it
+	before     map[string]bool // nil: mountinfo could not be read
 }
 
 // beforeMount notes the mounts at mountpoint; call it before mounting.
@@ -68,15 +67,13 @@ func beforeMount(mountpoint string) *failedMountCleaner {
 			c.mountpoint = real
 		}
 	}
-	var err error
-	c.before, err = mountsAt(c.mountpoint)
-	c.known = err == nil
+	c.before, _ = mountsAt(c.mountpoint)
 	return c
 }
 
 // clean unmounts a mount the failed attempt left behind.
 func (c *failedMountCleaner) clean(log *slog.Logger) {
-	if !c.known {
+	if c.before == nil {
 		return // nothing to tell ours from another's
 	}
 	if len(c.before) > 0 {
