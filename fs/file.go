@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -477,6 +478,11 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	// No mu across the write: it may wait for cache space, which uploads
 	// free by calling back into this node.
 	written, err := st.WriteAt(data, off)
+	if errors.Is(err, syscall.ENOSPC) && sequential && n.streamThrough(ctx, st, off+int64(written)) {
+		var more int
+		more, err = st.WriteAt(data[written:], off+int64(written))
+		written += more
+	}
 	n.mu.Lock()
 	// A failed write past the end does not grow the file (to off).
 	if end := off + int64(written); written > 0 && end > n.size {
@@ -504,6 +510,27 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 		n.streamWritten(ctx, stream, size)
 	}
 	return uint32(written), 0
+}
+
+// streamThrough starts a streamed upload of a file in write-back mode,
+// written in order, that the cache cannot hold (staged bytes so far): the
+// parts the bucket holds can then leave the cache (cache/streamed.go), as
+// in sync mode, and its close waits for the upload instead of queueing it.
+// It reports whether it started one.
+func (n *fileNode) streamThrough(ctx context.Context, st *cache.Staging, staged int64) bool {
+	n.mu.Lock()
+	ok := n.fsys.queue != nil && n.streamable && n.stream == nil && n.staging == st && !n.sealed &&
+		staged > n.fsys.cfg.Uploader.PartSize()
+	md := n.meta
+	n.mu.Unlock()
+	if !ok {
+		return false
+	}
+	stream := n.startStream(st, md)
+	n.fsys.log.Info("the cache cannot hold a file being written: it is uploaded as it is written, and its close waits for the upload",
+		"key", n.key(), "staged", humanize.IBytes(uint64(staged)))
+	n.streamWritten(ctx, stream, staged)
+	return true
 }
 
 // startStream begins a streamed upload of a file written in order. Its
@@ -641,7 +668,9 @@ func (n *fileNode) dropStagingIfIdle() {
 // that rename's exclusive hold — does not wait for this transfer.
 func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 	if n.fsys.queue != nil {
-		return n.submit()
+		if streams, err := n.submit(); !streams {
+			return err
+		}
 	}
 	n.freezeFor("an upload")
 	defer n.freeze.Unlock()
@@ -667,26 +696,30 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 	if letKeysGo != nil {
 		letKeysGo()
 	}
-	if stream != nil {
-		if err := stream.Complete(ctx, size); err == nil {
-			st.MarkUploaded()
-			n.mu.Lock()
-			n.confirmLocked()
-			n.mu.Unlock()
-			n.holdIfChangedSince(stream.Attrs().Meta)
-			return nil
+	// In write-back mode, uploads still queued for the key (a version
+	// closed before) would land after this one: they go once it is there.
+	return n.fsys.removing(ctx, key, func(bool) error {
+		if stream != nil {
+			if err := stream.Complete(ctx, size); err == nil {
+				st.MarkUploaded()
+				n.mu.Lock()
+				n.confirmLocked()
+				n.mu.Unlock()
+				n.holdIfChangedSince(stream.Attrs().Meta)
+				return nil
+			}
 		}
-	}
-	err := n.fsys.cfg.Uploader.Put(ctx, key, st, size, md)
-	n.mu.Lock()
-	if err != nil {
-		n.dirty = true
-	} else {
-		n.confirmLocked()
-		st.MarkUploaded()
-	}
-	n.mu.Unlock()
-	return err
+		err := n.fsys.cfg.Uploader.Put(ctx, key, st, size, md)
+		n.mu.Lock()
+		if err != nil {
+			n.dirty = true
+		} else {
+			n.confirmLocked()
+			st.MarkUploaded()
+		}
+		n.mu.Unlock()
+		return err
+	})
 }
 
 // holdIfChangedSince holds the metadata for a copy if the mode or owner

@@ -13,14 +13,20 @@ import (
 // rename or chmod of a file still queued changes the queued item instead of
 // costing requests.
 
-// submit seals the staged content and queues its upload.
-func (n *fileNode) submit() error {
+// submit seals the staged content and queues its upload, unless the file
+// streams through (streamThrough): then the caller uploads it as in sync
+// mode.
+func (n *fileNode) submit() (streams bool, err error) {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()
 	if !n.dirty || n.unlinked {
 		n.mu.Unlock()
-		return nil
+		return false, nil
+	}
+	if n.stream != nil {
+		n.mu.Unlock()
+		return true, nil
 	}
 	st, size, md := n.staging, n.size, n.meta
 	if n.wbID == "" {
@@ -31,12 +37,12 @@ func (n *fileNode) submit() error {
 	n.mu.Unlock()
 
 	rec := cache.Record{ID: id, Key: n.key(), File: st.Name(), Size: size, Meta: md.Encode()}
-	err := n.fsys.queue.Submit(rec, st, n.queuedDone)
+	err = n.fsys.queue.Submit(rec, st, n.queuedDone)
 	if err != nil {
 		n.mu.Lock()
 		n.dirty, n.sealed = true, false
 		n.mu.Unlock()
-		return err
+		return false, err
 	}
 	// A chmod meanwhile (Setattr does not wait for the freeze) went into
 	// the version this one replaced (metaQueued): it goes into this one,
@@ -52,7 +58,7 @@ func (n *fileNode) submit() error {
 			n.fsys.holdMeta(n)
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // queuedDone takes back a staged file the queue is done with. An upload

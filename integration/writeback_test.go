@@ -765,3 +765,37 @@ func (s *server) sameTree(t *testing.T, src, prefix string) {
 		s.sameObject(t, prefix+e.Name(), data)
 	}
 }
+
+// A file larger than the cache in write-back mode streams through it, as
+// in sync mode: once the cache cannot hold it, it is uploaded while it is
+// written, its uploaded parts leave the cache, and its close waits for the
+// upload — it failed with ENOSPC. A version of the file closed before
+// (hurried out of the full cache) does not land over it.
+func TestWritebackFileLargerThanTheCache(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=1h", "cache_size=6MiB", "part_size=1MiB", "parallel=2")
+	writeFile(t, m.path("big"), []byte("an older version, queued"))
+	src := filepath.Join(t.TempDir(), "big")
+	data := randomBytes(t, 40<<20)
+	writeFile(t, src, data)
+	run(t, "dd", "if="+src, "of="+m.path("big"), "bs=1M", "status=none")
+	// In the bucket when dd's close returned, with an hour's write-back
+	// delay: the close waited for it.
+	srv.sameObject(t, "big", data)
+	for _, line := range []string{"the cache cannot hold a file being written", "the cache is full: uploaded parts of a file being written leave it"} {
+		if !strings.Contains(m.logs.String(), line) {
+			t.Errorf("no log line %q", line)
+		}
+	}
+	// Small files still go through the queue.
+	writeFile(t, m.path("small"), []byte("queued"))
+	if srv.exists("small") {
+		t.Errorf("a small file was uploaded at its close")
+	}
+	m.stop(t)
+	srv.sameObject(t, "big", data)
+	srv.sameObject(t, "small", []byte("queued"))
+	if c := srv.Counts(); c["CompleteMultipartUpload"] != 1 {
+		t.Errorf("%d CompleteMultipartUpload, want 1", c["CompleteMultipartUpload"])
+	}
+}
