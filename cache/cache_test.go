@@ -90,7 +90,7 @@ func TestStagingIsPrivateAndUnlinked(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("staging file visible in the cache dir: %v", entries)
 	}
-	if d.Used() != 8 || d.Open() != 1 {
+	if d.Used() != 5 || d.Open() != 1 { // the hole before takes no room
 		t.Fatalf("used %d open %d", d.Used(), d.Open())
 	}
 	s.Remove()
@@ -355,7 +355,7 @@ func TestReusedStagingHasNoStaleBytes(t *testing.T) {
 		if got := readAll(t, s, 100); !bytes.Equal(got, want) {
 			t.Fatalf("named=%v: extended by truncate %q", named, got)
 		}
-		if d.Used() != 80 {
+		if d.Used() != 5 { // the bytes written: holes take no room
 			t.Fatalf("used %d", d.Used())
 		}
 		s.Remove()
@@ -712,5 +712,65 @@ func TestDropSent(t *testing.T) {
 	}
 	if _, err := s.ReadAt(got[:mib], 0); err != nil || !bytes.Equal(got[:mib], data[:mib]) {
 		t.Fatalf("read after emptying: %v", err)
+	}
+}
+
+// Holes left by writes past the end and truncates up are not in the
+// cache's used bytes; the writes that fill them are, and what a truncate
+// down, a drop or Remove gives back is what was accounted.
+func TestHolesTakeNoRoom(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 2000)
+	s, _ := d.NewStaging()
+	used := func(want int64, what string) {
+		t.Helper()
+		if got := d.Used(); got != want {
+			t.Fatalf("%s: used %d, want %d", what, got, want)
+		}
+	}
+	s.WriteAt(bytes.Repeat([]byte{'a'}, 10), 1000) // [0,1000) a hole
+	used(10, "write past the end")
+	if err := s.Truncate(5000); err != nil { // [1010,5000) a hole
+		t.Fatal(err)
+	}
+	used(10, "truncate up")
+	if _, err := s.WriteAt(bytes.Repeat([]byte{'b'}, 20), 995); err != nil { // fills 5 of the first hole
+		t.Fatal(err)
+	}
+	used(20, "write over a hole's end, the data and the next hole's start")
+	if _, err := s.WriteAt(make([]byte, 1981), 2000); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("filling 1981 bytes of a hole past the limit: %v", err)
+	}
+	if _, err := s.WriteAt(make([]byte, 70), 2000); err != nil {
+		t.Fatal(err)
+	}
+	used(90, "write into a hole")
+	if err := s.Truncate(2030); err != nil { // cuts 40 written bytes and a hole
+		t.Fatal(err)
+	}
+	used(50, "truncate down")
+	if got := readAll(t, s, 3000); len(got) != 2030 || got[994] != 0 || got[995] != 'b' || got[1014] != 'b' || got[1015] != 0 {
+		t.Fatalf("content after the writes: %d bytes", len(got))
+	}
+	if err := s.Reserve(0, 1000); err != nil { // blocks for the first hole
+		t.Fatal(err)
+	}
+	used(50+995, "reserve over a hole")
+	s.Remove()
+	used(0, "Remove")
+	d.Close()
+}
+
+func TestHoles(t *testing.T) {
+	var h holes
+	h = h.add(0, 10).add(10, 20).add(30, 40)
+	if len(h) != 2 || h.total() != 30 || h.in(5, 35) != 20 {
+		t.Fatalf("%v: total %d, in [5,35) %d", h, h.total(), h.in(5, 35))
+	}
+	h = h.fill(5, 32)
+	if len(h) != 2 || h[0] != (span{0, 5}) || h[1] != (span{32, 40}) {
+		t.Fatalf("after filling [5,32): %v", h)
+	}
+	if h.fill(100, 200).total() != 13 || h.fill(0, 40).total() != 0 {
+		t.Fatalf("fills outside and over all: %v", h)
 	}
 }

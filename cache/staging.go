@@ -287,7 +287,12 @@ type Staging struct {
 	// dropped: the bytes below left the disk, uploaded as parts
 	// (streamed.go); they are not in used. Written under mu.
 	dropped atomic.Int64
+	// holes below size take no disk and are not in used (holes.go).
+	holes holes // GUARDED_BY(mu)
 }
+
+// heldLocked is the file's bytes in used. LOCKS_REQUIRED(s.mu)
+func (s *Staging) heldLocked() int64 { return s.size - s.dropped.Load() - s.holes.total() }
 
 // SetLogger gives the directory a log for what writers wait for; call it
 // before the directory is used.
@@ -423,7 +428,7 @@ func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
 	if err := s.cutStale(off, end); err != nil {
 		return 0, err
 	}
-	if err := s.grow(end); err != nil {
+	if err := s.account(off, end); err != nil {
 		return 0, err
 	}
 	err = s.withFile(func(f *os.File) error {
@@ -472,9 +477,6 @@ func (s *Staging) Truncate(size int64) error {
 	if err := s.cutStale(size, size); err != nil {
 		return err
 	}
-	if err := s.grow(size); err != nil {
-		return err
-	}
 	var dropped int64
 	err := s.withFile(func(f *os.File) error {
 		if err := f.Truncate(size); err != nil {
@@ -493,10 +495,15 @@ func (s *Staging) Truncate(size int64) error {
 	}
 	s.mu.Lock()
 	s.extent = size
-	shrink := s.size - size - dropped // dropped bytes are not in used
-	if s.size > size {
-		s.size = size
+	var shrink int64
+	if size < s.size {
+		// Dropped bytes and holes are not in used.
+		shrink = s.size - size - dropped - s.holes.in(size, s.size)
+		s.holes = s.holes.fill(size, s.size)
+	} else {
+		s.holes = s.holes.add(s.size, size) // growing takes no disk
 	}
+	s.size = size
 	s.mu.Unlock()
 	if shrink > 0 {
 		s.dir.release(shrink)
@@ -509,6 +516,15 @@ func (s *Staging) Truncate(size int64) error {
 // writes there later do not run out of disk. Blocks past the size count in
 // the extent: an idle file and a full disk give them back.
 func (s *Staging) Reserve(off, length int64) error {
+	// Blocks in holes below the size are staged bytes, as if written.
+	s.mu.Lock()
+	within := min(off+length, s.size)
+	s.mu.Unlock()
+	if within > off {
+		if err := s.account(off, within); err != nil {
+			return err
+		}
+	}
 	reserve := func(f *os.File) error {
 		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, length); err != nil {
 			return err
@@ -529,6 +545,29 @@ func (s *Staging) Reserve(off, length int64) error {
 		err = s.withFile(reserve)
 	}
 	return err
+}
+
+// account reserves room for a write of [off, end) — the bytes past the
+// end and the holes it fills — and records it; a gap it leaves past the
+// end is a hole.
+func (s *Staging) account(off, end int64) error {
+	s.mu.Lock()
+	want := s.holes.in(off, min(end, s.size)) + max(0, end-max(off, s.size))
+	s.mu.Unlock()
+	if want > 0 {
+		if err := s.dir.reserve(want); err != nil {
+			return err
+		}
+	}
+	// The size may have changed while waiting (another writer grew it, a
+	// truncate shrank it): account what the write really takes.
+	s.mu.Lock()
+	actual := s.holes.in(off, min(end, s.size)) + max(0, end-max(off, s.size))
+	s.holes = s.holes.fill(off, min(end, s.size)).add(s.size, off)
+	s.size = max(s.size, end)
+	s.mu.Unlock()
+	s.dir.release(want - actual) // negative: adds the difference
+	return nil
 }
 
 // grow accounts the file growing to end.
@@ -619,8 +658,8 @@ func (s *Staging) Remove() {
 	}
 	s.dir.count.Add(-1)
 	s.mu.Lock()
-	n, extent, uploaded := s.size-s.dropped.Load(), s.extent, s.uploaded
-	s.size, s.uploaded = 0, 0
+	n, extent, uploaded := s.heldLocked(), s.extent, s.uploaded
+	s.size, s.uploaded, s.holes = 0, 0, nil
 	s.mu.Unlock()
 	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
 	// The uploaded mark and the bytes go at once: a writer short of room
@@ -639,7 +678,7 @@ func (s *Staging) Remove() {
 // failing at once. Any change to the file takes the mark away.
 func (s *Staging) MarkUploaded() {
 	s.mu.Lock()
-	held := s.size - s.dropped.Load()
+	held := s.heldLocked()
 	n := held - s.uploaded
 	s.uploaded = held
 	s.mu.Unlock()

@@ -109,10 +109,13 @@ func (s *Staging) dropTo(key string, off int64) bool {
 	}
 	from := s.dropped.Load()
 	var err error
+	var freed int64 // holes were never in used
 	if off > from {
 		err = unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, from, off-from)
 		if err == nil {
 			s.mu.Lock()
+			freed = off - from - s.holes.in(from, off)
+			s.holes = s.holes.fill(from, off)
 			s.dropped.Store(off)
 			s.mu.Unlock()
 		}
@@ -127,7 +130,7 @@ func (s *Staging) dropTo(key string, off int64) bool {
 	if off <= from {
 		return true // another writer dropped them
 	}
-	s.dir.release(off - from)
+	s.dir.release(freed)
 	if from == 0 && s.dir.log != nil {
 		s.dir.log.Info("the cache is full: uploaded parts of a file being written leave it; the file can only grow in order until it is closed",
 			"key", key, "dropped", humanize.IBytes(uint64(off)))
