@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -772,5 +773,83 @@ func TestHoles(t *testing.T) {
 	}
 	if h.fill(100, 200).total() != 13 || h.fill(0, 40).total() != 0 {
 		t.Fatalf("fills outside and over all: %v", h)
+	}
+}
+
+// Random writes, truncates and reservations: the cache's used bytes are
+// always the bytes of the file written (or reserved) and not cut off since
+// — what a model of the file counts — and Remove gives all of them back;
+// the file reads what the model holds (holes as zeros, also over a reused
+// file's stale bytes).
+func TestUsedFollowsWrittenBytes(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	for round := range 20 {
+		d, _ := OpenDir(t.TempDir(), 0)
+		if round%2 == 1 { // named staging files, reused with stale bytes
+			d, _ = writebackDir(t)
+		}
+		for range round % 4 { // leave files with stale bytes in the idle pool
+			old, _ := d.NewStaging()
+			old.WriteAt(bytes.Repeat([]byte{'x'}, 5000), 0)
+			old.Remove()
+		}
+		s, _ := d.NewStaging()
+		// The model: which bytes of the file hold data, and the content.
+		var written []bool
+		var content []byte
+		for step := range 200 {
+			off := rng.Int64N(3000)
+			n := rng.Int64N(300)
+			switch rng.IntN(4) {
+			case 0, 1:
+				data := make([]byte, n)
+				for i := range data {
+					data[i] = byte(1 + rng.IntN(255))
+				}
+				if _, err := s.WriteAt(data, off); err != nil {
+					t.Fatal(err)
+				}
+				for int64(len(written)) < off+n {
+					written, content = append(written, false), append(content, 0)
+				}
+				for i := off; i < off+n; i++ {
+					written[i] = true
+				}
+				copy(content[off:], data)
+			case 2:
+				if err := s.Truncate(off); err != nil {
+					t.Fatal(err)
+				}
+				for int64(len(written)) < off {
+					written, content = append(written, false), append(content, 0)
+				}
+				written, content = written[:off], content[:off]
+			case 3:
+				n++ // fallocate(2) of nothing is EINVAL
+				if err := s.Reserve(off, n); err != nil {
+					t.Fatal(err)
+				}
+				for i := off; i < min(off+n, int64(len(written))); i++ {
+					written[i] = true
+				}
+			}
+			var want int64
+			for _, w := range written {
+				if w {
+					want++
+				}
+			}
+			if got := d.Used(); got != want {
+				t.Fatalf("round %d step %d: used %d, want %d", round, step, got, want)
+			}
+		}
+		if got := readAll(t, s, 4000); !bytes.Equal(got, content) {
+			t.Fatalf("round %d: the file reads other bytes than were written (%d bytes, want %d)", round, len(got), len(content))
+		}
+		s.Remove()
+		if d.Used() != 0 {
+			t.Fatalf("round %d: used %d after Remove", round, d.Used())
+		}
+		d.Close()
 	}
 }
