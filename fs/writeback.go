@@ -15,7 +15,9 @@ import (
 
 // submit seals the staged content and queues its upload, unless the file
 // streams through (streamThrough): then the caller uploads it as in sync
-// mode.
+// mode. So does one whose streamed upload failed after its start left the
+// cache: no queued upload could send it, and its close must not be
+// acknowledged.
 func (n *fileNode) submit() (streams bool, err error) {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
@@ -24,7 +26,7 @@ func (n *fileNode) submit() (streams bool, err error) {
 		n.mu.Unlock()
 		return false, nil
 	}
-	if n.stream != nil {
+	if n.stream != nil || n.staging.Dropped() > 0 {
 		n.mu.Unlock()
 		return true, nil
 	}

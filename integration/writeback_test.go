@@ -799,3 +799,36 @@ func TestWritebackFileLargerThanTheCache(t *testing.T) {
 		t.Errorf("%d CompleteMultipartUpload, want 1", c["CompleteMultipartUpload"])
 	}
 }
+
+// A file streamed through the cache whose upload then fails cannot be
+// queued instead — its start left the cache — so no later close of it is
+// acknowledged either: each is EIO, and nothing is journaled or uploaded.
+func TestWritebackFailedStreamThroughIsNeverAcknowledged(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "cache_size=6MiB", "part_size=1MiB", "parallel=2")
+	srv.AddFault(osslocal.Fault{Op: "CompleteMultipartUpload", Status: 500})
+	script := `
+import errno, os, sys
+path = sys.argv[1]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, os.urandom(20 << 20))
+for again in range(2):
+    try:
+        os.close(fd)
+        print("ok")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+    fd = os.open(path, os.O_WRONLY)
+`
+	if out := run(t, "python3", "-c", script, m.path("doomed")); out != "EIO\nEIO\n" {
+		t.Errorf("closes of a file whose streamed upload failed:\n%s", out)
+	}
+	srv.ClearFaults()
+	if err := os.Remove(m.path("doomed")); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t)
+	if srv.exists("doomed") {
+		t.Errorf("the file was uploaded")
+	}
+}
