@@ -699,8 +699,9 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 	// In write-back mode, uploads still queued for the key (a version
 	// closed before) would land after this one: they go once it is there.
 	return n.fsys.removing(ctx, key, func(bool) error {
+		var streamErr error
 		if stream != nil {
-			if err := stream.Complete(ctx, size); err == nil {
+			if streamErr = stream.Complete(ctx, size); streamErr == nil {
 				st.MarkUploaded()
 				n.mu.Lock()
 				n.confirmLocked()
@@ -713,6 +714,11 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 		n.mu.Lock()
 		if err != nil {
 			n.dirty = true
+			// A CRC-64 mismatch is an object the server stored: an
+			// unlink must delete it.
+			if errors.Is(err, bucket.ErrIntegrity) || errors.Is(streamErr, bucket.ErrIntegrity) {
+				n.inBucket = true
+			}
 		} else {
 			n.confirmLocked()
 			st.MarkUploaded()

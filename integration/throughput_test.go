@@ -74,7 +74,8 @@ func TestStreamedMultipartRandomWriteFallsBack(t *testing.T) {
 }
 
 // A multipart upload whose completion reports a wrong CRC64 fails (the
-// streamed one, then the whole-file retry): close is EIO.
+// streamed one, then the whole-file retry): close is EIO, and an unlink
+// deletes the object the server stored.
 func TestStreamedMultipartCRCMismatch(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv, "part_size=1MiB")
@@ -86,6 +87,14 @@ func TestStreamedMultipartCRCMismatch(t *testing.T) {
 	f.Write(randomBytes(t, 3<<20))
 	if err := f.Close(); errnoOf(err) != syscall.EIO {
 		t.Fatalf("close: %v, want EIO", err)
+	}
+	// The server stored what it answered with the wrong CRC: an unlink
+	// deletes it (it was left behind).
+	if err := os.Remove(m.path("big")); err != nil {
+		t.Fatal(err)
+	}
+	if srv.exists("big") {
+		t.Errorf("the object of the failed upload outlived the unlink")
 	}
 	srv.ClearFaults()
 }
