@@ -832,3 +832,27 @@ for again in range(2):
 		t.Errorf("the file was uploaded")
 	}
 }
+
+// A queued upload that failed after the server stored its object (a CRC-64
+// mismatch) leaves that object under the key until it is tried again: an
+// unlink meanwhile deletes it.
+func TestWritebackUnlinkAfterAStoredFailure(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=0s")
+	srv.AddFault(osslocal.Fault{Op: "PutObject", BadCRC: true})
+	writeFile(t, m.path("damaged"), []byte("bytes the server reports wrongly"))
+	waitUntil(t, "a failed attempt", func() bool {
+		return strings.Contains(m.logs.String(), `msg="write-back upload failed; retrying" key=damaged`)
+	})
+	if err := os.Remove(m.path("damaged")); err != nil {
+		t.Fatal(err)
+	}
+	if srv.exists("damaged") {
+		t.Errorf("the object of the failed attempt outlived the unlink")
+	}
+	srv.ClearFaults()
+	m.stop(t)
+	if srv.exists("damaged") {
+		t.Errorf("the unlinked file was uploaded")
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/cache"
 )
 
@@ -94,8 +95,11 @@ type item struct {
 	// suspended keeps the item from starting while a rename that replaces
 	// its file runs (Suspend); schedule leaves it out of the ready heap.
 	suspended bool
-	waiters   []chan error
-	index     int // in Queue.ready; -1 when not there
+	// stored: an attempt failed after the server stored an object (a
+	// CRC-64 mismatch), so the key may hold one the file never had.
+	stored  bool
+	waiters []chan error
+	index   int // in Queue.ready; -1 when not there
 }
 
 // itemHeap orders waiting items by due time (container/heap).
@@ -207,7 +211,7 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 		if old.file != file {
 			superseded = old.file
 		}
-		it.waiters, it.suspended = old.waiters, old.suspended
+		it.waiters, it.suspended, it.stored = old.waiters, old.suspended, old.stored
 		q.unschedule(old)
 		q.putLocked(it)
 		q.schedule(it)
@@ -465,7 +469,7 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 
 // Suspend keeps the uploads queued for key from starting, waits for one
 // running, and returns their ids, and whether one ran (its object may
-// exist now): an unlink, or a rename that replaces the file, drops them
+// exist now) or failed after the server stored an object: an unlink, or a rename that replaces the file, drops them
 // (Remove) once it has succeeded — landing after it, they would bring the
 // old content back — or lets them go on (Resume) if it failed.
 func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool) {
@@ -473,6 +477,7 @@ func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool
 	var running []<-chan error
 	q.eachLocked(key, true, func(id string, it *item) {
 		ids = append(ids, id)
+		ran = ran || it.stored
 		it.suspended = true
 		q.unschedule(it)
 		if it.running {
@@ -488,7 +493,7 @@ func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool
 		case <-ctx.Done():
 		}
 	}
-	return ids, len(running) > 0
+	return ids, ran || len(running) > 0
 }
 
 // Resume lets suspended uploads start again.
@@ -724,6 +729,7 @@ func (q *Queue) worker() {
 
 		q.mu.Lock()
 		it.running = false
+		it.stored = it.stored || errors.Is(err, bucket.ErrIntegrity)
 		next := it.again
 		switch {
 		case err != nil && next == nil:
@@ -742,7 +748,7 @@ func (q *Queue) worker() {
 		}
 		uploaded := err == nil
 		if next != nil {
-			next.suspended = it.suspended
+			next.suspended, next.stored = it.suspended, it.stored
 			q.putLocked(next)
 			q.schedule(next)
 		} else {
