@@ -53,7 +53,7 @@ func (n *fileNode) submit() (streams bool, err error) {
 	now := n.meta
 	n.mu.Unlock()
 	if now != md {
-		if ok, err := n.fsys.queue.Update(id, rec.Key, now.Encode()); err != nil || !ok {
+		if ok, _, err := n.fsys.queue.Update(id, rec.Key, now.Encode()); err != nil || !ok {
 			n.mu.Lock()
 			n.metaPending = true
 			n.mu.Unlock()
@@ -139,7 +139,7 @@ func (n *fileNode) renameQueued(ctx context.Context, oldKey, newKey string) (boo
 	if id == "" {
 		return false, nil
 	}
-	ok, err := n.fsys.queue.Update(id, newKey, md.Encode())
+	ok, leftBehind, err := n.fsys.queue.Update(id, newKey, md.Encode())
 	if err != nil || !ok {
 		if err == nil {
 			// Running: let it finish, then rename the object.
@@ -150,8 +150,9 @@ func (n *fileNode) renameQueued(ctx context.Context, oldKey, newKey string) (boo
 	n.mu.Lock()
 	n.metaPending, n.inBucket = false, false
 	n.mu.Unlock()
-	if inBucket {
-		// An older version was uploaded under the old name.
+	if inBucket || leftBehind {
+		// An older version was uploaded under the old name, or a failed
+		// attempt left an object there.
 		return true, n.fsys.bucket.Delete(ctx, oldKey)
 	}
 	return true, nil
@@ -169,7 +170,7 @@ func (n *fileNode) metaQueued() bool {
 	if id == "" {
 		return false
 	}
-	ok, err := n.fsys.queue.Update(id, n.key(), md.Encode())
+	ok, _, err := n.fsys.queue.Update(id, n.key(), md.Encode())
 	return ok && err == nil
 }
 

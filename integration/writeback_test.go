@@ -835,24 +835,39 @@ for again in range(2):
 
 // A queued upload that failed after the server stored its object (a CRC-64
 // mismatch) leaves that object under the key until it is tried again: an
-// unlink meanwhile deletes it.
+// unlink meanwhile deletes it, a rename too.
 func TestWritebackUnlinkAfterAStoredFailure(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv, "writeback", "writeback_delay=0s")
 	srv.AddFault(osslocal.Fault{Op: "PutObject", BadCRC: true})
-	writeFile(t, m.path("damaged"), []byte("bytes the server reports wrongly"))
-	waitUntil(t, "a failed attempt", func() bool {
-		return strings.Contains(m.logs.String(), `msg="write-back upload failed; retrying" key=damaged`)
-	})
+	// Each file is changed right after its first attempt failed, a second
+	// before the next.
+	failedOnce := func(name string) {
+		writeFile(t, m.path(name), []byte("bytes the server reports wrongly"))
+		waitUntil(t, "a failed attempt", func() bool {
+			return strings.Contains(m.logs.String(), `msg="write-back upload failed; retrying" key=`+name)
+		})
+	}
+	failedOnce("damaged")
 	if err := os.Remove(m.path("damaged")); err != nil {
 		t.Fatal(err)
 	}
 	if srv.exists("damaged") {
 		t.Errorf("the object of the failed attempt outlived the unlink")
 	}
+	// A rename of the queued file moves the queued upload and deletes
+	// what the attempt left under the old name.
+	failedOnce("moved")
+	if err := os.Rename(m.path("moved"), m.path("moved-to")); err != nil {
+		t.Fatal(err)
+	}
+	if srv.exists("moved") {
+		t.Errorf("the object of the failed attempt outlived the rename")
+	}
 	srv.ClearFaults()
 	m.stop(t)
-	if srv.exists("damaged") {
-		t.Errorf("the unlinked file was uploaded")
+	if srv.exists("damaged") || srv.exists("moved") {
+		t.Errorf("keys %v", srv.keys(t))
 	}
+	srv.sameObject(t, "moved-to", []byte("bytes the server reports wrongly"))
 }

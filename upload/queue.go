@@ -246,25 +246,30 @@ func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
 }
 
 // Update changes the key and metadata of a queued item that has not
-// started, and reports whether it did (false: unknown or running).
-func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
+// started, and reports whether it did (false: unknown or running), and
+// whether an object an attempt left (item.stored) stays under the old key
+// for the caller to delete.
+func (q *Queue) Update(id, key string, meta map[string]string) (updated, leftBehind bool, err error) {
 	q.mu.Lock()
 	it, ok := q.items[id]
 	if !ok || it.running {
 		q.mu.Unlock()
-		return false, nil
+		return false, false, nil
 	}
 	oldKey := it.rec.Key
 	q.mu.Unlock()
 	for _, k := range []string{oldKey, key} {
 		if err := q.journal.Settle(k); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
 	q.mu.Lock()
 	if q.items[id] != it || it.running {
 		q.mu.Unlock()
-		return false, nil
+		return false, false, nil
+	}
+	if key != it.rec.Key {
+		leftBehind, it.stored = it.stored, false
 	}
 	q.rekeyLocked(it, key)
 	it.rec.Meta = meta
@@ -276,13 +281,13 @@ func (q *Queue) Update(id, key string, meta map[string]string) (bool, error) {
 	q.unschedule(it)
 	q.mu.Unlock()
 	// Journal the change before the rename or chmod is acknowledged.
-	err := q.journal.Put(rec, file)
+	err = q.journal.Put(rec, file)
 	q.mu.Lock()
 	if scheduled && q.items[id] == it {
 		q.schedule(it) // not if suspended meanwhile
 	}
 	q.mu.Unlock()
-	return true, err
+	return true, leftBehind, err
 }
 
 // Remove drops a queued item; one running is waited for first (its object

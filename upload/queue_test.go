@@ -116,7 +116,7 @@ func (e *queueEnv) content(t *testing.T, key string) string {
 func TestQueueUpdateAndRemoveBeforeStart(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
 	e.submit(t, "a", "tmp", "A")
-	if ok, err := e.q.Update("a", "final", map[string]string{"mode": "33261"}); !ok || err != nil {
+	if ok, _, err := e.q.Update("a", "final", map[string]string{"mode": "33261"}); !ok || err != nil {
 		t.Fatalf("update: %v %v", ok, err)
 	}
 	e.submit(t, "b", "gone", "B")
