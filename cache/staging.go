@@ -56,7 +56,7 @@ type Dir struct {
 
 	mu   sync.Mutex
 	cond *sync.Cond
-	used int64 // GUARDED_BY(mu); bytes in staging files
+	used int64 // GUARDED_BY(mu); bytes in staging files (not holes: holes.go)
 	// uploaded: bytes of used that the bucket has too (Staging.MarkUploaded);
 	// they go when their files' last handles are released.
 	uploaded int64 // GUARDED_BY(mu)
