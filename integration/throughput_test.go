@@ -186,7 +186,14 @@ func TestStreamedPartRetried(t *testing.T) {
 // written in order.
 func TestFileLargerThanTheCache(t *testing.T) {
 	srv := startServer(t)
-	m := startMount(t, srv, "cache_size=6MiB", "part_size=1MiB", "parallel=2")
+	// A cache under two parts cannot let a file stream through: the
+	// mount says so when it starts.
+	m := startMount(t, srv, "cache_size=6MiB")
+	m.stop(t)
+	if !strings.Contains(m.logs.String(), "cache_size is under two parts") {
+		t.Errorf("no warning that the cache is too small for the parts")
+	}
+	m = startMount(t, srv, "cache_size=6MiB", "part_size=1MiB", "parallel=2")
 	src := t.TempDir()
 	data := randomBytes(t, 40<<20)
 	writeFile(t, filepath.Join(src, "big"), data)
@@ -194,6 +201,9 @@ func TestFileLargerThanTheCache(t *testing.T) {
 	srv.sameObject(t, "big", data)
 	if !strings.Contains(m.logs.String(), "the cache is full: uploaded parts of a file being written leave it") {
 		t.Errorf("no log line says why the start of the file left the cache")
+	}
+	if strings.Contains(m.logs.String(), "cache_size is under two parts") {
+		t.Errorf("a warning that the cache is too small for parts that fit")
 	}
 
 	script := `

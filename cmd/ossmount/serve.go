@@ -74,6 +74,12 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	}
 	uploader := upload.New(bk, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
 		PartSize: o.PartSize, Parallel: o.Parallel}, log)
+	if o.CacheSize > 0 && o.CacheSize < 2*uploader.PartSize() {
+		// A stream starts once a file holds more than one part, and a
+		// writer short of room then waits for a part to leave the cache.
+		log.Warn("cache_size is under two parts: a file written in order that is larger than the cache cannot stream through it, and fails with ENOSPC; raise cache_size or lower part_size",
+			"cache_size", humanize.IBytes(uint64(o.CacheSize)), "part_size", humanize.IBytes(uint64(uploader.PartSize())))
+	}
 	var queue *upload.Queue
 	if journal != nil {
 		if queue, err = startQueue(cd, journal, uploader, a, log); err != nil {
