@@ -787,6 +787,28 @@ func TestWritebackFileLargerThanTheCache(t *testing.T) {
 			t.Errorf("no log line %q", line)
 		}
 	}
+	// An fsync completes it, as in sync mode: the object is there when
+	// it returns, and what left the cache cannot be written again.
+	script := `
+import errno, os, sys
+path, data = sys.argv[1], open(sys.argv[2], "rb").read()
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, data[:20 << 20])
+os.fsync(fd)
+print("fsync ok")
+try:
+    os.write(fd, data[20 << 20:])
+    print("write ok")
+except OSError as e:
+    print("write", errno.errorcode[e.errno])
+os.close(fd)
+`
+	fsynced := filepath.Join(m.dir, "fsynced")
+	out := run(t, "python3", "-c", script, fsynced, src)
+	if out != "fsync ok\nwrite EIO\n" {
+		t.Errorf("fsync of a file streamed through, then a write:\n%s", out)
+	}
+	srv.sameObject(t, "fsynced", data[:20<<20])
 	// Small files still go through the queue.
 	writeFile(t, m.path("small"), []byte("queued"))
 	if srv.exists("small") {
@@ -795,8 +817,8 @@ func TestWritebackFileLargerThanTheCache(t *testing.T) {
 	m.stop(t)
 	srv.sameObject(t, "big", data)
 	srv.sameObject(t, "small", []byte("queued"))
-	if c := srv.Counts(); c["CompleteMultipartUpload"] != 1 {
-		t.Errorf("%d CompleteMultipartUpload, want 1", c["CompleteMultipartUpload"])
+	if c := srv.Counts(); c["CompleteMultipartUpload"] != 2 {
+		t.Errorf("%d CompleteMultipartUpload, want 2", c["CompleteMultipartUpload"])
 	}
 }
 
