@@ -552,7 +552,7 @@ func (s *Staging) Reserve(off, length int64) error {
 // end is a hole.
 func (s *Staging) account(off, end int64) error {
 	s.mu.Lock()
-	want := s.holes.in(off, min(end, s.size)) + max(0, end-max(off, s.size))
+	want := s.takesLocked(off, end)
 	s.mu.Unlock()
 	if want > 0 {
 		if err := s.dir.reserve(want); err != nil {
@@ -562,7 +562,7 @@ func (s *Staging) account(off, end int64) error {
 	// The size may have changed while waiting (another writer grew it, a
 	// truncate shrank it): account what the write really takes.
 	s.mu.Lock()
-	actual := s.holes.in(off, min(end, s.size)) + max(0, end-max(off, s.size))
+	actual := s.takesLocked(off, end)
 	s.holes = s.holes.fill(off, min(end, s.size)).add(s.size, off)
 	s.size = max(s.size, end)
 	s.mu.Unlock()
@@ -570,25 +570,10 @@ func (s *Staging) account(off, end int64) error {
 	return nil
 }
 
-// grow accounts the file growing to end.
-func (s *Staging) grow(end int64) error {
-	s.mu.Lock()
-	want := end - s.size
-	s.mu.Unlock()
-	if want <= 0 {
-		return nil
-	}
-	if err := s.dir.reserve(want); err != nil {
-		return err
-	}
-	// The size may have changed while waiting (another writer grew it, a
-	// truncate shrank it): account what the growth really is.
-	s.mu.Lock()
-	actual := max(0, end-s.size)
-	s.size = max(s.size, end)
-	s.mu.Unlock()
-	s.dir.release(want - actual) // negative: adds the difference
-	return nil
+// takesLocked is what a write of [off, end) adds to used: the holes it
+// fills and the bytes past the end. LOCKS_REQUIRED(s.mu)
+func (s *Staging) takesLocked(off, end int64) int64 {
+	return s.holes.in(off, min(end, s.size)) + max(0, end-max(off, s.size))
 }
 
 // Sync flushes the staged content (and size) to the disk.
@@ -630,7 +615,7 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 	s.mu.Lock()
 	size := s.size
 	s.mu.Unlock()
-	if err := c.grow(size); err != nil {
+	if err := c.account(0, size); err != nil { // room for all of it first
 		c.Remove()
 		return nil, err
 	}

@@ -474,9 +474,10 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 
 // Suspend keeps the uploads queued for key from starting, waits for one
 // running, and returns their ids, and whether one ran (its object may
-// exist now) or failed after the server stored an object: an unlink, or a rename that replaces the file, drops them
-// (Remove) once it has succeeded — landing after it, they would bring the
-// old content back — or lets them go on (Resume) if it failed.
+// exist now) or failed after the server stored an object: an unlink, or a
+// rename that replaces the file, drops them (Remove) once it has
+// succeeded — landing after it, they would bring the old content back —
+// or lets them go on (Resume) if it failed.
 func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool) {
 	q.mu.Lock()
 	var running []<-chan error
