@@ -37,6 +37,9 @@ type Config struct {
 	// (uploads, and copies, which would otherwise lose the encryption).
 	Encryption Encryption
 	Tagging    string // x-oss-tagging, URL-encoded (see ParseTagging)
+	// Multiparts, when set, is told of every multipart upload's start and
+	// end (streams, the Uploader's and the Copier's).
+	Multiparts MultipartLog
 }
 
 // Credentials is an access key. Its String method hides the secret so it
@@ -50,6 +53,7 @@ func (c Credentials) String() string { return "Credentials{" + c.AccessKeyID + "
 // OSS is a Bucket over the official SDK.
 type OSS struct {
 	client   *oss.Client
+	mp       *loggedClient // the client, for multipart requests
 	uploader *oss.Uploader
 	copier   *oss.Copier
 	partSize int64 // the uploader's
@@ -94,13 +98,15 @@ func NewOSS(cfg Config) *OSS {
 	if partSize <= 0 {
 		partSize = oss.DefaultUploadPartSize
 	}
+	mp := &loggedClient{Client: client, log: cfg.Multiparts}
 	return &OSS{
 		client:     client,
+		mp:         mp,
 		partSize:   partSize,
 		name:       cfg.Bucket,
 		encryption: cfg.Encryption,
 		tagging:    cfg.Tagging,
-		uploader: client.NewUploader(func(o *oss.UploaderOptions) {
+		uploader: oss.NewUploader(mp, func(o *oss.UploaderOptions) {
 			if cfg.PartSize > 0 {
 				o.PartSize = cfg.PartSize
 			}
@@ -108,7 +114,7 @@ func NewOSS(cfg Config) *OSS {
 				o.ParallelNum = cfg.Parallel
 			}
 		}),
-		copier: client.NewCopier(),
+		copier: oss.NewCopier(mp),
 	}
 }
 
@@ -334,7 +340,7 @@ func (b *OSS) StartMultipart(ctx context.Context, key string, attrs Attrs) (stri
 	if attrs.ForbidOverwrite {
 		req.ForbidOverwrite = oss.Ptr("true")
 	}
-	res, err := b.client.InitiateMultipartUpload(ctx, req)
+	res, err := b.mp.InitiateMultipartUpload(ctx, req)
 	if err != nil {
 		return "", convert("InitiateMultipartUpload", key, err)
 	}
@@ -364,7 +370,7 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 		req.CompleteMultipartUpload.Parts = append(req.CompleteMultipartUpload.Parts, oss.UploadPart{PartNumber: int32(p.Number), ETag: oss.Ptr(p.ETag)})
 		crc = oss.CRC64Combine(crc, p.CRC64, uint64(p.Size))
 	}
-	res, err := b.client.CompleteMultipartUpload(ctx, req)
+	res, err := b.mp.CompleteMultipartUpload(ctx, req)
 	if err != nil {
 		return PutResult{}, convert("CompleteMultipartUpload", key, err)
 	}
@@ -378,6 +384,6 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 }
 
 func (b *OSS) AbortMultipart(ctx context.Context, key, uploadID string) error {
-	_, err := b.client.AbortMultipartUpload(ctx, &oss.AbortMultipartUploadRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID})
+	_, err := b.mp.AbortMultipartUpload(ctx, &oss.AbortMultipartUploadRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID})
 	return convert("AbortMultipartUpload", key, err)
 }

@@ -60,6 +60,9 @@ type server struct {
 	*osslocal.Server
 	store *store.Store
 	url   string
+	// uploadsMayStay lets a test end with multipart uploads open (one
+	// whose aborts the server refuses).
+	uploadsMayStay bool
 }
 
 // startServer starts osslocal with buckets in memory.
@@ -88,8 +91,16 @@ func startServerWith(t *testing.T, st *store.Store, wrap func(http.Handler) http
 	}
 	s := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{testKeyID: testSecret}})
 	hs := httptest.NewServer(wrap(s))
-	t.Cleanup(hs.Close)
-	return &server{Server: s, store: st, url: hs.URL}
+	srv := &server{Server: s, store: st, url: hs.URL}
+	// Registered before any mount, so run after their stops: a multipart
+	// upload left open holds parts nobody sees (and on OSS, pays for).
+	t.Cleanup(func() {
+		hs.Close()
+		if keys, err := st.Uploads(testBucket); err == nil && len(keys) > 0 && !srv.uploadsMayStay {
+			t.Errorf("multipart uploads left open on the server, of %q", keys)
+		}
+	})
+	return srv
 }
 
 // mountHoldingPut starts osslocal in memory and mounts it with opts; the

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"mime"
 	"path"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -47,6 +49,18 @@ type Uploader struct {
 	cfg    Config
 	log    *slog.Logger
 	now    func() time.Time
+	// aborting counts the aborts of streams running in the background.
+	aborting sync.WaitGroup
+	aborts   atomic.Int64
+}
+
+// Wait waits for the aborts of given-up streams still being sent, so that
+// an unmount does not leave their uploads open.
+func (u *Uploader) Wait() {
+	if n := u.aborts.Load(); n > 0 {
+		u.log.Info("waiting for the aborts of given-up multipart uploads", "uploads", n)
+	}
+	u.aborting.Wait()
 }
 
 // New returns an Uploader.

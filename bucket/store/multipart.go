@@ -49,6 +49,22 @@ func (s *Store) InitiateMultipart(bucket, key string, attrs Attrs) (string, erro
 	return id, nil
 }
 
+// Uploads returns the keys of the bucket's uploads neither completed nor
+// aborted (ListMultipartUploads), in no order.
+func (s *Store) Uploads(bucket string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, err := s.bucketLocked(bucket)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, u := range b.uploads {
+		keys = append(keys, u.key)
+	}
+	return keys, nil
+}
+
 func (s *Store) upload(bucket, id string) (*multipart, error) {
 	b, err := s.bucketLocked(bucket)
 	if err != nil {

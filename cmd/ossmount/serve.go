@@ -47,11 +47,6 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if err != nil {
 		return err
 	}
-	b := bucket.NewOSS(bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
-		Credentials: creds, RAMRoleURL: roleURL, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging})
-	if err := checkBucket(b, a.prefix, o.Endpoint); err != nil {
-		return err
-	}
 	cacheDir := o.CacheDir
 	if cacheDir == "" {
 		cacheDir = cache.DefaultPath()
@@ -61,6 +56,22 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		return err
 	}
 	defer cd.Close()
+	cfg := bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
+		Credentials: creds, RAMRoleURL: roleURL, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging}
+	var multiparts *cache.Multiparts
+	if !o.ReadOnly {
+		// Any later mount of the bucket, whatever its prefix, cleans up.
+		sum := sha256.Sum256([]byte(o.Endpoint + "\x00" + a.bucket))
+		if multiparts, err = cache.OpenMultiparts(cd.Path(), a.bucket+"-"+hex.EncodeToString(sum[:6]), log); err != nil {
+			return err
+		}
+		defer multiparts.Close()
+		cfg.Multiparts = multiparts
+	}
+	b := bucket.NewOSS(cfg)
+	if err := checkBucket(b, a.prefix, o.Endpoint); err != nil {
+		return err
+	}
 	cd.SetLogger(log)
 	cd.SetMinFree(o.EnsureDiskFree)
 	var journal *cache.Journal
@@ -137,6 +148,16 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
 	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
 	ready.report(nil)
+	orphansDone := make(chan struct{})
+	go func() {
+		defer close(orphansDone)
+		if multiparts != nil {
+			abortOrphans(b, multiparts, log)
+		}
+	}()
+	// Before the ledger closes (deferred above), so that aborts that
+	// failed are in it for the next mount.
+	defer func() { <-orphansDone }()
 
 	// Signals stay caught until the process exits: one arriving while it
 	// drains or cleans up must not kill it halfway.
@@ -166,6 +187,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		}
 		log.Info("write-back queue drained", "uploaded", queue.Stats().Uploaded)
 	}
+	uploader.Wait()
 	log.Info("unmounted", "mountpoint", a.mountpoint)
 	return nil
 }
@@ -190,6 +212,38 @@ func startQueue(cd *cache.Dir, journal *cache.Journal, u *upload.Uploader, a mou
 		}
 	}
 	return q, nil
+}
+
+// abortOrphans aborts the multipart uploads that mounts of this bucket
+// started and did not end before they died (cache.Multiparts): their
+// parts would otherwise stay on the server, billed and invisible.
+func abortOrphans(b bucket.Multipart, mp *cache.Multiparts, log *slog.Logger) {
+	o, err := mp.Orphans()
+	if err != nil {
+		log.Warn("cannot read the multipart ledgers of earlier mounts", "err", err)
+		return
+	}
+	var left []cache.Upload
+	var aborted []string
+	for _, u := range o.Uploads {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := b.AbortMultipart(ctx, u.Key, u.ID)
+		cancel()
+		switch {
+		case err == nil:
+			aborted = append(aborted, u.Key)
+			log.Debug("aborted a multipart upload an earlier mount left", "key", u.Key)
+		case errors.Is(err, bucket.ErrNotFound):
+			// Completed or aborted after all, its end not recorded.
+		default:
+			log.Warn("cannot abort a multipart upload an earlier mount left; the next mount tries again", "key", u.Key, "err", err)
+			left = append(left, u)
+		}
+	}
+	mp.Settle(o, left)
+	if len(aborted) > 0 {
+		log.Info("aborted multipart uploads that earlier mounts died before finishing", "uploads", len(aborted), "first_key", aborted[0])
+	}
 }
 
 // logStatus answers SIGUSR1.
