@@ -115,12 +115,25 @@ func mountHoldingPut(t *testing.T, key string, opts ...string) (srv *server, m *
 // mountHolding is mountHoldingPut for requests of any method.
 func mountHolding(t *testing.T, method, key string, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
 	t.Helper()
+	wrap, started, release := holdFirst(func(r *http.Request) bool {
+		return r.Method == method && strings.HasSuffix(r.URL.Path, "/"+key)
+	})
+	srv = startServerWith(t, store.NewMemory(), wrap)
+	m = startMount(t, srv, opts...)
+	t.Cleanup(release) // runs before the mount's cleanup, registered earlier
+	return srv, m, started, release
+}
+
+// holdFirst returns a server wrapper that holds back the first request
+// matching: started is closed when it arrives, and it goes on when
+// release is called.
+func holdFirst(match func(*http.Request) bool) (wrap func(http.Handler) http.Handler, started chan struct{}, release func()) {
 	started, hold := make(chan struct{}), make(chan struct{})
 	var held, released sync.Once
 	release = func() { released.Do(func() { close(hold) }) }
-	srv = startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+	wrap = func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == method && strings.HasSuffix(r.URL.Path, "/"+key) {
+			if match(r) {
 				first := false
 				held.Do(func() { first = true })
 				if first {
@@ -130,10 +143,8 @@ func mountHolding(t *testing.T, method, key string, opts ...string) (srv *server
 			}
 			h.ServeHTTP(w, r)
 		})
-	})
-	m = startMount(t, srv, opts...)
-	t.Cleanup(release) // runs before the mount's cleanup, registered earlier
-	return srv, m, started, release
+	}
+	return wrap, started, release
 }
 
 // inBackground runs op in a goroutine; its error arrives on the channel.

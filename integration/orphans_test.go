@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -20,24 +19,12 @@ import (
 // next mount with the same cache directory aborts them, and not the
 // upload of another mount that is still writing.
 func TestKilledMountsUploadsAreAbortedByTheNext(t *testing.T) {
+	// Once armed, the first part of "whole" waits.
 	var holding atomic.Bool
-	started, hold := make(chan struct{}), make(chan struct{})
-	var held, released sync.Once
-	release := func() { released.Do(func() { close(hold) }) }
-	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			// Once armed, the first part of "whole" waits.
-			if holding.Load() && r.Method == http.MethodPut && r.URL.Query().Has("uploadId") && strings.HasSuffix(r.URL.Path, "/whole") {
-				first := false
-				held.Do(func() { first = true })
-				if first {
-					close(started)
-					<-hold
-				}
-			}
-			h.ServeHTTP(w, r)
-		})
+	wrap, started, release := holdFirst(func(r *http.Request) bool {
+		return holding.Load() && r.Method == http.MethodPut && r.URL.Query().Has("uploadId") && strings.HasSuffix(r.URL.Path, "/whole")
 	})
+	srv := startServerWith(t, store.NewMemory(), wrap)
 	uploads := func() []string {
 		keys, err := srv.store.Uploads(testBucket)
 		if err != nil {
