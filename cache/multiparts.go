@@ -58,6 +58,8 @@ type Multiparts struct {
 	path string            // GUARDED_BY(mu); f's name once in view
 	open map[string]string // GUARDED_BY(mu); ID → key of uploads not ended
 	size int64             // GUARDED_BY(mu); bytes written to f
+	// warned says a failure to record was logged.
+	warned bool // GUARDED_BY(mu)
 }
 
 // OpenMultiparts returns the ledger of a mount under cacheDir; namespace
@@ -76,7 +78,8 @@ func (m *Multiparts) Started(key, id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.open[id] = key
-	if err := m.appendLocked(ledgerLine{Upload: Upload{Key: key, ID: id}}, true); err != nil {
+	if err := m.appendLocked(ledgerLine{Upload: Upload{Key: key, ID: id}}, true); err != nil && !m.warned {
+		m.warned = true // once: it would fail the same way for every upload
 		m.log.Warn("cannot record a multipart upload in the cache directory; if ossmount dies before it ends, its parts stay on the server", "key", key, "err", err)
 	}
 }
