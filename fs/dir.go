@@ -430,7 +430,7 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 				return
 			}
 			for _, o := range page.Objects {
-				add(strings.TrimPrefix(o.Key, prefix), typeUnknown)
+				add(strings.TrimPrefix(o.Key, prefix), listedType(o.Size))
 			}
 			for _, p := range page.Prefixes {
 				add(strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/"), syscall.S_IFDIR)

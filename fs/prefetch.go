@@ -81,6 +81,12 @@ type scan struct {
 	last    int               // GUARDED_BY(mu); index of the last lookup; -1: none
 	next    int               // GUARDED_BY(mu); first index not yet considered ahead
 	ahead   map[string]*asked // GUARDED_BY(mu)
+	// filesLooked says an entry listed as a regular file was looked up:
+	// the program stats files whose type it knows (ls -l, du, rsync), so
+	// their HEADs are worth asking ahead. Until then only the entries of
+	// unknown type and directories are: find and fts walkers look up no
+	// other (listedType).
+	filesLooked bool // GUARDED_BY(mu)
 }
 
 // asked is a lookup's question to the bucket, put before the lookup.
@@ -139,7 +145,7 @@ func (d *dirNode) listed(entries []fuse.DirEntry) {
 	for i, e := range entries {
 		s.index[e.Name] = i
 	}
-	s.version, s.last, s.next = version, -1, 0
+	s.version, s.last, s.next, s.filesLooked = version, -1, 0, false
 }
 
 // lookingUp notes a lookup of name through the last listing, and returns
@@ -164,6 +170,10 @@ func (d *dirNode) lookingUp(name string) *asked {
 	// The first lookup since the listing (ls: of its first entry; after a
 	// listing on demand: of the name after the one that asked for it), one
 	// asked ahead, or the next one after the last.
+	if !s.filesLooked && s.entries[i].Mode == syscall.S_IFREG {
+		// The files passed over since are asked ahead now.
+		s.filesLooked, s.next = true, min(s.next, i+1)
+	}
 	a := s.ahead[name]
 	if a != nil || s.last < 0 || i == s.last+1 {
 		d.askAheadLocked(i)
@@ -211,8 +221,8 @@ func (d *dirNode) askAheadLocked(i int) {
 	j := max(s.next, i+1)
 	for ; j < len(s.entries) && j <= i+aheadLookups; j++ {
 		e := s.entries[j]
-		if d.knowsFresh(e.Name) {
-			continue // its lookup asks nothing
+		if d.knowsFresh(e.Name) || e.Mode == syscall.S_IFREG && !s.filesLooked {
+			continue // its lookup asks nothing, or may never come
 		}
 		a := &asked{index: j, isDir: e.Mode == syscall.S_IFDIR, version: s.version, started: d.fsys.now(), done: make(chan struct{})}
 		s.ahead[e.Name] = a

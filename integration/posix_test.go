@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -769,6 +770,91 @@ func TestListingAfterCopyAsksNoHead(t *testing.T) {
 	}
 }
 
+// find walks a bucket's tree without a HEAD of any object larger than a
+// symbolic link's target can be: readdir says those are regular files. A
+// smaller one may be a link or a FIFO (their objects look like files in a
+// listing), and is looked up.
+func TestFindStatsOnlySmallObjects(t *testing.T) {
+	var mu sync.Mutex
+	headed := map[string]bool{}
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead {
+				mu.Lock()
+				headed[strings.TrimPrefix(r.URL.Path, "/"+testBucket+"/")] = true
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	put := func(key string, size int, mode uint32) {
+		t.Helper()
+		data := bytes.Repeat([]byte("x"), size)
+		if mode&syscall.S_IFMT == syscall.S_IFLNK {
+			data = []byte("big")
+		}
+		meta := map[string]string{"mode": strconv.Itoa(int(mode))}
+		if _, err := srv.store.Put(testBucket, key, bytes.NewReader(data), store.Attrs{Meta: meta}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("tree/big", 8<<10, syscall.S_IFREG|0o644)
+	put("tree/page", 4096, syscall.S_IFREG|0o644)
+	put("tree/edge", 4095, syscall.S_IFREG|0o644)
+	put("tree/small", 10, syscall.S_IFREG|0o644)
+	put("tree/link", 0, syscall.S_IFLNK|0o777)
+	put("tree/fifo", 0, syscall.S_IFIFO|0o644)
+	put("tree/sub/deep", 1<<20, syscall.S_IFREG|0o644)
+	m := startMount(t, srv)
+	find := func(typ string) string {
+		out := strings.Fields(run(t, "find", m.path("tree"), "-type", typ, "-printf", "%P\n"))
+		sort.Strings(out)
+		return strings.Join(out, " ")
+	}
+	if got, want := find("f"), "big edge page small sub/deep"; got != want {
+		t.Errorf("find -type f: %s, want %s", got, want)
+	}
+	mu.Lock()
+	for _, key := range []string{"tree/big", "tree/page", "tree/sub/deep"} {
+		if headed[key] {
+			t.Errorf("find sent a HEAD of %s", key)
+		}
+	}
+	for _, key := range []string{"tree/edge", "tree/small", "tree/link", "tree/fifo"} {
+		if !headed[key] {
+			t.Errorf("find took %s for what readdir said without a HEAD", key)
+		}
+	}
+	mu.Unlock()
+	if got := find("l"); got != "link" {
+		t.Errorf("find -type l: %s", got)
+	}
+	if got := find("p"); got != "fifo" {
+		t.Errorf("find -type p: %s", got)
+	}
+}
+
+// ls -l of large objects, which readdir lists as regular files, still
+// asks ahead for their HEADs once it looks one up, though the scan began
+// at a small object (find would not look the large ones up).
+func TestListingOfLargeObjectsAsksInParallel(t *testing.T) {
+	gate := newHeadGate("/large/", false, 8)
+	gate.on.Store(true)
+	srv := startServerWith(t, store.NewMemory(), gate.wrap)
+	srv.putByOther(t, "large/a", []byte("small, of unknown type"))
+	for i := range 40 {
+		srv.putByOther(t, fmt.Sprintf("large/b%03d", i), make([]byte, 8<<10))
+	}
+	m := startMount(t, srv)
+	out := run(t, "ls", "-l", m.path("large"))
+	if n := strings.Count(out, " 8192 "); n != 40 {
+		t.Errorf("ls -l shows %d files of 8 KiB:\n%s", n, out)
+	}
+	if files, _ := gate.mostWaiting(); files < 8 {
+		t.Errorf("at most %d HEADs were under way at once", files)
+	}
+}
+
 // fallocate(2) mode 0 (posix_fallocate, `fallocate -l`) makes a file at
 // least that long, as on a local disk: zeros past the old end, nothing
 // within it changed. KEEP_SIZE changes nothing in the bucket; rsync
@@ -855,7 +941,9 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	}
 	modes := []string{"-rw-------", "-rw-r-----", "drwx------", "drwxr-x---"}
 	for i := range files {
-		put(fmt.Sprintf("others/f%03d", i), i, syscall.S_IFREG|0o600+uint32(i%2)*0o40)
+		// The first half small, whose type readdir does not know; the
+		// rest larger than a link can be, listed as regular files.
+		put(fmt.Sprintf("others/f%03d", i), i*83, syscall.S_IFREG|0o600+uint32(i%2)*0o40)
 	}
 	for i := range dirs {
 		put(fmt.Sprintf("others/g%03d/", i), 0, syscall.S_IFDIR|0o700+uint32(i%2)*0o50)
@@ -870,7 +958,7 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	}
 	for i, line := range lines {
 		f := strings.Fields(line)
-		want, size, name := modes[i%2], strconv.Itoa(i), fmt.Sprintf("f%03d", i)
+		want, size, name := modes[i%2], strconv.Itoa(i*83), fmt.Sprintf("f%03d", i)
 		if i >= files {
 			want, size, name = modes[2+(i-files)%2], f[4], fmt.Sprintf("g%03d", i-files)
 		}
