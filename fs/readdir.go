@@ -36,7 +36,7 @@ const maxLinkTarget = 4095
 
 // listedType is the type readdir gives a listed object of size bytes: one
 // larger than any link target can only be a regular file, so that
-// `find -type f`, `rm -r` and other fts walkers stat none of a bucket's
+// `find -type f` and other walkers that go by type stat none of a bucket's
 // data files (50,000 of them: 50,000 HEADs, 10 s against a local
 // server). A smaller one is typeUnknown.
 func listedType(size int64) uint32 {
