@@ -25,7 +25,7 @@ import (
 // ledger of the uploads it started and has not ended, and a later mount
 // of the same bucket aborts those of mounts that are gone.
 //
-// A ledger is a file in DIR/multipart-NAMESPACE/, flock'd by its mount for
+// A ledger is a file in DIR/multipart/NAMESPACE/, flock'd by its mount for
 // the mount's life: a ledger that can be locked belongs to no live mount.
 // It is a log of JSON lines, one per start and end, so a write never
 // rewrites what a crash could cut short.
@@ -66,7 +66,7 @@ type Multiparts struct {
 // names the bucket (endpoint and bucket: any later mount of that bucket
 // cleans up). It creates nothing but the directory until an upload starts.
 func OpenMultiparts(cacheDir, namespace string, log *slog.Logger) (*Multiparts, error) {
-	dir := filepath.Join(cacheDir, "multipart-"+namespace)
+	dir := filepath.Join(cacheDir, "multipart", namespace)
 	if err := ensurePrivateDir(dir); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}

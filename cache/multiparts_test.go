@@ -128,7 +128,8 @@ func TestHalfMadeLedgerIsRemovedWhenOld(t *testing.T) {
 
 // A mount that uploads for months keeps a small ledger.
 func TestLedgerStaysSmall(t *testing.T) {
-	m := openLedger(t, t.TempDir())
+	dir := t.TempDir()
+	m := openLedger(t, dir)
 	for i := range 2000 {
 		id := fmt.Sprintf("upload-%06d", i)
 		m.Started("some/long/key/of/a/big/file", id)
@@ -143,7 +144,7 @@ func TestLedgerStaysSmall(t *testing.T) {
 	}
 	m.Started("k", "last")
 	m.die()
-	if o, err := openLedger(t, filepath.Dir(m.dir)).Orphans(); err != nil || !slices.Equal(o.Uploads, []Upload{{Key: "k", ID: "last"}}) {
+	if o, err := openLedger(t, dir).Orphans(); err != nil || !slices.Equal(o.Uploads, []Upload{{Key: "k", ID: "last"}}) {
 		t.Fatalf("orphans after compaction: %v %v", o.Uploads, err)
 	}
 }
