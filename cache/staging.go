@@ -16,7 +16,8 @@
 // blocks instead of allocating them (about half the cost). Bytes past the
 // staged size of a reused file are stale and never read.
 //
-// Lock order: Staging.use, then Dir.mu.
+// Lock order: Staging.use, then Dir.mu. Multiparts.mu is apart: nothing
+// else is locked under it, nor it under anything of this package.
 package cache
 
 import (
