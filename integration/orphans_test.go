@@ -154,3 +154,28 @@ func TestUnmountWaitsForAnAbort(t *testing.T) {
 	release()
 	<-stopped // exits 0, no ledger left (stop checks), no upload open (the server's check)
 }
+
+// A write-back mount killed in the middle of a queued upload through the
+// Uploader: the next mount replays the journal (the file lands whole) and
+// aborts the upload the dead one left.
+func TestWritebackKilledMidUploadIsReplayedAndItsUploadAborted(t *testing.T) {
+	wrap, started, release := holdFirst(func(r *http.Request) bool {
+		return r.Method == http.MethodPut && r.URL.Query().Has("uploadId") && strings.HasSuffix(r.URL.Path, "/big")
+	})
+	srv := startServerWith(t, store.NewMemory(), wrap)
+	dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+	m := startMountAt(t, srv, dir, cacheDir, "writeback", "writeback_delay=0s", "part_size=1MiB")
+	t.Cleanup(release) // before the mounts' stops
+	data := randomBytes(t, 3<<20)
+	writeFile(t, m.path("big"), data) // close returns once journaled
+	<-started                         // its first part, held
+	m.kill(t)
+	release()
+
+	next := startMountAt(t, srv, dir, cacheDir, "writeback")
+	waitUntil(t, "the next mount's abort", func() bool {
+		return strings.Contains(next.logs.String(), "aborted multipart uploads that earlier mounts died before finishing")
+	})
+	next.stop(t) // drains the replayed queue; the server's check: no upload left open
+	srv.sameObject(t, "big", data)
+}
