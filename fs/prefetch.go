@@ -167,13 +167,13 @@ func (d *dirNode) lookingUp(name string) *asked {
 	if !listed {
 		return nil
 	}
-	// The first lookup since the listing (ls: of its first entry; after a
-	// listing on demand: of the name after the one that asked for it), one
-	// asked ahead, or the next one after the last.
 	if !s.filesLooked && s.entries[i].Mode == syscall.S_IFREG {
 		// The files passed over since are asked ahead now.
 		s.filesLooked, s.next = true, min(s.next, i+1)
 	}
+	// The first lookup since the listing (ls: of its first entry; after a
+	// listing on demand: of the name after the one that asked for it), one
+	// asked ahead, or the next one after the last.
 	a := s.ahead[name]
 	if a != nil || s.last < 0 || i == s.last+1 {
 		d.askAheadLocked(i)
