@@ -85,6 +85,19 @@ type Multipart interface {
 	CompleteMultipart(ctx context.Context, key, uploadID string, parts []Part, attrs Attrs) (PutResult, error)
 	// AbortMultipart drops the upload and its parts.
 	AbortMultipart(ctx context.Context, key, uploadID string) error
+	// CopyPart makes part number of the upload from src's bytes on the
+	// server (UploadPartCopy), from the version src.ETag only (another
+	// one: ErrChanged). The part's CRC64 the server returns must be
+	// src.CRC64, the sum of the bytes the caller holds for that range
+	// (otherwise, or with none returned: ErrIntegrity).
+	CopyPart(ctx context.Context, key, uploadID string, number int, src CopySource) (Part, error)
+}
+
+// CopySource is a byte range of a version of an object, for CopyPart.
+type CopySource struct {
+	Key, ETag string
+	Off, Size int64
+	CRC64     uint64
 }
 
 // GetRequest asks for Length bytes of Key from Off (Length < 0: to the

@@ -16,6 +16,7 @@ import (
 	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
+	"github.com/ossmount/ossmount/internal/crc64"
 )
 
 // Every Bucket implementation runs the same suite: the fake, the SDK
@@ -219,6 +220,52 @@ func TestConformance(t *testing.T) {
 					t.Fatalf("aborted upload left an object: %v", err)
 				}
 			})
+			t.Run("CopyPart", func(t *testing.T) {
+				// An edit of the middle of an object: its unchanged ranges
+				// copied on the server, the rest sent.
+				b := newBucket(t)
+				data := make([]byte, 300<<10)
+				rand.Read(data)
+				put(t, b, "src", data, bucket.Attrs{})
+				etag := etagOf(t, b, "src")
+				edited := append([]byte(nil), data...)
+				copy(edited[120<<10:], "an edit")
+				id, err := b.StartMultipart(ctx, "edited", bucket.Attrs{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ranged := func(off, n int64) bucket.CopySource {
+					return bucket.CopySource{Key: "src", ETag: etag, Off: off, Size: n, CRC64: crc64.Checksum(data[off : off+n])}
+				}
+				p1, err := b.CopyPart(ctx, "edited", id, 1, ranged(0, 100<<10))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p2, err := b.UploadPart(ctx, "edited", id, 2, bytes.NewReader(edited), 100<<10, 100<<10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p3, err := b.CopyPart(ctx, "edited", id, 3, ranged(200<<10, 100<<10))
+				if err != nil {
+					t.Fatal(err)
+				}
+				wrongSum := ranged(200<<10, 100<<10)
+				wrongSum.CRC64++
+				if _, err := b.CopyPart(ctx, "edited", id, 4, wrongSum); !errors.Is(err, bucket.ErrIntegrity) {
+					t.Fatalf("a copied part whose sum differs: %v, want ErrIntegrity", err)
+				}
+				other := ranged(0, 100<<10)
+				other.ETag = `"another version"`
+				if _, err := b.CopyPart(ctx, "edited", id, 4, other); !errors.Is(err, bucket.ErrChanged) {
+					t.Fatalf("a copy of another version: %v, want ErrChanged", err)
+				}
+				if _, err := b.CompleteMultipart(ctx, "edited", id, []bucket.Part{p1, p2, p3}, bucket.Attrs{}); err != nil {
+					t.Fatal(err)
+				}
+				if got := get(t, b, "edited", 0, -1); !bytes.Equal(got, edited) {
+					t.Fatal("an object of copied and sent parts differs")
+				}
+			})
 			t.Run("ListPagesAndDelimiter", func(t *testing.T) {
 				b := newBucket(t)
 				var want []string
@@ -311,4 +358,15 @@ func TestWrongCredentialsAreAccessDenied(t *testing.T) {
 			t.Fatalf("error leaks the secret: %v", err)
 		}
 	}
+}
+
+// etagOf is the ETag of key's version, as a Get reports it.
+func etagOf(t *testing.T, b bucket.Bucket, key string) string {
+	t.Helper()
+	body, err := b.Get(context.Background(), bucket.GetRequest{Key: key, Length: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body.Close()
+	return body.ETag
 }

@@ -3,6 +3,7 @@ package bucket
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -208,6 +209,28 @@ func (f *Fake) CompleteMultipart(_ context.Context, key, uploadID string, parts 
 		return PutResult{}, storeErr("CompleteMultipartUpload", key, err)
 	}
 	return PutResult{ETag: o.ETag}, nil
+}
+
+func (f *Fake) CopyPart(_ context.Context, key, uploadID string, number int, src CopySource) (Part, error) {
+	if err := f.begin("UploadPartCopy", key); err != nil {
+		return Part{}, err
+	}
+	o, r, err := f.store.Open(f.name, src.Key, src.Off, src.Size)
+	if err != nil {
+		return Part{}, storeErr("UploadPartCopy", key, err)
+	}
+	defer r.Close()
+	if o.ETag != src.ETag {
+		return Part{}, &Error{Op: "UploadPartCopy", Key: key, Status: 412, Code: "PreconditionFailed", Kind: ErrChanged}
+	}
+	p, err := f.store.UploadPart(f.name, uploadID, number, r)
+	if err != nil {
+		return Part{}, storeErr("UploadPartCopy", key, err)
+	}
+	if p.CRC64 != src.CRC64 {
+		return Part{}, &Error{Op: "UploadPartCopy", Key: key, Kind: ErrIntegrity, Err: fmt.Errorf("copied part's CRC64 %d, want %d", p.CRC64, src.CRC64)}
+	}
+	return Part{Number: number, Size: p.Size, ETag: p.ETag, CRC64: p.CRC64}, nil
 }
 
 func (f *Fake) AbortMultipart(_ context.Context, key, uploadID string) error {

@@ -383,6 +383,24 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 	return PutResult{ETag: oss.ToString(res.ETag), RequestID: requestID}, nil
 }
 
+func (b *OSS) CopyPart(ctx context.Context, key, uploadID string, number int, src CopySource) (Part, error) {
+	res, err := b.client.UploadPartCopy(ctx, &oss.UploadPartCopyRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID,
+		PartNumber: int32(number), SourceKey: &src.Key, IfMatch: oss.Ptr(src.ETag),
+		Range: oss.Ptr(fmt.Sprintf("bytes=%d-%d", src.Off, src.Off+src.Size-1))})
+	if err != nil {
+		return Part{}, convert("UploadPartCopy", key, err)
+	}
+	requestID := res.Headers.Get("x-oss-request-id")
+	got := res.Headers.Get(crcHeader)
+	if got == "" {
+		return Part{}, &Error{Op: "UploadPartCopy", Key: key, RequestID: requestID, Kind: ErrIntegrity, Err: errors.New("no CRC64 to check the copied part against")}
+	}
+	if err := compareCRC(src.CRC64, got); err != nil {
+		return Part{}, &Error{Op: "UploadPartCopy", Key: key, RequestID: requestID, Kind: ErrIntegrity, Err: err}
+	}
+	return Part{Number: number, Size: src.Size, ETag: oss.ToString(res.ETag), CRC64: src.CRC64}, nil
+}
+
 func (b *OSS) AbortMultipart(ctx context.Context, key, uploadID string) error {
 	_, err := b.mp.AbortMultipartUpload(ctx, &oss.AbortMultipartUploadRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID})
 	return convert("AbortMultipartUpload", key, err)

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -290,6 +291,9 @@ type Staging struct {
 	dropped atomic.Int64
 	// holes below size take no disk and are not in used (holes.go).
 	holes holes // GUARDED_BY(mu)
+	// src is the object the content was copied from (source.go); nil:
+	// none, or nothing of it left unchanged.
+	src *source // GUARDED_BY(mu)
 }
 
 // heldLocked is the file's bytes in used. LOCKS_REQUIRED(s.mu)
@@ -426,6 +430,9 @@ func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
 	}
 	s.unmark()
 	end := off + int64(len(p))
+	s.mu.Lock()
+	s.changedLocked(off, end) // before: a failed write may have written some
+	s.mu.Unlock()
 	if err := s.cutStale(off, end); err != nil {
 		return 0, err
 	}
@@ -475,6 +482,9 @@ func (s *Staging) Truncate(size int64) error {
 		return ErrDropped
 	}
 	s.unmark()
+	s.mu.Lock()
+	s.changedLocked(size, math.MaxInt64)
+	s.mu.Unlock()
 	if err := s.cutStale(size, size); err != nil {
 		return err
 	}
@@ -614,7 +624,7 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	size := s.size
+	size, src := s.size, s.copySourceLocked()
 	s.mu.Unlock()
 	if err := c.account(0, size); err != nil { // room for all of it first
 		c.Remove()
@@ -628,6 +638,9 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 		c.Remove()
 		return nil, err
 	}
+	c.mu.Lock()
+	c.src = src // the copy wrote every byte: as unchanged as the original's
+	c.mu.Unlock()
 	return c, nil
 }
 
@@ -645,7 +658,7 @@ func (s *Staging) Remove() {
 	s.dir.count.Add(-1)
 	s.mu.Lock()
 	n, extent, uploaded := s.heldLocked(), s.extent, s.uploaded
-	s.size, s.uploaded, s.holes = 0, 0, nil
+	s.size, s.uploaded, s.holes, s.src = 0, 0, nil, nil
 	s.mu.Unlock()
 	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
 	// The uploaded mark and the bytes go at once: a writer short of room

@@ -244,6 +244,9 @@ func (s *Server) uploadPartCopy(req *request) error {
 	if err != nil {
 		return err
 	}
+	if etag := req.r.Header.Get("x-oss-copy-source-if-match"); etag != "" && etag != obj.ETag {
+		return errPreconditionFailed
+	}
 	off, length, _, err := parseRange(req.r.Header.Get("x-oss-copy-source-range"), obj.Size, false)
 	if err != nil {
 		return err

@@ -1,0 +1,65 @@
+package cache
+
+// Where staged content came from. A file edited in place or appended to
+// is first copied in whole from its object (a download), then uploaded
+// whole at the close: a line appended to a 1 GB log sent the gigabyte
+// back. The staging file remembers the object version it was copied from
+// and which of its bytes are still as they were, so that an upload can
+// have the server copy those ranges (UploadPartCopy) and send only the
+// rest (upload.Uploader). Every change goes through WriteAt, Truncate or a
+// dropped part, and each takes its range out; a mistake here could only
+// make an upload send what it could have copied — the server's CRC-64 of
+// each copied part is checked against the staged bytes' before the upload
+// completes.
+
+// maxCleanRanges bounds the unchanged ranges kept: a file written at
+// random in small pieces is uploaded whole instead.
+const maxCleanRanges = 1024
+
+// source is the object version staged content was copied from, and its
+// byte ranges that are unchanged (at the same offsets).
+type source struct {
+	key, etag string
+	clean     holes // the ranges, sorted and disjoint (holes' type)
+}
+
+// SetSource says the staged content is, as of now, byte for byte the
+// object key in its version etag.
+func (s *Staging) SetSource(key, etag string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.src = &source{key: key, etag: etag, clean: holes{}.add(0, s.size)}
+}
+
+// Unchanged reports whether bytes [off, end) are still those of the object
+// the staged content came from (SetSource), and which object version
+// that is.
+func (s *Staging) Unchanged(off, end int64) (key, etag string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.src == nil || off >= end || s.src.clean.in(off, end) != end-off {
+		return "", "", false
+	}
+	return s.src.key, s.src.etag, true
+}
+
+// changedLocked takes [off, end) out of the unchanged ranges.
+// LOCKS_REQUIRED(s.mu)
+func (s *Staging) changedLocked(off, end int64) {
+	if s.src == nil {
+		return
+	}
+	s.src.clean = s.src.clean.fill(off, end)
+	if len(s.src.clean) == 0 || len(s.src.clean) > maxCleanRanges {
+		s.src = nil
+	}
+}
+
+// copySourceLocked is src for a copy of the staged content.
+// LOCKS_REQUIRED(s.mu)
+func (s *Staging) copySourceLocked() *source {
+	if s.src == nil {
+		return nil
+	}
+	return &source{key: s.src.key, etag: s.src.etag, clean: append(holes(nil), s.src.clean...)}
+}

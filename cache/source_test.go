@@ -1,0 +1,87 @@
+package cache
+
+import (
+	"bytes"
+	mrand "math/rand/v2"
+	"testing"
+)
+
+// After SetSource, a range Unchanged reports holds the source's bytes,
+// whatever writes, truncates and copies came since: a model test. And
+// ranges no change touched are reported, so that uploads can copy them.
+func TestUnchangedRangesHoldTheSourceBytes(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	for round := range 30 {
+		d, _ := OpenDir(t.TempDir(), 0)
+		s, _ := d.NewStaging()
+		orig := make([]byte, 2000+rng.IntN(3000))
+		for i := range orig {
+			orig[i] = byte(1 + rng.IntN(255))
+		}
+		if _, err := s.WriteAt(orig, 0); err != nil {
+			t.Fatal(err)
+		}
+		s.SetSource("k", "e1")
+		if key, etag, ok := s.Unchanged(0, int64(len(orig))); !ok || key != "k" || etag != "e1" {
+			t.Fatalf("a fresh source: %q %q %v", key, etag, ok)
+		}
+		content := append([]byte(nil), orig...)
+		touched := make([]bool, len(orig)) // by any change, in the model
+		for range 1 + round {
+			off, n := rng.Int64N(int64(len(orig))+500), rng.Int64N(200)
+			switch rng.IntN(4) {
+			case 0, 1:
+				data := bytes.Repeat([]byte{byte(rng.IntN(256))}, int(n))
+				if _, err := s.WriteAt(data, off); err != nil {
+					t.Fatal(err)
+				}
+				for int64(len(content)) < off+n {
+					content = append(content, 0)
+				}
+				copy(content[off:], data)
+				for i := off; i < min(off+n, int64(len(touched))); i++ {
+					touched[i] = true
+				}
+			case 2:
+				if err := s.Truncate(off); err != nil {
+					t.Fatal(err)
+				}
+				for int64(len(content)) < off {
+					content = append(content, 0)
+				}
+				content = content[:off]
+				for i := off; i < int64(len(touched)); i++ {
+					touched[i] = true
+				}
+			case 3:
+				c, err := s.CopyTo(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Remove()
+				s = c
+			}
+		}
+		for off := int64(0); off < int64(len(orig)); off += 100 {
+			end := min(off+100, int64(len(orig)))
+			_, _, ok := s.Unchanged(off, end)
+			untouched := true
+			for i := off; i < end; i++ {
+				untouched = untouched && !touched[i]
+			}
+			if ok != untouched {
+				t.Fatalf("round %d: [%d, %d) unchanged: %v, the model says %v", round, off, end, ok, untouched)
+			}
+			if ok {
+				got := make([]byte, end-off)
+				if _, err := s.ReadAt(got, off); err != nil || !bytes.Equal(got, orig[off:end]) {
+					t.Fatalf("round %d: [%d, %d) reported unchanged holds other bytes (%v)", round, off, end, err)
+				}
+			}
+		}
+		s.Remove()
+		if _, _, ok := s.Unchanged(0, 1); ok {
+			t.Fatal("a removed file has a source")
+		}
+	}
+}
