@@ -361,6 +361,10 @@ func (n *fileNode) download(ctx context.Context, st *cache.Staging, letKeysGo fu
 			return got, nil // the object ends there now
 		}
 	}
+	if got > 0 {
+		// Its upload may copy what stays unchanged (upload/copying.go).
+		st.SetSource(key, etag)
+	}
 	return got, nil
 }
 

@@ -311,3 +311,69 @@ os.close(fd)
 	}
 	srv.sameObject(t, "failed", append([]byte("b"), bytes.Repeat([]byte("a"), 6*mib-100<<10-1)...))
 }
+
+// An append to, or an edit of, a big object sends the parts it changed
+// and has the server copy the others from the version the file was read
+// from — in both modes. If another client replaced the object meanwhile,
+// the whole file is sent: the program's bytes, not a splice.
+func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
+	for _, mode := range bothModes {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
+			settled := func() {
+				if mode.name == "writeback" {
+					run(t, "sync", m.path("log")) // waits for its upload
+				}
+			}
+			data := randomBytes(t, 8<<20+123)
+			writeFile(t, m.path("log"), data)
+			settled()
+			srv.sameObject(t, "log", data)
+
+			before := srv.Counts()
+			run(t, "sh", "-c", "echo one more line >> "+m.path("log"))
+			settled()
+			data = append(data, "one more line\n"...)
+			srv.sameObject(t, "log", data)
+			after := srv.Counts()
+			// Nine parts: the eight first copied, the last sent.
+			if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
+				t.Errorf("an append made %d copied and %d sent parts, want 8 and 1", c, p)
+			}
+			if n := after["PutObject"] - before["PutObject"]; n != 0 {
+				t.Errorf("an append sent the whole file (%d PUTs)", n)
+			}
+
+			before = after
+			editAt(t, m.path("log"), 3<<20+5, []byte("an edit"))
+			settled()
+			copy(data[3<<20+5:], "an edit")
+			srv.sameObject(t, "log", data)
+			after = srv.Counts()
+			if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
+				t.Errorf("an edit of one part made %d copied and %d sent parts, want 8 and 1", c, p)
+			}
+
+			// Another client replaces the object between this file's
+			// first write (which read the object in) and its close.
+			f, err := os.OpenFile(m.path("log"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte("MINE"), 0); err != nil {
+				t.Fatal(err)
+			}
+			srv.putByOther(t, "log", randomBytes(t, len(data)))
+			if err := f.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			settled()
+			copy(data, "MINE")
+			srv.sameObject(t, "log", data)
+			if !strings.Contains(m.logs.String(), "uploading the whole file") {
+				t.Error("no line says the copy was given up")
+			}
+		})
+	}
+}

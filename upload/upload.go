@@ -103,7 +103,15 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 	}
 	attrs.ForbidOverwrite = u.cfg.ForbidOverwrite
 	start := u.now()
-	res, err := u.bucket.Put(ctx, bucket.PutRequest{Key: key, Body: body, Size: size, Attrs: attrs})
+	var res bucket.PutResult
+	var copied int64
+	done, err := false, error(nil)
+	if src, ok := body.(unchangedSource); ok {
+		res, copied, done, err = u.putCopying(ctx, key, body, src, size, attrs)
+	}
+	if !done {
+		res, err = u.bucket.Put(ctx, bucket.PutRequest{Key: key, Body: body, Size: size, Attrs: attrs})
+	}
 	elapsed := u.now().Sub(start)
 	if err != nil {
 		u.log.Error("upload failed", "key", key, "size", humanize.IBytes(uint64(size)), "request_id", bucket.RequestID(err), "err", err)
@@ -111,8 +119,12 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 	}
 	// Its humanized fields cost more than the check, once per file.
 	if u.log.Enabled(ctx, slog.LevelDebug) {
-		u.log.Debug("uploaded", "key", key, "size", humanize.IBytes(uint64(size)), "took", elapsed.Round(time.Millisecond).String(),
-			"rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)
+		attrs := []any{"key", key, "size", humanize.IBytes(uint64(size)), "took", elapsed.Round(time.Millisecond).String(),
+			"rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID}
+		if copied > 0 {
+			attrs = append(attrs, "copied_on_server", humanize.IBytes(uint64(copied)))
+		}
+		u.log.Debug("uploaded", attrs...)
 	}
 	return nil
 }

@@ -1,0 +1,115 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/internal/crc64"
+)
+
+// Uploads that copy what did not change. A file edited in place or
+// appended to was copied in from its object first; what the edit left as
+// it was, the server already holds. Such a file goes up in parts: the
+// parts it left unchanged are copied on the server from the version the
+// file came from (UploadPartCopy), the others are sent — appending a line
+// to a 1 GB log sends a part, not the gigabyte. Each copied part's CRC-64
+// is checked against the staged bytes before the upload completes; if the
+// object changed or went away since, or a sum differs, the upload is
+// aborted and the whole file sent instead (every byte is staged).
+
+// unchangedSource is a body that knows which of its ranges an object holds
+// (cache.Staging after a download).
+type unchangedSource interface {
+	Unchanged(off, end int64) (key, etag string, ok bool)
+}
+
+// putCopying uploads size bytes of body as key, copying its unchanged
+// parts, and returns how many bytes it copied. It returns done false when
+// no part is worth copying, or when a copy found its source gone or
+// changed (the upload aborted): the caller then uploads the whole file.
+func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt, src unchangedSource, size int64, attrs bucket.Attrs) (res bucket.PutResult, copied int64, done bool, err error) {
+	partSize := u.PartSize()
+	for size/partSize >= maxParts {
+		partSize *= 2
+	}
+	// A single part is as well sent: the file changed somewhere.
+	if size < 2*partSize {
+		return res, 0, false, nil
+	}
+	type plan struct {
+		off, size int64
+		src       bucket.CopySource
+		copy      bool
+	}
+	var plans []plan
+	for off := int64(0); off < size; off += partSize {
+		p := plan{off: off, size: min(partSize, size-off)}
+		if skey, etag, ok := src.Unchanged(p.off, p.off+p.size); ok {
+			p.copy, p.src = true, bucket.CopySource{Key: skey, ETag: etag, Off: p.off, Size: p.size}
+			copied += p.size
+		}
+		plans = append(plans, p)
+	}
+	if copied == 0 {
+		return res, 0, false, nil
+	}
+	id, err := u.bucket.StartMultipart(ctx, key, attrs)
+	if err != nil {
+		return res, 0, true, err
+	}
+	parts := make([]bucket.Part, len(plans))
+	errs := make([]error, len(plans))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, u.cfg.parallel())
+	for i, p := range plans {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if !p.copy {
+				parts[i], errs[i] = u.bucket.UploadPart(ctx, key, id, i+1, body, p.off, p.size)
+				return
+			}
+			if p.src.CRC64, errs[i] = sumOf(body, p.off, p.size); errs[i] == nil {
+				parts[i], errs[i] = u.bucket.CopyPart(ctx, key, id, i+1, p.src)
+			}
+		}()
+	}
+	wg.Wait()
+	abort := func() {
+		// After a completion that failed the upload may be gone: no error.
+		if err := u.bucket.AbortMultipart(context.Background(), key, id); err != nil && !errors.Is(err, bucket.ErrNotFound) {
+			u.log.Warn("abort of a multipart upload failed; the next mount of the bucket aborts it", "key", key, "err", err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		abort()
+		if errors.Is(err, bucket.ErrChanged) || errors.Is(err, bucket.ErrNotFound) || errors.Is(err, bucket.ErrIntegrity) {
+			u.log.Info("the object a file was copied from changed or went away; uploading the whole file", "key", key, "err", err)
+			return res, 0, false, nil
+		}
+		return res, 0, true, err
+	}
+	if res, err = u.bucket.CompleteMultipart(ctx, key, id, parts, attrs); err != nil {
+		abort()
+	}
+	return res, copied, true, err
+}
+
+// sumOf is the CRC-64 of size bytes of body from off.
+func sumOf(body io.ReaderAt, off, size int64) (uint64, error) {
+	buf := make([]byte, 1<<20)
+	var sum uint64
+	for done := int64(0); done < size; {
+		n, err := body.ReadAt(buf[:min(int64(len(buf)), size-done)], off+done)
+		sum = crc64.Update(sum, buf[:n])
+		done += int64(n)
+		if err != nil && !(errors.Is(err, io.EOF) && done == size) {
+			return 0, err
+		}
+	}
+	return sum, nil
+}
