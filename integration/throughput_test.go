@@ -355,6 +355,33 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 				t.Errorf("an edit of one part made %d copied and %d sent parts, want 8 and 1", c, p)
 			}
 
+			if mode.name == "sync" {
+				// Each fsync of a file kept open uploads it: the second
+				// copies from what the first uploaded.
+				f, err := os.OpenFile(m.path("log"), os.O_RDWR|os.O_APPEND, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, line := range []string{"fsync'd\n", "and again\n"} {
+					before = srv.Counts()
+					if _, err := f.WriteString(line); err != nil {
+						t.Fatal(err)
+					}
+					if err := f.Sync(); err != nil {
+						t.Fatal(err)
+					}
+					data = append(data, line...)
+					srv.sameObject(t, "log", data)
+				}
+				if err := f.Close(); err != nil {
+					t.Fatal(err)
+				}
+				after = srv.Counts()
+				if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
+					t.Errorf("the second fsync made %d copied and %d sent parts, want 8 and 1", c, p)
+				}
+			}
+
 			// Another client replaces the object between this file's
 			// first write (which read the object in) and its close.
 			f, err := os.OpenFile(m.path("log"), os.O_RDWR, 0)

@@ -26,6 +26,12 @@ type unchangedSource interface {
 	Unchanged(off, end int64) (key, etag string, ok bool)
 }
 
+// sourceSetter is a body that can be told which object it now is
+// (cache.Staging.SetSource).
+type sourceSetter interface {
+	SetSource(key, etag string)
+}
+
 // putCopying uploads size bytes of body as key, copying its unchanged
 // parts, and returns how many bytes it copied. It returns done false when
 // no part is worth copying, or when a copy found its source gone or
