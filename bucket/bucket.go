@@ -87,9 +87,9 @@ type Multipart interface {
 	AbortMultipart(ctx context.Context, key, uploadID string) error
 	// CopyPart makes part number of the upload from src's bytes on the
 	// server (UploadPartCopy), from the version src.ETag only (another
-	// one: ErrChanged). The part's CRC64 the server returns must be
-	// src.CRC64, the sum of the bytes the caller holds for that range
-	// (otherwise, or with none returned: ErrIntegrity).
+	// one: ErrChanged). The part's CRC64, if the server returns one, must
+	// be src.CRC64, the sum of the bytes the caller holds for that range
+	// (otherwise: ErrIntegrity); CompleteMultipart checks the whole.
 	CopyPart(ctx context.Context, key, uploadID string, number int, src CopySource) (Part, error)
 }
 

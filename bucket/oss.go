@@ -390,13 +390,10 @@ func (b *OSS) CopyPart(ctx context.Context, key, uploadID string, number int, sr
 	if err != nil {
 		return Part{}, convert("UploadPartCopy", key, err)
 	}
-	requestID := res.Headers.Get("x-oss-request-id")
-	got := res.Headers.Get(crcHeader)
-	if got == "" {
-		return Part{}, &Error{Op: "UploadPartCopy", Key: key, RequestID: requestID, Kind: ErrIntegrity, Err: errors.New("no CRC64 to check the copied part against")}
-	}
-	if err := compareCRC(src.CRC64, got); err != nil {
-		return Part{}, &Error{Op: "UploadPartCopy", Key: key, RequestID: requestID, Kind: ErrIntegrity, Err: err}
+	if got := res.Headers.Get(crcHeader); got != "" {
+		if err := compareCRC(src.CRC64, got); err != nil {
+			return Part{}, &Error{Op: "UploadPartCopy", Key: key, RequestID: res.Headers.Get("x-oss-request-id"), Kind: ErrIntegrity, Err: err}
+		}
 	}
 	return Part{Number: number, Size: src.Size, ETag: oss.ToString(res.ETag), CRC64: src.CRC64}, nil
 }

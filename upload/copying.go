@@ -16,9 +16,11 @@ import (
 // parts it left unchanged are copied on the server from the version the
 // file came from (UploadPartCopy), the others are sent — appending a line
 // to a 1 GB log sends a part, not the gigabyte. Each copied part's CRC-64
-// is checked against the staged bytes before the upload completes; if the
-// object changed or went away since, or a sum differs, the upload is
-// aborted and the whole file sent instead (every byte is staged).
+// (when the server returns one) is checked against the staged bytes before
+// the upload completes, and the completed object's against theirs all
+// together. If a copy fails — the object changed or went away since, a sum
+// differs — the upload is aborted and the whole file sent instead (every
+// byte is staged); so too after a completion whose sum differs.
 
 // unchangedSource is a body that knows which of its ranges an object holds
 // (cache.Staging after a download).
@@ -67,7 +69,8 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 		return res, 0, true, err
 	}
 	parts := make([]bucket.Part, len(plans))
-	errs := make([]error, len(plans))
+	errs := make([]error, len(plans)) // of parts sent
+	copyErrs := make([]error, len(plans))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, u.cfg.parallel())
 	for i, p := range plans {
@@ -80,7 +83,7 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 				return
 			}
 			if p.src.CRC64, errs[i] = sumOf(body, p.off, p.size); errs[i] == nil {
-				parts[i], errs[i] = u.bucket.CopyPart(ctx, key, id, i+1, p.src)
+				parts[i], copyErrs[i] = u.bucket.CopyPart(ctx, key, id, i+1, p.src)
 			}
 		}()
 	}
@@ -91,16 +94,21 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 			u.log.Warn("abort of a multipart upload failed; the next mount of the bucket aborts it", "key", key, "err", err)
 		}
 	}
+	if err := errors.Join(copyErrs...); err != nil {
+		abort()
+		u.log.Info("copying the unchanged parts of a file failed (the object it was read from changed or went away?); uploading the whole file", "key", key, "err", err)
+		return res, 0, false, nil
+	}
 	if err := errors.Join(errs...); err != nil {
 		abort()
-		if errors.Is(err, bucket.ErrChanged) || errors.Is(err, bucket.ErrNotFound) || errors.Is(err, bucket.ErrIntegrity) {
-			u.log.Info("the object a file was copied from changed or went away; uploading the whole file", "key", key, "err", err)
-			return res, 0, false, nil
-		}
 		return res, 0, true, err
 	}
 	if res, err = u.bucket.CompleteMultipart(ctx, key, id, parts, attrs); err != nil {
 		abort()
+		if errors.Is(err, bucket.ErrIntegrity) {
+			u.log.Warn("an object of copied and sent parts differs from the file; uploading the whole file", "key", key, "err", err)
+			return res, 0, false, nil
+		}
 	}
 	return res, copied, true, err
 }

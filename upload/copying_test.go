@@ -6,9 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
 // claims is a body that says which of its ranges the object "src" holds
@@ -72,4 +76,64 @@ func TestCopyingUploadFallsBackOnWrongClaims(t *testing.T) {
 	if n, m := b.Calls("AbortMultipartUpload"), b.Calls("CompleteMultipartUpload"); n != 1 || m != 1 {
 		t.Fatalf("%d aborts and %d completions, want 1 and 1", n, m)
 	}
+}
+
+// A server that returns no sum for copied parts: the completed object's
+// sum finds the wrong claim, and the whole body is sent at once.
+func TestCopyingUploadWithoutPartSumsChecksTheWhole(t *testing.T) {
+	ctx := context.Background()
+	st := store.NewMemory()
+	if err := st.CreateBucket("test-bucket"); err != nil {
+		t.Fatal(err)
+	}
+	local := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{"id": "secret"}})
+	srv := httptest.NewServer(withoutCopySums(local))
+	defer srv.Close()
+	b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
+		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}})
+	u := New(b, Config{PartSize: 100 << 10}, slog.New(slog.DiscardHandler))
+	src := make([]byte, 450<<10)
+	rand.NewChaCha8([32]byte{2}).Read(src)
+	res, err := b.Put(ctx, bucket.PutRequest{Key: "src", Body: bytes.NewReader(src), Size: int64(len(src))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := append([]byte(nil), src...)
+	copy(edited[150<<10:], "not in the object")
+	if err := u.Put(ctx, "edited", claims{bytes.NewReader(edited), res.ETag}, int64(len(edited)), Metadata{}); err != nil {
+		t.Fatal(err)
+	}
+	_, r, err := st.Open("test-bucket", "edited", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, _ := io.ReadAll(r); !bytes.Equal(got, edited) {
+		t.Fatal("the object holds other bytes than the body's")
+	}
+	if keys, _ := st.Uploads("test-bucket"); len(keys) != 0 {
+		t.Fatalf("uploads left open: %v", keys)
+	}
+	// The copies went through unchecked, the completion found the wrong
+	// sum, and the whole body went after it.
+	if c, p := local.Count("CompleteMultipartUpload"), local.Count("PutObject"); c != 1 || p != 2 {
+		t.Fatalf("%d completions and %d PUTs, want 1 and 2 (src's, the fallback's)", c, p)
+	}
+}
+
+// withoutCopySums drops the CRC-64 of UploadPartCopy responses.
+func withoutCopySums(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && r.Header.Get("x-oss-copy-source") != "" && r.URL.Query().Has("uploadId") {
+			w = &sumDropper{ResponseWriter: w}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type sumDropper struct{ http.ResponseWriter }
+
+func (d *sumDropper) WriteHeader(status int) {
+	d.Header().Del("x-oss-hash-crc64ecma")
+	d.ResponseWriter.WriteHeader(status)
 }
