@@ -16,12 +16,16 @@ import (
 // randomModes are the mounts the random tests run on: sync and write-back
 // (uploads 2 ms after a close, so that operations meet queued, running and
 // finished uploads), each also with every stat a lookup (the bucket's view
-// read back often; nodes forgotten and looked up again).
+// read back often; nodes forgotten and looked up again), and with parts of
+// 16 KiB (files of 70,000 bytes streamed in parts, and edits of files read
+// back in uploaded with their unchanged parts copied).
 var randomModes = []mountMode{
 	{"sync", nil},
 	{"writeback", []string{"writeback", "writeback_delay=2ms"}},
 	{"sync-nocache", []string{"stat_ttl=0s"}},
 	{"writeback-nocache", []string{"writeback", "writeback_delay=2ms", "stat_ttl=0s"}},
+	{"sync-smallparts", []string{"part_size=16KiB"}},
+	{"writeback-smallparts", []string{"writeback", "writeback_delay=2ms", "part_size=16KiB"}},
 }
 
 // Random sequences of writes, appends, overwrites, truncates, renames,
