@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"sync"
 
 	"github.com/ossmount/ossmount/bucket"
@@ -96,7 +97,13 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 	}
 	if err := errors.Join(copyErrs...); err != nil {
 		abort()
-		u.log.Info("copying the unchanged parts of a file failed (the object it was read from changed or went away?); uploading the whole file", "key", key, "err", err)
+		level := slog.LevelWarn
+		if errors.Is(err, bucket.ErrChanged) || errors.Is(err, bucket.ErrNotFound) {
+			// Expected in write-back mode: a version queued before this
+			// one replaced the object this one was read from.
+			level = slog.LevelDebug
+		}
+		u.log.Log(ctx, level, "copying the unchanged parts of a file failed; uploading the whole file", "key", key, "err", err)
 		return res, 0, false, nil
 	}
 	if err := errors.Join(errs...); err != nil {
