@@ -762,16 +762,16 @@ func TestHolesTakeNoRoom(t *testing.T) {
 }
 
 func TestHoles(t *testing.T) {
-	var h holes
+	var h spans
 	h = h.add(0, 10).add(10, 20).add(30, 40)
 	if len(h) != 2 || h.total() != 30 || h.in(5, 35) != 20 {
 		t.Fatalf("%v: total %d, in [5,35) %d", h, h.total(), h.in(5, 35))
 	}
-	h = h.fill(5, 32)
+	h = h.cut(5, 32)
 	if len(h) != 2 || h[0] != (span{0, 5}) || h[1] != (span{32, 40}) {
 		t.Fatalf("after filling [5,32): %v", h)
 	}
-	if h.fill(100, 200).total() != 13 || h.fill(0, 40).total() != 0 {
+	if h.cut(100, 200).total() != 13 || h.cut(0, 40).total() != 0 {
 		t.Fatalf("fills outside and over all: %v", h)
 	}
 }

@@ -9,12 +9,12 @@ package cache
 // span is the byte range [from, to).
 type span struct{ from, to int64 }
 
-// holes are the unwritten ranges of a staging file below its size,
-// sorted and disjoint.
-type holes []span
+// spans are sorted, disjoint byte ranges: a staging file's holes, and the
+// ranges still as its source holds them (source.go).
+type spans []span
 
-// in is how many bytes of [from, to) are holes.
-func (h holes) in(from, to int64) int64 {
+// in is how many bytes of [from, to) the spans cover.
+func (h spans) in(from, to int64) int64 {
 	var n int64
 	for _, s := range h {
 		n += max(0, min(to, s.to)-max(from, s.from))
@@ -22,8 +22,8 @@ func (h holes) in(from, to int64) int64 {
 	return n
 }
 
-// total is the bytes of all holes.
-func (h holes) total() int64 {
+// total is the bytes the spans cover.
+func (h spans) total() int64 {
 	var n int64
 	for _, s := range h {
 		n += s.to - s.from
@@ -31,8 +31,8 @@ func (h holes) total() int64 {
 	return n
 }
 
-// add records [from, to), which lies past every hole, as a hole.
-func (h holes) add(from, to int64) holes {
+// add records [from, to), which lies past every span.
+func (h spans) add(from, to int64) spans {
 	if from >= to {
 		return h
 	}
@@ -43,12 +43,13 @@ func (h holes) add(from, to int64) holes {
 	return append(h, span{from, to})
 }
 
-// fill removes [from, to) from the holes: it was written, or cut off.
-func (h holes) fill(from, to int64) holes {
+// cut removes [from, to) from the spans (a hole written or cut off, a
+// range changed).
+func (h spans) cut(from, to int64) spans {
 	if from >= to || h.in(from, to) == 0 {
 		return h
 	}
-	var out holes
+	var out spans
 	for _, s := range h {
 		if s.to <= from || s.from >= to {
 			out = append(out, s)

@@ -20,7 +20,7 @@ const maxCleanRanges = 1024
 // byte ranges that are unchanged (at the same offsets).
 type source struct {
 	key, etag string
-	clean     holes // the ranges, sorted and disjoint (holes' type)
+	clean     spans // the ranges
 }
 
 // SetSource says the staged content is, as of now, byte for byte the
@@ -28,7 +28,7 @@ type source struct {
 func (s *Staging) SetSource(key, etag string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.src = &source{key: key, etag: etag, clean: holes{}.add(0, s.size)}
+	s.src = &source{key: key, etag: etag, clean: spans{}.add(0, s.size)}
 }
 
 // Unchanged reports whether bytes [off, end) are still those of the object
@@ -49,7 +49,7 @@ func (s *Staging) changedLocked(off, end int64) {
 	if s.src == nil {
 		return
 	}
-	s.src.clean = s.src.clean.fill(off, end)
+	s.src.clean = s.src.clean.cut(off, end)
 	if len(s.src.clean) == 0 || len(s.src.clean) > maxCleanRanges {
 		s.src = nil
 	}
@@ -61,5 +61,5 @@ func (s *Staging) copySourceLocked() *source {
 	if s.src == nil {
 		return nil
 	}
-	return &source{key: s.src.key, etag: s.src.etag, clean: append(holes(nil), s.src.clean...)}
+	return &source{key: s.src.key, etag: s.src.etag, clean: append(spans(nil), s.src.clean...)}
 }

@@ -290,7 +290,7 @@ type Staging struct {
 	// (streamed.go); they are not in used. Written under mu.
 	dropped atomic.Int64
 	// holes below size take no disk and are not in used (holes.go).
-	holes holes // GUARDED_BY(mu)
+	holes spans // GUARDED_BY(mu)
 	// src is the object the content was copied from (source.go); nil:
 	// none, or nothing of it left unchanged.
 	src *source // GUARDED_BY(mu)
@@ -510,7 +510,7 @@ func (s *Staging) Truncate(size int64) error {
 	if size < s.size {
 		// Dropped bytes and holes are not in used.
 		shrink = s.size - size - dropped - s.holes.in(size, s.size)
-		s.holes = s.holes.fill(size, s.size)
+		s.holes = s.holes.cut(size, s.size)
 	} else {
 		s.holes = s.holes.add(s.size, size) // growing takes no disk
 	}
@@ -574,7 +574,7 @@ func (s *Staging) account(off, end int64) error {
 	// truncate shrank it): account what the write really takes.
 	s.mu.Lock()
 	actual := s.takesLocked(off, end)
-	s.holes = s.holes.fill(off, min(end, s.size)).add(s.size, off)
+	s.holes = s.holes.cut(off, min(end, s.size)).add(s.size, off)
 	s.size = max(s.size, end)
 	s.mu.Unlock()
 	s.dir.release(want - actual) // negative: adds the difference

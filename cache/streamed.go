@@ -115,7 +115,7 @@ func (s *Staging) dropTo(key string, off int64) bool {
 		if err == nil {
 			s.mu.Lock()
 			freed = off - from - s.holes.in(from, off)
-			s.holes = s.holes.fill(from, off)
+			s.holes = s.holes.cut(from, off)
 			s.changedLocked(from, off)
 			s.dropped.Store(off)
 			s.mu.Unlock()
