@@ -89,14 +89,8 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 		}()
 	}
 	wg.Wait()
-	abort := func() {
-		// After a completion that failed the upload may be gone: no error.
-		if err := u.bucket.AbortMultipart(context.Background(), key, id); err != nil && !errors.Is(err, bucket.ErrNotFound) {
-			u.log.Warn("abort of a multipart upload failed; the next mount of the bucket aborts it", "key", key, "err", err)
-		}
-	}
 	if err := errors.Join(copyErrs...); err != nil {
-		abort()
+		u.abortUpload(key, id)
 		level := slog.LevelWarn
 		if errors.Is(err, bucket.ErrChanged) || errors.Is(err, bucket.ErrNotFound) {
 			// Expected in write-back mode: a version queued before this
@@ -107,11 +101,11 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 		return res, 0, false, nil
 	}
 	if err := errors.Join(errs...); err != nil {
-		abort()
+		u.abortUpload(key, id)
 		return res, 0, true, err
 	}
 	if res, err = u.bucket.CompleteMultipart(ctx, key, id, parts, attrs); err != nil {
-		abort()
+		u.abortUpload(key, id)
 		if errors.Is(err, bucket.ErrIntegrity) {
 			u.log.Warn("an object of copied and sent parts differs from the file; uploading the whole file", "key", key, "err", err)
 			return res, 0, false, nil

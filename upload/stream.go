@@ -251,9 +251,7 @@ func (s *Stream) Abort() {
 		defer s.u.aborting.Done()
 		defer s.u.aborts.Add(-1)
 		s.wg.Wait()
-		if err := s.u.bucket.AbortMultipart(context.Background(), s.key, id); err != nil {
-			s.u.log.Warn("abort of a multipart upload failed; the next mount of the bucket aborts it", "key", s.key, "upload_id", id, "err", err)
-		}
+		s.u.abortUpload(s.key, id)
 	}()
 }
 

@@ -2,6 +2,7 @@ package upload
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"mime"
@@ -63,6 +64,15 @@ func (u *Uploader) Wait() {
 	u.aborting.Wait()
 }
 
+// abortUpload drops a multipart upload that was given up. One the server
+// no longer knows (a completion that failed may have ended it) is no
+// failure; any other leaves it in the ledger for the next mount.
+func (u *Uploader) abortUpload(key, id string) {
+	if err := u.bucket.AbortMultipart(context.Background(), key, id); err != nil && !errors.Is(err, bucket.ErrNotFound) {
+		u.log.Warn("abort of a multipart upload failed; the next mount of the bucket aborts it", "key", key, "upload_id", id, "err", err)
+	}
+}
+
 // New returns an Uploader.
 func New(b bucket.Bucket, cfg Config, log *slog.Logger) *Uploader {
 	return &Uploader{bucket: b, cfg: cfg, log: log, now: time.Now}
@@ -103,9 +113,12 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 	}
 	attrs.ForbidOverwrite = u.cfg.ForbidOverwrite
 	start := u.now()
-	var res bucket.PutResult
-	var copied int64
-	done, err := false, error(nil)
+	var (
+		res    bucket.PutResult
+		copied int64
+		done   bool
+		err    error
+	)
 	if src, ok := body.(unchangedSource); ok {
 		res, copied, done, err = u.putCopying(ctx, key, body, src, size, attrs)
 	}
