@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,8 +62,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	var multiparts *cache.Multiparts
 	if !o.ReadOnly {
 		// Any later mount of the bucket, whatever its prefix, cleans up.
-		sum := sha256.Sum256([]byte(o.Endpoint + "\x00" + a.bucket))
-		if multiparts, err = cache.OpenMultiparts(cd.Path(), a.bucket+"-"+hex.EncodeToString(sum[:6]), log); err != nil {
+		if multiparts, err = cache.OpenMultiparts(cd.Path(), namespace(o.Endpoint, a.bucket), log); err != nil {
 			return err
 		}
 		defer multiparts.Close()
@@ -77,8 +77,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	var journal *cache.Journal
 	var bk bucket.Bucket = b
 	if o.Writeback {
-		sum := sha256.Sum256([]byte(o.Endpoint + "\x00" + a.bucket + "\x00" + a.prefix))
-		if journal, err = cd.EnableWriteback(a.bucket + "-" + hex.EncodeToString(sum[:6])); err != nil {
+		if journal, err = cd.EnableWriteback(namespace(o.Endpoint, a.bucket, a.prefix)); err != nil {
 			return err
 		}
 		bk = upload.SettleFirst(b, journal)
@@ -190,6 +189,14 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	uploader.Wait()
 	log.Info("unmounted", "mountpoint", a.mountpoint)
 	return nil
+}
+
+// namespace names a bucket's place in the cache directory: the bucket,
+// and a hash of the endpoint, the bucket and what else tells mounts apart
+// (the write-back journal's: the prefix).
+func namespace(endpoint, bucket string, more ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(append([]string{endpoint, bucket}, more...), "\x00")))
+	return bucket + "-" + hex.EncodeToString(sum[:6])
 }
 
 // startQueue removes staged files whose close was never acknowledged and
