@@ -36,6 +36,7 @@ const (
 // past the size of reused ones — once the disk is full, and reports whether
 // there were any.
 func (d *Dir) reclaim() bool {
+	keptFreed := d.dropAllKept()
 	d.mu.Lock()
 	idle := d.idle
 	d.idle, d.idleBytes = nil, 0
@@ -64,7 +65,7 @@ func (d *Dir) reclaim() bool {
 	d.mu.Lock()
 	d.idle = append(d.idle, kept...)
 	d.mu.Unlock()
-	return d.dropSent() || freed
+	return d.dropSent() || freed || keptFreed
 }
 
 // cutTail frees the stale bytes past the staged size; it reports whether
@@ -143,6 +144,7 @@ func (d *Dir) Close() {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
+	d.dropAllKept()
 	d.spares.Wait()
 	d.mu.Lock()
 	idle := d.idle

@@ -76,6 +76,7 @@ type Dir struct {
 	ghosts ghostSet              // GUARDED_BY(mu); see ghosts.go
 	// streaming are the staging files of streamed uploads (streamed.go).
 	streaming map[*Staging]*sending // GUARDED_BY(mu)
+	keep      keptSet               // GUARDED_BY(mu); see kept.go
 	// makingSpares says a batch of spares is being made (spares.go);
 	// spares counts the batches running, which Close waits for.
 	makingSpares bool // GUARDED_BY(mu)
@@ -180,6 +181,9 @@ func (d *Dir) reserve(n int64) error {
 	defer d.mu.Unlock()
 	var deadline time.Time
 	for n > 0 && d.fullLocked(n) {
+		if d.evictKeptLocked() {
+			continue // kept copies go before anything is waited for
+		}
 		busy := false
 		if evictable := d.evictable; evictable != nil {
 			d.mu.Unlock()
@@ -353,8 +357,14 @@ func (d *Dir) awaitStagingRoom() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	waited := false
-	for d.count.Load() >= d.maxOpen && !d.closed && d.evictable != nil {
+	for d.count.Load() >= d.maxOpen && !d.closed {
+		if d.evictKeptLocked() {
+			continue
+		}
 		evictable := d.evictable
+		if evictable == nil {
+			return
+		}
 		d.mu.Unlock()
 		busy := evictable()
 		d.mu.Lock()

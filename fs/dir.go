@@ -546,6 +546,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return d.fsys.fail("unlink", key, err)
 	}
 	d.fsys.listings.Remove(d.dirKey(), name, false)
+	d.fsys.cfg.Cache.DropKept(key)
 	if ch != nil {
 		if fn != nil {
 			fn.forget()

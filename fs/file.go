@@ -205,13 +205,21 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 		return syscall.ESTALE
 	}
 	if st == nil {
-		var err error
-		if st, err = n.fsys.cfg.Cache.NewStaging(); err != nil {
-			return err
-		}
-		got := size
 		// An object empty when looked up may not be any more.
-		if !truncate && (size > 0 || inBucket) && newSize != 0 {
+		copyIn := !truncate && (size > 0 || inBucket) && newSize != 0
+		got := size
+		if copyIn {
+			st, got = n.fromKept(ctx, letKeysGo)
+		} else {
+			n.fsys.cfg.Cache.DropKept(n.key()) // its content goes
+		}
+		if st == nil {
+			var err error
+			if st, err = n.fsys.cfg.Cache.NewStaging(); err != nil {
+				return err
+			}
+		}
+		if got < 0 {
 			var err error
 			if got, err = n.download(ctx, st, letKeysGo); err != nil {
 				st.Remove()
@@ -317,6 +325,32 @@ func (n *fileNode) stopStreamLocked() *upload.Stream {
 	s := n.stream
 	n.stream, n.streamable = nil, false
 	return s
+}
+
+// fromKept takes the copy of the object the cache kept when the file was
+// last released (cache/kept.go), if the object is still the version it
+// holds: a HEAD instead of copying the whole object in. Otherwise (or if
+// none is kept) it returns a nil st and got -1, and the object is
+// downloaded. letKeysGo is download's.
+func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.Staging, got int64) {
+	key := n.key()
+	st, etag, size := n.fsys.cfg.Cache.TakeKept(key)
+	if st == nil {
+		return nil, -1
+	}
+	if letKeysGo != nil {
+		letKeysGo()
+	}
+	info, err := n.fsys.bucket.Head(ctx, key)
+	if err != nil || info.ETag != etag || info.Size != size {
+		n.fsys.log.Debug("the kept copy is not the object any more", "key", key, "err", err)
+		st.Remove()
+		return nil, -1
+	}
+	n.fsys.log.Debug("staged from the kept copy", "key", key, "size", humanize.IBytes(uint64(size)))
+	// The same bytes, maybe under a new name (renamed since).
+	st.SetSource(key, etag)
+	return st, size
 }
 
 // downloadChunk is the size of one ranged GET when copying an object into
@@ -650,15 +684,20 @@ func (n *fileNode) pinStaging() (unpin func()) {
 func (n *fileNode) dropStagingIfIdle() {
 	n.mu.Lock()
 	var idle *cache.Staging
+	keep := false
 	if n.handles == 0 && n.pins == 0 && (!n.dirty || n.unlinked) && !n.sealed && n.staging != nil {
-		idle = n.staging
+		idle, keep = n.staging, !n.dirty && !n.unlinked
 		n.staging = nil
 		n.dirty = false
 	}
 	n.mu.Unlock()
 	// Outside mu: Remove waits for readers of the file, and for parts of a
 	// streamed upload still being written out (Staging.DropCached).
-	if idle != nil {
+	switch {
+	case keep:
+		// The bucket has its content: kept for the next edit (cache/kept.go).
+		n.fsys.cfg.Cache.Keep(n.key(), idle)
+	case idle != nil:
 		idle.Remove()
 	}
 }
@@ -706,6 +745,9 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 		var streamErr error
 		if stream != nil {
 			if streamErr = stream.Complete(ctx, size); streamErr == nil {
+				if st.Dropped() == 0 && stream.ETag() != "" {
+					st.SetSource(key, stream.ETag()) // as Uploader.Put does
+				}
 				st.MarkUploaded()
 				n.mu.Lock()
 				n.confirmLocked()

@@ -404,3 +404,48 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 		})
 	}
 }
+
+// An edit of a file this mount uploaded starts from the copy the cache
+// kept at its release, not a download of the whole object, as long as the
+// object is still that version; another client's replacement is read in.
+func TestEditStartsFromTheKeptCopy(t *testing.T) {
+	for _, mode := range bothModes {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
+			settled := func() {
+				if mode.name == "writeback" {
+					run(t, "sync", m.path("log")) // waits for its upload
+				}
+			}
+			data := randomBytes(t, 4<<20+7)
+			writeFile(t, m.path("log"), data)
+			settled()
+			for i := range 3 {
+				before := srv.Counts()
+				line := fmt.Sprintf("line %d\n", i)
+				run(t, "sh", "-c", "printf '"+line[:len(line)-1]+"\\n' >> "+m.path("log"))
+				settled()
+				data = append(data, line...)
+				srv.sameObject(t, "log", data)
+				after := srv.Counts()
+				if n := after["GetObject"] - before["GetObject"]; n != 0 {
+					t.Errorf("append %d read the object in again (%d GETs)", i, n)
+				}
+				if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 4 || p != 1 {
+					t.Errorf("append %d made %d copied and %d sent parts, want 4 and 1", i, c, p)
+				}
+			}
+
+			other := randomBytes(t, 3<<20)
+			srv.putByOther(t, "log", other)
+			before := srv.Counts()
+			run(t, "sh", "-c", "echo last >> "+m.path("log"))
+			settled()
+			srv.sameObject(t, "log", append(other, "last\n"...))
+			if n := srv.Counts()["GetObject"] - before["GetObject"]; n == 0 {
+				t.Error("an object another client replaced was not read in")
+			}
+		})
+	}
+}

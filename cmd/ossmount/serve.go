@@ -255,7 +255,9 @@ func abortOrphans(b bucket.Multipart, mp *cache.Multiparts, log *slog.Logger) {
 
 // logStatus answers SIGUSR1.
 func logStatus(log *slog.Logger, cd *cache.Dir, q *upload.Queue) {
-	attrs := []any{"staged", humanize.IBytes(uint64(cd.Used())), "staging_files", cd.Open()}
+	keptFiles, keptBytes := cd.Kept()
+	attrs := []any{"staged", humanize.IBytes(uint64(cd.Used())), "staging_files", cd.Open(),
+		"kept_files", keptFiles, "kept_bytes", humanize.IBytes(uint64(keptBytes))}
 	if q != nil {
 		s := q.Stats()
 		attrs = append(attrs, "queued", s.Queued, "queued_bytes", humanize.IBytes(uint64(s.BytesQueued)), "running", s.Running,

@@ -1,0 +1,200 @@
+package cache
+
+import (
+	"container/list"
+	"syscall"
+)
+
+// Kept copies. A file's staging file went at its last release once the
+// bucket had its content, so the next edit — a line appended to a log, a
+// second sed -i, a database opened again — first copied the whole object
+// in again. A staging file released clean, of at least KeepMin bytes,
+// whose every byte is a known object version (SetSource) is now kept
+// under its key, the least recently kept going first when the bounds
+// below are reached or a writer needs the room. The file system takes it
+// back at the next open that finds the object still at that version (a
+// HEAD, far cheaper than the copy), and its upload then copies on the
+// server what stays unchanged (upload/copying.go) — an append to a big
+// log sends a part, not the log.
+//
+// A kept file is not marked uploaded (MarkUploaded): a writer short of
+// room evicts kept files at once, it does not wait for them.
+
+const (
+	// KeepMin is the smallest file kept: below it a GET of the object costs
+	// about what the HEAD that checks a kept copy does.
+	KeepMin = 1 << 20
+	// maxKept bounds the files kept (each holds a descriptor).
+	maxKept = 256
+	// keptShare is the share of cache_size kept files may hold; without a
+	// cache_size, keptNoLimit bytes.
+	keptShare   = 2
+	keptNoLimit = 1 << 30
+)
+
+// kept is one kept staging file.
+type kept struct {
+	key  string
+	s    *Staging
+	etag string
+	size int64
+	held int64 // its bytes in used
+	elem *list.Element
+}
+
+// keptSet is the kept files, by key and in the order they were kept.
+type keptSet struct {
+	byKey map[string]*kept
+	order list.List // of *kept, oldest first
+	bytes int64     // held by them
+}
+
+// Keep keeps s, released clean, as the content of key — if all of it is
+// one object version and it fits the bounds; otherwise s is removed. It
+// replaces whatever was kept for key before.
+func (d *Dir) Keep(key string, s *Staging) {
+	s.unmark()
+	s.mu.Lock()
+	size, held := s.size, s.heldLocked()
+	whole := s.src != nil && s.dropped.Load() == 0 && s.src.clean.in(0, size) == size
+	etag := ""
+	if whole {
+		etag = s.src.etag
+	}
+	s.mu.Unlock()
+	d.mu.Lock()
+	evict := d.forgetKeptLocked(key)
+	budget := d.keptBudgetLocked()
+	for d.diskLowLocked() && d.evictKeptLocked() {
+	}
+	if !whole || size < KeepMin || held > budget || d.closed || etag == "" || d.diskLowLocked() {
+		d.mu.Unlock()
+		evict.remove()
+		s.Remove()
+		return
+	}
+	k := &kept{key: key, s: s, etag: etag, size: size, held: held}
+	if d.keep.byKey == nil {
+		d.keep.byKey = make(map[string]*kept)
+	}
+	d.keep.byKey[key] = k
+	k.elem = d.keep.order.PushBack(k)
+	d.keep.bytes += held
+	var over []*kept
+	for d.keep.bytes > budget || d.keep.order.Len() > d.maxKeptLocked() {
+		over = append(over, d.popKeptLocked())
+	}
+	d.mu.Unlock()
+	evict.remove()
+	for _, o := range over {
+		o.remove()
+	}
+}
+
+// TakeKept hands back the staging file kept for key, with the object
+// version (ETag) and size it holds; nil if none is kept. The caller owns
+// it: it checks that the object is still that version, and removes it if
+// not.
+func (d *Dir) TakeKept(key string) (s *Staging, etag string, size int64) {
+	d.mu.Lock()
+	k := d.forgetKeptLocked(key)
+	d.mu.Unlock()
+	if k == nil {
+		return nil, "", 0
+	}
+	k.s.MarkUploaded() // as it was before it was kept
+	return k.s, k.etag, k.size
+}
+
+// DropKept removes what is kept for key (its object is gone or replaced).
+func (d *Dir) DropKept(key string) {
+	d.mu.Lock()
+	k := d.forgetKeptLocked(key)
+	d.mu.Unlock()
+	k.remove()
+}
+
+// Kept returns how many files are kept and their bytes.
+func (d *Dir) Kept() (files int, bytes int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.keep.order.Len(), d.keep.bytes
+}
+
+// forgetKeptLocked takes key's kept file out of the set; the caller
+// removes or uses it. LOCKS_REQUIRED(d.mu)
+func (d *Dir) forgetKeptLocked(key string) *kept {
+	k := d.keep.byKey[key]
+	if k == nil {
+		return nil
+	}
+	delete(d.keep.byKey, key)
+	d.keep.order.Remove(k.elem)
+	d.keep.bytes -= k.held
+	return k
+}
+
+// popKeptLocked takes the oldest kept file out of the set (nil: none).
+// LOCKS_REQUIRED(d.mu)
+func (d *Dir) popKeptLocked() *kept {
+	e := d.keep.order.Front()
+	if e == nil {
+		return nil
+	}
+	return d.forgetKeptLocked(e.Value.(*kept).key)
+}
+
+// evictKept removes the oldest kept file; it reports whether there was one.
+// LOCKS_REQUIRED(d.mu), which it lets go of meanwhile.
+func (d *Dir) evictKeptLocked() bool {
+	k := d.popKeptLocked()
+	if k == nil {
+		return false
+	}
+	d.mu.Unlock()
+	k.remove()
+	d.mu.Lock()
+	return true
+}
+
+// dropAllKept removes every kept file (a full disk, the unmount).
+func (d *Dir) dropAllKept() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	any := false
+	for d.evictKeptLocked() {
+		any = true
+	}
+	return any
+}
+
+// diskLowLocked reports whether the cache disk has less than a tenth of
+// it free (or than ensure_diskfree): a copy kept for speed must not be
+// what fills the disk another program writes to. LOCKS_REQUIRED(d.mu)
+func (d *Dir) diskLowLocked() bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.path, &st); err != nil {
+		return true
+	}
+	free := int64(st.Bavail) * st.Bsize
+	return free < int64(st.Blocks)*st.Bsize/10 || free < d.minFree
+}
+
+// keptBudgetLocked is the most bytes kept files may hold.
+// LOCKS_REQUIRED(d.mu)
+func (d *Dir) keptBudgetLocked() int64 {
+	if d.limit > 0 {
+		return d.limit / keptShare
+	}
+	return keptNoLimit
+}
+
+// maxKeptLocked is the most files kept: maxKept, or fewer under a low
+// descriptor limit. LOCKS_REQUIRED(d.mu)
+func (d *Dir) maxKeptLocked() int { return int(min(maxKept, d.maxOpen/8)) }
+
+func (k *kept) remove() {
+	if k != nil {
+		k.s.Remove()
+	}
+}

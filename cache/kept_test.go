@@ -1,0 +1,112 @@
+package cache
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// keptFile stages size bytes of fill as the object key in version etag.
+func keptFile(t *testing.T, d *Dir, key, etag string, size int, fill byte) *Staging {
+	t.Helper()
+	s, err := d.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteAt(bytes.Repeat([]byte{fill}, size), 0); err != nil {
+		t.Fatal(err)
+	}
+	s.SetSource(key, etag)
+	s.MarkUploaded()
+	return s
+}
+
+func TestKeptFilesGoWhenTheirRoomIsNeeded(t *testing.T) {
+	const mib = 1 << 20
+	d, err := OpenDir(t.TempDir(), 5*mib) // kept files hold at most 2.5 MiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+
+	d.Keep("a", keptFile(t, d, "a", "ea", mib, 'a'))
+	d.Keep("b", keptFile(t, d, "b", "eb", mib, 'b'))
+	if files, bytes := d.Kept(); files != 2 || bytes != 2*mib {
+		t.Fatalf("kept %d files of %d bytes, want 2 of 2 MiB", files, bytes)
+	}
+	d.Keep("c", keptFile(t, d, "c", "ec", mib, 'c')) // over the share: a goes
+	if s, _, _ := d.TakeKept("a"); s != nil {
+		t.Error("the oldest kept file outlived the bound on kept bytes")
+	}
+
+	// Not kept: changed since its source, smaller than KeepMin, or of no
+	// known version.
+	changed := keptFile(t, d, "x", "ex", mib, 'x')
+	changed.WriteAt([]byte("y"), 10)
+	d.Keep("x", changed)
+	d.Keep("small", keptFile(t, d, "small", "es", KeepMin-1, 's'))
+	if s, _, _ := d.TakeKept("x"); s != nil {
+		t.Error("a file changed since its upload was kept")
+	}
+	if s, _, _ := d.TakeKept("small"); s != nil {
+		t.Error("a file below KeepMin was kept")
+	}
+
+	// A writer short of room takes it from kept files at once, the
+	// oldest first, and only what it needs.
+	w, err := d.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(make([]byte, 4*mib), 0); err != nil {
+		t.Fatalf("a write with kept files in the way: %v", err)
+	}
+	if files, _ := d.Kept(); files != 1 {
+		t.Errorf("%d files kept after a writer needed the room of one, want 1", files)
+	}
+	if s, _, _ := d.TakeKept("b"); s != nil {
+		t.Error("the writer's room came from a newer kept file")
+	}
+	if _, err := w.WriteAt(make([]byte, 2*mib), 4*mib); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("past the cache size: %v, want ErrNoSpace", err)
+	}
+	if files, _ := d.Kept(); files != 0 {
+		t.Errorf("%d files kept after a writer ran out of room", files)
+	}
+	w.Remove()
+
+	// Taken back, a kept file is the content and version it was.
+	d.Keep("d", keptFile(t, d, "d", "ed", mib, 'd'))
+	s, etag, size := d.TakeKept("d")
+	if s == nil || etag != "ed" || size != mib {
+		t.Fatalf("took %v %q %d, want the file of version ed, 1 MiB", s, etag, size)
+	}
+	got := make([]byte, mib)
+	if _, err := s.ReadAt(got, 0); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{'d'}, mib)) {
+		t.Errorf("the file taken back does not hold what was kept (%v)", err)
+	}
+	if again, _, _ := d.TakeKept("d"); again != nil {
+		t.Error("a kept file was handed out twice")
+	}
+	s.Remove()
+	if used := d.Used(); used != 0 {
+		t.Errorf("%d bytes still accounted with every file removed", used)
+	}
+}
+
+func TestUnmountRemovesKeptFiles(t *testing.T) {
+	dir := t.TempDir()
+	d, err := OpenDir(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Keep("a", keptFile(t, d, "a", "ea", KeepMin, 'a'))
+	d.Close()
+	if n := d.Open(); n != 0 {
+		t.Errorf("%d staging files open after Close", n)
+	}
+	d.Keep("b", keptFile(t, d, "b", "eb", KeepMin, 'b'))
+	if files, _ := d.Kept(); files != 0 {
+		t.Error("a file was kept after Close")
+	}
+}
