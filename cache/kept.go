@@ -15,7 +15,8 @@ import (
 // back at the next open that finds the object still at that version (a
 // HEAD, far cheaper than the copy), and its upload then copies on the
 // server what stays unchanged (upload/copying.go) — an append to a big
-// log sends a part, not the log.
+// log sends a part, not the log. Reads of the file (cmp after cp) are
+// served from it the same way.
 //
 // A kept file is not marked uploaded (MarkUploaded): a writer short of
 // room evicts kept files at once, it does not wait for them.
@@ -103,6 +104,20 @@ func (d *Dir) TakeKept(key string) (s *Staging, etag string, size int64) {
 		return nil, "", 0
 	}
 	k.s.MarkUploaded() // as it was before it was kept
+	return k.s, k.etag, k.size
+}
+
+// LookKept returns the staging file kept for key without taking it, with
+// the object version and size it holds, and makes it the last to go; nil
+// if none is kept. A reader of it must take os.ErrClosed for "gone".
+func (d *Dir) LookKept(key string) (s *Staging, etag string, size int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := d.keep.byKey[key]
+	if k == nil {
+		return nil, "", 0
+	}
+	d.keep.order.MoveToBack(k.elem)
 	return k.s, k.etag, k.size
 }
 

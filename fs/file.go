@@ -341,9 +341,7 @@ func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.St
 	if letKeysGo != nil {
 		letKeysGo()
 	}
-	info, err := n.fsys.bucket.Head(ctx, key)
-	if err != nil || info.ETag != etag || info.Size != size {
-		n.fsys.log.Debug("the kept copy is not the object any more", "key", key, "err", err)
+	if !n.fsys.stillObject(ctx, key, etag, size) {
 		st.Remove()
 		return nil, -1
 	}
@@ -351,6 +349,31 @@ func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.St
 	// The same bytes, maybe under a new name (renamed since).
 	st.SetSource(key, etag)
 	return st, size
+}
+
+// stillObject reports whether the object key is still the version etag of
+// size bytes that a kept copy holds (one HEAD).
+func (f *FS) stillObject(ctx context.Context, key, etag string, size int64) bool {
+	info, err := f.bucket.Head(ctx, key)
+	if err != nil || info.ETag != etag || info.Size != size {
+		f.log.Debug("the kept copy is not the object any more", "key", key, "err", err)
+		return false
+	}
+	return true
+}
+
+// keptForReading is the kept copy of key (cache/kept.go) if the object is
+// still the version it holds: a handle reads it instead of the object.
+func (f *FS) keptForReading(ctx context.Context, key string) *cache.Staging {
+	st, etag, size := f.cfg.Cache.LookKept(key)
+	if st == nil {
+		return nil
+	}
+	if !f.stillObject(ctx, key, etag, size) {
+		f.cfg.Cache.DropKept(key)
+		return nil
+	}
+	return st
 }
 
 // downloadChunk is the size of one ranged GET when copying an object into

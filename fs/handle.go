@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
 )
 
 // fileHandle is one open file description. The node does the work; the
@@ -24,6 +26,11 @@ type fileHandle struct {
 	streamOff int64         // GUARDED_BY(mu); offset stream yields next
 	streamEnd int64         // GUARDED_BY(mu); end of the requested range
 	window    int64         // GUARDED_BY(mu); size of the next range
+	// kept is the copy of the object the cache kept (cache/kept.go),
+	// read instead of the object once a HEAD at the first read found it
+	// the same version (keptChecked).
+	kept        *cache.Staging // GUARDED_BY(mu)
+	keptChecked bool           // GUARDED_BY(mu)
 }
 
 var (
@@ -52,6 +59,9 @@ const streamRetries = 3
 // the old version: a read returns one version's bytes, never a splice. If
 // none did, dest comes from a new stream, of the version there now.
 func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, error) {
+	if n, ok, err := h.readKept(key, dest, off); ok {
+		return n, err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n, err := h.readStreamed(key, dest, off, size)
@@ -59,6 +69,36 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, 
 		n, err = h.readStreamed(key, dest, off, size)
 	}
 	return n, err
+}
+
+// readKept reads from the kept copy of the object, if there is one (ok).
+// Reads of it run in parallel.
+func (h *fileHandle) readKept(key string, dest []byte, off int64) (n int, ok bool, err error) {
+	h.mu.Lock()
+	if !h.keptChecked {
+		h.keptChecked = true
+		h.kept = h.node.fsys.keptForReading(context.Background(), key)
+	}
+	kept := h.kept
+	h.mu.Unlock()
+	if kept == nil {
+		return 0, false, nil
+	}
+	n, err = kept.ReadAt(dest, off)
+	if errors.Is(err, os.ErrClosed) {
+		// Evicted, or taken for an edit and gone since: the object has
+		// what it held, or newer.
+		h.mu.Lock()
+		if h.kept == kept {
+			h.kept = nil
+		}
+		h.mu.Unlock()
+		return 0, false, nil
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return n, true, err
 }
 
 // readStreamed is readRemote's one try. LOCKS_REQUIRED(h.mu)
@@ -127,10 +167,12 @@ func (h *fileHandle) closeStream() {
 	}
 }
 
-// dropStream closes the read-ahead stream.
+// dropStream closes the read-ahead stream, and forgets the kept copy: the
+// next read looks again, under the key it has then.
 func (h *fileHandle) dropStream() {
 	h.mu.Lock()
 	h.closeStream()
+	h.kept, h.keptChecked = nil, false
 	h.mu.Unlock()
 }
 

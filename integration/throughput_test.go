@@ -406,9 +406,10 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 }
 
 // An edit of a file this mount uploaded starts from the copy the cache
-// kept at its release, not a download of the whole object, as long as the
-// object is still that version; another client's replacement is read in.
-func TestEditStartsFromTheKeptCopy(t *testing.T) {
+// kept at its release, not a download of the whole object, and reads of it
+// are served from that copy, as long as the object is still that version;
+// another client's replacement is read in.
+func TestKeptCopyServesEditsAndReads(t *testing.T) {
 	for _, mode := range bothModes {
 		t.Run(mode.name, func(t *testing.T) {
 			srv := startServer(t)
@@ -437,9 +438,23 @@ func TestEditStartsFromTheKeptCopy(t *testing.T) {
 				}
 			}
 
+			local := filepath.Join(t.TempDir(), "log")
+			writeFile(t, local, data)
+			before := srv.Counts()
+			run(t, "cmp", local, m.path("log"))
+			if n := srv.Counts()["GetObject"] - before["GetObject"]; n != 0 {
+				t.Errorf("a read of the kept copy sent %d GETs", n)
+			}
+
 			other := randomBytes(t, 3<<20)
 			srv.putByOther(t, "log", other)
-			before := srv.Counts()
+			writeFile(t, local, other)
+			before = srv.Counts()
+			run(t, "cmp", local, m.path("log"))
+			if n := srv.Counts()["GetObject"] - before["GetObject"]; n == 0 {
+				t.Error("a read of an object another client replaced read the kept copy")
+			}
+			before = srv.Counts()
 			run(t, "sh", "-c", "echo last >> "+m.path("log"))
 			settled()
 			srv.sameObject(t, "log", append(other, "last\n"...))

@@ -26,7 +26,9 @@ import (
 // DESIGN §2: files copied in become objects, byte for byte.
 func TestCopyFiles(t *testing.T) {
 	srv := startDiskServer(t)
-	m := startMount(t, srv)
+	// Copies kept after the upload hold at most 75 MiB: the 1 MiB file
+	// is kept, the 100 MiB one is not.
+	m := startMount(t, srv, "cache_size=150MiB")
 	src := t.TempDir()
 	for name, size := range map[string]int{"one-mib.bin": 1 << 20, "hundred-mib.bin": 100 << 20} {
 		data := randomBytes(t, size)
@@ -34,10 +36,14 @@ func TestCopyFiles(t *testing.T) {
 		run(t, "cp", filepath.Join(src, name), m.path(name))
 		srv.sameObject(t, name, data)
 	}
-	// Reading back through the mount (ranged GETs with read-ahead) returns
-	// the same bytes.
-	for _, name := range []string{"one-mib.bin", "hundred-mib.bin"} {
+	// Reading back through the mount returns the same bytes: from the
+	// kept copy, or by ranged GETs with read-ahead.
+	for name, gets := range map[string]bool{"one-mib.bin": false, "hundred-mib.bin": true} {
+		before := srv.Count("GetObject")
 		run(t, "cmp", filepath.Join(src, name), m.path(name))
+		if got := srv.Count("GetObject") > before; got != gets {
+			t.Errorf("%s read back with GETs: %v, want %v", name, got, gets)
+		}
 	}
 }
 
