@@ -66,9 +66,11 @@ func (d *Dir) Keep(key string, s *Staging) {
 	d.mu.Lock()
 	evict := d.forgetKeptLocked(key)
 	budget := d.keptBudgetLocked()
-	for d.diskLowLocked() && d.evictKeptLocked() {
+	keep := whole && size >= KeepMin && held <= budget && etag != ""
+	for keep && !d.closed && d.diskLowLocked() {
+		keep = d.evictKeptLocked() // lets go of d.mu meanwhile
 	}
-	if !whole || size < KeepMin || held > budget || d.closed || etag == "" || d.diskLowLocked() {
+	if !keep || d.closed {
 		d.mu.Unlock()
 		evict.remove()
 		s.Remove()
