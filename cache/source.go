@@ -24,11 +24,59 @@ type source struct {
 }
 
 // SetSource says the staged content is, as of now, byte for byte the
-// object key in its version etag.
+// object key in its version etag. Copies made of it since (CopyTo, its
+// followers) learn it too: what they left unchanged since is that version.
 func (s *Staging) SetSource(key, etag string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.src = &source{key: key, etag: etag, clean: spans{}.add(0, s.size)}
+	followers := s.followers
+	s.followers = nil
+	s.mu.Unlock()
+	for _, f := range followers {
+		f.leaderIs(s, key, etag)
+	}
+}
+
+// Followers. In write-back mode a file written again while its previous
+// version is being uploaded works on a copy of it (CopyTo). The copy
+// remembers the object the original came from — which that upload is
+// about to replace — so its own upload found every copied part's source
+// gone and sent the whole file. A copy now also tracks what it left
+// unchanged since it was made, and when the original becomes an object
+// version (SetSource after its upload), that is the copy's source.
+
+// follower is what a copy knows of the staging file it was copied from.
+type follower struct {
+	leader *Staging
+	since  spans // ranges unchanged since the copy was made
+}
+
+// follow makes s, just copied from leader's content, a follower of it;
+// seen is the leader's src when the copy began.
+func (s *Staging) follow(leader *Staging, seen *source) {
+	s.mu.Lock()
+	s.follows = &follower{leader: leader, since: spans{}.add(0, s.size)}
+	s.mu.Unlock()
+	leader.mu.Lock()
+	now := leader.src
+	leader.followers = append(leader.followers, s)
+	leader.mu.Unlock()
+	if now != nil && now != seen {
+		s.leaderIs(leader, now.key, now.etag) // it became an object meanwhile
+	}
+}
+
+// leaderIs says s's leader is now the object key in version etag.
+func (s *Staging) leaderIs(leader *Staging, key, etag string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.follows == nil || s.follows.leader != leader {
+		return
+	}
+	if len(s.follows.since) > 0 {
+		s.src = &source{key: key, etag: etag, clean: s.follows.since}
+	}
+	s.follows = nil
 }
 
 // Unchanged reports whether bytes [off, end) are still those of the object
@@ -46,6 +94,15 @@ func (s *Staging) Unchanged(off, end int64) (key, etag string, ok bool) {
 // changedLocked takes [off, end) out of the unchanged ranges.
 // LOCKS_REQUIRED(s.mu)
 func (s *Staging) changedLocked(off, end int64) {
+	// Copies made before no longer hold this content (a sealed file is
+	// never changed; this keeps it so).
+	s.followers = nil
+	if s.follows != nil {
+		s.follows.since = s.follows.since.cut(off, end)
+		if len(s.follows.since) > maxCleanRanges {
+			s.follows = nil
+		}
+	}
 	if s.src == nil {
 		return
 	}

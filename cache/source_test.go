@@ -85,3 +85,44 @@ func TestUnchangedRangesHoldTheSourceBytes(t *testing.T) {
 		}
 	}
 }
+
+// A copy of a staging file whose upload then completes takes that object
+// as its source for what it left unchanged since the copy.
+func TestCopyFollowsItsOriginalIntoTheBucket(t *testing.T) {
+	d, err := OpenDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := d.NewStaging()
+	if _, err := s.WriteAt(bytes.Repeat([]byte("a"), 1000), 0); err != nil {
+		t.Fatal(err)
+	}
+	s.SetSource("k", "v0")
+	s.WriteAt([]byte("b"), 500) // the version being uploaded
+	c, err := s.CopyTo(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteAt([]byte("c"), 10) // the next version
+	s.SetSource("k", "v1")     // the upload of s completed
+	for _, r := range []struct {
+		off, end int64
+		etag     string
+		ok       bool
+	}{{0, 10, "v1", true}, {10, 11, "", false}, {11, 1000, "v1", true}, {400, 600, "v1", true}} {
+		if _, etag, ok := c.Unchanged(r.off, r.end); ok != r.ok || etag != r.etag {
+			t.Errorf("[%d, %d): %q %v, want %q %v", r.off, r.end, etag, ok, r.etag, r.ok)
+		}
+	}
+
+	// An original changed after the copy says nothing of the copy.
+	c2, err := c.CopyTo(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteAt([]byte("d"), 20)
+	c.SetSource("k", "v2")
+	if _, etag, _ := c2.Unchanged(0, 10); etag == "v2" {
+		t.Error("a copy took the source of an original changed after it")
+	}
+}

@@ -298,6 +298,10 @@ type Staging struct {
 	// src is the object the content was copied from (source.go); nil:
 	// none, or nothing of it left unchanged.
 	src *source // GUARDED_BY(mu)
+	// follows is the staging file this one was copied from, and followers
+	// the copies made of this one, until it becomes an object (source.go).
+	follows   *follower  // GUARDED_BY(mu)
+	followers []*Staging // GUARDED_BY(mu)
 }
 
 // heldLocked is the file's bytes in used. LOCKS_REQUIRED(s.mu)
@@ -634,7 +638,7 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	size, src := s.size, s.copySourceLocked()
+	size, src, seen := s.size, s.copySourceLocked(), s.src
 	s.mu.Unlock()
 	if err := c.account(0, size); err != nil { // room for all of it first
 		c.Remove()
@@ -651,6 +655,7 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 	c.mu.Lock()
 	c.src = src // the copy wrote every byte: as unchanged as the original's
 	c.mu.Unlock()
+	c.follow(s, seen)
 	return c, nil
 }
 
@@ -669,6 +674,7 @@ func (s *Staging) Remove() {
 	s.mu.Lock()
 	n, extent, uploaded := s.heldLocked(), s.extent, s.uploaded
 	s.size, s.uploaded, s.holes, s.src = 0, 0, nil, nil
+	s.follows, s.followers = nil, nil
 	s.mu.Unlock()
 	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
 	// The uploaded mark and the bytes go at once: a writer short of room

@@ -3,12 +3,15 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
+	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
@@ -462,5 +465,41 @@ func TestKeptCopyServesEditsAndReads(t *testing.T) {
 				t.Error("an object another client replaced was not read in")
 			}
 		})
+	}
+}
+
+// In write-back mode, a file appended to again while its previous version
+// is being uploaded works on a copy; once that upload completes, the
+// copy's upload copies on the server what it left unchanged from the new
+// object, instead of sending the whole file.
+func TestWritebackAppendDuringUploadCopiesFromIt(t *testing.T) {
+	var armed atomic.Bool
+	wrap, started, release := holdFirst(func(r *http.Request) bool {
+		return armed.Load() && r.Method == http.MethodPost && r.URL.Query().Has("uploadId") && strings.HasSuffix(r.URL.Path, "/log")
+	})
+	srv := startServerWith(t, store.NewMemory(), wrap)
+	m := startMount(t, srv, "writeback", "writeback_delay=0s", "part_size=1MiB")
+	t.Cleanup(release) // before the mount's stop
+	data := randomBytes(t, 8<<20)
+	writeFile(t, m.path("log"), data)
+	run(t, "sync", m.path("log"))
+
+	armed.Store(true)
+	run(t, "sh", "-c", "echo first >> "+m.path("log"))
+	<-started // its upload's completion, held
+	before := srv.Counts()
+	run(t, "sh", "-c", "echo second >> "+m.path("log"))
+	release()
+	run(t, "sync", m.path("log"))
+	data = append(data, "first\nsecond\n"...)
+	srv.sameObject(t, "log", data)
+	after := srv.Counts()
+	// The held completion, then the second version: 8 parts copied from
+	// the first's object, the last sent.
+	if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
+		t.Errorf("the append during an upload made %d copied and %d sent parts, want 8 and 1", c, p)
+	}
+	if n := after["PutObject"] - before["PutObject"]; n != 0 {
+		t.Errorf("the append during an upload sent the whole file (%d PUTs)", n)
 	}
 }
