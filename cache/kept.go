@@ -22,8 +22,9 @@ import (
 // room evicts kept files at once, it does not wait for them.
 
 const (
-	// KeepMin is the smallest file kept: below it a GET of the object costs
-	// about what the HEAD that checks a kept copy does.
+	// KeepMin is the smallest file kept (SetKeepMin may lower it): below
+	// it a GET of the object costs about what the HEAD that checks a kept
+	// copy does.
 	KeepMin = 1 << 20
 	// maxKept bounds the files kept (each holds a descriptor).
 	maxKept = 256
@@ -50,6 +51,10 @@ type keptSet struct {
 	bytes int64     // held by them
 }
 
+// SetKeepMin sets the smallest file kept (KeepMin by default); call it
+// before the directory is used.
+func (d *Dir) SetKeepMin(n int64) { d.keepMin = n }
+
 // Keep keeps s, released clean, as the content of key — if all of it is
 // one object version and it fits the bounds; otherwise s is removed. It
 // replaces whatever was kept for key before.
@@ -66,7 +71,7 @@ func (d *Dir) Keep(key string, s *Staging) {
 	d.mu.Lock()
 	evict := d.forgetKeptLocked(key)
 	budget := d.keptBudgetLocked()
-	keep := whole && size >= KeepMin && held <= budget && etag != ""
+	keep := whole && size >= d.keepMin && held <= budget && etag != ""
 	for keep && !d.closed && d.diskLowLocked() {
 		keep = d.evictKeptLocked() // lets go of d.mu meanwhile
 	}

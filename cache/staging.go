@@ -77,6 +77,7 @@ type Dir struct {
 	// streaming are the staging files of streamed uploads (streamed.go).
 	streaming map[*Staging]*sending // GUARDED_BY(mu)
 	keep      keptSet               // GUARDED_BY(mu); see kept.go
+	keepMin   int64                 // the smallest file kept
 	// makingSpares says a batch of spares is being made (spares.go);
 	// spares counts the batches running, which Close waits for.
 	makingSpares bool // GUARDED_BY(mu)
@@ -91,7 +92,7 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	if err := ensurePrivateDir(path); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
-	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: maxStaged, reused: map[*Staging]struct{}{}}
+	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: maxStaged, keepMin: KeepMin, reused: map[*Staging]struct{}{}}
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
 		// A quarter of the descriptors for idle files, half for staging

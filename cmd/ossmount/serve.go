@@ -84,6 +84,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	}
 	uploader := upload.New(bk, upload.Config{StorageClass: o.StorageClass, ACL: o.ACL, ForbidOverwrite: o.ForbidOverwrite,
 		PartSize: o.PartSize, Parallel: o.Parallel}, log)
+	// A kept copy pays twice for a file of two parts or more: no download
+	// at the next edit, and an upload that copies what it leaves alone.
+	cd.SetKeepMin(min(cache.KeepMin, 2*uploader.PartSize()))
 	if o.CacheSize > 0 && o.CacheSize < 2*uploader.PartSize() {
 		// A stream starts once a file holds more than one part, and a
 		// writer short of room then waits for a part to leave the cache.
