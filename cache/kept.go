@@ -128,6 +128,23 @@ func (d *Dir) LookKept(key string) (s *Staging, etag string, size int64) {
 	return k.s, k.etag, k.size
 }
 
+// RenameKept files what is kept for oldKey under newKey (a rename of the
+// file); what newKey had goes. A server that gives the copy another ETag
+// makes the next check fail, and the copy goes then.
+func (d *Dir) RenameKept(oldKey, newKey string) {
+	d.mu.Lock()
+	replaced := d.forgetKeptLocked(newKey)
+	k := d.forgetKeptLocked(oldKey)
+	if k != nil {
+		k.key = newKey
+		d.keep.byKey[newKey] = k
+		k.elem = d.keep.order.PushBack(k)
+		d.keep.bytes += k.held
+	}
+	d.mu.Unlock()
+	replaced.remove()
+}
+
 // DropKept removes what is kept for key (its object is gone or replaced).
 func (d *Dir) DropKept(key string) {
 	d.mu.Lock()

@@ -75,8 +75,13 @@ func TestKeptFilesGoWhenTheirRoomIsNeeded(t *testing.T) {
 	}
 	w.Remove()
 
-	// Taken back, a kept file is the content and version it was.
-	d.Keep("d", keptFile(t, d, "d", "ed", mib, 'd'))
+	// Taken back, a kept file is the content and version it was, under
+	// the name it was renamed to.
+	d.Keep("d0", keptFile(t, d, "d0", "ed", mib, 'd'))
+	d.RenameKept("d0", "d")
+	if s, _, _ := d.TakeKept("d0"); s != nil {
+		t.Error("a kept file stayed under its old name")
+	}
 	s, etag, size := d.TakeKept("d")
 	if s == nil || etag != "ed" || size != mib {
 		t.Fatalf("took %v %q %d, want the file of version ed, 1 MiB", s, etag, size)

@@ -852,6 +852,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	if err := n.fsys.moveObject(ctx, bucket.CopyRequest{Src: oldKey, Dst: newKey, Size: size, Attrs: &attrs}); err != nil {
 		return err
 	}
+	n.fsys.cfg.Cache.RenameKept(oldKey, newKey)
 	n.mu.Lock()
 	n.metaPending, n.inBucket = false, true
 	n.mu.Unlock()
