@@ -322,13 +322,7 @@ os.close(fd)
 func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 	for _, mode := range bothModes {
 		t.Run(mode.name, func(t *testing.T) {
-			srv := startServer(t)
-			m := startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
-			settled := func() {
-				if mode.name == "writeback" {
-					run(t, "sync", m.path("log")) // waits for its upload
-				}
-			}
+			srv, m, settled := logMount(t, mode)
 			data := randomBytes(t, 8<<20+123)
 			writeFile(t, m.path("log"), data)
 			settled()
@@ -341,12 +335,7 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 			srv.sameObject(t, "log", data)
 			after := srv.Counts()
 			// Nine parts: the eight first copied, the last sent.
-			if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
-				t.Errorf("an append made %d copied and %d sent parts, want 8 and 1", c, p)
-			}
-			if n := after["PutObject"] - before["PutObject"]; n != 0 {
-				t.Errorf("an append sent the whole file (%d PUTs)", n)
-			}
+			checkParts(t, "an append", before, after, 8, 1)
 
 			before = after
 			editAt(t, m.path("log"), 3<<20+5, []byte("an edit"))
@@ -354,9 +343,7 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 			copy(data[3<<20+5:], "an edit")
 			srv.sameObject(t, "log", data)
 			after = srv.Counts()
-			if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
-				t.Errorf("an edit of one part made %d copied and %d sent parts, want 8 and 1", c, p)
-			}
+			checkParts(t, "an edit of one part", before, after, 8, 1)
 
 			if mode.name == "sync" {
 				// Each fsync of a file kept open uploads it: the second
@@ -380,9 +367,7 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 					t.Fatal(err)
 				}
 				after = srv.Counts()
-				if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
-					t.Errorf("the second fsync made %d copied and %d sent parts, want 8 and 1", c, p)
-				}
+				checkParts(t, "the second fsync", before, after, 8, 1)
 			}
 
 			// Another client replaces the object between this file's
@@ -415,13 +400,7 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 func TestKeptCopyServesEditsAndReads(t *testing.T) {
 	for _, mode := range bothModes {
 		t.Run(mode.name, func(t *testing.T) {
-			srv := startServer(t)
-			m := startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
-			settled := func() {
-				if mode.name == "writeback" {
-					run(t, "sync", m.path("log")) // waits for its upload
-				}
-			}
+			srv, m, settled := logMount(t, mode)
 			data := randomBytes(t, 4<<20+7)
 			writeFile(t, m.path("log"), data)
 			settled()
@@ -436,9 +415,7 @@ func TestKeptCopyServesEditsAndReads(t *testing.T) {
 				if n := after["GetObject"] - before["GetObject"]; n != 0 {
 					t.Errorf("append %d read the object in again (%d GETs)", i, n)
 				}
-				if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 4 || p != 1 {
-					t.Errorf("append %d made %d copied and %d sent parts, want 4 and 1", i, c, p)
-				}
+				checkParts(t, fmt.Sprintf("append %d", i), before, after, 4, 1)
 			}
 
 			local := filepath.Join(t.TempDir(), "log")
@@ -496,10 +473,32 @@ func TestWritebackAppendDuringUploadCopiesFromIt(t *testing.T) {
 	after := srv.Counts()
 	// The held completion, then the second version: 8 parts copied from
 	// the first's object, the last sent.
-	if c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]; c != 8 || p != 1 {
-		t.Errorf("the append during an upload made %d copied and %d sent parts, want 8 and 1", c, p)
+	checkParts(t, "the append during an upload", before, after, 8, 1)
+}
+
+// logMount mounts a new server with 1 MiB parts in mode; settled waits
+// until the file "log" is in the bucket (its upload, in write-back mode).
+func logMount(t *testing.T, mode mountMode) (srv *server, m *mount, settled func()) {
+	t.Helper()
+	srv = startServer(t)
+	m = startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
+	settled = func() {
+		if mode.name == "writeback" {
+			run(t, "sync", m.path("log")) // waits for its upload
+		}
+	}
+	return srv, m, settled
+}
+
+// checkParts checks that between two of the server's counts what (an
+// upload) made copied copied parts and sent sent, and no whole upload.
+func checkParts(t *testing.T, what string, before, after map[string]int, copied, sent int) {
+	t.Helper()
+	c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]
+	if c != copied || p != sent {
+		t.Errorf("%s made %d copied and %d sent parts, want %d and %d", what, c, p, copied, sent)
 	}
 	if n := after["PutObject"] - before["PutObject"]; n != 0 {
-		t.Errorf("the append during an upload sent the whole file (%d PUTs)", n)
+		t.Errorf("%s sent the whole file (%d PUTs)", what, n)
 	}
 }
