@@ -488,16 +488,7 @@ func TestCacheDiskFull(t *testing.T) {
 	srv.sameObject(t, "a", a)
 	// The kernel lets the file go after close returns; then its staging
 	// file is emptied, keeping its 800 KiB of blocks for the next file.
-	waitUntil(t, "a's staging file emptied", func() bool {
-		m.cmd.Process.Signal(syscall.SIGUSR1)
-		lines := strings.Split(m.logs.String(), "\n")
-		for i := len(lines) - 1; i >= 0; i-- {
-			if strings.Contains(lines[i], "msg=status") {
-				return strings.Contains(lines[i], "staging_files=0")
-			}
-		}
-		return false
-	})
+	waitForStatus(t, m, "staging_files=0")
 	b, err := os.Create(m.path("b")) // reuses that file: 10 bytes and a stale tail
 	if err != nil {
 		t.Fatal(err)
@@ -520,6 +511,36 @@ func TestCacheDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.sameObject(t, "b", []byte("0123456789"))
+}
+
+// waitForStatus asks the mount for its status line (SIGUSR1) until the
+// last one holds want.
+func waitForStatus(t *testing.T, m *mount, want string) {
+	t.Helper()
+	waitUntil(t, "a status line with "+want, func() bool {
+		m.cmd.Process.Signal(syscall.SIGUSR1)
+		lines := strings.Split(m.logs.String(), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			if strings.Contains(lines[i], "msg=status") {
+				return strings.Contains(lines[i], want)
+			}
+		}
+		return false
+	})
+}
+
+// Copies kept after an upload (cache/kept.go) give way to a writer on a
+// full cache disk: its write succeeds instead of failing with ENOSPC.
+func TestKeptCopiesGiveWayOnAFullDisk(t *testing.T) {
+	srv := startServer(t)
+	m := startMountAt(t, srv, t.TempDir(), mountTmpfs(t, "4m"))
+	a := randomBytes(t, 2<<20)
+	writeFile(t, m.path("a"), a)
+	waitForStatus(t, m, "kept_files=1") // at a's release
+	c := randomBytes(t, 3<<20)
+	writeFile(t, m.path("c"), c)
+	srv.sameObject(t, "c", c)
+	srv.sameObject(t, "a", a)
 }
 
 // A file renamed onto an uploaded one and unlinked before its own queued
