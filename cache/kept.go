@@ -71,7 +71,7 @@ func (d *Dir) Keep(key string, s *Staging) {
 	d.mu.Lock()
 	evict := d.forgetKeptLocked(key)
 	budget := d.keptBudgetLocked()
-	keep := whole && size >= d.keepMin && held <= budget && etag != ""
+	keep := whole && size >= d.keepMin && held <= budget && budget > 0 && etag != ""
 	for keep && !d.closed && d.diskLowLocked() {
 		keep = d.evictKeptLocked() // lets go of d.mu meanwhile
 	}
@@ -219,9 +219,16 @@ func (d *Dir) diskLowLocked() bool {
 	return free < int64(st.Blocks)*st.Bsize/10 || free < d.minFree
 }
 
-// keptBudgetLocked is the most bytes kept files may hold.
-// LOCKS_REQUIRED(d.mu)
+// SetKeptBudget bounds the bytes kept files hold (0: none are kept); call
+// it before the directory is used.
+func (d *Dir) SetKeptBudget(n int64) { d.keptBudget = n }
+
+// keptBudgetLocked is the most bytes kept files may hold: SetKeptBudget's,
+// or by default a share of the cache size. LOCKS_REQUIRED(d.mu)
 func (d *Dir) keptBudgetLocked() int64 {
+	if d.keptBudget >= 0 {
+		return d.keptBudget
+	}
 	if d.limit > 0 {
 		return d.limit / keptShare
 	}

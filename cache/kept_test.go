@@ -115,3 +115,19 @@ func TestUnmountRemovesKeptFiles(t *testing.T) {
 		t.Error("a file was kept after Close")
 	}
 }
+
+func TestNoKeptCopiesWithoutABudget(t *testing.T) {
+	d, err := OpenDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.SetKeptBudget(0) // kept_size=0
+	d.Keep("a", keptFile(t, d, "a", "ea", KeepMin, 'a'))
+	if files, _ := d.Kept(); files != 0 {
+		t.Error("a file was kept with kept_size=0")
+	}
+	if n := d.Open(); n != 0 {
+		t.Errorf("%d staging files open", n)
+	}
+}

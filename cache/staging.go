@@ -78,6 +78,8 @@ type Dir struct {
 	streaming map[*Staging]*sending // GUARDED_BY(mu)
 	keep      keptSet               // GUARDED_BY(mu); see kept.go
 	keepMin   int64                 // the smallest file kept
+	// keptBudget bounds the bytes kept; -1: the default (kept.go).
+	keptBudget int64
 	// makingSpares says a batch of spares is being made (spares.go);
 	// spares counts the batches running, which Close waits for.
 	makingSpares bool // GUARDED_BY(mu)
@@ -92,7 +94,7 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	if err := ensurePrivateDir(path); err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
-	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: maxStaged, keepMin: KeepMin, reused: map[*Staging]struct{}{}}
+	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: maxStaged, keepMin: KeepMin, keptBudget: -1, reused: map[*Staging]struct{}{}}
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
 		// A quarter of the descriptors for idle files, half for staging

@@ -35,6 +35,7 @@ type options struct {
 	WritebackDelay   time.Duration
 	WritebackWorkers int
 	CacheSize        int64
+	KeptSize         int64 // -1: the default (cache.Dir.SetKeptBudget)
 	EnsureDiskFree   int64
 	RAMRole          string
 	SSE, SSEKeyID    string
@@ -43,7 +44,7 @@ type options struct {
 
 func defaultOptions() options {
 	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
-		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, Parallel: 4}
+		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, Parallel: 4, KeptSize: -1}
 }
 
 // parseOptions applies a comma-separated "-o" list to o. Unknown options
@@ -130,6 +131,10 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			var n uint64
 			n, err = humanize.ParseBytes(value)
 			o.CacheSize = int64(n)
+		case "kept_size":
+			var n uint64
+			n, err = humanize.ParseBytes(value)
+			o.KeptSize = int64(n)
 		case "ensure_diskfree": // ossfs: in MB; a unit may be given
 			var n uint64
 			if n, err = strconv.ParseUint(value, 10, 63); err == nil {

@@ -30,10 +30,18 @@ func TestParseOptions(t *testing.T) {
 			t.Errorf("ensure_diskfree=%s: %v %d", value, err, o.EnsureDiskFree)
 		}
 	}
+	if o.KeptSize != -1 {
+		t.Errorf("kept_size unset: %d, want -1 (the default)", o.KeptSize)
+	}
+	for value, want := range map[string]int64{"0": 0, "2GiB": 2 << 30} {
+		if _, err := parseOptions(&o, "kept_size="+value); err != nil || o.KeptSize != want {
+			t.Errorf("kept_size=%s: %v %d", value, err, o.KeptSize)
+		}
+	}
 	if _, err := parseOptions(&o, "tagging=b=2&a=1"); err != nil || o.Tagging != "a=1&b=2" {
 		t.Errorf("tagging: %v %q", err, o.Tagging)
 	}
-	for _, bad := range []string{"uid=x", "endpoint", "stat_ttl=soon", "part_size=lots", "ensure_diskfree=much", "tagging=k=%zz"} {
+	for _, bad := range []string{"uid=x", "endpoint", "stat_ttl=soon", "part_size=lots", "ensure_diskfree=much", "kept_size=some", "tagging=k=%zz"} {
 		if _, err := parseOptions(&o, bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -87,6 +87,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	// A kept copy pays twice for a file of two parts or more: no download
 	// at the next edit, and an upload that copies what it leaves alone.
 	cd.SetKeepMin(min(cache.KeepMin, 2*uploader.PartSize()))
+	if o.KeptSize >= 0 {
+		cd.SetKeptBudget(o.KeptSize)
+	}
 	if o.CacheSize > 0 && o.CacheSize < 2*uploader.PartSize() {
 		// A stream starts once a file holds more than one part, and a
 		// writer short of room then waits for a part to leave the cache.
