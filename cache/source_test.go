@@ -126,3 +126,38 @@ func TestCopyFollowsItsOriginalIntoTheBucket(t *testing.T) {
 		t.Error("a copy took the source of an original changed after it")
 	}
 }
+
+// A copy made inside the kernel (copy_file_range, used where the file
+// system shares blocks) holds the same bytes, up to an odd size, and the
+// same unchanged ranges.
+func TestCopyInTheKernel(t *testing.T) {
+	d, err := OpenDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.reflinks = true // whatever this file system is
+	s, _ := d.NewStaging()
+	data := make([]byte, 3<<20+123)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	if _, err := s.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.SetSource("k", "v")
+	c, err := s.CopyTo(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data)+10)
+	n, _ := c.ReadAt(got, 0)
+	if !bytes.Equal(got[:n], data) {
+		t.Fatalf("the copy holds %d other bytes", n)
+	}
+	if _, etag, ok := c.Unchanged(0, int64(len(data))); !ok || etag != "v" {
+		t.Errorf("the copy's unchanged ranges: %q %v", etag, ok)
+	}
+	if used := d.Used(); used != 2*int64(len(data)) {
+		t.Errorf("%d bytes accounted for the file and its copy, want %d", used, 2*len(data))
+	}
+}

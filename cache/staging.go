@@ -52,6 +52,10 @@ type Dir struct {
 	// waitLogged says a writer waited for room (awaitStagingRoom) once.
 	waitLogged bool // GUARDED_BY(mu)
 
+	// reflinks: the file system can share blocks between files, and
+	// CopyTo copies so (copyrange_linux.go).
+	reflinks bool
+
 	// reuseNamed says a named staging file may be emptied and reused: its
 	// journal record is an attribute of the file itself, removed with it.
 	reuseNamed bool
@@ -103,6 +107,7 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 		d.maxOpen = int64(min(maxStaged, max(rl.Cur/2, 8)))
 	}
 	d.cond = sync.NewCond(&d.mu)
+	d.reflinks = reflinks(path)
 	return d, nil
 }
 
@@ -648,8 +653,17 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 		return nil, err
 	}
 	err = s.withFile(func(f *os.File) error {
-		_, err := io.Copy(io.NewOffsetWriter(c, 0), io.NewSectionReader(f, 0, size))
-		return err
+		if !d.reflinks {
+			_, err := io.Copy(io.NewOffsetWriter(c, 0), io.NewSectionReader(f, 0, size))
+			return err
+		}
+		return c.withFile(func(cf *os.File) error {
+			err := copyRange(cf, f, size)
+			if errors.Is(err, syscall.ENOSPC) && d.reclaim() {
+				err = copyRange(cf, f, size) // kept blocks were freed
+			}
+			return err
+		})
 	})
 	if err != nil {
 		c.Remove()
