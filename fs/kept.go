@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"strings"
 
 	"github.com/dustin/go-humanize"
 
@@ -41,7 +42,9 @@ func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.St
 // size bytes that a kept copy holds (one HEAD).
 func (f *FS) stillObject(ctx context.Context, key, etag string, size int64) bool {
 	info, err := f.bucket.Head(ctx, key)
-	if err != nil || info.ETag != etag || info.Size != size {
+	// An ETag from a response header is quoted; one from a response body
+	// (a completed multipart upload) may not be.
+	if err != nil || strings.Trim(info.ETag, `"`) != strings.Trim(etag, `"`) || info.Size != size {
 		f.log.Debug("the kept copy is not the object any more", "key", key, "err", err)
 		return false
 	}
