@@ -2,6 +2,7 @@ package cache
 
 import (
 	"container/list"
+	"strings"
 	"syscall"
 )
 
@@ -143,6 +144,22 @@ func (d *Dir) RenameKept(oldKey, newKey string) {
 	}
 	d.mu.Unlock()
 	replaced.remove()
+}
+
+// RenameKeptBelow files what is kept under keys below oldPrefix under
+// newPrefix instead (a directory rename).
+func (d *Dir) RenameKeptBelow(oldPrefix, newPrefix string) {
+	d.mu.Lock()
+	var moved []string
+	for key := range d.keep.byKey {
+		if strings.HasPrefix(key, oldPrefix) {
+			moved = append(moved, key)
+		}
+	}
+	d.mu.Unlock()
+	for _, key := range moved {
+		d.RenameKept(key, newPrefix+strings.TrimPrefix(key, oldPrefix))
+	}
 }
 
 // DropKept removes what is kept for key (its object is gone or replaced).

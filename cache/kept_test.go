@@ -77,10 +77,13 @@ func TestKeptFilesGoWhenTheirRoomIsNeeded(t *testing.T) {
 
 	// Taken back, a kept file is the content and version it was, under
 	// the name it was renamed to.
-	d.Keep("d0", keptFile(t, d, "d0", "ed", mib, 'd'))
-	d.RenameKept("d0", "d")
-	if s, _, _ := d.TakeKept("d0"); s != nil {
-		t.Error("a kept file stayed under its old name")
+	d.Keep("old/d0", keptFile(t, d, "old/d0", "ed", mib, 'd'))
+	d.RenameKeptBelow("old/", "new/")
+	d.RenameKept("new/d0", "d")
+	for _, key := range []string{"old/d0", "new/d0"} {
+		if s, _, _ := d.TakeKept(key); s != nil {
+			t.Errorf("a kept file stayed under %s", key)
+		}
 	}
 	s, etag, size := d.TakeKept("d")
 	if s == nil || etag != "ed" || size != mib {

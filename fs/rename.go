@@ -286,6 +286,7 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 		return f.fail("rename", oldPrefix, err)
 	}
 	f.movedHeld(oldPrefix, newPrefix)
+	f.cfg.Cache.RenameKeptBelow(oldPrefix, newPrefix)
 	return 0
 }
 
