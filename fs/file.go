@@ -334,46 +334,75 @@ const downloadChunk = 8 << 20
 // download copies the object into st and returns how many bytes it
 // copied: the object as it is now, which another client may have made
 // shorter or longer since the file's size was learned — an edit of a copy
-// cut to the old size would put it back without its new end. Every chunk
-// comes from the version the first came from: another client's
-// replacement meanwhile fails the copy (bucket.ErrChanged) rather than
-// leave a splice of two versions to be uploaded at the close. letKeysGo,
-// if not nil, ends the caller's shared hold of the keys once it has the
-// key, as upload's: the caller holds the freeze, which a rename or removal
-// of the file waits for.
+// cut to the old size would put it back without its new end. The first
+// chunk tells the version and its size; the others are asked for
+// `parallel` at a time (one GET at a time was a round trip per 8 MiB, and
+// one connection's pace), each of the version the first came from:
+// another client's replacement meanwhile fails the copy
+// (bucket.ErrChanged) rather than leave a splice of two versions to be
+// uploaded at the close. letKeysGo, if not nil, ends the caller's shared
+// hold of the keys once it has the key, as upload's: the caller holds the
+// freeze, which a rename or removal of the file waits for.
 func (n *fileNode) download(ctx context.Context, st *cache.Staging, letKeysGo func()) (got int64, err error) {
 	key := n.key()
 	if letKeysGo != nil {
 		letKeysGo()
 	}
-	etag, size := "", int64(-1) // the version's, from its first chunk
-	for size < 0 || got < size {
-		length := int64(downloadChunk)
-		if size >= 0 {
-			length = min(length, size-got)
+	got, etag, size, err := n.downloadRange(ctx, st, key, 0, downloadChunk, "")
+	if err != nil || got < downloadChunk || got >= size {
+		if err == nil && got > 0 {
+			st.SetSource(key, etag) // its upload may copy what stays unchanged (upload/copying.go)
 		}
-		r, err := n.fsys.getResuming(ctx, key, got, length, etag)
-		if err != nil {
-			return got, err
-		}
-		if got == 0 {
-			etag, size = r.ETag, r.Size
-		}
-		copied, err := io.Copy(io.NewOffsetWriter(st, got), io.LimitReader(r, length))
-		r.Close()
-		got += copied
-		if err != nil {
-			return got, err
-		}
-		if copied < length {
-			return got, nil // the object ends there now
-		}
+		return got, err
 	}
-	if got > 0 {
-		// Its upload may copy what stays unchanged (upload/copying.go).
-		st.SetSource(key, etag)
+	// The rest, in chunks written at their offsets: the file first takes
+	// its size (the gaps are holes, which take no room in the cache).
+	if err := st.Truncate(size); err != nil {
+		return got, err
 	}
-	return got, nil
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	slots := make(chan struct{}, n.fsys.cfg.Uploader.Parallel())
+	var wg sync.WaitGroup
+	for off := got; off < size; off += downloadChunk {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			length := min(downloadChunk, size-off)
+			copied, _, _, err := n.downloadRange(ctx, st, key, off, length, etag)
+			if err == nil && copied < length {
+				err = fmt.Errorf("%s: %d bytes at %d of a version of %d bytes: %w", key, copied, off, size, io.ErrUnexpectedEOF)
+			}
+			if err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return 0, err
+	}
+	st.SetSource(key, etag)
+	return size, nil
+}
+
+// downloadRange copies length bytes of key from off into st, of the
+// version ifMatch if set; it returns the bytes copied and the version's
+// ETag and size.
+func (n *fileNode) downloadRange(ctx context.Context, st *cache.Staging, key string, off, length int64, ifMatch string) (copied int64, etag string, size int64, err error) {
+	r, err := n.fsys.getResuming(ctx, key, off, length, ifMatch)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	defer r.Close()
+	copied, err = io.Copy(io.NewOffsetWriter(st, off), io.LimitReader(r, length))
+	return copied, r.ETag, r.Size, err
 }
 
 func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

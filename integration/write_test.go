@@ -423,6 +423,56 @@ func TestObjectGrownBeforeEdit(t *testing.T) {
 	srv.sameObject(t, "was-empty", []byte("Content"))
 }
 
+// The copy of a large object into staging for an edit asks for its 8 MiB
+// chunks `parallel` at a time, each of the first one's version: the GET of
+// the third chunk arrives while the second's is held. A connection broken
+// in one of them goes on from where it stopped, and the object lands with
+// the edit, byte for byte.
+func TestEditOfALargeObjectReadsItInParallel(t *testing.T) {
+	const chunk = 8 << 20
+	rangeFrom := func(r *http.Request, off int) bool {
+		return r.Method == http.MethodGet && strings.HasPrefix(r.Header.Get("Range"), fmt.Sprintf("bytes=%d-", off))
+	}
+	var third atomic.Bool
+	wrap, started, release := holdFirst(func(r *http.Request) bool { return rangeFrom(r, chunk) })
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		held := wrap(h)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if rangeFrom(r, 2*chunk) {
+				third.Store(true)
+			}
+			held.ServeHTTP(w, r)
+		})
+	})
+	m := startMount(t, srv, "parallel=3")
+	t.Cleanup(release)
+	data := randomBytes(t, 5*chunk+12345)
+	srv.putByOther(t, "large.bin", data)
+	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, After: 3, Count: 1})
+	edited := inBackground(func() error {
+		f, err := os.OpenFile(m.path("large.bin"), os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt([]byte("EDIT"), 3*chunk+7); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	})
+	<-started
+	waitUntil(t, "the third chunk asked for while the second is held", third.Load)
+	release()
+	if err := <-edited; err != nil {
+		t.Fatal(err)
+	}
+	copy(data[3*chunk+7:], "EDIT")
+	srv.sameObject(t, "large.bin", data)
+	if !strings.Contains(m.logs.String(), "a download broke; asking for the rest") {
+		t.Error("no chunk's connection was broken: the test missed its case")
+	}
+}
+
 // An object another client makes shorter while a program reads it through
 // the mount reads as ending where it now ends: a read past the new end got
 // the object from its start (OSS's default answer to a range past the

@@ -44,6 +44,9 @@ func (c Config) parallel() int {
 // PartSize is the first part size of streamed uploads.
 func (u *Uploader) PartSize() int64 { return u.cfg.partSize() }
 
+// Parallel is how many transfers of one file run at once (-o parallel).
+func (u *Uploader) Parallel() int { return u.cfg.parallel() }
+
 // Uploader puts staged bodies into a bucket with their headers.
 type Uploader struct {
 	bucket bucket.Bucket
