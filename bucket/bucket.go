@@ -22,6 +22,9 @@ type ObjectInfo struct {
 	// Meta is the user metadata (x-oss-meta-NAME) keyed by lower-case NAME.
 	// Listings do not carry it (nil).
 	Meta map[string]string
+	// CRC64 is the content's CRC-64/ECMA (x-oss-hash-crc64ecma) from a
+	// HEAD; 0 when the server sent none.
+	CRC64 uint64
 }
 
 // Attrs are what an upload or a metadata-replacing copy sets on an object.

@@ -90,6 +90,9 @@ func TestConformance(t *testing.T) {
 				if info.Size != int64(len(data)) || info.ContentType != "text/plain" || info.Meta["mode"] != "33188" || info.Meta["mtime"] != "1700000000" {
 					t.Fatalf("head = %+v", info)
 				}
+				if want := crc64.Checksum(data); info.CRC64 != want {
+					t.Errorf("head's CRC-64 %d, want %d", info.CRC64, want)
+				}
 				if got := get(t, b, "dir/a b+c%.txt", 0, -1); !bytes.Equal(got, data) {
 					t.Fatalf("get = %q", got)
 				}

@@ -105,7 +105,7 @@ func (f *Fake) Head(_ context.Context, key string) (ObjectInfo, error) {
 }
 
 func infoOf(o store.Object) ObjectInfo {
-	return ObjectInfo{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified, ContentType: o.ContentType, Meta: o.Meta}
+	return ObjectInfo{Key: o.Key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified, ContentType: o.ContentType, Meta: o.Meta, CRC64: o.CRC64}
 }
 
 func (f *Fake) Get(_ context.Context, req GetRequest) (Body, error) {

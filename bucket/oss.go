@@ -153,6 +153,7 @@ func (b *OSS) Head(ctx context.Context, key string) (ObjectInfo, error) {
 	}
 	info := ObjectInfo{Key: key, Size: res.ContentLength, ETag: oss.ToString(res.ETag),
 		ContentType: oss.ToString(res.ContentType), Meta: map[string]string{}}
+	info.CRC64, _ = strconv.ParseUint(oss.ToString(res.HashCRC64), 10, 64)
 	if res.LastModified != nil {
 		info.LastModified = *res.LastModified
 	}

@@ -144,7 +144,11 @@ func (d *Dir) Close() {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
-	d.dropAllKept()
+	if d.keptDir != "" {
+		d.persistKept()
+	} else {
+		d.dropAllKept()
+	}
 	d.spares.Wait()
 	d.mu.Lock()
 	idle := d.idle

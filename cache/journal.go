@@ -370,10 +370,13 @@ func (j *Journal) Load() ([]Record, error) {
 	return out, nil
 }
 
-func readXattr(path string) ([]byte, error) {
+func readXattr(path string) ([]byte, error) { return readXattrNamed(path, recordXattr) }
+
+// readXattrNamed reads path's extended attribute name.
+func readXattrNamed(path, name string) ([]byte, error) {
 	buf := make([]byte, 4096)
 	for {
-		n, err := unix.Getxattr(path, recordXattr, buf)
+		n, err := unix.Getxattr(path, name, buf)
 		if errors.Is(err, unix.ERANGE) {
 			buf = make([]byte, 2*len(buf))
 			continue

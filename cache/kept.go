@@ -43,6 +43,9 @@ type kept struct {
 	size int64
 	held int64 // its bytes in used
 	elem *list.Element
+	// unchecked: filed by an earlier mount (keptdisk.go), its content
+	// not yet compared with the object's CRC-64.
+	unchecked bool
 }
 
 // keptSet is the kept files, by key and in the order they were kept.
@@ -100,33 +103,55 @@ func (d *Dir) Keep(key string, s *Staging) {
 	}
 }
 
-// TakeKept hands back the staging file kept for key, with the object
-// version (ETag) and size it holds; nil if none is kept. The caller owns
-// it: it checks that the object is still that version, and removes it if
-// not.
-func (d *Dir) TakeKept(key string) (s *Staging, etag string, size int64) {
+// KeptCopy is a kept staging file and the object version it holds.
+type KeptCopy struct {
+	*Staging // nil: none is kept
+	ETag     string
+	Size     int64
+	// Unchecked: filed by an earlier mount; its content must match the
+	// object's CRC-64 before it is used (then call Checked).
+	Unchecked bool
+}
+
+// TakeKept hands back the staging file kept for key; Staging is nil if
+// none is. The caller owns it: it checks that the object is still that
+// version, and removes it if not.
+func (d *Dir) TakeKept(key string) KeptCopy {
 	d.mu.Lock()
 	k := d.forgetKeptLocked(key)
 	d.mu.Unlock()
 	if k == nil {
-		return nil, "", 0
+		return KeptCopy{}
+	}
+	if err := d.takeFiled(k.s); err != nil {
+		k.remove()
+		return KeptCopy{}
 	}
 	k.s.MarkUploaded() // as it was before it was kept
-	return k.s, k.etag, k.size
+	return KeptCopy{Staging: k.s, ETag: k.etag, Size: k.size, Unchecked: k.unchecked}
 }
 
-// LookKept returns the staging file kept for key without taking it, with
-// the object version and size it holds, and makes it the last to go; nil
-// if none is kept. A reader of it must take os.ErrClosed for "gone".
-func (d *Dir) LookKept(key string) (s *Staging, etag string, size int64) {
+// LookKept returns the staging file kept for key without taking it, and
+// makes it the last to go; Staging is nil if none is kept. A reader of it
+// must take os.ErrClosed for "gone".
+func (d *Dir) LookKept(key string) KeptCopy {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := d.keep.byKey[key]
 	if k == nil {
-		return nil, "", 0
+		return KeptCopy{}
 	}
 	d.keep.order.MoveToBack(k.elem)
-	return k.s, k.etag, k.size
+	return KeptCopy{Staging: k.s, ETag: k.etag, Size: k.size, Unchecked: k.unchecked}
+}
+
+// Checked says the copy kept for key as s matched its object's CRC-64.
+func (d *Dir) Checked(key string, s *Staging) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if k := d.keep.byKey[key]; k != nil && k.s == s {
+		k.unchecked = false
+	}
 }
 
 // RenameKept files what is kept for oldKey under newKey (a rename of the

@@ -3,7 +3,12 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/ossmount/ossmount/internal/crc64"
 )
 
 // keptFile stages size bytes of fill as the object key in version etag.
@@ -35,7 +40,7 @@ func TestKeptFilesGoWhenTheirRoomIsNeeded(t *testing.T) {
 		t.Fatalf("kept %d files of %d bytes, want 2 of 2 MiB", files, bytes)
 	}
 	d.Keep("c", keptFile(t, d, "c", "ec", mib, 'c')) // over the share: a goes
-	if s, _, _ := d.TakeKept("a"); s != nil {
+	if c := d.TakeKept("a"); c.Staging != nil {
 		t.Error("the oldest kept file outlived the bound on kept bytes")
 	}
 
@@ -45,10 +50,10 @@ func TestKeptFilesGoWhenTheirRoomIsNeeded(t *testing.T) {
 	changed.WriteAt([]byte("y"), 10)
 	d.Keep("x", changed)
 	d.Keep("small", keptFile(t, d, "small", "es", KeepMin-1, 's'))
-	if s, _, _ := d.TakeKept("x"); s != nil {
+	if c := d.TakeKept("x"); c.Staging != nil {
 		t.Error("a file changed since its upload was kept")
 	}
-	if s, _, _ := d.TakeKept("small"); s != nil {
+	if c := d.TakeKept("small"); c.Staging != nil {
 		t.Error("a file below KeepMin was kept")
 	}
 
@@ -64,7 +69,7 @@ func TestKeptFilesGoWhenTheirRoomIsNeeded(t *testing.T) {
 	if files, _ := d.Kept(); files != 1 {
 		t.Errorf("%d files kept after a writer needed the room of one, want 1", files)
 	}
-	if s, _, _ := d.TakeKept("b"); s != nil {
+	if c := d.TakeKept("b"); c.Staging != nil {
 		t.Error("the writer's room came from a newer kept file")
 	}
 	if _, err := w.WriteAt(make([]byte, 2*mib), 4*mib); !errors.Is(err, ErrNoSpace) {
@@ -81,19 +86,20 @@ func TestKeptFilesGoWhenTheirRoomIsNeeded(t *testing.T) {
 	d.RenameKeptBelow("old/", "new/")
 	d.RenameKept("new/d0", "d")
 	for _, key := range []string{"old/d0", "new/d0"} {
-		if s, _, _ := d.TakeKept(key); s != nil {
+		if c := d.TakeKept(key); c.Staging != nil {
 			t.Errorf("a kept file stayed under %s", key)
 		}
 	}
-	s, etag, size := d.TakeKept("d")
-	if s == nil || etag != "ed" || size != mib {
-		t.Fatalf("took %v %q %d, want the file of version ed, 1 MiB", s, etag, size)
+	c := d.TakeKept("d")
+	s := c.Staging
+	if s == nil || c.ETag != "ed" || c.Size != mib || c.Unchecked {
+		t.Fatalf("took %+v, want the file of version ed, 1 MiB, checked", c)
 	}
 	got := make([]byte, mib)
 	if _, err := s.ReadAt(got, 0); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{'d'}, mib)) {
 		t.Errorf("the file taken back does not hold what was kept (%v)", err)
 	}
-	if again, _, _ := d.TakeKept("d"); again != nil {
+	if again := d.TakeKept("d"); again.Staging != nil {
 		t.Error("a kept file was handed out twice")
 	}
 	s.Remove()
@@ -132,5 +138,62 @@ func TestNoKeptCopiesWithoutABudget(t *testing.T) {
 	}
 	if n := d.Open(); n != 0 {
 		t.Errorf("%d staging files open", n)
+	}
+}
+
+func TestKeptCopiesOutliveTheMount(t *testing.T) {
+	path := t.TempDir()
+	d, err := OpenDir(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PersistKept("ns"); err != nil {
+		t.Fatal(err)
+	}
+	d.Keep("a", keptFile(t, d, "a", "ea", KeepMin, 'a'))
+	d.Keep("b", keptFile(t, d, "b", "eb", KeepMin+5, 'b'))
+	d.Keep("torn", keptFile(t, d, "torn", "et", KeepMin, 't'))
+	d.Close()
+	filed, _ := filepath.Glob(filepath.Join(path, "kept", "ns", "[^.]*"))
+	if len(filed) != 3 {
+		t.Fatalf("filed %v, want three copies", filed)
+	}
+	for _, f := range filed {
+		if raw, _ := readXattrNamed(f, keptXattr); strings.Contains(string(raw), `"torn"`) {
+			os.Truncate(f, KeepMin-1) // not the size its record says
+		}
+	}
+
+	next, err := OpenDir(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if err := next.PersistKept("ns"); err != nil {
+		t.Fatal(err)
+	}
+	if files, bytes := next.Kept(); files != 2 || bytes != 2*KeepMin+5 {
+		t.Fatalf("the next mount keeps %d files of %d bytes, want a and b", files, bytes)
+	}
+	// Another mount of the namespace meanwhile keeps none of them.
+	other, _ := OpenDir(path, 0)
+	if err := other.PersistKept("ns"); err != nil {
+		t.Fatal(err)
+	}
+	if files, _ := other.Kept(); files != 0 {
+		t.Errorf("a second mount took %d copies the first holds", files)
+	}
+	other.Close()
+
+	c := next.TakeKept("b")
+	if c.Staging == nil || !c.Unchecked || c.ETag != "eb" || c.Size != KeepMin+5 {
+		t.Fatalf("took %+v, want b's copy, unchecked", c)
+	}
+	if sum, err := c.CRC64(); err != nil || sum != crc64.Checksum(bytes.Repeat([]byte{'b'}, KeepMin+5)) {
+		t.Errorf("the copy's CRC-64: %v", err)
+	}
+	c.Remove()
+	if n := next.Open(); n != 1 {
+		t.Errorf("%d staging files open, want a's", n)
 	}
 }

@@ -84,6 +84,10 @@ type Dir struct {
 	keepMin   int64                 // the smallest file kept
 	// keptBudget bounds the bytes kept; -1: the default (kept.go).
 	keptBudget int64
+	// keptDir files kept copies across mounts, under keptLock
+	// (keptdisk.go); "": they go at Close.
+	keptDir  string
+	keptLock *os.File
 	// makingSpares says a batch of spares is being made (spares.go);
 	// spares counts the batches running, which Close waits for.
 	makingSpares bool // GUARDED_BY(mu)
@@ -680,29 +684,45 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 // dropped and its space released. The file itself is emptied and kept for
 // reuse, or closed and deleted.
 func (s *Staging) Remove() {
+	if i, ok := s.detach(); ok {
+		s.dir.dispose(i)
+		s.dir.unaccount(s)
+	}
+}
+
+// detach ends the staging file's use: later readers get os.ErrClosed, and
+// its content is the caller's (dispose, or persistKept). The caller then
+// calls unaccount.
+func (s *Staging) detach() (i idleFile, ok bool) {
 	s.use.Lock()
 	f := s.f
 	s.f = nil
 	s.use.Unlock()
 	if f == nil {
-		return
+		return idleFile{}, false
 	}
 	s.dir.count.Add(-1)
 	s.mu.Lock()
-	n, extent, uploaded := s.heldLocked(), s.extent, s.uploaded
+	defer s.mu.Unlock()
+	return idleFile{f: f, name: s.name, durable: s.durable, extent: s.extent}, true
+}
+
+// unaccount gives back a detached staging file's bytes.
+func (d *Dir) unaccount(s *Staging) {
+	s.mu.Lock()
+	n, uploaded := s.heldLocked(), s.uploaded
 	s.size, s.uploaded, s.holes, s.src = 0, 0, nil, nil
 	s.follows, s.followers = nil, nil
 	s.mu.Unlock()
-	s.dir.dispose(idleFile{f: f, name: s.name, durable: s.durable, extent: extent})
 	// The uploaded mark and the bytes go at once: a writer short of room
 	// that saw the mark gone but not the bytes would give up (reserve).
-	s.dir.mu.Lock()
-	delete(s.dir.reused, s)
-	delete(s.dir.streaming, s)
-	s.dir.uploaded -= uploaded
-	s.dir.used -= n
-	s.dir.cond.Broadcast() // room for writers (reserve, awaitStagingRoom)
-	s.dir.mu.Unlock()
+	d.mu.Lock()
+	delete(d.reused, s)
+	delete(d.streaming, s)
+	d.uploaded -= uploaded
+	d.used -= n
+	d.cond.Broadcast() // room for writers (reserve, awaitStagingRoom)
+	d.mu.Unlock()
 }
 
 // MarkUploaded notes that the bucket has the staged content, so that a

@@ -21,32 +21,44 @@ import (
 // downloaded. letKeysGo is download's.
 func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.Staging, got int64) {
 	key := n.key()
-	st, etag, size := n.fsys.cfg.Cache.TakeKept(key)
-	if st == nil {
+	c := n.fsys.cfg.Cache.TakeKept(key)
+	if c.Staging == nil {
 		return nil, -1
 	}
 	if letKeysGo != nil {
 		letKeysGo()
 	}
-	if !n.fsys.stillObject(ctx, key, etag, size) {
-		st.Remove()
+	if !n.fsys.stillObject(ctx, key, c) {
+		c.Remove()
 		return nil, -1
 	}
-	n.fsys.log.Debug("staged from the kept copy", "key", key, "size", humanize.IBytes(uint64(size)))
+	n.fsys.log.Debug("staged from the kept copy", "key", key, "size", humanize.IBytes(uint64(c.Size)))
 	// The same bytes, maybe under a new name (renamed since).
-	st.SetSource(key, etag)
-	return st, size
+	c.SetSource(key, c.ETag)
+	return c.Staging, c.Size
 }
 
-// stillObject reports whether the object key is still the version etag of
-// size bytes that a kept copy holds (one HEAD).
-func (f *FS) stillObject(ctx context.Context, key, etag string, size int64) bool {
+// stillObject reports whether the object key is still the version a kept
+// copy holds (one HEAD). A copy an earlier mount filed must also hold the
+// object's CRC-64: it was not synced to the disk, and could have been
+// changed there.
+func (f *FS) stillObject(ctx context.Context, key string, c cache.KeptCopy) bool {
 	info, err := f.bucket.Head(ctx, key)
 	// An ETag from a response header is quoted; one from a response body
 	// (a completed multipart upload) may not be.
-	if err != nil || strings.Trim(info.ETag, `"`) != strings.Trim(etag, `"`) || info.Size != size {
+	if err != nil || strings.Trim(info.ETag, `"`) != strings.Trim(c.ETag, `"`) || info.Size != c.Size {
 		f.log.Debug("the kept copy is not the object any more", "key", key, "err", err)
 		return false
+	}
+	if c.Unchecked {
+		if info.CRC64 == 0 {
+			f.log.Debug("no CRC-64 from the server to check a copy kept from an earlier mount against", "key", key)
+			return false
+		}
+		if sum, err := c.CRC64(); err != nil || sum != info.CRC64 {
+			f.log.Info("a copy kept from an earlier mount does not hold its object's bytes; the object is read instead", "key", key, "err", err)
+			return false
+		}
 	}
 	return true
 }
@@ -54,13 +66,16 @@ func (f *FS) stillObject(ctx context.Context, key, etag string, size int64) bool
 // keptForReading is the kept copy of key (cache/kept.go) if the object is
 // still the version it holds: a handle reads it instead of the object.
 func (f *FS) keptForReading(ctx context.Context, key string) *cache.Staging {
-	st, etag, size := f.cfg.Cache.LookKept(key)
-	if st == nil {
+	c := f.cfg.Cache.LookKept(key)
+	if c.Staging == nil {
 		return nil
 	}
-	if !f.stillObject(ctx, key, etag, size) {
+	if !f.stillObject(ctx, key, c) {
 		f.cfg.Cache.DropKept(key)
 		return nil
 	}
-	return st
+	if c.Unchecked {
+		f.cfg.Cache.Checked(key, c.Staging)
+	}
+	return c.Staging
 }

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
@@ -423,13 +426,28 @@ func (m *mount) stop(t *testing.T) {
 		syscall.Unmount(m.dir, syscall.MNT_DETACH)
 	}
 	for _, f := range filesBelow(m.cacheDir) {
-		if filepath.Base(f) != "lock" { // the write-back journal's lock file stays
+		if filepath.Base(f) != "lock" && !isFiledCopy(m.cacheDir, f) { // the write-back journal's lock file stays
 			t.Errorf("file left in the cache directory: %s", f)
 		}
 	}
 	if t.Failed() {
 		t.Logf("ossmount logs:\n%s", m.logs)
 	}
+}
+
+// isFiledCopy reports whether f is a copy kept for the next mount (or its
+// lock): in CACHE/kept/NAMESPACE/, with a record naming its object.
+func isFiledCopy(cacheDir, f string) bool {
+	if filepath.Dir(filepath.Dir(filepath.Dir(f))) != cacheDir || filepath.Base(filepath.Dir(filepath.Dir(f))) != "kept" {
+		return false
+	}
+	if filepath.Base(f) == ".lock" {
+		return true
+	}
+	buf := make([]byte, 4096)
+	n, err := unix.Getxattr(f, "user.ossmount.kept", buf)
+	var rec struct{ Key, ETag string }
+	return err == nil && json.Unmarshal(buf[:n], &rec) == nil && rec.Key != "" && rec.ETag != ""
 }
 
 // kill ends ossmount with SIGKILL, as a crash would, and detaches its

@@ -502,3 +502,64 @@ func checkParts(t *testing.T, what string, before, after map[string]int, copied,
 		t.Errorf("%s sent the whole file (%d PUTs)", what, n)
 	}
 }
+
+// Copies kept at the unmount are taken by the next mount with the same
+// cache directory: an append after a remount reads nothing. A copy changed
+// on the disk meanwhile does not match its object's CRC-64, and the object
+// is read instead. In write-back mode a copy taken so is journaled like
+// any staging file: a mount killed before its upload loses nothing.
+func TestKeptCopiesOutliveTheMount(t *testing.T) {
+	for _, mode := range bothModes {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+			opts := append([]string{"part_size=1MiB"}, mode.opts...)
+			m := startMountAt(t, srv, dir, cacheDir, opts...)
+			data := randomBytes(t, 4<<20+7)
+			writeFile(t, m.path("log"), data)
+			m.stop(t)
+
+			m = startMountAt(t, srv, dir, cacheDir, opts...)
+			before := srv.Counts()
+			run(t, "sh", "-c", "echo after a remount >> "+m.path("log"))
+			run(t, "sync", m.path("log"))
+			data = append(data, "after a remount\n"...)
+			srv.sameObject(t, "log", data)
+			after := srv.Counts()
+			if n := after["GetObject"] - before["GetObject"]; n != 0 {
+				t.Errorf("an append after a remount read the object in (%d GETs)", n)
+			}
+			checkParts(t, "an append after a remount", before, after, 4, 1)
+			m.stop(t)
+
+			filed, _ := filepath.Glob(filepath.Join(cacheDir, "kept", "*", "[^.]*"))
+			if len(filed) != 1 {
+				t.Fatalf("filed copies %v, want one", filed)
+			}
+			f, err := os.OpenFile(filed[0], os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt([]byte("CHANGED ON DISK"), 1<<20)
+			f.Close()
+			if mode.name == "writeback" {
+				// Nothing uploaded before the kill below.
+				m = startMountAt(t, srv, dir, cacheDir, append(opts, "writeback_delay=1h")...)
+			} else {
+				m = startMountAt(t, srv, dir, cacheDir, opts...)
+			}
+			before = srv.Counts()
+			run(t, "sh", "-c", "echo once more >> "+m.path("log"))
+			if mode.name == "writeback" {
+				m.kill(t) // acknowledged, not uploaded: the journal has it
+				m = startMountAt(t, srv, dir, cacheDir, opts...)
+			}
+			run(t, "sync", m.path("log"))
+			data = append(data, "once more\n"...)
+			srv.sameObject(t, "log", data)
+			if n := srv.Counts()["GetObject"] - before["GetObject"]; n == 0 {
+				t.Error("a copy changed on the disk was used")
+			}
+		})
+	}
+}

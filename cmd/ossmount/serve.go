@@ -90,6 +90,11 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if o.KeptSize >= 0 {
 		cd.SetKeptBudget(o.KeptSize)
 	}
+	// Copies kept at the unmount are taken again by the next mount of the
+	// bucket (whatever its prefix: they are filed by key).
+	if err := cd.PersistKept(namespace(o.Endpoint, a.bucket)); err != nil {
+		log.Warn("cannot keep copies across mounts in the cache directory", "err", err)
+	}
 	if o.CacheSize > 0 && o.CacheSize < 2*uploader.PartSize() {
 		// A stream starts once a file holds more than one part, and a
 		// writer short of room then waits for a part to leave the cache.
