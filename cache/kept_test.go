@@ -126,12 +126,24 @@ func TestUnmountRemovesKeptFiles(t *testing.T) {
 }
 
 func TestNoKeptCopiesWithoutABudget(t *testing.T) {
-	d, err := OpenDir(t.TempDir(), 0)
+	path := t.TempDir()
+	earlier, _ := OpenDir(path, 0)
+	earlier.PersistKept("ns")
+	earlier.Keep("b", keptFile(t, earlier, "b", "eb", KeepMin, 'b'))
+	earlier.Close()
+
+	d, err := OpenDir(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	d.SetKeptBudget(0) // kept_size=0
+	if err := d.PersistKept("ns"); err != nil {
+		t.Fatal(err)
+	}
+	if filed, _ := filepath.Glob(filepath.Join(path, "kept", "ns", "[^.]*")); len(filed) != 0 {
+		t.Errorf("copies an earlier mount filed are still there with kept_size=0: %v", filed)
+	}
 	d.Keep("a", keptFile(t, d, "a", "ea", KeepMin, 'a'))
 	if files, _ := d.Kept(); files != 0 {
 		t.Error("a file was kept with kept_size=0")
