@@ -85,6 +85,10 @@ func (d *Dir) Keep(key string, s *Staging) {
 		s.Remove()
 		return
 	}
+	var over []*kept
+	if other := d.forgetKeptLocked(key); other != nil {
+		over = append(over, other) // kept while d.mu was let go
+	}
 	k := &kept{key: key, s: s, etag: etag, size: size, held: held}
 	if d.keep.byKey == nil {
 		d.keep.byKey = make(map[string]*kept)
@@ -92,7 +96,6 @@ func (d *Dir) Keep(key string, s *Staging) {
 	d.keep.byKey[key] = k
 	k.elem = d.keep.order.PushBack(k)
 	d.keep.bytes += held
-	var over []*kept
 	for d.keep.bytes > budget || d.keep.order.Len() > d.maxKeptLocked() {
 		over = append(over, d.popKeptLocked())
 	}
@@ -206,12 +209,9 @@ func (d *Dir) Kept() (files int, bytes int64) {
 // removes or uses it. LOCKS_REQUIRED(d.mu)
 func (d *Dir) forgetKeptLocked(key string) *kept {
 	k := d.keep.byKey[key]
-	if k == nil {
-		return nil
+	if k != nil {
+		d.dropKeptLocked(k)
 	}
-	delete(d.keep.byKey, key)
-	d.keep.order.Remove(k.elem)
-	d.keep.bytes -= k.held
 	return k
 }
 
@@ -222,7 +222,18 @@ func (d *Dir) popKeptLocked() *kept {
 	if e == nil {
 		return nil
 	}
-	return d.forgetKeptLocked(e.Value.(*kept).key)
+	k := e.Value.(*kept)
+	d.dropKeptLocked(k)
+	return k
+}
+
+// dropKeptLocked takes k out of the set. LOCKS_REQUIRED(d.mu)
+func (d *Dir) dropKeptLocked(k *kept) {
+	if d.keep.byKey[k.key] == k {
+		delete(d.keep.byKey, k.key)
+	}
+	d.keep.order.Remove(k.elem)
+	d.keep.bytes -= k.held
 }
 
 // evictKept removes the oldest kept file; it reports whether there was one.
