@@ -94,6 +94,8 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	// bucket (whatever its prefix: they are filed by key).
 	if err := cd.PersistKept(namespace(o.Endpoint, a.bucket)); err != nil {
 		log.Warn("cannot keep copies across mounts in the cache directory", "err", err)
+	} else if files, bytes := cd.Kept(); files > 0 {
+		log.Info("copies of objects kept by an earlier mount, checked at their first use", "files", files, "bytes", humanize.IBytes(uint64(bytes)))
 	}
 	if o.CacheSize > 0 && o.CacheSize < 2*uploader.PartSize() {
 		// A stream starts once a file holds more than one part, and a
