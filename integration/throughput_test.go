@@ -417,6 +417,11 @@ func TestKeptCopyServesEditsAndReads(t *testing.T) {
 				}
 				checkParts(t, fmt.Sprintf("append %d", i), before, after, 4, 1)
 			}
+			// Once every handle is released (the kernel sends releases
+			// after close returns), the file's staging file is the kept
+			// copy; until then reads are served from the staging file,
+			// whatever another client does to the object.
+			waitForStatus(t, m, "kept_files=1")
 
 			local := filepath.Join(t.TempDir(), "log")
 			writeFile(t, local, data)
