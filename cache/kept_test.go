@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ossmount/ossmount/internal/crc64"
 )
@@ -207,5 +208,44 @@ func TestKeptCopiesOutliveTheMount(t *testing.T) {
 	c.Remove()
 	if n := next.Open(); n != 1 {
 		t.Errorf("%d staging files open, want a's", n)
+	}
+}
+
+// Filed copies older than keptMaxAge go, whichever bucket they are of,
+// unless a mount holds them.
+func TestFiledCopiesExpire(t *testing.T) {
+	path := t.TempDir()
+	file := func(ns string) {
+		d, _ := OpenDir(path, 0)
+		d.PersistKept(ns)
+		d.Keep("k", keptFile(t, d, "k", "e", KeepMin, 'k'))
+		d.Close()
+	}
+	filed := func(ns string) int {
+		names, _ := filepath.Glob(filepath.Join(path, "kept", ns, "[^.]*"))
+		return len(names)
+	}
+	file("gone")
+	file("held")
+	file("mine")
+	holder, _ := OpenDir(path, 0)
+	holder.PersistKept("held") // a mount of that bucket runs
+	defer holder.Close()
+
+	defer func(age time.Duration) { keptMaxAge = age }(keptMaxAge)
+	keptMaxAge = -time.Second // everything filed is too old now
+	d, _ := OpenDir(path, 0)
+	if err := d.PersistKept("mine"); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if files, _ := d.Kept(); files != 0 || filed("mine") != 0 {
+		t.Errorf("a mount took %d expired copies of its own bucket (%d still filed)", files, filed("mine"))
+	}
+	if n := filed("gone"); n != 0 {
+		t.Errorf("%d expired copies of a bucket no mount holds are still filed", n)
+	}
+	if files, _ := holder.Kept(); files != 1 || filed("held") != 1 {
+		t.Errorf("the mount holding a bucket's copies keeps %d, %d filed, want 1", files, filed("held"))
 	}
 }

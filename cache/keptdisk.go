@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -29,6 +30,11 @@ import (
 
 // keptXattr names the attribute that holds a filed copy's keptRecord.
 const keptXattr = "user.ossmount.kept"
+
+// keptMaxAge is how long a filed copy waits for a mount of its bucket:
+// any mount deletes older ones, of any bucket whose copies no mount holds
+// — a bucket never mounted again must not keep its copies on the disk.
+var keptMaxAge = 7 * 24 * time.Hour // a variable for the tests
 
 // keptRecord says which object version a filed copy holds.
 type keptRecord struct {
@@ -60,7 +66,42 @@ func (d *Dir) PersistKept(namespace string) error {
 	}
 	d.keptDir, d.keptLock = dir, lock
 	d.loadKept()
+	d.dropStaleFiled()
 	return nil
+}
+
+// dropStaleFiled deletes the copies older than keptMaxAge that other
+// namespaces filed, where no mount holds them.
+func (d *Dir) dropStaleFiled() {
+	root := filepath.Dir(d.keptDir)
+	dirs, _ := os.ReadDir(root)
+	for _, e := range dirs {
+		dir := filepath.Join(root, e.Name())
+		if !e.IsDir() || dir == d.keptDir {
+			continue
+		}
+		lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			dropOlder(dir, time.Now().Add(-keptMaxAge))
+		}
+		lock.Close()
+	}
+}
+
+// dropOlder deletes the filed copies in dir last filed (their ctime: a
+// rename or link sets it) before t.
+func dropOlder(dir string, t time.Time) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		var st unix.Stat_t
+		if e.Name() != ".lock" && unix.Lstat(path, &st) == nil && time.Unix(st.Ctim.Unix()).Before(t) {
+			os.Remove(path)
+		}
+	}
 }
 
 // loadKept takes the copies filed in d.keptDir, the newest within the
@@ -77,7 +118,7 @@ func (d *Dir) loadKept() {
 			continue
 		}
 		path := filepath.Join(d.keptDir, e.Name())
-		rec, f, err := openFiled(path)
+		rec, f, err := openFiled(path, time.Now().Add(-keptMaxAge))
 		if err != nil {
 			os.Remove(path)
 			continue
@@ -114,8 +155,8 @@ func (d *Dir) loadKept() {
 }
 
 // openFiled opens a filed copy and reads its record; it must be a regular
-// file of the record's size.
-func openFiled(path string) (keptRecord, *os.File, error) {
+// file of the record's size, filed at notBefore or later.
+func openFiled(path string, notBefore time.Time) (keptRecord, *os.File, error) {
 	var rec keptRecord
 	raw, err := readXattrNamed(path, keptXattr)
 	if err == nil {
@@ -128,7 +169,9 @@ func openFiled(path string) (keptRecord, *os.File, error) {
 	if err != nil {
 		return rec, nil, err
 	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != rec.Size || rec.Key == "" || rec.ETag == "" {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != rec.Size ||
+		rec.Key == "" || rec.ETag == "" || time.Unix(st.Ctim.Unix()).Before(notBefore) {
 		f.Close()
 		return rec, nil, fmt.Errorf("%s: not the copy its record describes", path)
 	}
