@@ -249,3 +249,42 @@ func TestFiledCopiesExpire(t *testing.T) {
 		t.Errorf("the mount holding a bucket's copies keeps %d, %d filed, want 1", files, filed("held"))
 	}
 }
+
+// At the bound on open staging files, a new one takes the place of a kept
+// copy instead of waiting.
+func TestKeptFilesGoAtTheBoundOnStagingFiles(t *testing.T) {
+	d, err := OpenDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.maxOpen = 16 // two kept files at most (an eighth)
+	d.Keep("a", keptFile(t, d, "a", "ea", KeepMin, 'a'))
+	d.Keep("b", keptFile(t, d, "b", "eb", KeepMin, 'b'))
+	var open []*Staging
+	for d.Open() < d.maxOpen {
+		s, err := d.NewStaging()
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, s)
+	}
+	d.SetEvictable(func() bool { return true }) // uploads "under way": a writer would wait for them
+	done := make(chan *Staging)
+	go func() {
+		s, _ := d.NewStaging()
+		done <- s
+	}()
+	select {
+	case s := <-done:
+		open = append(open, s)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a new staging file waited with kept copies in the way")
+	}
+	if files, _ := d.Kept(); files != 1 {
+		t.Errorf("%d files kept, want 1: the oldest made room", files)
+	}
+	for _, s := range open {
+		s.Remove()
+	}
+}
