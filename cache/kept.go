@@ -89,13 +89,7 @@ func (d *Dir) Keep(key string, s *Staging) {
 	if other := d.forgetKeptLocked(key); other != nil {
 		over = append(over, other) // kept while d.mu was let go
 	}
-	k := &kept{key: key, s: s, etag: etag, size: size, held: held}
-	if d.keep.byKey == nil {
-		d.keep.byKey = make(map[string]*kept)
-	}
-	d.keep.byKey[key] = k
-	k.elem = d.keep.order.PushBack(k)
-	d.keep.bytes += held
+	d.addKeptLocked(&kept{key: key, s: s, etag: etag, size: size, held: held})
 	for d.keep.bytes > budget || d.keep.order.Len() > d.maxKeptLocked() {
 		over = append(over, d.popKeptLocked())
 	}
@@ -166,9 +160,7 @@ func (d *Dir) RenameKept(oldKey, newKey string) {
 	k := d.forgetKeptLocked(oldKey)
 	if k != nil {
 		k.key = newKey
-		d.keep.byKey[newKey] = k
-		k.elem = d.keep.order.PushBack(k)
-		d.keep.bytes += k.held
+		d.addKeptLocked(k)
 	}
 	d.mu.Unlock()
 	replaced.remove()
@@ -225,6 +217,16 @@ func (d *Dir) popKeptLocked() *kept {
 	k := e.Value.(*kept)
 	d.dropKeptLocked(k)
 	return k
+}
+
+// addKeptLocked puts k in the set, as the newest. LOCKS_REQUIRED(d.mu)
+func (d *Dir) addKeptLocked(k *kept) {
+	if d.keep.byKey == nil {
+		d.keep.byKey = make(map[string]*kept)
+	}
+	d.keep.byKey[k.key] = k
+	k.elem = d.keep.order.PushBack(k)
+	d.keep.bytes += k.held
 }
 
 // dropKeptLocked takes k out of the set. LOCKS_REQUIRED(d.mu)

@@ -128,27 +128,22 @@ func (d *Dir) loadKept() {
 	slices.SortFunc(found, func(a, b filed) int { return b.rec.Seq - a.rec.Seq }) // newest first
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	budget, taken := d.keptBudgetLocked(), []*kept(nil)
+	budget, taken, seen := d.keptBudgetLocked(), []*kept(nil), map[string]bool{}
 	var bytes int64
 	for _, c := range found {
-		if _, dup := d.keep.byKey[c.rec.Key]; dup || bytes+c.rec.Size > budget || len(taken) >= d.maxKeptLocked() || c.rec.Size < d.keepMin {
+		if seen[c.rec.Key] || bytes+c.rec.Size > budget || len(taken) >= d.maxKeptLocked() || c.rec.Size < d.keepMin {
 			c.f.Close()
 			os.Remove(c.f.Name())
 			continue
 		}
+		seen[c.rec.Key] = true
 		bytes += c.rec.Size
 		s := &Staging{dir: d, f: c.f, name: c.f.Name(), size: c.rec.Size, extent: c.rec.Size}
 		s.src = &source{key: c.rec.Key, etag: c.rec.ETag, clean: spans{}.add(0, c.rec.Size)}
-		k := &kept{key: c.rec.Key, s: s, etag: c.rec.ETag, size: c.rec.Size, held: c.rec.Size, unchecked: true}
-		if d.keep.byKey == nil {
-			d.keep.byKey = make(map[string]*kept)
-		}
-		d.keep.byKey[k.key] = k
-		taken = append(taken, k)
+		taken = append(taken, &kept{key: c.rec.Key, s: s, etag: c.rec.ETag, size: c.rec.Size, held: c.rec.Size, unchecked: true})
 	}
 	for _, k := range slices.Backward(taken) { // the oldest goes first
-		k.elem = d.keep.order.PushBack(k)
-		d.keep.bytes += k.held
+		d.addKeptLocked(k)
 		d.used += k.held
 		d.count.Add(1)
 	}
