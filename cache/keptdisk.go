@@ -53,15 +53,11 @@ func (d *Dir) PersistKept(namespace string) error {
 	if err := ensurePrivateDir(dir); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
+	lock, err := lockFiled(dir)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil // another mount's
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil // another mount's
-		}
+	if err != nil {
 		return err
 	}
 	d.keptDir, d.keptLock = dir, lock
@@ -80,15 +76,25 @@ func (d *Dir) dropStaleFiled() {
 		if !e.IsDir() || dir == d.keptDir {
 			continue
 		}
-		lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			continue
-		}
-		if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		if lock, err := lockFiled(dir); err == nil {
 			dropOlder(dir, time.Now().Add(-keptMaxAge))
+			lock.Close()
 		}
-		lock.Close()
 	}
+}
+
+// lockFiled takes the lock of a namespace's filed copies, without
+// waiting: a mount holds it for as long as it runs.
+func lockFiled(dir string) (*os.File, error) {
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return lock, nil
 }
 
 // dropOlder deletes the filed copies in dir last filed (their ctime: a
