@@ -127,8 +127,10 @@ func (u *uploaderCRC) want(resp *http.Response) (uint64, bool, error) {
 		return 0, false, fmt.Errorf("upload check: part number %q", s)
 	}
 	off := int64(n-1) * u.partSize
-	crc, err := checksum(u.body, off, min(u.partSize, u.size-off))
-	if err == nil {
+	crc, err := crc64.ReaderAt(u.body, off, min(u.partSize, u.size-off))
+	if err != nil {
+		err = fmt.Errorf("upload check: reading the body: %w", err)
+	} else {
 		u.mu.Lock()
 		u.parts[n] = crc
 		u.mu.Unlock()
@@ -152,22 +154,4 @@ func (u *uploaderCRC) object(server *string) error {
 		crc = oss.CRC64Combine(crc, part, uint64(min(u.partSize, u.size-off)))
 	}
 	return compareCRC(crc, *server)
-}
-
-var checksumBuffers = sync.Pool{New: func() any { return new([256 << 10]byte) }}
-
-// checksum is the CRC of body's size bytes at off.
-func checksum(body io.ReaderAt, off, size int64) (uint64, error) {
-	buf := checksumBuffers.Get().(*[256 << 10]byte)
-	defer checksumBuffers.Put(buf)
-	var crc uint64
-	for size > 0 {
-		n, err := body.ReadAt(buf[:min(int64(len(buf)), size)], off)
-		crc = crc64.Update(crc, buf[:n])
-		off, size = off+int64(n), size-int64(n)
-		if err != nil && size > 0 {
-			return 0, fmt.Errorf("upload check: reading the body: %w", err)
-		}
-	}
-	return crc, nil
 }

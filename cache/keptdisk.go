@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -251,19 +250,9 @@ func (s *Staging) CRC64() (uint64, error) {
 	size := s.size
 	s.mu.Unlock()
 	var crc uint64
-	err := s.withFile(func(f *os.File) error {
-		buf := make([]byte, 1<<20)
-		r := io.NewSectionReader(f, 0, size)
-		for {
-			n, err := r.Read(buf)
-			crc = crc64.Update(crc, buf[:n])
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
+	err := s.withFile(func(f *os.File) (err error) {
+		crc, err = crc64.ReaderAt(f, 0, size)
+		return err
 	})
 	return crc, err
 }

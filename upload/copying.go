@@ -83,7 +83,7 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 				parts[i], errs[i] = u.bucket.UploadPart(ctx, key, id, i+1, body, p.off, p.size)
 				return
 			}
-			if p.src.CRC64, errs[i] = sumOf(body, p.off, p.size); errs[i] == nil {
+			if p.src.CRC64, errs[i] = crc64.ReaderAt(body, p.off, p.size); errs[i] == nil {
 				parts[i], copyErrs[i] = u.bucket.CopyPart(ctx, key, id, i+1, p.src)
 			}
 		}()
@@ -112,19 +112,4 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 		}
 	}
 	return res, copied, true, err
-}
-
-// sumOf is the CRC-64 of size bytes of body from off.
-func sumOf(body io.ReaderAt, off, size int64) (uint64, error) {
-	buf := make([]byte, 1<<20)
-	var sum uint64
-	for done := int64(0); done < size; {
-		n, err := body.ReadAt(buf[:min(int64(len(buf)), size-done)], off+done)
-		sum = crc64.Update(sum, buf[:n])
-		done += int64(n)
-		if err != nil && !(errors.Is(err, io.EOF) && done == size) {
-			return 0, err
-		}
-	}
-	return sum, nil
 }

@@ -1,7 +1,9 @@
 package crc64
 
 import (
+	"bytes"
 	"hash/crc64"
+	"io"
 	"math/rand/v2"
 	"testing"
 )
@@ -75,5 +77,22 @@ func BenchmarkHashCRC64(b *testing.B) {
 	b.SetBytes(int64(len(p)))
 	for b.Loop() {
 		crc64.Update(0, ecma, p)
+	}
+}
+
+func TestReaderAt(t *testing.T) {
+	data := make([]byte, 700<<10+13) // more than one buffer
+	for i := range data {
+		data[i] = byte(i*31 + i>>11)
+	}
+	r := bytes.NewReader(data)
+	for _, c := range []struct{ off, size int64 }{{0, int64(len(data))}, {5, 300 << 10}, {int64(len(data)) - 7, 7}, {100, 0}} {
+		got, err := ReaderAt(r, c.off, c.size)
+		if want := Checksum(data[c.off : c.off+c.size]); err != nil || got != want {
+			t.Errorf("[%d, +%d): %x %v, want %x", c.off, c.size, got, err, want)
+		}
+	}
+	if _, err := ReaderAt(r, 10, int64(len(data))); err != io.EOF {
+		t.Errorf("past the end: %v, want io.EOF", err)
 	}
 }
