@@ -26,9 +26,14 @@ type source struct {
 // SetSource says the staged content is, as of now, byte for byte the
 // object key in its version etag. Copies made of it since (CopyTo, its
 // followers) learn it too: what they left unchanged since is that version.
+// A file whose start left the disk (a streamed upload's, streamed.go) has
+// no bytes left to check copied parts against: it gets no source.
 func (s *Staging) SetSource(key, etag string) {
 	s.mu.Lock()
-	s.src = &source{key: key, etag: etag, clean: spans{}.add(0, s.size)}
+	s.src = nil
+	if s.dropped.Load() == 0 {
+		s.src = &source{key: key, etag: etag, clean: spans{}.add(0, s.size)}
+	}
 	followers := s.followers
 	s.followers = nil
 	s.mu.Unlock()

@@ -748,9 +748,6 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 		var streamErr error
 		if stream != nil {
 			if streamErr = stream.Complete(ctx, size); streamErr == nil {
-				if st.Dropped() == 0 && stream.ETag() != "" {
-					st.SetSource(key, stream.ETag()) // as Uploader.Put does
-				}
 				st.MarkUploaded()
 				n.mu.Lock()
 				n.confirmLocked()

@@ -35,6 +35,15 @@ type sourceSetter interface {
 	SetSource(key, etag string)
 }
 
+// setSource tells a body that can be told (sourceSetter) that it is the
+// object key in version etag now: an upload holds its writers back, so
+// the next upload of it, after an fsync, copies what stays.
+func setSource(body io.ReaderAt, key, etag string) {
+	if s, ok := body.(sourceSetter); ok && etag != "" {
+		s.SetSource(key, etag)
+	}
+}
+
 // putCopying uploads size bytes of body as key, copying its unchanged
 // parts, and returns how many bytes it copied. It returns done false when
 // no part is worth copying, or when a copy found its source gone or

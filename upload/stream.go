@@ -68,10 +68,9 @@ type Stream struct {
 	parts    []bucket.Part // GUARDED_BY(mu); by index
 	handed   int64         // GUARDED_BY(mu); bytes given to parts
 	// inOrder parts from the first are in the bucket, sentInOrder bytes.
-	inOrder     int    // GUARDED_BY(mu)
-	sentInOrder int64  // GUARDED_BY(mu)
-	err         error  // GUARDED_BY(mu); first failure
-	etag        string // GUARDED_BY(mu); the object's, once completed
+	inOrder     int   // GUARDED_BY(mu)
+	sentInOrder int64 // GUARDED_BY(mu)
+	err         error // GUARDED_BY(mu); first failure
 	wg          sync.WaitGroup
 }
 
@@ -85,13 +84,6 @@ func (u *Uploader) NewStream(key string, body io.ReaderAt, md Metadata) *Stream 
 
 // Attrs returns the attributes the stream sends.
 func (s *Stream) Attrs() bucket.Attrs { return s.attrs }
-
-// ETag is the completed object's ETag ("" until Complete succeeds).
-func (s *Stream) ETag() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.etag
-}
 
 // Key is the object the stream uploads.
 func (s *Stream) Key() string { return s.key }
@@ -227,8 +219,8 @@ func (s *Stream) Complete(ctx context.Context, size int64) error {
 		if err == nil {
 			s.mu.Lock()
 			s.endTrackingLocked()
-			s.etag = res.ETag
 			s.mu.Unlock()
+			setSource(s.body, s.key, res.ETag)
 			elapsed := s.u.now().Sub(s.start)
 			s.u.log.Debug("uploaded", "key", s.key, "size", humanize.IBytes(uint64(size)), "parts", len(parts),
 				"took", elapsed.Round(time.Millisecond).String(), "rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)

@@ -133,11 +133,7 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 		u.log.Error("upload failed", "key", key, "size", humanize.IBytes(uint64(size)), "request_id", bucket.RequestID(err), "err", err)
 		return err
 	}
-	if s, ok := body.(sourceSetter); ok && res.ETag != "" {
-		// The body is the object now (an upload holds its writers back):
-		// the next upload of it, after an fsync, copies what stays.
-		s.SetSource(key, res.ETag)
-	}
+	setSource(body, key, res.ETag)
 	// Its humanized fields cost more than the check, once per file.
 	if u.log.Enabled(ctx, slog.LevelDebug) {
 		attrs := []any{"key", key, "size", humanize.IBytes(uint64(size)), "took", elapsed.Round(time.Millisecond).String(),
