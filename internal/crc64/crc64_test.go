@@ -6,6 +6,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
 )
 
 var ecma = crc64.MakeTable(crc64.ECMA)
@@ -94,5 +96,34 @@ func TestReaderAt(t *testing.T) {
 	}
 	if _, err := ReaderAt(r, 10, int64(len(data))); err != io.EOF {
 		t.Errorf("past the end: %v, want io.EOF", err)
+	}
+}
+
+// Combine joins two sums as the SDK's CRC64Combine does, and Uncombine
+// takes the second back out, for lengths from 0 to past a mebibyte.
+func TestCombineAndUncombine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	buf := make([]byte, 1<<20+777)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	for _, lens := range [][2]int{{0, 0}, {0, 5}, {5, 0}, {1, 1}, {100, 1000}, {4096, 1}, {1 << 20, 777}, {3, 1<<20 + 700}} {
+		a, b := buf[:lens[0]], buf[lens[0]:lens[0]+lens[1]]
+		crcA, crcB, crcAB := Checksum(a), Checksum(b), Checksum(buf[:lens[0]+lens[1]])
+		if got := Combine(crcA, crcB, int64(len(b))); got != crcAB {
+			t.Errorf("Combine %v: %#x, want %#x", lens, got, crcAB)
+		}
+		if got := oss.CRC64Combine(crcA, crcB, uint64(len(b))); got != crcAB {
+			t.Errorf("the SDK's combine %v: %#x, want %#x", lens, got, crcAB)
+		}
+		if got := Uncombine(crcAB, crcB, int64(len(b))); got != crcA {
+			t.Errorf("Uncombine %v: %#x, want %#x", lens, got, crcA)
+		}
+	}
+	// Lengths of objects, not buffers: x^(8n) and x^(-8n) cancel.
+	for _, n := range []int64{1, 1 << 30, 5 << 40, 1<<62 - 1} {
+		if got := mulModP(xPow8(n), xPow8(-n)); got != one {
+			t.Errorf("x^(8·%d)·x^(-8·%d) = %#x", n, n, got)
+		}
 	}
 }
