@@ -92,7 +92,9 @@ type Multipart interface {
 	// server (UploadPartCopy), from the version src.ETag only (another
 	// one: ErrChanged). The part's CRC64, if the server returns one, must
 	// be src.CRC64, the sum of the bytes the caller holds for that range
-	// (otherwise: ErrIntegrity); CompleteMultipart checks the whole.
+	// (otherwise: ErrIntegrity); CompleteMultipart checks the whole. With
+	// src.Unsummed the caller holds none of them: the part's CRC64 is the
+	// server's (0 if it returns none), and the caller checks it.
 	CopyPart(ctx context.Context, key, uploadID string, number int, src CopySource) (Part, error)
 }
 
@@ -101,6 +103,7 @@ type CopySource struct {
 	Key, ETag string
 	Off, Size int64
 	CRC64     uint64
+	Unsummed  bool
 }
 
 // GetRequest asks for Length bytes of Key from Off (Length < 0: to the

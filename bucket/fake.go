@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/internal/crc64"
 )
 
 // Fake is an in-memory Bucket for unit tests, over the same store as the
@@ -208,6 +209,14 @@ func (f *Fake) CompleteMultipart(_ context.Context, key, uploadID string, parts 
 	if err != nil {
 		return PutResult{}, storeErr("CompleteMultipartUpload", key, err)
 	}
+	// As OSS.CompleteMultipart checks the server's sum against the parts'.
+	var crc uint64
+	for _, p := range parts {
+		crc = crc64.Combine(crc, p.CRC64, p.Size)
+	}
+	if crc != o.CRC64 {
+		return PutResult{}, &Error{Op: "CompleteMultipartUpload", Key: key, Kind: ErrIntegrity, Err: fmt.Errorf("object's CRC64 %d, the parts' %d", o.CRC64, crc)}
+	}
 	return PutResult{ETag: o.ETag}, nil
 }
 
@@ -227,7 +236,7 @@ func (f *Fake) CopyPart(_ context.Context, key, uploadID string, number int, src
 	if err != nil {
 		return Part{}, storeErr("UploadPartCopy", key, err)
 	}
-	if p.CRC64 != src.CRC64 {
+	if p.CRC64 != src.CRC64 && !src.Unsummed {
 		return Part{}, &Error{Op: "UploadPartCopy", Key: key, Kind: ErrIntegrity, Err: fmt.Errorf("copied part's CRC64 %d, want %d", p.CRC64, src.CRC64)}
 	}
 	return Part{Number: number, Size: p.Size, ETag: p.ETag, CRC64: p.CRC64}, nil

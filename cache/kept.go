@@ -66,7 +66,7 @@ func (d *Dir) Keep(key string, s *Staging) {
 	s.unmark()
 	s.mu.Lock()
 	size, held := s.size, s.heldLocked()
-	whole := s.src != nil && s.dropped.Load() == 0 && s.src.clean.in(0, size) == size
+	whole := s.src != nil && s.dropped.Load() == 0 && s.absent == nil && s.src.clean.in(0, size) == size
 	etag := ""
 	if whole {
 		etag = s.src.etag

@@ -34,6 +34,10 @@ func (s *Staging) SetSource(key, etag string) {
 	if s.dropped.Load() == 0 {
 		s.src = &source{key: key, etag: etag, clean: spans{}.add(0, s.size)}
 	}
+	if s.absent != nil {
+		// The object holds the absent bytes now (an upload copied them).
+		s.absent.key, s.absent.etag = key, etag
+	}
 	followers := s.followers
 	s.followers = nil
 	s.mu.Unlock()

@@ -307,6 +307,10 @@ type Staging struct {
 	dropped atomic.Int64
 	// holes below size take no disk and are not in used (holes.go).
 	holes spans // GUARDED_BY(mu)
+	// absent says where the bytes below absentEnd are, if they are not
+	// staged (absent.go); absentEnd is written under mu.
+	absent    *absentStart // GUARDED_BY(mu)
+	absentEnd atomic.Int64
 	// src is the object the content was copied from (source.go); nil:
 	// none, or nothing of it left unchanged.
 	src *source // GUARDED_BY(mu)
@@ -418,6 +422,9 @@ func (s *Staging) ReadAt(p []byte, off int64) (n int, err error) {
 		if off < s.dropped.Load() {
 			return ErrDropped
 		}
+		if off < s.absentEnd.Load() {
+			return ErrAbsent
+		}
 		s.mu.Lock()
 		size := s.size
 		s.mu.Unlock()
@@ -453,6 +460,9 @@ func (s *Staging) withFile(fn func(f *os.File) error) error {
 func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
 	if off < s.dropped.Load() {
 		return 0, ErrDropped
+	}
+	if off < s.absentEnd.Load() {
+		return 0, ErrAbsent
 	}
 	s.unmark()
 	end := off + int64(len(p))
@@ -507,6 +517,9 @@ func (s *Staging) Truncate(size int64) error {
 	if d := s.dropped.Load(); size < d && size != 0 {
 		return ErrDropped
 	}
+	if size < s.absentEnd.Load() && size != 0 {
+		return ErrAbsent
+	}
 	s.unmark()
 	s.mu.Lock()
 	s.changedLocked(size, math.MaxInt64)
@@ -522,6 +535,7 @@ func (s *Staging) Truncate(size int64) error {
 		if size == 0 { // emptied: nothing dropped is left, or to drop
 			s.mu.Lock()
 			dropped = s.dropped.Swap(0)
+			s.clearAbsentLocked()
 			s.mu.Unlock()
 			s.StreamEnded()
 		}
@@ -645,6 +659,9 @@ func (s *Staging) CopyTo(d *Dir) (*Staging, error) {
 	if s.dropped.Load() > 0 {
 		return nil, ErrDropped
 	}
+	if s.absentEnd.Load() > 0 {
+		return nil, ErrAbsent
+	}
 	c, err := d.NewStaging()
 	if err != nil {
 		return nil, err
@@ -713,6 +730,7 @@ func (d *Dir) unaccount(s *Staging) {
 	n, uploaded := s.heldLocked(), s.uploaded
 	s.size, s.uploaded, s.holes, s.src = 0, 0, nil, nil
 	s.follows, s.followers = nil, nil
+	s.clearAbsentLocked()
 	s.mu.Unlock()
 	// The uploaded mark and the bytes go at once: a writer short of room
 	// that saw the mark gone but not the bytes would give up (reserve).

@@ -219,6 +219,13 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 				return err
 			}
 		}
+		if got < 0 && (newSize < 0 || newSize >= size) { // not cut into at once
+			var err error
+			if got, err = n.stageEnd(ctx, st, size, letKeysGo); err != nil {
+				st.Remove()
+				return err
+			}
+		}
 		if got < 0 {
 			var err error
 			if got, err = n.download(ctx, st, letKeysGo); err != nil {
@@ -264,6 +271,11 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 	n.mu.Unlock()
 	if old != nil {
 		old.Abort()
+	}
+	if _, _, absent, _ := st.Absent(); newSize != 0 && newSize < absent {
+		if err := n.fillAbsent(ctx, st); err != nil {
+			return err
+		}
 	}
 	if err := n.resize(st, newSize, truncate); err != nil {
 		return err
@@ -360,11 +372,21 @@ func (n *fileNode) download(ctx context.Context, st *cache.Staging, letKeysGo fu
 	if err := st.Truncate(size); err != nil {
 		return got, err
 	}
+	if err := n.downloadChunks(ctx, st, key, etag, got, size); err != nil {
+		return 0, err
+	}
+	st.SetSource(key, etag)
+	return size, nil
+}
+
+// downloadChunks copies bytes [from, to) of the version etag of key into
+// w, `parallel` chunks at a time.
+func (n *fileNode) downloadChunks(ctx context.Context, w io.WriterAt, key, etag string, from, to int64) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	slots := make(chan struct{}, n.fsys.cfg.Uploader.Parallel())
 	var wg sync.WaitGroup
-	for off := got; off < size; off += downloadChunk {
+	for off := from; off < to; off += downloadChunk {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -374,8 +396,8 @@ func (n *fileNode) download(ctx context.Context, st *cache.Staging, letKeysGo fu
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			length := min(downloadChunk, size-off)
-			copied, _, _, err := n.downloadRange(ctx, st, key, off, length, etag)
+			length := min(downloadChunk, to-off)
+			copied, _, size, err := n.downloadRange(ctx, w, key, off, length, etag)
 			if err == nil && copied < length {
 				err = fmt.Errorf("%s: %d bytes at %d of a version of %d bytes: %w", key, copied, off, size, io.ErrUnexpectedEOF)
 			}
@@ -385,23 +407,19 @@ func (n *fileNode) download(ctx context.Context, st *cache.Staging, letKeysGo fu
 		})
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return 0, err
-	}
-	st.SetSource(key, etag)
-	return size, nil
+	return context.Cause(ctx)
 }
 
-// downloadRange copies length bytes of key from off into st, of the
+// downloadRange copies length bytes of key from off into w, of the
 // version ifMatch if set; it returns the bytes copied and the version's
 // ETag and size.
-func (n *fileNode) downloadRange(ctx context.Context, st *cache.Staging, key string, off, length int64, ifMatch string) (copied int64, etag string, size int64, err error) {
+func (n *fileNode) downloadRange(ctx context.Context, w io.WriterAt, key string, off, length int64, ifMatch string) (copied int64, etag string, size int64, err error) {
 	r, err := n.fsys.getResuming(ctx, key, off, length, ifMatch)
 	if err != nil {
 		return 0, "", 0, err
 	}
 	defer r.Close()
-	copied, err = io.Copy(io.NewOffsetWriter(st, off), io.LimitReader(r, length))
+	copied, err = io.Copy(io.NewOffsetWriter(w, off), io.LimitReader(r, length))
 	return copied, r.ETag, r.Size, err
 }
 
@@ -414,6 +432,16 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 			return fuse.ReadResultData(nil), 0
 		}
 		got, err := st.ReadAt(dest[:min(int64(len(dest)), size-off)], off)
+		if errors.Is(err, cache.ErrAbsent) {
+			// Staged from the end (absent.go): the start comes first.
+			if err := n.fetchAbsent(ctx, st); err != nil {
+				return nil, n.fsys.fail("read", n.key(), err)
+			}
+			n.mu.Lock()
+			st, size, unlinked = n.staging, n.size, n.unlinked
+			n.mu.Unlock()
+			continue
+		}
 		if errors.Is(err, os.ErrClosed) {
 			// Let go under this read without the freeze: a sealed file
 			// whose copy has taken its place, handed back by the queue.
@@ -519,6 +547,17 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	// No mu across the write: it may wait for cache space, which uploads
 	// free by calling back into this node.
 	written, err := st.WriteAt(data, off)
+	if errors.Is(err, cache.ErrAbsent) {
+		// Staged from the end (absent.go): the start comes first. No
+		// other writer changes the staging file of an open file in sync
+		// mode, where alone files are staged so.
+		n.freeze.RUnlock()
+		err = n.fetchAbsent(ctx, st)
+		n.freeze.RLock()
+		if err == nil {
+			written, err = st.WriteAt(data, off)
+		}
+	}
 	if errors.Is(err, syscall.ENOSPC) && sequential && n.streamThrough(ctx, st, off+int64(written)) {
 		var more int
 		more, err = st.WriteAt(data[written:], off+int64(written))
@@ -756,7 +795,7 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 				return nil
 			}
 		}
-		err := n.fsys.cfg.Uploader.Put(ctx, key, st, size, md)
+		err := n.put(ctx, key, st, size, md)
 		n.mu.Lock()
 		if err != nil {
 			n.dirty = true
@@ -809,7 +848,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		stream.Abort()
 	}
 	if dirty {
-		if err := n.fsys.cfg.Uploader.Put(ctx, newKey, st, size, md); err != nil {
+		if err := n.put(ctx, newKey, st, size, md); err != nil {
 			return err
 		}
 		st.MarkUploaded()
@@ -822,6 +861,10 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 			return nil
 		}
 		return n.fsys.bucket.Delete(ctx, oldKey)
+	}
+	// The old object goes: a start not staged comes first.
+	if err := n.fillAbsentStaged(ctx); err != nil {
+		return err
 	}
 	// Replace the metadata in the copy: it carries held changes, and the
 	// Content-Type follows the new name.
@@ -859,6 +902,13 @@ func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
 	n.mu.Unlock()
 	if !pending {
 		return nil
+	}
+	// The copy may be another version: a start not staged comes first.
+	if err := n.fillAbsentStaged(ctx); err != nil {
+		n.mu.Lock()
+		n.metaPending = true
+		n.mu.Unlock()
+		return err
 	}
 	if err := n.fsys.replaceMeta(ctx, key, size, md); err != nil {
 		n.mu.Lock()

@@ -298,6 +298,13 @@ func uploadBelow(ctx context.Context, dir *dirNode) error {
 			if err := n.upload(ctx, nil); err != nil {
 				return err
 			}
+			// Its object moves: a start not staged comes first.
+			n.freezeFor("a directory rename")
+			err := n.fillAbsentStaged(ctx)
+			n.freeze.Unlock()
+			if err != nil {
+				return err
+			}
 		case *dirNode:
 			if err := uploadBelow(ctx, n); err != nil {
 				return err

@@ -3,6 +3,7 @@ package upload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -22,11 +23,32 @@ import (
 // together. If a copy fails — the object changed or went away since, a sum
 // differs — the upload is aborted and the whole file sent instead (every
 // byte is staged); so too after a completion whose sum differs.
+//
+// A file staged without its start (cache/absent.go) has its start copied
+// in parts that end where its staged bytes begin. Their sums are known
+// only together, from the object's sum: each part's sum the server
+// returns adds up to it, and the completion is checked with it. If that
+// upload fails, the caller fetches the start, and the whole file is sent.
 
 // unchangedSource is a body that knows which of its ranges an object holds
 // (cache.Staging after a download).
 type unchangedSource interface {
 	Unchanged(off, end int64) (key, etag string, ok bool)
+}
+
+// absentSource is a body whose start is not staged, only in the object
+// version it came from, whose CRC-64 over it is crc (cache/absent.go).
+type absentSource interface {
+	Absent() (key, etag string, end int64, crc uint64)
+}
+
+// absentEnd is where the staged bytes of body start (0: all are staged).
+func absentEnd(body io.ReaderAt) int64 {
+	if a, ok := body.(absentSource); ok {
+		_, _, end, _ := a.Absent()
+		return end
+	}
+	return 0
 }
 
 // sourceSetter is a body that can be told which object it now is
@@ -49,12 +71,18 @@ func setSource(body io.ReaderAt, key, etag string) {
 // no part is worth copying, or when a copy found its source gone or
 // changed (the upload aborted): the caller then uploads the whole file.
 func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt, src unchangedSource, size int64, attrs bucket.Attrs) (res bucket.PutResult, copied int64, done bool, err error) {
+	var akey, aetag string
+	var aend int64
+	var acrc uint64
+	if a, ok := body.(absentSource); ok {
+		akey, aetag, aend, acrc = a.Absent()
+	}
 	partSize := u.PartSize()
-	for size/partSize >= maxParts {
+	for size/partSize >= maxParts-1 { // one more part ends at aend
 		partSize *= 2
 	}
 	// A single part is as well sent: the file changed somewhere.
-	if size < 2*partSize {
+	if size < 2*partSize && aend == 0 {
 		return res, 0, false, nil
 	}
 	type plan struct {
@@ -63,13 +91,23 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 		copy      bool
 	}
 	var plans []plan
-	for off := int64(0); off < size; off += partSize {
-		p := plan{off: off, size: min(partSize, size-off)}
-		if skey, etag, ok := src.Unchanged(p.off, p.off+p.size); ok {
+	absentParts := 0
+	for off := int64(0); off < size; {
+		end := min(off+partSize, size)
+		if off < aend && end > aend {
+			end = aend
+		}
+		p := plan{off: off, size: end - off}
+		if off < aend {
+			p.copy, p.src = true, bucket.CopySource{Key: akey, ETag: aetag, Off: p.off, Size: p.size, Unsummed: true}
+			copied += p.size
+			absentParts++
+		} else if skey, etag, ok := src.Unchanged(p.off, p.off+p.size); ok {
 			p.copy, p.src = true, bucket.CopySource{Key: skey, ETag: etag, Off: p.off, Size: p.size}
 			copied += p.size
 		}
 		plans = append(plans, p)
+		off = end
 	}
 	if copied == 0 {
 		return res, 0, false, nil
@@ -92,12 +130,18 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 				parts[i], errs[i] = u.bucket.UploadPart(ctx, key, id, i+1, body, p.off, p.size)
 				return
 			}
-			if p.src.CRC64, errs[i] = crc64.ReaderAt(body, p.off, p.size); errs[i] == nil {
-				parts[i], copyErrs[i] = u.bucket.CopyPart(ctx, key, id, i+1, p.src)
+			if !p.src.Unsummed {
+				if p.src.CRC64, errs[i] = crc64.ReaderAt(body, p.off, p.size); errs[i] != nil {
+					return
+				}
 			}
+			parts[i], copyErrs[i] = u.bucket.CopyPart(ctx, key, id, i+1, p.src)
 		}()
 	}
 	wg.Wait()
+	if absentParts > 0 && errors.Join(copyErrs...) == nil {
+		copyErrs[0] = absentSums(key, parts[:absentParts], acrc)
+	}
 	if err := errors.Join(copyErrs...); err != nil {
 		u.abortUpload(key, id)
 		level := slog.LevelWarn
@@ -121,4 +165,24 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 		}
 	}
 	return res, copied, true, err
+}
+
+// absentSums gives the parts copied for an absent start their sums: the
+// start's, crc, on the last, none on the others, so that the completion's
+// check adds them up to crc. If the server returned a sum for each part,
+// they must add up to crc too.
+func absentSums(key string, parts []bucket.Part, crc uint64) error {
+	var server uint64
+	all := true
+	for i := range parts {
+		all = all && parts[i].CRC64 != 0
+		server = crc64.Combine(server, parts[i].CRC64, parts[i].Size)
+		parts[i].CRC64 = 0
+	}
+	if all && server != crc {
+		return &bucket.Error{Op: "UploadPartCopy", Key: key, Kind: bucket.ErrIntegrity,
+			Err: fmt.Errorf("copied parts' CRC64 %d, the object's start's %d", server, crc)}
+	}
+	parts[len(parts)-1].CRC64 = crc
+	return nil
 }

@@ -3,6 +3,7 @@ package upload
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/cache"
 	"github.com/ossmount/ossmount/integration/osslocal"
+	"github.com/ossmount/ossmount/internal/crc64"
 )
 
 // claims is a body that says which of its ranges the object "src" holds
@@ -24,7 +27,7 @@ type claims struct {
 
 func (c claims) Unchanged(off, end int64) (string, string, bool) { return "src", c.etag, true }
 
-func objectOf(t *testing.T, b *bucket.Fake, key string) []byte {
+func objectOf(t *testing.T, b bucket.Bucket, key string) []byte {
 	t.Helper()
 	body, err := b.Get(context.Background(), bucket.GetRequest{Key: key, Length: -1})
 	if err != nil {
@@ -136,4 +139,77 @@ type sumDropper struct{ http.ResponseWriter }
 func (d *sumDropper) WriteHeader(status int) {
 	d.Header().Del("x-oss-hash-crc64ecma")
 	d.ResponseWriter.WriteHeader(status)
+}
+
+// startless is a body staged from the end (cache/absent.go): its bytes
+// below end read as zeros, and are the object "src"'s in version etag,
+// whose sum over them is crc (rightly or not).
+type startless struct {
+	*bytes.Reader
+	etag string
+	end  int64
+	crc  uint64
+}
+
+func (s startless) Unchanged(off, end int64) (string, string, bool) { return "", "", false }
+func (s startless) Absent() (string, string, int64, uint64)         { return "src", s.etag, s.end, s.crc }
+
+// A file staged from the end has its start copied in parts that end where
+// its staged bytes begin, checked against the start's sum. A wrong sum or
+// a replaced object is no object made of the wrong bytes: the caller is
+// told to fetch the start (cache.ErrAbsent), on every server.
+func TestCopyingUploadOfAnAbsentStart(t *testing.T) {
+	ctx := context.Background()
+	st := store.NewMemory()
+	if err := st.CreateBucket("test-bucket"); err != nil {
+		t.Fatal(err)
+	}
+	local := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{"id": "secret"}})
+	srv := httptest.NewServer(withoutCopySums(local))
+	defer srv.Close()
+	buckets := map[string]bucket.Bucket{
+		"fake": bucket.NewFake("test-bucket"),
+		"no copy sums": bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
+			Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}}),
+	}
+	for name, b := range buckets {
+		t.Run(name, func(t *testing.T) {
+			u := New(b, Config{PartSize: 100 << 10}, slog.New(slog.DiscardHandler))
+			src := make([]byte, 350<<10)
+			rand.NewChaCha8([32]byte{3}).Read(src)
+			res, err := b.Put(ctx, bucket.PutRequest{Key: "src", Body: bytes.NewReader(src), Size: int64(len(src))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const end = 300 << 10
+			file := append(make([]byte, end), src[end:]...)
+			file = append(file, "appended"...)
+			want := append(append([]byte(nil), src...), "appended"...)
+			body := startless{bytes.NewReader(file), res.ETag, end, crc64.Checksum(src[:end])}
+
+			if err := u.Put(ctx, "log", body, int64(len(file)), Metadata{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := objectOf(t, b, "log"); !bytes.Equal(got, want) {
+				t.Fatal("the object is not the start copied and the rest sent")
+			}
+
+			wrongSum := body
+			wrongSum.crc ^= 1
+			if err := u.Put(ctx, "wrong", wrongSum, int64(len(file)), Metadata{}); !errors.Is(err, cache.ErrAbsent) {
+				t.Fatalf("an upload whose start's sum is wrong: %v, want cache.ErrAbsent", err)
+			}
+			replaced := body
+			replaced.etag = `"another version"`
+			if err := u.Put(ctx, "replaced", replaced, int64(len(file)), Metadata{}); !errors.Is(err, cache.ErrAbsent) {
+				t.Fatalf("an upload from a replaced object: %v, want cache.ErrAbsent", err)
+			}
+			if _, err := b.Head(ctx, "replaced"); !errors.Is(err, bucket.ErrNotFound) {
+				t.Fatalf("an upload from a replaced object made one: %v", err)
+			}
+		})
+	}
+	if keys, _ := st.Uploads("test-bucket"); len(keys) != 0 {
+		t.Fatalf("uploads left open: %v", keys)
+	}
 }

@@ -3,6 +3,7 @@ package upload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
 )
 
 // DirContentType is the Content-Type of directory markers.
@@ -124,6 +126,12 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 	)
 	if src, ok := body.(unchangedSource); ok {
 		res, copied, done, err = u.putCopying(ctx, key, body, src, size, attrs)
+	}
+	if !done && absentEnd(body) > 0 {
+		// Its start is only in the object it came from: the caller
+		// fetches it, and uploads again.
+		u.log.Debug("the start of a file could not be copied on the server; it is fetched, then the whole file sent", "key", key)
+		return fmt.Errorf("upload of %s: %w", key, cache.ErrAbsent)
 	}
 	if !done {
 		res, err = u.bucket.Put(ctx, bucket.PutRequest{Key: key, Body: body, Size: size, Attrs: attrs})

@@ -1,0 +1,131 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
+	"github.com/ossmount/ossmount/internal/crc64"
+	"github.com/ossmount/ossmount/upload"
+)
+
+// Staging from the end (cache/absent.go). In sync mode, a large object
+// this mount holds no copy of is staged from its last part when opened for
+// writing: `echo line >> big.log`, or a program that opens its log and
+// appends, reads one part instead of the whole object, and its close has
+// the server copy the rest. Whatever needs the bytes not staged — a read
+// or write there, a truncate into them, a rename or metadata change that
+// copies the object while the file is clean — fetches them first, as the
+// open did before. Not in write-back mode: a queued upload would copy them
+// from an object another client may replace before it runs, after the
+// close was acknowledged.
+
+// stageEnd stages the object's last part into st, an empty staging file,
+// if the object is large enough and the server gives its CRC-64 (which
+// checks the copied start); it returns the object's size, or -1 when the
+// caller downloads the object instead.
+func (n *fileNode) stageEnd(ctx context.Context, st *cache.Staging, hint int64, letKeysGo func()) (int64, error) {
+	part := n.fsys.cfg.Uploader.PartSize()
+	if n.fsys.queue != nil || hint < 2*part {
+		return -1, nil
+	}
+	key := n.key()
+	if letKeysGo != nil {
+		letKeysGo()
+	}
+	info, err := n.fsys.bucket.Head(ctx, key)
+	if err != nil || info.CRC64 == 0 || info.Size < 2*part {
+		return -1, nil // the download says what is wrong, if anything
+	}
+	end := info.Size / part * part
+	tail := info.Size - end
+	if err := st.Truncate(info.Size); err != nil {
+		return 0, err
+	}
+	if tail > 0 {
+		copied, _, _, err := n.downloadRange(ctx, st, key, end, tail, info.ETag)
+		if errors.Is(err, bucket.ErrChanged) || err == nil && copied < tail {
+			// Replaced since the HEAD: the download reads what is there.
+			return -1, st.Truncate(0)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	sum, err := crc64.ReaderAt(st, end, tail)
+	if err != nil {
+		return 0, err
+	}
+	st.SetSource(key, info.ETag)
+	st.SetAbsent(key, info.ETag, end, crc64.Uncombine(info.CRC64, sum, tail))
+	n.fsys.log.Debug("staged the end of an object", "key", key, "size", humanize.IBytes(uint64(info.Size)), "staged", humanize.IBytes(uint64(tail)))
+	return info.Size, nil
+}
+
+// fillAbsent fetches the start of a file staged from the end, if it has
+// one not staged. LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) fillAbsent(ctx context.Context, st *cache.Staging) error {
+	key, etag, end, _ := st.Absent()
+	if end == 0 {
+		return nil
+	}
+	n.fsys.log.Debug("fetching the start of a file staged from its end", "key", key, "size", humanize.IBytes(uint64(end)))
+	err := n.downloadChunks(ctx, st.AbsentWriter(), key, etag, 0, end)
+	if errors.Is(err, bucket.ErrChanged) || errors.Is(err, bucket.ErrNotFound) {
+		// Another client replaced or removed the object since the open:
+		// the file's start is not to be had, and the file is stale.
+		n.fsys.log.Warn("the object a file was opened from was replaced or removed before its start was read in; the file cannot be read there or uploaded",
+			"key", key, "err", err)
+		return fmt.Errorf("%s: the start of the file is gone from the bucket (%v): %w", key, err, syscall.ESTALE)
+	}
+	if err != nil {
+		return err
+	}
+	st.Filled()
+	return nil
+}
+
+// fetchAbsent fills in the start of st for a read or write that needs it,
+// if st is still the file's staging file (otherwise the caller looks again).
+func (n *fileNode) fetchAbsent(ctx context.Context, st *cache.Staging) error {
+	n.freezeFor("a read of the start of a file staged from its end")
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	current := n.staging == st
+	n.mu.Unlock()
+	if !current {
+		return nil
+	}
+	return n.fillAbsent(uninterrupted(ctx), st)
+}
+
+// fillAbsentStaged fills in the start of the file's staging file, if it
+// has one staged from the end: before the object it came from is copied
+// or removed. LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) fillAbsentStaged(ctx context.Context) error {
+	n.mu.Lock()
+	st := n.staging
+	n.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	return n.fillAbsent(ctx, st)
+}
+
+// put uploads st as key. A file staged from its end whose start the
+// server could not copy (the object changed, or a sum differs) has its
+// start fetched, and goes up whole. LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) put(ctx context.Context, key string, st *cache.Staging, size int64, md upload.Metadata) error {
+	err := n.fsys.cfg.Uploader.Put(ctx, key, st, size, md)
+	if errors.Is(err, cache.ErrAbsent) {
+		if err = n.fillAbsent(ctx, st); err == nil {
+			err = n.fsys.cfg.Uploader.Put(ctx, key, st, size, md)
+		}
+	}
+	return err
+}
