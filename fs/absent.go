@@ -25,6 +25,10 @@ import (
 // from an object another client may replace before it runs, after the
 // close was acknowledged.
 
+// errStartGone is a file staged from the end whose start is no longer in
+// the bucket: its content can never be uploaded.
+var errStartGone = errors.New("the start of the file is gone from the bucket")
+
 // stageEnd stages the object's last part into st, an empty staging file,
 // if the object is large enough and the server gives its CRC-64 (which
 // checks the copied start); it returns the object's size, or -1 when the
@@ -79,9 +83,9 @@ func (n *fileNode) fillAbsent(ctx context.Context, st *cache.Staging) error {
 	if errors.Is(err, bucket.ErrChanged) || errors.Is(err, bucket.ErrNotFound) {
 		// Another client replaced or removed the object since the open:
 		// the file's start is not to be had, and the file is stale.
-		n.fsys.log.Warn("the object a file was opened from was replaced or removed before its start was read in; the file cannot be read there or uploaded",
+		n.fsys.log.Warn("the object a file was opened from was replaced or removed before its start was read in; the file cannot be read there, and its changes cannot be uploaded",
 			"key", key, "err", err)
-		return fmt.Errorf("%s: the start of the file is gone from the bucket (%v): %w", key, err, syscall.ESTALE)
+		return fmt.Errorf("%s: %w (%v): %w", key, errStartGone, err, syscall.ESTALE)
 	}
 	if err != nil {
 		return err

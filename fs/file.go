@@ -798,7 +798,10 @@ func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 		err := n.put(ctx, key, st, size, md)
 		n.mu.Lock()
 		if err != nil {
-			n.dirty = true
+			// Kept for the next close to try again — unless it can never
+			// go up (absent.go): the program was told, and the next open
+			// stages the object afresh once this one is released.
+			n.dirty = !errors.Is(err, errStartGone)
 			// A CRC-64 mismatch is an object the server stored: an
 			// unlink must delete it.
 			if errors.Is(err, bucket.ErrIntegrity) || errors.Is(streamErr, bucket.ErrIntegrity) {
