@@ -85,15 +85,7 @@ func TestCopyingUploadFallsBackOnWrongClaims(t *testing.T) {
 // sum finds the wrong claim, and the whole body is sent at once.
 func TestCopyingUploadWithoutPartSumsChecksTheWhole(t *testing.T) {
 	ctx := context.Background()
-	st := store.NewMemory()
-	if err := st.CreateBucket("test-bucket"); err != nil {
-		t.Fatal(err)
-	}
-	local := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{"id": "secret"}})
-	srv := httptest.NewServer(withoutCopySums(local))
-	defer srv.Close()
-	b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
-		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}})
+	st, local, b := withoutCopySumsServer(t)
 	u := New(b, Config{PartSize: 100 << 10}, slog.New(slog.DiscardHandler))
 	src := make([]byte, 450<<10)
 	rand.NewChaCha8([32]byte{2}).Read(src)
@@ -122,6 +114,21 @@ func TestCopyingUploadWithoutPartSumsChecksTheWhole(t *testing.T) {
 	if c, p := local.Count("CompleteMultipartUpload"), local.Count("PutObject"); c != 1 || p != 2 {
 		t.Fatalf("%d completions and %d PUTs, want 1 and 2 (src's, the fallback's)", c, p)
 	}
+}
+
+// withoutCopySumsServer is a local server over a store with the bucket
+// "test-bucket" that returns no CRC-64 for copied parts, and a bucket of it.
+func withoutCopySumsServer(t *testing.T) (*store.Store, *osslocal.Server, bucket.Bucket) {
+	st := store.NewMemory()
+	if err := st.CreateBucket("test-bucket"); err != nil {
+		t.Fatal(err)
+	}
+	local := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{"id": "secret"}})
+	srv := httptest.NewServer(withoutCopySums(local))
+	t.Cleanup(srv.Close)
+	b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
+		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}})
+	return st, local, b
 }
 
 // withoutCopySums drops the CRC-64 of UploadPartCopy responses.
@@ -160,18 +167,8 @@ func (s startless) Absent() (string, string, int64, uint64)         { return "sr
 // told to fetch the start (cache.ErrAbsent), on every server.
 func TestCopyingUploadOfAnAbsentStart(t *testing.T) {
 	ctx := context.Background()
-	st := store.NewMemory()
-	if err := st.CreateBucket("test-bucket"); err != nil {
-		t.Fatal(err)
-	}
-	local := osslocal.New(osslocal.Config{Store: st, Keys: map[string]string{"id": "secret"}})
-	srv := httptest.NewServer(withoutCopySums(local))
-	defer srv.Close()
-	buckets := map[string]bucket.Bucket{
-		"fake": bucket.NewFake("test-bucket"),
-		"no copy sums": bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
-			Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}}),
-	}
+	st, _, noSums := withoutCopySumsServer(t)
+	buckets := map[string]bucket.Bucket{"fake": bucket.NewFake("test-bucket"), "no copy sums": noSums}
 	for name, b := range buckets {
 		t.Run(name, func(t *testing.T) {
 			u := New(b, Config{PartSize: 100 << 10}, slog.New(slog.DiscardHandler))
