@@ -248,9 +248,16 @@ func TestConformance(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				p3, err := b.CopyPart(ctx, "edited", id, 3, ranged(200<<10, 100<<10))
+				// Unsummed: the caller holds none of the bytes (a file
+				// staged from its end); the part carries the server's sum.
+				unsummed := ranged(200<<10, 100<<10)
+				unsummed.CRC64, unsummed.Unsummed = 0, true
+				p3, err := b.CopyPart(ctx, "edited", id, 3, unsummed)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if want := crc64.Checksum(data[200<<10:]); p3.CRC64 != want {
+					t.Fatalf("an unsummed copied part's CRC64 %d, want the server's %d", p3.CRC64, want)
 				}
 				wrongSum := ranged(200<<10, 100<<10)
 				wrongSum.CRC64++
