@@ -338,8 +338,9 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 			data = append(data, "one more line\n"...)
 			srv.sameObject(t, "log", data)
 			after := srv.Counts()
-			// Nine parts: the eight first copied, the last sent.
-			checkParts(t, "an append", before, after, 8, 1)
+			// Nine parts: the eight first copied (in one copy request,
+			// upload.copyPartSize), the last sent.
+			checkParts(t, "an append", before, after, 1, 1)
 
 			before = after
 			editAt(t, m.path("log"), 3<<20+5, []byte("an edit"))
@@ -347,7 +348,7 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 			copy(data[3<<20+5:], "an edit")
 			srv.sameObject(t, "log", data)
 			after = srv.Counts()
-			checkParts(t, "an edit of one part", before, after, 8, 1)
+			checkParts(t, "an edit of one part", before, after, 2, 1)
 
 			if mode.name == "sync" {
 				// Each fsync of a file kept open uploads it: the second
@@ -371,7 +372,7 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 					t.Fatal(err)
 				}
 				after = srv.Counts()
-				checkParts(t, "the second fsync", before, after, 8, 1)
+				checkParts(t, "the second fsync", before, after, 1, 1)
 			}
 
 			// Another client replaces the object between this file's
@@ -419,7 +420,7 @@ func TestKeptCopyServesEditsAndReads(t *testing.T) {
 				if n := after["GetObject"] - before["GetObject"]; n != 0 {
 					t.Errorf("append %d read the object in again (%d GETs)", i, n)
 				}
-				checkParts(t, fmt.Sprintf("append %d", i), before, after, 4, 1)
+				checkParts(t, fmt.Sprintf("append %d", i), before, after, 1, 1)
 			}
 			// Once every handle is released (the kernel sends releases
 			// after close returns), the file's staging file is the kept
@@ -484,8 +485,8 @@ func TestWritebackAppendDuringUploadCopiesFromIt(t *testing.T) {
 	srv.sameObject(t, "log", data)
 	after := srv.Counts()
 	// The held completion, then the second version: 8 parts copied from
-	// the first's object, the last sent.
-	checkParts(t, "the append during an upload", before, after, 8, 1)
+	// the first's object (in one request), the last sent.
+	checkParts(t, "the append during an upload", before, after, 1, 1)
 }
 
 // logMount mounts a new server with 1 MiB parts in mode; settled waits
@@ -503,7 +504,8 @@ func logMount(t *testing.T, mode mountMode) (srv *server, m *mount, settled func
 }
 
 // checkParts checks that between two of the server's counts what (an
-// upload) made copied copied parts and sent sent, and no whole upload.
+// upload) made copied copy requests (a run of unchanged parts is copied
+// in one, up to 64 MiB) and sent sent parts, and no whole upload.
 func checkParts(t *testing.T, what string, before, after map[string]int, copied, sent int) {
 	t.Helper()
 	c, p := after["UploadPartCopy"]-before["UploadPartCopy"], after["UploadPart"]-before["UploadPart"]
@@ -541,7 +543,7 @@ func TestKeptCopiesOutliveTheMount(t *testing.T) {
 			if n := after["GetObject"] - before["GetObject"]; n != 0 {
 				t.Errorf("an append after a remount read the object in (%d GETs)", n)
 			}
-			checkParts(t, "an append after a remount", before, after, 4, 1)
+			checkParts(t, "an append after a remount", before, after, 1, 1)
 			m.stop(t)
 
 			filed, _ := filepath.Glob(filepath.Join(cacheDir, "kept", "*", "[^.]*"))
@@ -619,7 +621,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	if got := readSince(); !slices.Equal(got, []string{"log 17825792"}) {
 		t.Errorf("an append read %q, want the last part alone", got)
 	}
-	checkParts(t, "an append", before, srv.Counts(), 17, 1)
+	checkParts(t, "an append", before, srv.Counts(), 1, 1)
 
 	before = srv.Counts()
 	run(t, "sh", "-c", "echo x >> "+m.path("even"))
@@ -627,7 +629,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	if got := readSince(); len(got) != 0 {
 		t.Errorf("an append to an object of whole parts read %q", got)
 	}
-	checkParts(t, "an append to whole parts", before, srv.Counts(), 16, 1)
+	checkParts(t, "an append to whole parts", before, srv.Counts(), 1, 1)
 
 	// A read of the start through the appending handle reads it in.
 	f, err := os.OpenFile(m.path("read"), os.O_RDWR|os.O_APPEND, 0)
@@ -649,7 +651,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.sameObject(t, "read", append(append([]byte(nil), data...), 'x'))
-	checkParts(t, "the close after a read", before, srv.Counts(), 17, 1)
+	checkParts(t, "the close after a read", before, srv.Counts(), 1, 1)
 
 	run(t, "truncate", "-s", "1048577", m.path("truncated"))
 	srv.sameObject(t, "truncated", data[:1048577])

@@ -30,6 +30,10 @@ import (
 // returns adds up to it, and the completion is checked with it. If that
 // upload fails, the caller fetches the start, and the whole file is sent.
 
+// copyPartSize is the most a copied part holds when a run of parts is
+// copied (oss.DefaultCopyPartSize, the SDK's Copier's part).
+const copyPartSize = 64 << 20
+
 // unchangedSource is a body that knows which of its ranges an object holds
 // (cache.Staging after a download).
 type unchangedSource interface {
@@ -100,11 +104,23 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 		p := plan{off: off, size: end - off}
 		if off < aend {
 			p.copy, p.src = true, bucket.CopySource{Key: akey, ETag: aetag, Off: p.off, Size: p.size, Unsummed: true}
-			copied += p.size
-			absentParts++
 		} else if skey, etag, ok := src.Unchanged(p.off, p.off+p.size); ok {
 			p.copy, p.src = true, bucket.CopySource{Key: skey, ETag: etag, Off: p.off, Size: p.size}
+		}
+		if p.copy {
 			copied += p.size
+			// A run of copied parts is copied in parts of up to
+			// copyPartSize: fewer requests, as the SDK's Copier.
+			if last := len(plans) - 1; last >= 0 && plans[last].copy && plans[last].src.Unsummed == p.src.Unsummed &&
+				plans[last].src.Key == p.src.Key && plans[last].src.ETag == p.src.ETag && plans[last].size+p.size <= max(copyPartSize, partSize) {
+				plans[last].size += p.size
+				plans[last].src.Size += p.size
+				off = end
+				continue
+			}
+			if p.src.Unsummed {
+				absentParts++
+			}
 		}
 		plans = append(plans, p)
 		off = end
