@@ -211,3 +211,40 @@ func TestCopyingUploadOfAnAbsentStart(t *testing.T) {
 		t.Fatalf("uploads left open: %v", keys)
 	}
 }
+
+// A run of unchanged parts is copied in parts of up to copyPartSize: an
+// append to an object of 659 parts of 100 KiB copies the first 655 in one
+// request, the next three in another, and sends the last.
+func TestCopyingUploadJoinsCopiedParts(t *testing.T) {
+	ctx := context.Background()
+	b := bucket.NewFake("test-bucket")
+	u := New(b, Config{PartSize: 100 << 10}, slog.New(slog.DiscardHandler))
+	src := make([]byte, 64<<20+300<<10)
+	rand.NewChaCha8([32]byte{4}).Read(src)
+	res, err := b.Put(ctx, bucket.PutRequest{Key: "src", Body: bytes.NewReader(src), Size: int64(len(src))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appended := append(src, "appended"...)
+	last := int64(len(src)) / (100 << 10) * (100 << 10)
+	body := lastChanged{claims{bytes.NewReader(appended), res.ETag}, last}
+	if err := u.Put(ctx, "log", body, int64(len(appended)), Metadata{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := objectOf(t, b, "log"); !bytes.Equal(got, appended) {
+		t.Fatal("the object differs")
+	}
+	if c, p := b.Calls("UploadPartCopy"), b.Calls("UploadPart"); c != 2 || p != 1 {
+		t.Fatalf("%d copy requests and %d parts sent, want 2 and 1", c, p)
+	}
+}
+
+// lastChanged claims every range below from.
+type lastChanged struct {
+	claims
+	from int64
+}
+
+func (l lastChanged) Unchanged(off, end int64) (string, string, bool) {
+	return "src", l.etag, end <= l.from
+}
