@@ -699,6 +699,21 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	if !strings.Contains(m.logs.String(), "was replaced or removed before its start was read in") {
 		t.Error("no line says why the close failed")
 	}
+	// The file is not stuck: once its last handle is released, the next
+	// open stages the new object. (Until then an append fails the same
+	// way and changes nothing in the bucket.)
+	waitUntil(t, "an append to the replaced object", func() bool {
+		// Not sh: it does not report a failed close.
+		f, err := os.OpenFile(m.path("replaced"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString("again\n"); err != nil {
+			t.Fatal(err)
+		}
+		return f.Close() == nil
+	})
+	srv.sameObject(t, "replaced", append(other, "again\n"...))
 
 	// Write-back mode reads it in whole.
 	wb := startMount(t, srv, "part_size=1MiB", "writeback", "writeback_delay=0s")
