@@ -725,3 +725,38 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 		t.Errorf("a write-back append read %q, want the whole object", got)
 	}
 }
+
+// A streamed upload given up (a write behind its parts while one is in
+// flight) cancels its parts in flight: its upload is aborted at once, not
+// after a part the server holds — an unmount waiting for that abort hung
+// for a minute behind a part the server did not answer, through the SDK's
+// retries.
+func TestGivenUpStreamCancelsItsParts(t *testing.T) {
+	wrap, started, release := holdFirst(func(r *http.Request) bool {
+		return r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "2" && strings.HasSuffix(r.URL.Path, "/big")
+	})
+	srv := startServerWith(t, store.NewMemory(), wrap)
+	m := startMount(t, srv, "part_size=1MiB")
+	t.Cleanup(release) // before the mount's stop
+	f, err := os.Create(m.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(t, 5<<19)
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	if _, err := f.WriteAt([]byte("x"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data[5] = 'x'
+	srv.sameObject(t, "big", data)
+	waitUntil(t, "the given-up upload aborted while its part is held", func() bool {
+		keys, err := srv.store.Uploads(testBucket)
+		return err == nil && len(keys) == 0
+	})
+}

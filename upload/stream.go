@@ -60,6 +60,12 @@ type Stream struct {
 	attrs bucket.Attrs
 	slots chan struct{} // parts in flight
 	start time.Time
+	// parts is the context of the parts' requests: they outlive the write
+	// that started them, and end at once when the stream is given up — an
+	// abort (and the unmount waiting for it) does not wait for parts no
+	// one needs, through the SDK's retries of a server that does not answer.
+	partsCtx    context.Context
+	cancelParts context.CancelFunc
 
 	mu       sync.Mutex
 	uploadID string        // GUARDED_BY(mu)
@@ -79,7 +85,9 @@ type Stream struct {
 func (u *Uploader) NewStream(key string, body io.ReaderAt, md Metadata) *Stream {
 	attrs := u.Attrs(key, md, "")
 	attrs.ForbidOverwrite = u.cfg.ForbidOverwrite
-	return &Stream{u: u, key: key, body: body, attrs: attrs, slots: make(chan struct{}, u.cfg.parallel()), start: u.now()}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Stream{u: u, key: key, body: body, attrs: attrs, slots: make(chan struct{}, u.cfg.parallel()), start: u.now(),
+		partsCtx: ctx, cancelParts: cancel}
 }
 
 // Attrs returns the attributes the stream sends.
@@ -156,8 +164,7 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 		if aborted {
 			return
 		}
-		// Parts outlive the write request that started them.
-		p, err := s.u.bucket.UploadPart(context.Background(), s.key, id, i+1, s.body, off, size)
+		p, err := s.u.bucket.UploadPart(s.partsCtx, s.key, id, i+1, s.body, off, size)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if err != nil {
@@ -217,6 +224,7 @@ func (s *Stream) Complete(ctx context.Context, size int64) error {
 		var res bucket.PutResult
 		res, err = s.u.bucket.CompleteMultipart(ctx, s.key, id, parts, s.attrs)
 		if err == nil {
+			s.cancelParts() // none in flight: its resources go
 			s.mu.Lock()
 			s.endTrackingLocked()
 			s.mu.Unlock()
@@ -232,8 +240,8 @@ func (s *Stream) Complete(ctx context.Context, size int64) error {
 	return err
 }
 
-// Abort gives the upload up: parts in flight finish, then the upload is
-// aborted in the background. It is idempotent.
+// Abort gives the upload up: parts in flight are cancelled, then the
+// upload is aborted in the background. It is idempotent.
 func (s *Stream) Abort() {
 	s.mu.Lock()
 	if s.err == nil {
@@ -243,6 +251,7 @@ func (s *Stream) Abort() {
 	id := s.uploadID
 	s.uploadID = ""
 	s.mu.Unlock()
+	s.cancelParts()
 	if id == "" {
 		return
 	}
