@@ -56,20 +56,11 @@ func (s *Staging) AbsentWriter() io.WriterAt { return absentWriter{s} }
 
 type absentWriter struct{ s *Staging }
 
-func (w absentWriter) WriteAt(p []byte, off int64) (n int, err error) {
-	s := w.s
-	end := off + int64(len(p))
-	if end > s.absentEnd.Load() {
+func (w absentWriter) WriteAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > w.s.absentEnd.Load() {
 		return 0, fmt.Errorf("filling %d bytes at %d past the absent start: %w", len(p), off, os.ErrInvalid)
 	}
-	if err := s.account(off, end); err != nil {
-		return 0, err
-	}
-	err = s.withFile(func(f *os.File) error {
-		n, err = f.WriteAt(p, off)
-		return err
-	})
-	return n, err
+	return w.s.writeAccounted(p, off)
 }
 
 // Filled says every absent byte was written (AbsentWriter).

@@ -472,7 +472,13 @@ func (s *Staging) WriteAt(p []byte, off int64) (n int, err error) {
 	if err := s.cutStale(off, end); err != nil {
 		return 0, err
 	}
-	if err := s.account(off, end); err != nil {
+	return s.writeAccounted(p, off)
+}
+
+// writeAccounted writes p at off once the cache has room for it (account),
+// and again once a full disk has given kept blocks back.
+func (s *Staging) writeAccounted(p []byte, off int64) (n int, err error) {
+	if err := s.account(off, off+int64(len(p))); err != nil {
 		return 0, err
 	}
 	err = s.withFile(func(f *os.File) error {
