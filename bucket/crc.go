@@ -151,7 +151,7 @@ func (u *uploaderCRC) object(server *string) error {
 		if !ok {
 			return fmt.Errorf("upload check: no CRC for part %d", n)
 		}
-		crc = oss.CRC64Combine(crc, part, uint64(min(u.partSize, u.size-off)))
+		crc = crc64.Combine(crc, part, min(u.partSize, u.size-off))
 	}
 	return compareCRC(crc, *server)
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/credentials"
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/transport"
+
+	"github.com/ossmount/ossmount/internal/crc64"
 )
 
 // Config says how to reach a bucket.
@@ -369,7 +371,7 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 	var crc uint64
 	for _, p := range parts {
 		req.CompleteMultipartUpload.Parts = append(req.CompleteMultipartUpload.Parts, oss.UploadPart{PartNumber: int32(p.Number), ETag: oss.Ptr(p.ETag)})
-		crc = oss.CRC64Combine(crc, p.CRC64, uint64(p.Size))
+		crc = crc64.Combine(crc, p.CRC64, p.Size)
 	}
 	res, err := b.mp.CompleteMultipartUpload(ctx, req)
 	if err != nil {
