@@ -96,8 +96,9 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 	}
 	var plans []plan
 	absentParts := 0
-	for off := int64(0); off < size; {
-		end := min(off+partSize, size)
+	var end int64
+	for off := int64(0); off < size; off = end {
+		end = min(off+partSize, size)
 		if off < aend && end > aend {
 			end = aend
 		}
@@ -115,7 +116,6 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 				plans[last].src.Key == p.src.Key && plans[last].src.ETag == p.src.ETag && plans[last].size+p.size <= max(copyPartSize, partSize) {
 				plans[last].size += p.size
 				plans[last].src.Size += p.size
-				off = end
 				continue
 			}
 			if p.src.Unsummed {
@@ -123,7 +123,6 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 			}
 		}
 		plans = append(plans, p)
-		off = end
 	}
 	if copied == 0 {
 		return res, 0, false, nil
