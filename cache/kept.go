@@ -75,7 +75,7 @@ func (d *Dir) Keep(key string, s *Staging) {
 	d.mu.Lock()
 	evict := d.forgetKeptLocked(key)
 	budget := d.keptBudgetLocked()
-	keep := whole && size >= d.keepMin && held <= budget && budget > 0 && etag != ""
+	keep := whole && etag != "" && d.fitsLocked(size, held)
 	for keep && !d.closed && d.diskLowLocked() {
 		keep = d.evictKeptLocked() // lets go of d.mu meanwhile
 	}
@@ -277,6 +277,21 @@ func (d *Dir) diskLowLocked() bool {
 // SetKeptBudget bounds the bytes kept files hold (0: none are kept); call
 // it before the directory is used.
 func (d *Dir) SetKeptBudget(n int64) { d.keptBudget = n }
+
+// Keepable reports whether a whole copy of an object of size bytes could be
+// kept once uploaded: it is not too small to pay off, nor over the budget.
+func (d *Dir) Keepable(size int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fitsLocked(size, size)
+}
+
+// fitsLocked reports whether a copy of a file of size bytes, held bytes of
+// them on the disk, is one to keep. LOCKS_REQUIRED(d.mu)
+func (d *Dir) fitsLocked(size, held int64) bool {
+	budget := d.keptBudgetLocked()
+	return size >= d.keepMin && held <= budget && budget > 0
+}
 
 // keptBudgetLocked is the most bytes kept files may hold: SetKeptBudget's,
 // or by default a share of the cache size. LOCKS_REQUIRED(d.mu)

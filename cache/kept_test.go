@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -151,6 +152,31 @@ func TestNoKeptCopiesWithoutABudget(t *testing.T) {
 	}
 	if n := d.Open(); n != 0 {
 		t.Errorf("%d staging files open", n)
+	}
+}
+
+// Keepable, which write-back mode asks before it stages an object from its
+// end, says what Keep then does with the file read in whole.
+func TestKeepableIsWhatKeepKeeps(t *testing.T) {
+	for _, budget := range []int64{-1, 0, 2 * KeepMin} {
+		d, err := OpenDir(t.TempDir(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.SetKeptBudget(budget)
+		for _, size := range []int{KeepMin - 1, KeepMin, 2 * KeepMin, 2*KeepMin + 1} {
+			key := fmt.Sprintf("%d-%d", budget, size)
+			want := d.Keepable(int64(size))
+			d.Keep(key, keptFile(t, d, key, "e", size, 'a'))
+			if got := d.LookKept(key).Staging != nil; got != want {
+				t.Errorf("kept_size %d, %d bytes: kept %v, Keepable said %v", budget, size, got, want)
+			}
+			d.DropKept(key)
+		}
+		if !d.Keepable(2*KeepMin) && budget != 0 {
+			t.Errorf("kept_size %d: a file of twice the smallest kept is not keepable", budget)
+		}
+		d.Close()
 	}
 }
 

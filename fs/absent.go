@@ -14,16 +14,21 @@ import (
 	"github.com/ossmount/ossmount/upload"
 )
 
-// Staging from the end (cache/absent.go). In sync mode, a large object
-// this mount holds no copy of is staged from its last part when opened for
-// writing: `echo line >> big.log`, or a program that opens its log and
-// appends, reads one part instead of the whole object, and its close has
-// the server copy the rest. Whatever needs the bytes not staged — a read
-// or write there, a truncate into them, a rename or metadata change that
-// copies the object while the file is clean — fetches them first, as the
-// open did before. Not in write-back mode: a queued upload would copy them
-// from an object another client may replace before it runs, after the
-// close was acknowledged.
+// Staging from the end (cache/absent.go). A large object this mount holds
+// no copy of is staged from its last part when opened for writing:
+// `echo line >> big.log`, or a program that opens its log and appends,
+// reads one part instead of the whole object, and its close has the server
+// copy the rest. Whatever needs the bytes not staged — a read or write
+// there, a truncate into them, a rename or metadata change that copies the
+// object while the file is clean — fetches them first, as the open did
+// before.
+//
+// In write-back mode such a file is never queued: a queued upload would
+// copy the start from an object another client may replace before it runs,
+// after the close was acknowledged. Its close uploads it, as a streamed
+// file's does (submit). Write-back mode stages from the end only objects
+// too large to be kept: one that can be kept is read in whole at its first
+// open, and later appends then close at local speed.
 
 // errStartGone is a file staged from the end whose start is no longer in
 // the bucket: its content can never be uploaded.
@@ -35,7 +40,7 @@ var errStartGone = errors.New("the start of the file is gone from the bucket")
 // caller downloads the object instead.
 func (n *fileNode) stageEnd(ctx context.Context, st *cache.Staging, hint int64, letKeysGo func()) (int64, error) {
 	part := n.fsys.cfg.Uploader.PartSize()
-	if n.fsys.queue != nil || hint < 2*part {
+	if hint < 2*part || n.fsys.queue != nil && n.fsys.cfg.Cache.Keepable(hint) {
 		return -1, nil
 	}
 	key := n.key()

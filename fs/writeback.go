@@ -17,7 +17,7 @@ import (
 // streams through (streamThrough): then the caller uploads it as in sync
 // mode. So does one whose streamed upload failed after its start left the
 // cache: no queued upload could send it, and its close must not be
-// acknowledged.
+// acknowledged. And so does one staged from its end (absent.go).
 func (n *fileNode) submit() (streams bool, err error) {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
@@ -26,7 +26,7 @@ func (n *fileNode) submit() (streams bool, err error) {
 		n.mu.Unlock()
 		return false, nil
 	}
-	if n.stream != nil || n.staging.Dropped() > 0 {
+	if _, _, absent, _ := n.staging.Absent(); n.stream != nil || n.staging.Dropped() > 0 || absent > 0 {
 		n.mu.Unlock()
 		return true, nil
 	}

@@ -18,9 +18,10 @@ import (
 // finished uploads), each also with every stat a lookup (the bucket's view
 // read back often; nodes forgotten and looked up again), and with parts of
 // 16 KiB (files of 70,000 bytes streamed in parts, and edits of files read
-// back in uploaded with their unchanged parts copied) — in sync mode also
-// with no kept copies, so that every file of 70,000 bytes opened for
-// writing is staged from its end (fs/absent.go).
+// back in uploaded with their unchanged parts copied), and also with no
+// kept copies, so that every file of 70,000 bytes opened for writing is
+// staged from its end (fs/absent.go; in write-back mode its close uploads
+// it instead of queueing it).
 var randomModes = []mountMode{
 	{"sync", nil},
 	{"writeback", []string{"writeback", "writeback_delay=2ms"}},
@@ -29,6 +30,7 @@ var randomModes = []mountMode{
 	{"sync-smallparts", []string{"part_size=16KiB"}},
 	{"writeback-smallparts", []string{"writeback", "writeback_delay=2ms", "part_size=16KiB"}},
 	{"sync-smallparts-unkept", []string{"part_size=16KiB", "kept_size=0"}},
+	{"writeback-smallparts-unkept", []string{"writeback", "writeback_delay=2ms", "part_size=16KiB", "kept_size=0"}},
 }
 
 // Random sequences of writes, appends, overwrites, truncates, renames,

@@ -608,7 +608,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	m := startMount(t, srv, "part_size=1MiB")
 	const size = 17<<20 + 1234
 	data := randomBytes(t, size)
-	for _, key := range []string{"log", "read", "truncated", "moved", "replaced"} {
+	for _, key := range []string{"log", "read", "truncated", "moved", "replaced", "wbreplaced"} {
 		srv.putByOther(t, key, data)
 	}
 	even := randomBytes(t, 16<<20)
@@ -715,7 +715,8 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	})
 	srv.sameObject(t, "replaced", append(other, "again\n"...))
 
-	// Write-back mode reads it in whole.
+	// Write-back mode reads in whole an object it can keep, so that later
+	// appends close at local speed.
 	wb := startMount(t, srv, "part_size=1MiB", "writeback", "writeback_delay=0s")
 	readSince()
 	run(t, "sh", "-c", "echo more >> "+wb.path("even"))
@@ -724,6 +725,45 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	if got := readSince(); len(got) < 2 {
 		t.Errorf("a write-back append read %q, want the whole object", got)
 	}
+
+	// One too large to keep it stages from its end, as sync mode does, and
+	// its close uploads it: the queue would copy the start from an object
+	// that may be replaced after the close was acknowledged. (With an hour's
+	// delay, a queued upload would not be in the bucket yet.)
+	big := startMount(t, srv, "part_size=1MiB", "writeback", "writeback_delay=1h", "kept_size=16MiB")
+	readSince()
+	appendTo := func(name, s string) error {
+		f, err := os.OpenFile(big.path(name), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+		return f.Close()
+	}
+	before = srv.Counts()
+	if err := appendTo("log", "written back\n"); err != nil {
+		t.Fatalf("close of a write-back append: %v", err)
+	}
+	srv.sameObject(t, "log", append(append([]byte(nil), data...), "one more line\nwritten back\n"...))
+	if got := readSince(); !slices.Equal(got, []string{"log 17825792"}) {
+		t.Errorf("a write-back append to an object too large to keep read %q, want the last part alone", got)
+	}
+	checkParts(t, "a write-back append", before, srv.Counts(), 1, 1)
+
+	f, err = os.OpenFile(big.path("wbreplaced"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.putByOther(t, "wbreplaced", other)
+	if _, err := f.WriteString("mine"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("write-back close of a file whose object was replaced after its open: %v, want ESTALE", err)
+	}
+	srv.sameObject(t, "wbreplaced", other)
 }
 
 // A streamed upload given up (a write behind its parts while one is in
