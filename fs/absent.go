@@ -19,9 +19,10 @@ import (
 // `echo line >> big.log`, or a program that opens its log and appends,
 // reads one part instead of the whole object, and its close has the server
 // copy the rest. Whatever needs the bytes not staged — a read or write
-// there, a truncate into them, a rename or metadata change that copies the
-// object while the file is clean — fetches them first, as the open did
-// before.
+// there, a truncate into them, a directory rename above the file while it
+// is clean (its object is copied and deleted) — fetches them first, as the
+// open did before. A rename of the file or a held metadata change uploads
+// it instead, as it does a dirty file, the start copied on the server.
 //
 // In write-back mode such a file is never queued: a queued upload would
 // copy the start from an object another client may replace before it runs,
@@ -111,6 +112,16 @@ func (n *fileNode) fetchAbsent(ctx context.Context, st *cache.Staging) error {
 		return nil
 	}
 	return n.fillAbsent(uninterrupted(ctx), st)
+}
+
+// hasAbsentStart reports whether st is staged from its end, with a start
+// still not staged.
+func hasAbsentStart(st *cache.Staging) bool {
+	if st == nil {
+		return false
+	}
+	_, _, end, _ := st.Absent()
+	return end > 0
 }
 
 // fillAbsentStaged fills in the start of the file's staging file, if it

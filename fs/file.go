@@ -721,6 +721,17 @@ func (n *fileNode) pinStaging() (unpin func()) {
 	}
 }
 
+// pinWhileSent pins the staging file of a clean file while it is uploaded
+// (a release meanwhile must not drop it); what it returns unpins it, and
+// drops it if no handle is left.
+func (n *fileNode) pinWhileSent() (done func()) {
+	unpin := n.pinStaging()
+	return func() {
+		unpin()
+		n.dropStagingIfIdle()
+	}
+}
+
 // dropStagingIfIdle frees the staging file when no handle or pin keeps it
 // and the bucket has its content.
 func (n *fileNode) dropStagingIfIdle() {
@@ -829,9 +840,10 @@ func (n *fileNode) holdIfChangedSince(sent map[string]string) {
 	}
 }
 
-// moveTo renames the file's object from oldKey to newKey: a dirty file is
-// uploaded straight to newKey, a clean one copied with its current
-// metadata (held changes included). The old object is then deleted.
+// moveTo renames the file's object from oldKey to newKey: a dirty file (or
+// one staged from its end) is uploaded straight to newKey, a clean one
+// copied with its current metadata (held changes included). The old object
+// is then deleted.
 // LOCKS_REQUIRED(n.freeze, exclusively)
 func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	if moved, err := n.renameQueued(ctx, oldKey, newKey); moved || err != nil {
@@ -850,7 +862,13 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	if stream != nil {
 		stream.Abort()
 	}
-	if dirty {
+	// A clean file staged from its end goes up under newKey as a dirty one
+	// does, its start copied on the server from the old object: a copy of
+	// the object would need that start read in first.
+	if dirty || hasAbsentStart(st) {
+		if !dirty {
+			defer n.pinWhileSent()()
+		}
 		if err := n.put(ctx, newKey, st, size, md); err != nil {
 			return err
 		}
@@ -864,10 +882,6 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 			return nil
 		}
 		return n.fsys.bucket.Delete(ctx, oldKey)
-	}
-	// The old object goes: a start not staged comes first.
-	if err := n.fillAbsentStaged(ctx); err != nil {
-		return err
 	}
 	// Replace the metadata in the copy: it carries held changes, and the
 	// Content-Type follows the new name.
@@ -900,26 +914,28 @@ func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
 	defer n.freeze.Unlock()
 	n.mu.Lock()
 	pending := n.metaPending && !n.dirty && !n.unlinked
-	md, size := n.meta, n.size
+	md, size, st := n.meta, n.size, n.staging
 	n.metaPending = false
 	n.mu.Unlock()
 	if !pending {
 		return nil
 	}
-	// The copy may be another version: a start not staged comes first.
-	if err := n.fillAbsentStaged(ctx); err != nil {
+	var err error
+	if hasAbsentStart(st) {
+		// Uploaded onto itself, its start copied on the server from the
+		// version it was staged from: a copy of the object could be of
+		// another version, and would need the start read in to re-point it.
+		defer n.pinWhileSent()()
+		err = n.put(ctx, key, st, size, md)
+	} else {
+		err = n.fsys.replaceMeta(ctx, key, size, md)
+	}
+	if err != nil {
 		n.mu.Lock()
 		n.metaPending = true
 		n.mu.Unlock()
-		return err
 	}
-	if err := n.fsys.replaceMeta(ctx, key, size, md); err != nil {
-		n.mu.Lock()
-		n.metaPending = true
-		n.mu.Unlock()
-		return err
-	}
-	return nil
+	return err
 }
 
 // holdForRemoval takes the file's freeze for an unlink, or a rename that

@@ -608,7 +608,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	m := startMount(t, srv, "part_size=1MiB")
 	const size = 17<<20 + 1234
 	data := randomBytes(t, size)
-	for _, key := range []string{"log", "read", "truncated", "moved", "replaced", "wbreplaced"} {
+	for _, key := range []string{"log", "read", "truncated", "moved", "chmodded", "replaced", "wbreplaced"} {
 		srv.putByOther(t, key, data)
 	}
 	even := randomBytes(t, 16<<20)
@@ -657,11 +657,13 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	srv.sameObject(t, "truncated", data[:1048577])
 
 	// Clean (fsync'd) and renamed: its object moves, and the rest of the
-	// file with it.
+	// file with it — uploaded under the new name, its start copied on the
+	// server, not read in.
 	f, err = os.OpenFile(m.path("moved"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	readSince()
 	for i, s := range []string{"a", "b"} {
 		if _, err := f.WriteString(s); err != nil {
 			t.Fatal(err)
@@ -681,6 +683,37 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	srv.sameObject(t, "moved2", append(append([]byte(nil), data...), "ab"...))
 	if srv.exists("moved") {
 		t.Error("the renamed file's old object is still there")
+	}
+	if got := readSince(); len(got) != 0 {
+		t.Errorf("an append, an fsync, a rename and an append read %q", got)
+	}
+
+	// Clean and chmodded: the held mode goes up with the file onto its own
+	// object, the start copied from the version it was staged from.
+	f, err = os.OpenFile(m.path("chmodded"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readSince()
+	if _, err := f.WriteString("c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(m.path("chmodded"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the held chmod in the bucket", func() bool {
+		o, err := srv.store.Head(testBucket, "chmodded")
+		return err == nil && o.Meta["mode"] == "33152"
+	})
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv.sameObject(t, "chmodded", append(append([]byte(nil), data...), 'c'))
+	if got := readSince(); len(got) != 0 {
+		t.Errorf("an append, an fsync and a chmod read %q", got)
 	}
 
 	f, err = os.OpenFile(m.path("replaced"), os.O_WRONLY|os.O_APPEND, 0)
