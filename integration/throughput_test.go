@@ -716,19 +716,25 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 		t.Errorf("an append, an fsync and a chmod read %q", got)
 	}
 
-	f, err = os.OpenFile(m.path("replaced"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// An object another client replaces between the open and the close:
+	// the close fails, and their object stays.
 	other := randomBytes(t, 3<<20)
-	srv.putByOther(t, "replaced", other)
-	if _, err := f.WriteString("mine"); err != nil {
-		t.Fatal(err)
+	appendAfterReplace := func(mode, file, key string) {
+		t.Helper()
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.putByOther(t, key, other)
+		if _, err := f.WriteString("mine"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); !errors.Is(err, syscall.ESTALE) {
+			t.Errorf("%s close of a file whose object was replaced after its open: %v, want ESTALE", mode, err)
+		}
+		srv.sameObject(t, key, other)
 	}
-	if err := f.Close(); !errors.Is(err, syscall.ESTALE) {
-		t.Errorf("close of a file whose object was replaced after its open: %v, want ESTALE", err)
-	}
-	srv.sameObject(t, "replaced", other)
+	appendAfterReplace("sync", m.path("replaced"), "replaced")
 	if !strings.Contains(m.logs.String(), "was replaced or removed before its start was read in") {
 		t.Error("no line says why the close failed")
 	}
@@ -785,18 +791,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	}
 	checkParts(t, "a write-back append", before, srv.Counts(), 1, 1)
 
-	f, err = os.OpenFile(big.path("wbreplaced"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.putByOther(t, "wbreplaced", other)
-	if _, err := f.WriteString("mine"); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); !errors.Is(err, syscall.ESTALE) {
-		t.Errorf("write-back close of a file whose object was replaced after its open: %v, want ESTALE", err)
-	}
-	srv.sameObject(t, "wbreplaced", other)
+	appendAfterReplace("write-back", big.path("wbreplaced"), "wbreplaced")
 }
 
 // A streamed upload given up (a write behind its parts while one is in
