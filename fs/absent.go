@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 
 	"github.com/dustin/go-humanize"
@@ -98,6 +99,48 @@ func (n *fileNode) fillAbsent(ctx context.Context, st *cache.Staging) error {
 	}
 	st.Filled()
 	return nil
+}
+
+// absentReadServed is how much of the start of a file staged from its end
+// reads are served from the object before the start is read in: a program
+// that reads a little there (`head`, a header) does not wait for all of
+// it, and one that reads on (`cmp`, `grep`, a database's pages) soon gets
+// it read in, in parallel chunks, and then read from the disk.
+const absentReadServed = 1 << 20
+
+// readAbsent serves a read of p at off, which begins in the start of st
+// not staged, from the object version that start is (the rest, if any,
+// from st), and reports whether it did. It does not once
+// absentReadServed bytes were, nor if the object cannot give them (the
+// caller's fetchAbsent then says why).
+func (n *fileNode) readAbsent(ctx context.Context, st *cache.Staging, p []byte, off int64) (int, bool) {
+	key, etag, end, _ := st.Absent()
+	n.mu.Lock()
+	served := n.staging == st && n.absentRead < absentReadServed
+	if served {
+		n.absentRead += int64(len(p))
+	}
+	n.mu.Unlock()
+	if !served || off >= end {
+		return 0, false
+	}
+	below := min(int64(len(p)), end-off)
+	r, err := n.fsys.getResuming(ctx, key, off, below, etag)
+	if err != nil {
+		return 0, false
+	}
+	defer r.Close()
+	if _, err := io.ReadFull(r, p[:below]); err != nil {
+		return 0, false
+	}
+	if below == int64(len(p)) {
+		return len(p), true
+	}
+	got, err := st.ReadAt(p[below:], end)
+	if err != nil && err != io.EOF {
+		return 0, false
+	}
+	return int(below) + got, true
 }
 
 // fetchAbsent fills in the start of st for a read or write that needs it,

@@ -72,6 +72,9 @@ type fileNode struct {
 	// not dropped meanwhile (pinStaging).
 	pins     int  // GUARDED_BY(mu)
 	unlinked bool // GUARDED_BY(mu); removed: never upload again
+	// absentRead counts the bytes of the start of a staging file staged
+	// from its end that reads were served from the object (readAbsent).
+	absentRead int64 // GUARDED_BY(mu)
 }
 
 var (
@@ -234,7 +237,7 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 			}
 		}
 		n.mu.Lock()
-		n.staging = st
+		n.staging, n.absentRead = st, 0
 		// Another client may have changed the object since it was looked
 		// up: the file is what the object holds now, not that cut to the
 		// old size or padded with zeros to it.
@@ -433,7 +436,11 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 		}
 		got, err := st.ReadAt(dest[:min(int64(len(dest)), size-off)], off)
 		if errors.Is(err, cache.ErrAbsent) {
-			// Staged from the end (absent.go): the start comes first.
+			// Staged from the end (absent.go): a few reads there are
+			// served from the object, then the start comes first.
+			if got, ok := n.readAbsent(ctx, st, dest[:min(int64(len(dest)), size-off)], off); ok {
+				return fuse.ReadResultData(dest[:got]), 0
+			}
 			if err := n.fetchAbsent(ctx, st); err != nil {
 				return nil, n.fsys.fail("read", n.key(), err)
 			}

@@ -2,7 +2,10 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -177,14 +180,20 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 		what = fmt.Sprintf("write %d bytes to %s", len(data), name)
 		op = func(base string) error { return os.WriteFile(filepath.Join(base, name), data, 0o644) }
 	case 2:
-		what = fmt.Sprintf("append %d bytes to %s", len(data), name)
+		what = fmt.Sprintf("append %d bytes to %s, read 100 at %d", len(data), name, off)
 		op = func(base string) error {
-			f, err := os.OpenFile(filepath.Join(base, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			f, err := os.OpenFile(filepath.Join(base, name), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 			if err != nil {
 				return err
 			}
-			_, err = f.Write(data)
-			if cerr := f.Close(); err == nil {
+			if _, err = f.Write(data); err == nil {
+				buf := make([]byte, 100)
+				n, rerr := f.ReadAt(buf, off)
+				if err = rerr; rerr == nil || rerr == io.EOF {
+					err = readBack(buf[:n])
+				}
+			}
+			if cerr := f.Close(); cerr != nil {
 				err = cerr
 			}
 			return err
@@ -227,12 +236,22 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 	return what, op
 }
 
-// outcome names how an operation ended: "ok", its errno, or "error"
-// for one without an errno.
+// readBack is what an operation read: its outcome, to compare.
+type readBack []byte
+
+func (r readBack) Error() string {
+	return fmt.Sprintf("read %d bytes, CRC-32 %08x", len(r), crc32.ChecksumIEEE(r))
+}
+
+// outcome names how an operation ended: "ok", what it read, its errno, or
+// "error" for one without an errno.
 func outcome(err error) string {
+	var read readBack
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.As(err, &read):
+		return read.Error()
 	case errnoOf(err) != 0:
 		return errnoOf(err).Error()
 	}

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -631,7 +633,8 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	}
 	checkParts(t, "an append to whole parts", before, srv.Counts(), 1, 1)
 
-	// A read of the start through the appending handle reads it in.
+	// A read of a little of the start through the appending handle is
+	// served from the object; reading on (cmp) reads the start in.
 	f, err := os.OpenFile(m.path("read"), os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -639,19 +642,40 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	if _, err := f.WriteString("x"); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 1<<20)
+	readSince()
+	buf := make([]byte, 64<<10)
 	if _, err := f.ReadAt(buf, 5); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(buf, data[5:5+len(buf)]) {
 		t.Error("a read of the start is not the object's")
 	}
+	// One across the staged end: its start from the object, the rest staged.
+	across := make([]byte, 8<<10)
+	got, err := f.ReadAt(across, 17<<20-4096)
+	if wantAcross := append(append([]byte(nil), data[17<<20-4096:]...), 'x'); err != io.EOF || !bytes.Equal(across[:got], wantAcross) {
+		t.Errorf("a read across the staged end: %d bytes, %v; want the object's %d and the appended byte", got, err, len(wantAcross)-1)
+	}
+	for _, get := range readSince() {
+		if from, _ := strconv.Atoi(strings.TrimPrefix(get, "read ")); from >= 1<<20 && from != 17<<20-4096 {
+			t.Errorf("reads of 64 KiB at 5 and 8 KiB at 17 MiB - 4 KiB asked for %q: the start was read in", get)
+		}
+	}
+	want := filepath.Join(t.TempDir(), "read")
+	if err := os.WriteFile(want, append(append([]byte(nil), data...), 'x'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// (cmp's close uploads the file, as any close does.)
 	before = srv.Counts()
+	run(t, "cmp", want, m.path("read"))
+	if !strings.Contains(m.logs.String(), `"fetching the start of a file staged from its end" key=read`) {
+		t.Error("reading the whole file did not read its start in")
+	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 	srv.sameObject(t, "read", append(append([]byte(nil), data...), 'x'))
-	checkParts(t, "the close after a read", before, srv.Counts(), 1, 1)
+	checkParts(t, "the uploads after a read", before, srv.Counts(), 1, 1)
 
 	run(t, "truncate", "-s", "1048577", m.path("truncated"))
 	srv.sameObject(t, "truncated", data[:1048577])
