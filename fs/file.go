@@ -434,11 +434,12 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 		if off >= size {
 			return fuse.ReadResultData(nil), 0
 		}
-		got, err := st.ReadAt(dest[:min(int64(len(dest)), size-off)], off)
+		p := dest[:min(int64(len(dest)), size-off)]
+		got, err := st.ReadAt(p, off)
 		if errors.Is(err, cache.ErrAbsent) {
 			// Staged from the end (absent.go): a few reads there are
 			// served from the object, then the start comes first.
-			if got, ok := n.readAbsent(ctx, st, dest[:min(int64(len(dest)), size-off)], off); ok {
+			if got, ok := n.readAbsent(ctx, st, p, off); ok {
 				return fuse.ReadResultData(dest[:got]), 0
 			}
 			if err := n.fetchAbsent(ctx, st); err != nil {
@@ -873,9 +874,9 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	// does, its start copied on the server from the old object: a copy of
 	// the object would need that start read in first.
 	if dirty || hasAbsentStart(st) {
-		if !dirty {
-			defer n.pinWhileSent()()
-		}
+		// (Rename drops it once the file has its new key, if a release
+		// meanwhile left it idle.)
+		defer n.pinStaging()()
 		if err := n.put(ctx, newKey, st, size, md); err != nil {
 			return err
 		}

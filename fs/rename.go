@@ -139,6 +139,11 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		target.Operations().(placedNode).unplace()
 	}
 	src.Operations().(placedNode).placeAt(dst, newName)
+	if n, ok := src.Operations().(*fileNode); ok {
+		// A release while moveTo held the staging file left it, under
+		// the key it is to be kept by, if at all.
+		n.dropStagingIfIdle()
+	}
 	return 0
 }
 
