@@ -19,11 +19,11 @@ import (
 // no copy of is staged from its last part when opened for writing:
 // `echo line >> big.log`, or a program that opens its log and appends,
 // reads one part instead of the whole object, and its close has the server
-// copy the rest. Whatever needs the bytes not staged — a read or write
-// there, a truncate into them, a directory rename above the file while it
-// is clean (its object is copied and deleted) — fetches them first, as the
-// open did before. A rename of the file or a held metadata change uploads
-// it instead, as it does a dirty file, the start copied on the server.
+// copy the rest. Whatever needs the bytes not staged — a write there, a
+// truncate into them, reads there beyond the first few (readAbsent) —
+// fetches them first, as the open did before. A rename of the file or of a
+// directory above it, or a held metadata change, uploads it instead, as it
+// does a dirty file, the start copied on the server.
 //
 // In write-back mode such a file is never queued: a queued upload would
 // copy the start from an object another client may replace before it runs,
@@ -165,19 +165,6 @@ func hasAbsentStart(st *cache.Staging) bool {
 	}
 	_, _, end, _ := st.Absent()
 	return end > 0
-}
-
-// fillAbsentStaged fills in the start of the file's staging file, if it
-// has one staged from the end: before the object it came from is copied
-// or removed. LOCKS_REQUIRED(n.freeze, exclusively)
-func (n *fileNode) fillAbsentStaged(ctx context.Context) error {
-	n.mu.Lock()
-	st := n.staging
-	n.mu.Unlock()
-	if st == nil {
-		return nil
-	}
-	return n.fillAbsent(ctx, st)
 }
 
 // put uploads st as key. A file staged from its end whose start the

@@ -877,17 +877,11 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		// (Rename drops it once the file has its new key, if a release
 		// meanwhile left it idle.)
 		defer n.pinStaging()()
-		if err := n.put(ctx, newKey, st, size, md); err != nil {
-			return err
-		}
-		st.MarkUploaded()
 		n.mu.Lock()
-		n.dirty, n.emptyPending, n.metaPending = false, false, false
 		inBucket := n.inBucket
-		n.confirmLocked()
 		n.mu.Unlock()
-		if !inBucket {
-			return nil
+		if err := n.sendAs(ctx, newKey, st, size, md); err != nil || !inBucket {
+			return err
 		}
 		return n.fsys.bucket.Delete(ctx, oldKey)
 	}
@@ -902,6 +896,38 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	n.metaPending, n.inBucket = false, true
 	n.mu.Unlock()
 	return nil
+}
+
+// sendAs uploads st, the file's staging file, as key, and takes it for
+// what the bucket holds. LOCKS_REQUIRED(n.freeze, exclusively)
+func (n *fileNode) sendAs(ctx context.Context, key string, st *cache.Staging, size int64, md upload.Metadata) error {
+	if err := n.put(ctx, key, st, size, md); err != nil {
+		return err
+	}
+	st.MarkUploaded()
+	n.mu.Lock()
+	n.dirty, n.emptyPending, n.metaPending = false, false, false
+	n.confirmLocked()
+	n.mu.Unlock()
+	return nil
+}
+
+// moveStagedBelow uploads the file as newKey if it is clean and staged
+// from its end, for a rename of a directory above it, which then neither
+// copies its object nor reads its start in; it reports whether it did.
+func (n *fileNode) moveStagedBelow(ctx context.Context, newKey string) (bool, error) {
+	n.freezeFor("a directory rename")
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	st, size, md, dirty, unlinked := n.staging, n.size, n.meta, n.dirty, n.unlinked
+	n.mu.Unlock()
+	if dirty || unlinked || !hasAbsentStart(st) {
+		return false, nil
+	}
+	// (Rename drops it once the file has its new key, if a release
+	// meanwhile left it idle.)
+	defer n.pinStaging()()
+	return true, n.sendAs(ctx, newKey, st, size, md)
 }
 
 func (n *fileNode) takeHeldMeta() (upload.Metadata, bool) {

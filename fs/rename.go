@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,10 +140,15 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		target.Operations().(placedNode).unplace()
 	}
 	src.Operations().(placedNode).placeAt(dst, newName)
-	if n, ok := src.Operations().(*fileNode); ok {
-		// A release while moveTo held the staging file left it, under
-		// the key it is to be kept by, if at all.
+	// A release while the move held a file's staging file left it; it
+	// goes now, under the key it is to be kept by, if at all.
+	switch n := src.Operations().(type) {
+	case *fileNode:
 		n.dropStagingIfIdle()
+	case *dirNode:
+		for _, below := range filesBelow(n) {
+			below.dropStagingIfIdle()
+		}
 	}
 	return 0
 }
@@ -282,7 +288,19 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 			return errno
 		}
 	}
-	if err := parallel(ctx, objs, func(o bucket.ObjectInfo) error {
+	// Files staged from their end go up under their new keys, their
+	// starts copied on the server; the rest are copied.
+	sent := map[string]bool{}
+	for _, n := range filesBelow(dir) {
+		oldKey := n.key()
+		moved, err := n.moveStagedBelow(ctx, newPrefix+strings.TrimPrefix(oldKey, oldPrefix))
+		if err != nil {
+			return f.fail("rename", oldKey, err)
+		}
+		sent[oldKey] = moved
+	}
+	copies := slices.DeleteFunc(slices.Clone(objs), func(o bucket.ObjectInfo) bool { return sent[o.Key] })
+	if err := parallel(ctx, copies, func(o bucket.ObjectInfo) error {
 		return f.bucket.Copy(ctx, bucket.CopyRequest{Src: o.Key, Dst: newPrefix + strings.TrimPrefix(o.Key, oldPrefix), Size: o.Size})
 	}); err != nil {
 		return f.fail("rename", oldPrefix, err)
@@ -297,26 +315,26 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 
 // uploadBelow uploads every dirty file below dir.
 func uploadBelow(ctx context.Context, dir *dirNode) error {
-	for _, ch := range dir.children() {
-		switch n := ch.Operations().(type) {
-		case *fileNode:
-			if err := n.upload(ctx, nil); err != nil {
-				return err
-			}
-			// Its object moves: a start not staged comes first.
-			n.freezeFor("a directory rename")
-			err := n.fillAbsentStaged(ctx)
-			n.freeze.Unlock()
-			if err != nil {
-				return err
-			}
-		case *dirNode:
-			if err := uploadBelow(ctx, n); err != nil {
-				return err
-			}
+	for _, n := range filesBelow(dir) {
+		if err := n.upload(ctx, nil); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// filesBelow returns the files the tree holds below dir.
+func filesBelow(dir *dirNode) []*fileNode {
+	var files []*fileNode
+	for _, ch := range dir.children() {
+		switch n := ch.Operations().(type) {
+		case *fileNode:
+			files = append(files, n)
+		case *dirNode:
+			files = append(files, filesBelow(n)...)
+		}
+	}
+	return files
 }
 
 // parallel runs fn for every object with a few requests in flight and

@@ -610,7 +610,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	m := startMount(t, srv, "part_size=1MiB")
 	const size = 17<<20 + 1234
 	data := randomBytes(t, size)
-	for _, key := range []string{"log", "read", "truncated", "moved", "chmodded", "replaced", "wbreplaced"} {
+	for _, key := range []string{"log", "read", "truncated", "moved", "chmodded", "dir/inner", "replaced", "wbreplaced"} {
 		srv.putByOther(t, key, data)
 	}
 	even := randomBytes(t, 16<<20)
@@ -682,34 +682,45 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 
 	// Clean (fsync'd) and renamed: its object moves, and the rest of the
 	// file with it — uploaded under the new name, its start copied on the
-	// server, not read in.
-	f, err = os.OpenFile(m.path("moved"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readSince()
-	for i, s := range []string{"a", "b"} {
-		if _, err := f.WriteString(s); err != nil {
+	// server, not read in. appendAcrossRename appends "a" to file, fsyncs,
+	// renames from to to, and appends "b".
+	appendAcrossRename := func(file, from, to string) {
+		t.Helper()
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if i == 0 {
-			if err := f.Sync(); err != nil {
+		readSince()
+		for i, s := range []string{"a", "b"} {
+			if _, err := f.WriteString(s); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Rename(m.path("moved"), m.path("moved2")); err != nil {
-				t.Fatal(err)
+			if i == 0 {
+				if err := f.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(from, to); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := readSince(); len(got) != 0 {
+			t.Errorf("an append, an fsync, a rename of %s and an append read %q", from, got)
+		}
 	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	appendAcrossRename(m.path("moved"), m.path("moved"), m.path("moved2"))
 	srv.sameObject(t, "moved2", append(append([]byte(nil), data...), "ab"...))
 	if srv.exists("moved") {
 		t.Error("the renamed file's old object is still there")
 	}
-	if got := readSince(); len(got) != 0 {
-		t.Errorf("an append, an fsync, a rename and an append read %q", got)
+	// The same under a directory renamed.
+	appendAcrossRename(m.path("dir/inner"), m.path("dir"), m.path("dir2"))
+	srv.sameObject(t, "dir2/inner", append(append([]byte(nil), data...), "ab"...))
+	if srv.exists("dir/inner") {
+		t.Error("the renamed directory's file's old object is still there")
 	}
 
 	// Clean and chmodded: the held mode goes up with the file onto its own
