@@ -912,16 +912,18 @@ func (n *fileNode) sendAs(ctx context.Context, key string, st *cache.Staging, si
 	return nil
 }
 
-// moveStagedBelow uploads the file as newKey if it is clean and staged
-// from its end, for a rename of a directory above it, which then neither
-// copies its object nor reads its start in; it reports whether it did.
+// moveStagedBelow uploads the file as newKey if it is staged from its end,
+// for a rename of a directory above it, which then neither copies its
+// object nor reads its start in; it reports whether it did. Dirty or not:
+// one written since the rename uploaded it would otherwise keep its start
+// in an object the rename deletes.
 func (n *fileNode) moveStagedBelow(ctx context.Context, newKey string) (bool, error) {
 	n.freezeFor("a directory rename")
 	defer n.freeze.Unlock()
 	n.mu.Lock()
-	st, size, md, dirty, unlinked := n.staging, n.size, n.meta, n.dirty, n.unlinked
+	st, size, md, unlinked := n.staging, n.size, n.meta, n.unlinked
 	n.mu.Unlock()
-	if dirty || unlinked || !hasAbsentStart(st) {
+	if unlinked || !hasAbsentStart(st) {
 		return false, nil
 	}
 	// (Rename drops it once the file has its new key, if a release
