@@ -829,6 +829,42 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	appendAfterReplace("write-back", big.path("wbreplaced"), "wbreplaced")
 }
 
+// A file staged from its end and written while a rename of its directory
+// lists what to move (after the rename uploaded the dirty files) goes up
+// under its new key with the write: copied and deleted with the rest, it
+// kept its start in the deleted object, and its close failed with ESTALE.
+func TestDirectoryRenameSendsAFileWrittenDuringIt(t *testing.T) {
+	wrap, listing, release := holdFirst(func(r *http.Request) bool {
+		q := r.URL.Query()
+		return q.Get("list-type") == "2" && q.Get("prefix") == "dir/" && q.Get("delimiter") == "" && q.Get("max-keys") == "1000"
+	})
+	srv := startServerWith(t, store.NewMemory(), wrap)
+	t.Cleanup(release)
+	m := startMount(t, srv, "part_size=1MiB")
+	data := randomBytes(t, 5<<20+1234)
+	srv.putByOther(t, "dir/inner", data)
+	f, err := os.OpenFile(m.path("dir/inner"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed := inBackground(func() error { return os.Rename(m.path("dir"), m.path("dir2")) })
+	<-listing
+	if _, err := f.WriteString("during"); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := <-renamed; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close after the directory rename: %v", err)
+	}
+	srv.sameObject(t, "dir2/inner", append(data, "during"...))
+	if srv.exists("dir/inner") {
+		t.Error("the old object is still there")
+	}
+}
+
 // A streamed upload given up (a write behind its parts while one is in
 // flight) cancels its parts in flight: its upload is aborted at once, not
 // after a part the server holds — an unmount waiting for that abort hung
