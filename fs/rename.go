@@ -258,9 +258,14 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 		return errno
 	}
 	// Staged and queued content below goes to the bucket first, so one
-	// listing sees everything that has to move.
-	if err := uploadBelow(ctx, dir); err != nil {
-		return f.fail("rename", oldPrefix, err)
+	// listing sees everything that has to move. One walk serves this and
+	// the sending below: creations and opens wait for the keys this rename
+	// holds, so no other file below gets staged content meanwhile.
+	files := filesBelow(dir)
+	for _, n := range files {
+		if err := n.upload(ctx, nil); err != nil {
+			return f.fail("rename", oldPrefix, err)
+		}
 	}
 	if f.queue != nil {
 		if err := f.queue.WaitPrefix(ctx, oldPrefix); err != nil {
@@ -291,7 +296,7 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 	// Files staged from their end go up under their new keys, their
 	// starts copied on the server; the rest are copied.
 	sent := map[string]bool{}
-	for _, n := range filesBelow(dir) {
+	for _, n := range files {
 		oldKey := n.key()
 		moved, err := n.moveStagedBelow(ctx, newPrefix+strings.TrimPrefix(oldKey, oldPrefix))
 		if err != nil {
@@ -311,16 +316,6 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 	f.movedHeld(oldPrefix, newPrefix)
 	f.cfg.Cache.RenameKeptBelow(oldPrefix, newPrefix)
 	return 0
-}
-
-// uploadBelow uploads every dirty file below dir.
-func uploadBelow(ctx context.Context, dir *dirNode) error {
-	for _, n := range filesBelow(dir) {
-		if err := n.upload(ctx, nil); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // filesBelow returns the files the tree holds below dir.

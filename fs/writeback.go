@@ -26,7 +26,7 @@ func (n *fileNode) submit() (streams bool, err error) {
 		n.mu.Unlock()
 		return false, nil
 	}
-	if _, _, absent, _ := n.staging.Absent(); n.stream != nil || n.staging.Dropped() > 0 || absent > 0 {
+	if n.stream != nil || n.staging.Dropped() > 0 || hasAbsentStart(n.staging) {
 		n.mu.Unlock()
 		return true, nil
 	}
