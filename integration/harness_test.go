@@ -118,9 +118,16 @@ func mountHoldingPut(t *testing.T, key string, opts ...string) (srv *server, m *
 // mountHolding is mountHoldingPut for requests of any method.
 func mountHolding(t *testing.T, method, key string, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
 	t.Helper()
-	wrap, started, release := holdFirst(func(r *http.Request) bool {
+	return mountHoldingFirst(t, func(r *http.Request) bool {
 		return r.Method == method && strings.HasSuffix(r.URL.Path, "/"+key)
-	})
+	}, opts...)
+}
+
+// mountHoldingFirst is mountHolding for the first request that match
+// picks.
+func mountHoldingFirst(t *testing.T, match func(*http.Request) bool, opts ...string) (srv *server, m *mount, started chan struct{}, release func()) {
+	t.Helper()
+	wrap, started, release := holdFirst(match)
 	srv = startServerWith(t, store.NewMemory(), wrap)
 	m = startMount(t, srv, opts...)
 	t.Cleanup(release) // runs before the mount's cleanup, registered earlier

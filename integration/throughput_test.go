@@ -466,12 +466,9 @@ func TestKeptCopyServesEditsAndReads(t *testing.T) {
 // object, instead of sending the whole file.
 func TestWritebackAppendDuringUploadCopiesFromIt(t *testing.T) {
 	var armed atomic.Bool
-	wrap, started, release := holdFirst(func(r *http.Request) bool {
+	srv, m, started, release := mountHoldingFirst(t, func(r *http.Request) bool {
 		return armed.Load() && r.Method == http.MethodPost && r.URL.Query().Has("uploadId") && strings.HasSuffix(r.URL.Path, "/log")
-	})
-	srv := startServerWith(t, store.NewMemory(), wrap)
-	m := startMount(t, srv, "writeback", "writeback_delay=0s", "part_size=1MiB")
-	t.Cleanup(release) // before the mount's stop
+	}, "writeback", "writeback_delay=0s", "part_size=1MiB")
 	data := randomBytes(t, 8<<20)
 	writeFile(t, m.path("log"), data)
 	run(t, "sync", m.path("log"))
@@ -834,13 +831,10 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 // under its new key with the write: copied and deleted with the rest, it
 // kept its start in the deleted object, and its close failed with ESTALE.
 func TestDirectoryRenameSendsAFileWrittenDuringIt(t *testing.T) {
-	wrap, listing, release := holdFirst(func(r *http.Request) bool {
+	srv, m, listing, release := mountHoldingFirst(t, func(r *http.Request) bool {
 		q := r.URL.Query()
 		return q.Get("list-type") == "2" && q.Get("prefix") == "dir/" && q.Get("delimiter") == "" && q.Get("max-keys") == "1000"
-	})
-	srv := startServerWith(t, store.NewMemory(), wrap)
-	t.Cleanup(release)
-	m := startMount(t, srv, "part_size=1MiB")
+	}, "part_size=1MiB")
 	data := randomBytes(t, 5<<20+1234)
 	srv.putByOther(t, "dir/inner", data)
 	f, err := os.OpenFile(m.path("dir/inner"), os.O_WRONLY|os.O_APPEND, 0)
@@ -871,12 +865,9 @@ func TestDirectoryRenameSendsAFileWrittenDuringIt(t *testing.T) {
 // for a minute behind a part the server did not answer, through the SDK's
 // retries.
 func TestGivenUpStreamCancelsItsParts(t *testing.T) {
-	wrap, started, release := holdFirst(func(r *http.Request) bool {
+	srv, m, started, _ := mountHoldingFirst(t, func(r *http.Request) bool {
 		return r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "2" && strings.HasSuffix(r.URL.Path, "/big")
-	})
-	srv := startServerWith(t, store.NewMemory(), wrap)
-	m := startMount(t, srv, "part_size=1MiB")
-	t.Cleanup(release) // before the mount's stop
+	}, "part_size=1MiB")
 	f, err := os.Create(m.path("big"))
 	if err != nil {
 		t.Fatal(err)
