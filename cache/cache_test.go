@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -852,4 +853,66 @@ func TestUsedFollowsWrittenBytes(t *testing.T) {
 		}
 		d.Close()
 	}
+}
+
+// Many writers at once at the bound, while others hand files back, never
+// hold more descriptors than the staging bound and the idle pool allow: a
+// mount replaying its journal under a low descriptor limit ran out of
+// descriptors, since a file handed back gave up its slot before dispose let
+// go of its descriptor, writers that checked the bound at once all passed
+// it, and spares being made did not count in the idle pool. The process's
+// descriptor limit here leaves room for exactly those (and the directory
+// sync of a batch of spares): one more fails a writer with EMFILE.
+func TestStagingDescriptorsStayWithinTheBound(t *testing.T) {
+	d, _ := writebackDir(t)
+	d.maxOpen, d.idleCap = 4, 2
+	d.SetEvictable(func() bool { return true })
+	limitDescriptors(t, int(d.maxOpen)+d.idleCap+1)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 40 {
+				s, err := d.NewStaging()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				s.WriteAt([]byte("data"), 0)
+				s.Remove()
+			}
+		}()
+	}
+	wg.Wait()
+	d.spares.Wait()
+}
+
+// limitDescriptors sets the process's descriptor limit so that n more
+// descriptors can be opened than are open now, until the test ends.
+func limitDescriptors(t *testing.T, n int) {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	highest := 0
+	for _, e := range entries {
+		fd, _ := strconv.Atoi(e.Name())
+		highest = max(highest, fd)
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	// New descriptors take the lowest free numbers: the free ones below
+	// highest (gaps), then those above it. The listing's own descriptor
+	// is listed, and closed since.
+	open := len(entries) - 1
+	gaps := highest + 1 - open
+	limit := syscall.Rlimit{Cur: uint64(highest + 1 + n - gaps), Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }

@@ -22,7 +22,7 @@ type idleFile struct {
 
 const (
 	// maxIdle bounds the emptied staging files kept for reuse (and their
-	// descriptors; at most a quarter of the descriptor limit). Write-back
+	// descriptors; at most an eighth of the descriptor limit). Write-back
 	// uploads can trail the writer by hundreds of files; deleting what does
 	// not fit would make inode allocation slow.
 	maxIdle = 1024
@@ -83,6 +83,11 @@ func (s *Staging) cutTail() bool {
 	return cut
 }
 
+// idleRoomLocked is how many more files the idle pool may take: spares
+// being made count, since each holds a descriptor already.
+// LOCKS_REQUIRED(d.mu)
+func (d *Dir) idleRoomLocked() int { return d.idleCap - len(d.idle) - d.sparesMaking }
+
 // dispose empties a staging file into the idle list, or deletes it.
 func (d *Dir) dispose(i idleFile) {
 	reusable := true
@@ -94,7 +99,7 @@ func (d *Dir) dispose(i idleFile) {
 		reusable = d.reuseNamed && (d.isGhost(i.f) || dropRecord(i.f))
 	}
 	d.mu.Lock()
-	room := reusable && len(d.idle) < d.idleCap
+	room := reusable && d.idleRoomLocked() > 0
 	keepBlocks := d.minFree == 0 && i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
 	d.mu.Unlock()
 	if room && !keepBlocks {
@@ -102,7 +107,7 @@ func (d *Dir) dispose(i idleFile) {
 	}
 	if room {
 		d.mu.Lock()
-		if len(d.idle) < d.idleCap {
+		if d.idleRoomLocked() > 0 {
 			d.idle = append(d.idle, i)
 			d.idleBytes += i.extent
 			d.mu.Unlock()

@@ -113,10 +113,11 @@ var ErrGhost = errors.New("journal record of an upload already done")
 // at the bound on open staging files while uploads are under way: a journal
 // may hold more files than this mount may open.
 func (d *Dir) OpenNamed(r Record) (*Staging, error) {
-	d.awaitStagingRoom()
+	d.takeSlot()
 	path, size := r.File, r.Size
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
+		d.giveBackSlot()
 		return nil, err
 	}
 	fi, err := f.Stat()
@@ -134,6 +135,7 @@ func (d *Dir) OpenNamed(r Record) (*Staging, error) {
 	}
 	if err != nil {
 		f.Close()
+		d.giveBackSlot()
 		return nil, err
 	}
 	s := &Staging{dir: d, f: f, name: path, size: size, extent: fi.Size(), durable: true}
@@ -141,7 +143,6 @@ func (d *Dir) OpenNamed(r Record) (*Staging, error) {
 	d.used += size
 	d.trackStaleLocked(s)
 	d.mu.Unlock()
-	d.count.Add(1)
 	return s, nil
 }
 

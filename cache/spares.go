@@ -23,11 +23,11 @@ const (
 // enough, a batch is being made, or the journal's staging files cannot be
 // reused. LOCKS_REQUIRED(d.mu)
 func (d *Dir) makeSparesLocked() {
-	n := min(spareBatch, d.idleCap-len(d.idle))
-	if d.named == "" || !d.reuseNamed || d.makingSpares || d.closed || len(d.idle) >= spareLow || n <= 0 {
+	n := min(spareBatch, d.idleRoomLocked())
+	if d.named == "" || !d.reuseNamed || d.sparesMaking > 0 || d.closed || len(d.idle) >= spareLow || n <= 0 {
 		return
 	}
-	d.makingSpares = true
+	d.sparesMaking = n
 	d.spares.Add(1)
 	go func() {
 		defer d.spares.Done()
@@ -41,8 +41,8 @@ func (d *Dir) makeSparesLocked() {
 		}
 		durable := fsutil.SyncDir(d.named) == nil
 		d.mu.Lock()
-		d.makingSpares = false
-		room := d.idleCap - len(d.idle)
+		d.sparesMaking = 0
+		room := d.idleRoomLocked()
 		if d.closed {
 			room = 0
 		}

@@ -49,7 +49,7 @@ type Dir struct {
 	// maxOpen bounds count (maxStaged, or half the descriptor limit).
 	maxOpen int64
 	log     *slog.Logger // nil: no log
-	// waitLogged says a writer waited for room (awaitStagingRoom) once.
+	// waitLogged says a writer waited for room (takeSlot) once.
 	waitLogged bool // GUARDED_BY(mu)
 
 	// reflinks: the file system can share blocks between files, and
@@ -88,9 +88,10 @@ type Dir struct {
 	// (keptdisk.go); "": they go at Close.
 	keptDir  string
 	keptLock *os.File
-	// makingSpares says a batch of spares is being made (spares.go);
-	// spares counts the batches running, which Close waits for.
-	makingSpares bool // GUARDED_BY(mu)
+	// sparesMaking is the size of the batch of spares being made
+	// (spares.go), room the idle pool holds for it; spares counts the
+	// batches running, which Close waits for.
+	sparesMaking int  // GUARDED_BY(mu)
 	closed       bool // GUARDED_BY(mu)
 	spares       sync.WaitGroup
 }
@@ -105,9 +106,10 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: maxStaged, keepMin: KeepMin, keptBudget: -1, reused: map[*Staging]struct{}{}}
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
-		// A quarter of the descriptors for idle files, half for staging
-		// files, a quarter for the rest (connections, /dev/fuse, logs).
-		d.idleCap = int(min(uint64(maxIdle), rl.Cur/4))
+		// Half the descriptors for staging files, an eighth for idle
+		// ones, the rest for connections (a worker's each), /dev/fuse and
+		// logs.
+		d.idleCap = int(min(uint64(maxIdle), rl.Cur/8))
 		d.maxOpen = int64(min(maxStaged, max(rl.Cur/2, 8)))
 	}
 	d.cond = sync.NewCond(&d.mu)
@@ -331,7 +333,7 @@ func (d *Dir) SetLogger(log *slog.Logger) { d.log = log }
 // write-back mode. At the bound on open staging files it waits while
 // uploads under way will close some.
 func (d *Dir) NewStaging() (*Staging, error) {
-	d.awaitStagingRoom()
+	d.takeSlot()
 	d.mu.Lock()
 	if n := len(d.idle); n > 0 {
 		i := d.idle[n-1]
@@ -341,7 +343,6 @@ func (d *Dir) NewStaging() (*Staging, error) {
 		d.trackStaleLocked(s)
 		d.makeSparesLocked()
 		d.mu.Unlock()
-		d.count.Add(1)
 		return s, nil
 	}
 	d.makeSparesLocked()
@@ -349,9 +350,9 @@ func (d *Dir) NewStaging() (*Staging, error) {
 	if d.named != "" {
 		f, err := os.OpenFile(filepath.Join(d.named, newID()), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
+			d.giveBackSlot()
 			return nil, fmt.Errorf("staging file: %w", err)
 		}
-		d.count.Add(1)
 		return &Staging{dir: d, f: f, name: f.Name()}, nil
 	}
 	f, err := os.OpenFile(d.path, os.O_RDWR|oTmpfile, 0o600)
@@ -359,36 +360,48 @@ func (d *Dir) NewStaging() (*Staging, error) {
 		// No O_TMPFILE on this file system: create, then unlink at once.
 		f, err = os.CreateTemp(d.path, "staging-")
 		if err != nil {
+			d.giveBackSlot()
 			return nil, fmt.Errorf("staging file: %w", err)
 		}
 		os.Remove(f.Name())
 	}
-	d.count.Add(1)
 	return &Staging{dir: d, f: f}, nil
 }
 
-// awaitStagingRoom waits while the staging files in use are at their bound
-// and uploads under way will end some (the evictable callback says so). A
-// writer that nothing will free goes on, and the system's limit decides.
-func (d *Dir) awaitStagingRoom() {
-	if d.count.Load() < d.maxOpen {
+// takeSlot counts a staging file about to be opened, waiting while the
+// staging files in use are at their bound and uploads under way will end
+// some (the evictable callback says so). A writer that nothing will free
+// goes on, and the system's limit decides. The slot is taken before the
+// file is opened, so that writers opening at once cannot all pass the
+// bound.
+func (d *Dir) takeSlot() {
+	if d.tryTakeSlot() {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	waited := false
-	for d.count.Load() >= d.maxOpen && !d.closed {
+	for !d.tryTakeSlot() {
+		if d.closed {
+			d.count.Add(1)
+			return
+		}
 		if d.evictKeptLocked() {
 			continue
 		}
 		evictable := d.evictable
 		if evictable == nil {
+			d.count.Add(1)
 			return
 		}
 		d.mu.Unlock()
 		busy := evictable()
 		d.mu.Lock()
-		if !busy || d.count.Load() < d.maxOpen {
+		if !busy {
+			d.count.Add(1)
+			return
+		}
+		if d.tryTakeSlot() {
 			return
 		}
 		if !waited && d.log != nil {
@@ -404,6 +417,27 @@ func (d *Dir) awaitStagingRoom() {
 		waited = true
 		d.cond.Wait()
 	}
+}
+
+// tryTakeSlot counts a staging file if the bound leaves room for it.
+func (d *Dir) tryTakeSlot() bool {
+	for {
+		n := d.count.Load()
+		if n >= d.maxOpen {
+			return false
+		}
+		if d.count.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// giveBackSlot undoes takeSlot for a staging file that could not be opened.
+func (d *Dir) giveBackSlot() {
+	d.mu.Lock()
+	d.count.Add(-1)
+	d.cond.Broadcast()
+	d.mu.Unlock()
 }
 
 // trackStaleLocked notes a staging file whose disk blocks run past its
@@ -724,13 +758,16 @@ func (s *Staging) detach() (i idleFile, ok bool) {
 	if f == nil {
 		return idleFile{}, false
 	}
-	s.dir.count.Add(-1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return idleFile{f: f, name: s.name, durable: s.durable, extent: s.extent}, true
 }
 
-// unaccount gives back a detached staging file's bytes.
+// unaccount gives back a detached staging file's bytes and its slot, once
+// its descriptor is closed or idle: a slot given back while dispose still
+// held the descriptor (an fsync long) let a new file open past the bound,
+// and a mount replaying its journal under a low descriptor limit ran out
+// of descriptors.
 func (d *Dir) unaccount(s *Staging) {
 	s.mu.Lock()
 	n, uploaded := s.heldLocked(), s.uploaded
@@ -745,7 +782,8 @@ func (d *Dir) unaccount(s *Staging) {
 	delete(d.streaming, s)
 	d.uploaded -= uploaded
 	d.used -= n
-	d.cond.Broadcast() // room for writers (reserve, awaitStagingRoom)
+	d.count.Add(-1)
+	d.cond.Broadcast() // room for writers (reserve, takeSlot)
 	d.mu.Unlock()
 }
 
