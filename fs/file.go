@@ -112,6 +112,27 @@ func (n *fileNode) refresh(size int64, md upload.Metadata) {
 	n.confirmLocked()
 }
 
+// learnSize takes the size of the object a read found, now, where the
+// node said was, when the read began: another client replaced the object.
+// Nothing else may have changed the size since (an upload of this mount).
+// The kernel is told to ask for the attributes again (attributes only: no
+// pages are dropped under the read). It kept the old size until the stat
+// TTL ran out, and a reader got the new content cut at the old size, or
+// zeros up to it when a getattr raced the short read that would have told
+// the kernel where the file ends.
+func (n *fileNode) learnSize(was, now int64) {
+	n.mu.Lock()
+	changed := n.staging == nil && !n.unlinked && n.size == was && was != now
+	if changed {
+		n.size = now
+	}
+	n.mu.Unlock()
+	if changed {
+		n.fsys.log.Debug("a read found the object's size changed by another client", "key", n.key(), "size", now)
+		n.NotifyContent(-1, 0)
+	}
+}
+
 // confirmLocked notes that the bucket holds what the node says (an upload,
 // a HEAD). LOCKS_REQUIRED(n.mu)
 func (n *fileNode) confirmLocked() {
@@ -489,11 +510,15 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	var err error
 	keys.retry(func() bool {
 		key = n.key()
-		renamed := keys.around(func() { got, err = h.readRemote(key, dest[:length], off, size) })
-		if renamed {
+		var found int64
+		renamed := keys.around(func() { got, found, err = h.readRemote(key, dest[:length], off, size) })
+		switch {
+		case renamed:
 			// The stream it opened may read another object, moved in
 			// under the old key.
 			h.dropStream()
+		case found >= 0:
+			n.learnSize(size, found)
 		}
 		return renamed
 	})

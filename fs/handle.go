@@ -52,23 +52,25 @@ const (
 // of its range after the connection broke in the middle of the body.
 const streamRetries = 3
 
-// readRemote fills dest from the object at off (size is the object's size).
+// readRemote fills dest from the object at off (size is the object's size,
+// as far as the node knows). found is the size of the object a new stream
+// found (-1: none opened, or its size unknown).
 //
 // A stream that asked for the rest of a broken body and found the object
 // replaced (bucket.ErrChanged) fails the read if some of dest came from
 // the old version: a read returns one version's bytes, never a splice. If
 // none did, dest comes from a new stream, of the version there now.
-func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (int, error) {
+func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (n int, found int64, err error) {
 	if n, ok, err := h.readKept(key, dest, off); ok {
-		return n, err
+		return n, -1, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n, err := h.readStreamed(key, dest, off, size)
+	n, found, err = h.readStreamed(key, dest, off, size)
 	if n == 0 && errors.Is(err, bucket.ErrChanged) {
-		n, err = h.readStreamed(key, dest, off, size)
+		n, found, err = h.readStreamed(key, dest, off, size)
 	}
-	return n, err
+	return n, found, err
 }
 
 // readKept reads from the kept copy of the object, if there is one (ok).
@@ -102,7 +104,8 @@ func (h *fileHandle) readKept(key string, dest []byte, off int64) (n int, ok boo
 }
 
 // readStreamed is readRemote's one try. LOCKS_REQUIRED(h.mu)
-func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (int, error) {
+func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (n int, found int64, err error) {
+	found = -1
 	end := off + int64(len(dest))
 	if h.stream == nil || off < h.streamOff || off > h.streamOff+maxSkip || end > h.streamEnd {
 		sequential := h.stream != nil && off == h.streamEnd
@@ -117,12 +120,11 @@ func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (int
 		// the request's context.
 		r, err := h.node.fsys.getResuming(context.Background(), key, off, length, "")
 		if err != nil {
-			return 0, err
+			return 0, -1, err
 		}
+		found = r.Size
 		h.stream, h.streamOff, h.streamEnd = r, off, off+length
 	}
-	n := 0
-	var err error
 	if skip := off - h.streamOff; skip > 0 {
 		var skipped int64
 		skipped, err = io.CopyN(io.Discard, h.stream, skip)
@@ -137,12 +139,12 @@ func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (int
 		// The body ended where the server said it would, before the range
 		// asked for: the object is shorter now.
 		h.closeStream()
-		return n, nil
+		return n, found, nil
 	case err != nil:
 		h.closeStream()
-		return n, err
+		return n, found, err
 	}
-	return n, nil
+	return n, found, nil
 }
 
 // readStream fills dest from r. Unlike io.ReadFull it keeps io.EOF, a body

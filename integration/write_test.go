@@ -524,6 +524,44 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 	})
 }
 
+// A read that finds the object replaced by another client, shorter or
+// longer, takes the new size at once, and so does the kernel. The kernel
+// kept the old size until the stat TTL ran out: a reader got the new
+// content cut at the old size, or zeros up to it when a getattr raced the
+// short read that would have told the kernel where the file ends (a flaky
+// TestKeptCopyServesEditsAndReads).
+func TestReadTakesTheSizeOfAReplacedObject(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=1h")
+	for _, c := range []struct {
+		name     string
+		old, now int
+	}{{"shorter", 3 << 20, 1<<20 + 5}, {"longer", 1<<20 + 5, 3 << 20}} {
+		old, now := randomBytes(t, c.old), randomBytes(t, c.now)
+		srv.putByOther(t, c.name, old)
+		if fi, err := os.Stat(m.path(c.name)); err != nil || fi.Size() != int64(len(old)) {
+			t.Fatalf("%s: stat before: %v %v", c.name, fi, err)
+		}
+		srv.putByOther(t, c.name, now)
+		f, err := os.Open(m.path(c.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, now[:len(buf)]) {
+			t.Fatalf("%s: first read: %v", c.name, err)
+		}
+		if fi, err := f.Stat(); err != nil || fi.Size() != int64(len(now)) {
+			t.Errorf("%s: the size after a read of the new object: %v %v, want %d", c.name, fi.Size(), err, len(now))
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || !bytes.Equal(got, now) {
+			t.Errorf("%s: read %d bytes (%v), want the new object's %d", c.name, len(got), err, len(now))
+		}
+	}
+}
+
 // upload, so close is EIO.
 func TestCRCMismatchIsCloseError(t *testing.T) {
 	srv := startServer(t)
