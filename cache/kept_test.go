@@ -237,6 +237,43 @@ func TestKeptCopiesOutliveTheMount(t *testing.T) {
 	}
 }
 
+// A mount allowed fewer descriptors than the one that filed its copies
+// opens only the copies it takes, the newest: it opened every filed copy
+// before choosing, and under a low descriptor limit lost the newest to
+// EMFILE (deleted as unreadable) and kept whichever it opened first.
+func TestFiledCopiesTakenUnderALowDescriptorLimit(t *testing.T) {
+	path := t.TempDir()
+	earlier, _ := OpenDir(path, 0)
+	if err := earlier.PersistKept("ns"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		key := fmt.Sprintf("k%02d", i)
+		earlier.Keep(key, keptFile(t, earlier, key, "e"+key, KeepMin, 'a'+byte(i)))
+	}
+	earlier.Close()
+
+	next, err := OpenDir(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	next.maxOpen = 16 // two kept files at most (an eighth)
+	// The namespace's lock, the listing of its directory, two copies.
+	limitDescriptors(t, 3)
+	if err := next.PersistKept("ns"); err != nil {
+		t.Fatal(err)
+	}
+	if files, _ := next.Kept(); files != 2 {
+		t.Fatalf("the next mount keeps %d files, want 2", files)
+	}
+	for _, key := range []string{"k11", "k10"} {
+		if c := next.LookKept(key); c.Staging == nil {
+			t.Errorf("the newest copy %s is not kept", key)
+		}
+	}
+}
+
 // Filed copies older than keptMaxAge go, whichever bucket they are of,
 // unless a mount holds them.
 func TestFiledCopiesExpire(t *testing.T) {

@@ -110,25 +110,28 @@ func dropOlder(dir string, t time.Time) {
 }
 
 // loadKept takes the copies filed in d.keptDir, the newest within the
-// bounds; it deletes the rest.
+// bounds; it deletes the rest. Only the copies taken are opened: an earlier
+// mount with more descriptors may have filed more than this one may hold
+// open.
 func (d *Dir) loadKept() {
 	entries, _ := os.ReadDir(d.keptDir)
 	type filed struct {
-		rec keptRecord
-		f   *os.File
+		rec  keptRecord
+		path string
 	}
 	var found []filed
+	notBefore := time.Now().Add(-keptMaxAge)
 	for _, e := range entries {
 		if e.Name() == ".lock" {
 			continue
 		}
 		path := filepath.Join(d.keptDir, e.Name())
-		rec, f, err := openFiled(path, time.Now().Add(-keptMaxAge))
+		rec, err := readFiled(path)
 		if err != nil {
 			os.Remove(path)
 			continue
 		}
-		found = append(found, filed{rec, f})
+		found = append(found, filed{rec, path})
 	}
 	slices.SortFunc(found, func(a, b filed) int { return b.rec.Seq - a.rec.Seq }) // newest first
 	d.mu.Lock()
@@ -137,13 +140,17 @@ func (d *Dir) loadKept() {
 	var bytes int64
 	for _, c := range found {
 		if seen[c.rec.Key] || bytes+c.rec.Size > budget || len(taken) >= d.maxKeptLocked() || c.rec.Size < d.keepMin {
-			c.f.Close()
-			os.Remove(c.f.Name())
+			os.Remove(c.path)
+			continue
+		}
+		f, err := openFiled(c.path, c.rec, notBefore)
+		if err != nil {
+			os.Remove(c.path)
 			continue
 		}
 		seen[c.rec.Key] = true
 		bytes += c.rec.Size
-		s := &Staging{dir: d, f: c.f, name: c.f.Name(), size: c.rec.Size, extent: c.rec.Size}
+		s := &Staging{dir: d, f: f, name: f.Name(), size: c.rec.Size, extent: c.rec.Size}
 		s.src = &source{key: c.rec.Key, etag: c.rec.ETag, clean: spans{}.add(0, c.rec.Size)}
 		taken = append(taken, &kept{key: c.rec.Key, s: s, etag: c.rec.ETag, size: c.rec.Size, held: c.rec.Size, unchecked: true})
 	}
@@ -154,28 +161,33 @@ func (d *Dir) loadKept() {
 	}
 }
 
-// openFiled opens a filed copy and reads its record; it must be a regular
-// file of the record's size, filed at notBefore or later.
-func openFiled(path string, notBefore time.Time) (keptRecord, *os.File, error) {
+// readFiled reads a filed copy's record.
+func readFiled(path string) (keptRecord, error) {
 	var rec keptRecord
 	raw, err := readXattrNamed(path, keptXattr)
 	if err == nil {
 		err = json.Unmarshal(raw, &rec)
 	}
-	if err != nil {
-		return rec, nil, err
+	if err == nil && (rec.Key == "" || rec.ETag == "") {
+		err = fmt.Errorf("%s: a record without key or ETag", path)
 	}
+	return rec, err
+}
+
+// openFiled opens a filed copy; it must be a regular file of its record's
+// size, filed at notBefore or later.
+func openFiled(path string, rec keptRecord, notBefore time.Time) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return rec, nil, err
+		return nil, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != rec.Size ||
-		rec.Key == "" || rec.ETag == "" || time.Unix(st.Ctim.Unix()).Before(notBefore) {
+		time.Unix(st.Ctim.Unix()).Before(notBefore) {
 		f.Close()
-		return rec, nil, fmt.Errorf("%s: not the copy its record describes", path)
+		return nil, fmt.Errorf("%s: not the copy its record describes", path)
 	}
-	return rec, f, nil
+	return f, nil
 }
 
 // persistKept files every kept copy in d.keptDir (at Close); what cannot
