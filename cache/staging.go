@@ -371,38 +371,44 @@ func (d *Dir) NewStaging() (*Staging, error) {
 // takeSlot counts a staging file about to be opened, waiting while the
 // staging files in use are at their bound and uploads under way will end
 // some (the evictable callback says so). A writer that nothing will free
-// goes on, and the system's limit decides. The slot is taken before the
-// file is opened, so that writers opening at once cannot all pass the
-// bound.
+// goes on past the bound, and the system's limit decides. The slot is
+// taken before the file is opened, so that writers opening at once cannot
+// all pass the bound.
 func (d *Dir) takeSlot() {
 	if d.tryTakeSlot() {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.awaitSlotLocked() {
+		d.count.Add(1)
+	}
+}
+
+// awaitSlotLocked waits for a free slot and takes it, while uploads under
+// way will free one; it reports false, having taken none, when nothing
+// will (the directory closed, no upload under way). LOCKS_REQUIRED(d.mu)
+func (d *Dir) awaitSlotLocked() bool {
 	waited := false
 	for !d.tryTakeSlot() {
 		if d.closed {
-			d.count.Add(1)
-			return
+			return false
 		}
 		if d.evictKeptLocked() {
 			continue
 		}
 		evictable := d.evictable
 		if evictable == nil {
-			d.count.Add(1)
-			return
+			return false
 		}
 		d.mu.Unlock()
 		busy := evictable()
 		d.mu.Lock()
 		if !busy {
-			d.count.Add(1)
-			return
+			return false
 		}
 		if d.tryTakeSlot() {
-			return
+			return true
 		}
 		if !waited && d.log != nil {
 			// Info once a mount: a user wondering why a copy slowed
@@ -417,6 +423,7 @@ func (d *Dir) takeSlot() {
 		waited = true
 		d.cond.Wait()
 	}
+	return true
 }
 
 // tryTakeSlot counts a staging file if the bound leaves room for it.

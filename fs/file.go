@@ -115,11 +115,11 @@ func (n *fileNode) refresh(size int64, md upload.Metadata) {
 // learnSize takes now, the size of the object a read found, if the node
 // still says was, the size it said when the read began: another client
 // replaced the object, and nothing of this mount (an upload) changed the
-// size since. The kernel is told to ask for the attributes again (attributes only: no
-// pages are dropped under the read). It kept the old size until the stat
-// TTL ran out, and a reader got the new content cut at the old size, or
-// zeros up to it when a getattr raced the short read that would have told
-// the kernel where the file ends.
+// size since. The kernel is told to ask for the attributes again
+// (attributes only: no pages are dropped under the read). It kept the old
+// size until the stat TTL ran out, and a reader got the new content cut at
+// the old size, or zeros up to it when a getattr raced the short read that
+// would have told the kernel where the file ends.
 func (n *fileNode) learnSize(was, now int64) {
 	n.mu.Lock()
 	changed := n.staging == nil && !n.unlinked && n.size == was && was != now
