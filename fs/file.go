@@ -75,6 +75,10 @@ type fileNode struct {
 	// absentRead counts the bytes of the start of a staging file staged
 	// from its end that reads were served from the object (readAbsent).
 	absentRead int64 // GUARDED_BY(mu)
+	// rewrites counts the starts and ends of this mount's copies of the
+	// object onto itself (a metadata change): each is a new version of the
+	// same bytes, which handles pinned to the one before take (readPin).
+	rewrites uint64 // GUARDED_BY(mu)
 }
 
 var (
@@ -131,6 +135,14 @@ func (n *fileNode) learnSize(was, now int64) {
 		n.fsys.log.Debug("a read found the object's size changed by another client", "key", n.key(), "size", now)
 		n.NotifyContent(-1, 0)
 	}
+}
+
+// rewritten counts the start or end of a copy of the object onto itself
+// (see rewrites).
+func (n *fileNode) rewritten() {
+	n.mu.Lock()
+	n.rewrites++
+	n.mu.Unlock()
 }
 
 // confirmLocked notes that the bucket holds what the node says (an upload,
@@ -449,7 +461,7 @@ func (n *fileNode) downloadRange(ctx context.Context, w io.WriterAt, key string,
 
 func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n.mu.Lock()
-	st, size, unlinked := n.staging, n.size, n.unlinked
+	st, size, unlinked, rewrites := n.staging, n.size, n.unlinked, n.rewrites
 	n.mu.Unlock()
 	for st != nil {
 		if off >= size {
@@ -511,7 +523,7 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	keys.retry(func() bool {
 		key = n.key()
 		var found int64
-		renamed := keys.around(func() { got, found, err = h.readRemote(key, dest[:length], off, size) })
+		renamed := keys.around(func() { got, found, err = h.readRemote(key, dest[:length], off, size, rewrites) })
 		switch {
 		case renamed:
 			// The stream it opened may read another object, moved in
@@ -989,7 +1001,9 @@ func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
 		defer n.pinWhileSent()()
 		err = n.put(ctx, key, st, size, md)
 	} else {
+		n.rewritten()
 		err = n.fsys.replaceMeta(ctx, key, size, md)
+		n.rewritten()
 	}
 	if err != nil {
 		n.mu.Lock()

@@ -31,6 +31,25 @@ type fileHandle struct {
 	// the same version (keptChecked).
 	kept        *cache.Staging // GUARDED_BY(mu)
 	keptChecked bool           // GUARDED_BY(mu)
+	// streamETag is the version stream reads; pin the version this handle
+	// has read, whose ETag its later requests ask for (If-Match).
+	streamETag string  // GUARDED_BY(mu)
+	pin        readPin // GUARDED_BY(mu)
+}
+
+// readPin is the version of the object a handle reads: the first it
+// read from, under the key it had then. Reads through one open file are of
+// one version, as mountpoint-s3's: a replacement by another client fails
+// the handle's next request with EIO instead of handing the program the
+// new version's bytes after the old one's (a copy out of the mount, or a
+// kernel read-ahead retried as a new read, spliced the two). A new open
+// reads the new version.
+type readPin struct {
+	key, etag string
+	// rewrites is the node's count (fileNode.rewrites) when the version
+	// was pinned: a copy of the object onto itself by this mount since
+	// (a metadata change) replaced the version with the same bytes.
+	rewrites uint64
 }
 
 var (
@@ -53,33 +72,51 @@ const (
 const streamRetries = 3
 
 // readRemote fills dest from the object at off (size is the object's size,
-// as far as the node knows). found is the size of the object a new stream
-// found (-1: none opened, or its size unknown).
+// as far as the node knows; rewrites the node's count of them). found is
+// the size of the object a new stream found (-1: none opened, or its size
+// unknown).
 //
-// A stream that asked for the rest of a broken body and found the object
-// replaced (bucket.ErrChanged) fails the read if some of dest came from
-// the old version: a read returns one version's bytes, never a splice. If
-// none did, dest comes from a new stream, of the version there now.
-func (h *fileHandle) readRemote(key string, dest []byte, off, size int64) (n int, found int64, err error) {
-	if n, ok, err := h.readKept(key, dest, off); ok {
+// Every request is of the handle's pinned version (readPin), once it has
+// one: another version fails the read (bucket.ErrChanged, EIO). Before
+// that, a stream that asked for the rest of a broken body and found the
+// object replaced fails the read if some of dest came from the old
+// version: a read returns one version's bytes, never a splice. If none
+// did, dest comes from a new stream, of the version there now.
+func (h *fileHandle) readRemote(key string, dest []byte, off, size int64, rewrites uint64) (n int, found int64, err error) {
+	if n, ok, err := h.readKept(key, dest, off, rewrites); ok {
 		return n, -1, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.pin.etag != "" && (h.pin.key != key || h.pin.rewrites != rewrites) {
+		// Renamed or rewritten by this mount since: the same bytes, in
+		// another version, which the next stream reads and pins.
+		h.pin = readPin{}
+		h.closeStream()
+	}
+	pinned := h.pin.etag != ""
 	n, found, err = h.readStreamed(key, dest, off, size)
-	if n == 0 && errors.Is(err, bucket.ErrChanged) {
+	if !pinned && n == 0 && errors.Is(err, bucket.ErrChanged) {
 		n, found, err = h.readStreamed(key, dest, off, size)
+	}
+	if !pinned && n > 0 && err == nil && h.streamETag != "" {
+		// Bytes handed to the reader: from now on, this version only.
+		h.pin = readPin{key: key, etag: h.streamETag, rewrites: rewrites}
 	}
 	return n, found, err
 }
 
 // readKept reads from the kept copy of the object, if there is one (ok).
 // Reads of it run in parallel.
-func (h *fileHandle) readKept(key string, dest []byte, off int64) (n int, ok bool, err error) {
+func (h *fileHandle) readKept(key string, dest []byte, off int64, rewrites uint64) (n int, ok bool, err error) {
 	h.mu.Lock()
 	if !h.keptChecked {
 		h.keptChecked = true
-		h.kept = h.node.fsys.keptForReading(context.Background(), key)
+		var etag string
+		if h.kept, etag = h.node.fsys.keptForReading(context.Background(), key); h.kept != nil && h.pin.etag == "" {
+			// What the object is now, as the HEAD found it.
+			h.pin = readPin{key: key, etag: etag, rewrites: rewrites}
+		}
 	}
 	kept := h.kept
 	h.mu.Unlock()
@@ -118,12 +155,12 @@ func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (n i
 		length := min(max(h.window, int64(len(dest))), size-off)
 		// The stream outlives this request, so it must not be tied to
 		// the request's context.
-		r, err := h.node.fsys.getResuming(context.Background(), key, off, length, "")
+		r, err := h.node.fsys.getResuming(context.Background(), key, off, length, h.pin.etag)
 		if err != nil {
 			return 0, -1, err
 		}
 		found = r.Size
-		h.stream, h.streamOff, h.streamEnd = r, off, off+length
+		h.stream, h.streamETag, h.streamOff, h.streamEnd = r, r.ETag, off, off+length
 	}
 	if skip := off - h.streamOff; skip > 0 {
 		var skipped int64
@@ -169,12 +206,12 @@ func (h *fileHandle) closeStream() {
 	}
 }
 
-// dropStream closes the read-ahead stream, and forgets the kept copy: the
-// next read looks again, under the key it has then.
+// dropStream closes the read-ahead stream, and forgets the kept copy and
+// the pinned version: the next read looks again, under the key it has then.
 func (h *fileHandle) dropStream() {
 	h.mu.Lock()
 	h.closeStream()
-	h.kept, h.keptChecked = nil, false
+	h.kept, h.keptChecked, h.pin = nil, false, readPin{}
 	h.mu.Unlock()
 }
 

@@ -28,7 +28,7 @@ func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.St
 	if letKeysGo != nil {
 		letKeysGo()
 	}
-	if !n.fsys.stillObject(ctx, key, c) {
+	if _, still := n.fsys.stillObject(ctx, key, c); !still {
 		c.Remove()
 		return nil, -1
 	}
@@ -39,43 +39,45 @@ func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.St
 }
 
 // stillObject reports whether the object key is still the version a kept
-// copy holds (one HEAD). A copy an earlier mount filed must also hold the
-// object's CRC-64: it was not synced to the disk, and could have been
-// changed there.
-func (f *FS) stillObject(ctx context.Context, key string, c cache.KeptCopy) bool {
+// copy holds (one HEAD), and that version's ETag as the HEAD gave it. A
+// copy an earlier mount filed must also hold the object's CRC-64: it was
+// not synced to the disk, and could have been changed there.
+func (f *FS) stillObject(ctx context.Context, key string, c cache.KeptCopy) (etag string, still bool) {
 	info, err := f.bucket.Head(ctx, key)
 	// An ETag from a response header is quoted; one from a response body
 	// (a completed multipart upload) may not be.
 	if err != nil || strings.Trim(info.ETag, `"`) != strings.Trim(c.ETag, `"`) || info.Size != c.Size {
 		f.log.Debug("the kept copy is not the object any more", "key", key, "err", err)
-		return false
+		return "", false
 	}
 	if c.Unchecked {
 		if info.CRC64 == 0 {
 			f.log.Debug("no CRC-64 from the server to check a copy kept from an earlier mount against", "key", key)
-			return false
+			return "", false
 		}
 		if sum, err := c.CRC64(); err != nil || sum != info.CRC64 {
 			f.log.Info("a copy kept from an earlier mount does not hold its object's bytes; the object is read instead", "key", key, "err", err)
-			return false
+			return "", false
 		}
 	}
-	return true
+	return info.ETag, true
 }
 
 // keptForReading is the kept copy of key (cache/kept.go) if the object is
-// still the version it holds: a handle reads it instead of the object.
-func (f *FS) keptForReading(ctx context.Context, key string) *cache.Staging {
+// still the version it holds, and that version's ETag: a handle reads the
+// copy instead of the object.
+func (f *FS) keptForReading(ctx context.Context, key string) (*cache.Staging, string) {
 	c := f.cfg.Cache.LookKept(key)
 	if c.Staging == nil {
-		return nil
+		return nil, ""
 	}
-	if !f.stillObject(ctx, key, c) {
+	etag, still := f.stillObject(ctx, key, c)
+	if !still {
 		f.cfg.Cache.DropKept(key)
-		return nil
+		return nil, ""
 	}
 	if c.Unchecked {
 		f.cfg.Cache.Checked(key, c.Staging)
 	}
-	return c.Staging
+	return c.Staging, etag
 }

@@ -499,9 +499,11 @@ func TestEditOfALargeObjectReadsItInParallel(t *testing.T) {
 }
 
 // An object another client makes shorter while a program reads it through
-// the mount reads as ending where it now ends: a read past the new end got
-// the object from its start (OSS's default answer to a range past the
-// end), as if those bytes were there.
+// the mount fails the open file's next request (it reads one version), and
+// reads through a new open as ending where it now ends, though the mount
+// still knows the old size: a read past the new end got the object from
+// its start (OSS's default answer to a range past the end), as if those
+// bytes were there.
 func TestObjectShortenedWhileRead(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
@@ -516,9 +518,10 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.putByOther(t, "s", []byte("short"))
-	if n, err := f.ReadAt(buf, 2<<20); n != 0 || err != io.EOF {
-		t.Fatalf("read at 2 MiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
+	if _, err := f.ReadAt(buf, 2<<20); errnoOf(err) != syscall.EIO {
+		t.Fatalf("read at 2 MiB of an open file whose object another client replaced: %v, want EIO", err)
 	}
+	readPastTheEnd(t, m.path("s"), buf, 2<<20)
 
 	// Opened for writing, the file is what the object holds now: the copy
 	// into staging stopped at the object's new end, the file kept its old
@@ -528,7 +531,7 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 	srv.sameObject(t, "s", []byte("Short"))
 
 	// The same when the read skips ahead in its stream, which breaks, and
-	// the rest of the range asked for again is past the new end.
+	// the rest of the range asked for again is of another version.
 	srv.putByOther(t, "t", randomBytes(t, 3<<20))
 	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Count: 1}) // at 512 KiB of the first 1 MiB
 	// O_DIRECT: no read-ahead of the kernel's reaches the break first.
@@ -541,12 +544,27 @@ func TestObjectShortenedWhileRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.putByOther(t, "t", []byte("short"))
-	if n, err := g.ReadAt(buf, 600<<10); n != 0 || err != io.EOF {
-		t.Fatalf("read at 600 KiB of an object now 5 bytes long: %q, %v; want nothing, EOF", buf[:n], err)
+	if _, err := g.ReadAt(buf, 600<<10); errnoOf(err) != syscall.EIO {
+		t.Fatalf("read at 600 KiB of an open file whose object another client replaced: %v, want EIO", err)
 	}
 	waitUntil(t, "a log line for the broken stream (none: the test missed its case)", func() bool {
 		return strings.Contains(m.logs.String(), "a download broke; asking for the rest")
 	})
+	readPastTheEnd(t, m.path("t"), buf, 600<<10)
+}
+
+// readPastTheEnd reads at off through a new open of path, whose object is
+// now 5 bytes long: nothing, and EOF.
+func readPastTheEnd(t *testing.T, path string, buf []byte, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n, err := f.ReadAt(buf, off); n != 0 || err != io.EOF {
+		t.Fatalf("read at %d of an object now 5 bytes long: %q, %v; want nothing, EOF", off, buf[:n], err)
+	}
 }
 
 // A read that finds the object replaced by another client, shorter or
@@ -583,6 +601,81 @@ func TestReadTakesTheSizeOfAReplacedObject(t *testing.T) {
 		f.Close()
 		if err != nil || !bytes.Equal(got, now) {
 			t.Errorf("%s: read %d bytes (%v), want the new object's %d", c.name, len(got), err, len(now))
+		}
+	}
+}
+
+// Reads through one open file are of one version. Another client's
+// replacement fails the handle's next request (EIO, with a warn line)
+// instead of handing the reader the new version's bytes after the old
+// one's; a new open reads the new version. A metadata change through this
+// mount, a copy of the object onto itself (a new ETag for an object
+// uploaded in parts), replaces no bytes and fails nothing.
+func TestReadsThroughOneOpenFileAreOfOneVersion(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=1h")
+	old, now := randomBytes(t, 4<<20), randomBytes(t, 4<<20)
+	srv.putByOther(t, "replaced", old)
+	buf := make([]byte, 64<<10)
+	f, err := os.OpenFile(m.path("replaced"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, old[:len(buf)]) {
+		t.Fatalf("first read: %v", err)
+	}
+	srv.putByOther(t, "replaced", now)
+	// Past the first request's range: a new GET.
+	if _, err := f.ReadAt(buf, 2<<20); errnoOf(err) != syscall.EIO {
+		t.Fatalf("a read after another client replaced the object: %v (new bytes: %v), want EIO", err, bytes.Equal(buf, now[2<<20:2<<20+len(buf)]))
+	}
+	waitUntil(t, "a warn line naming the key", func() bool {
+		return strings.Contains(m.logs.String(), "object changed while it was read") && strings.Contains(m.logs.String(), "key=replaced")
+	})
+	if got, err := readDirect(m.path("replaced")); err != nil || !bytes.Equal(got, now) {
+		t.Errorf("a new open read %d bytes (%v), want the new version's %d", len(got), err, len(now))
+	}
+
+	// An object in two parts, its ETag not its bytes' MD5: a copy onto
+	// itself changes it.
+	data := randomBytes(t, 4<<20)
+	id, err := srv.store.InitiateMultipart(testBucket, "parts", store.Attrs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []store.PartInfo
+	for i := range 2 {
+		p, err := srv.store.UploadPart(testBucket, id, i+1, bytes.NewReader(data[i<<21:(i+1)<<21]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, p)
+	}
+	if _, err := srv.store.CompleteMultipart(testBucket, id, parts, "", false); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := srv.store.Head(testBucket, "parts")
+	g, err := os.OpenFile(m.path("parts"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:len(buf)]) {
+		t.Fatalf("first read of the object in parts: %v", err)
+	}
+	if err := os.Chmod(m.path("parts"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Sync(); err != nil { // sends the held metadata change
+		t.Fatal(err)
+	}
+	if after, _ := srv.store.Head(testBucket, "parts"); after.ETag == before.ETag {
+		t.Fatalf("the chmod's copy left the ETag %s: this test tests nothing", after.ETag)
+	}
+	for _, off := range []int{len(buf), 2 << 20} { // in the first request's range, then past it
+		if _, err := g.ReadAt(buf, int64(off)); err != nil || !bytes.Equal(buf, data[off:off+len(buf)]) {
+			t.Errorf("a read at %d after a chmod through the mount: %v, want the same bytes", off, err)
 		}
 	}
 }
