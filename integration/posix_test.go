@@ -1169,3 +1169,76 @@ func TestSpecialFiles(t *testing.T) {
 		}
 	}
 }
+
+// Writes through a shared mapping reach the bucket, as programs that map
+// files (databases, legacy applications) expect: msync then close uploads
+// them like write(2)'s (in write-back mode, fsync waits for that upload); a
+// program that closes the descriptor first and writes to the mapping
+// afterwards has them uploaded once it unmaps it (the kernel writes the
+// dirty pages back when the mapping goes, and the last release uploads).
+func TestSharedMappingWrites(t *testing.T) {
+	srv := startServer(t)
+	for _, mode := range []string{"sync", "writeback"} {
+		var opts []string
+		if mode == "writeback" {
+			opts = append(opts, "writeback")
+		}
+		m := startMount(t, srv, opts...)
+		mapped := func(name string, size int) (*os.File, []byte) {
+			f, err := os.OpenFile(m.path(name), os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Truncate(int64(size)); err != nil {
+				t.Fatal(err)
+			}
+			mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f, mem
+		}
+
+		synced := mode + "-synced"
+		want := make([]byte, 3<<20)
+		f, mem := mapped(synced, len(want))
+		copy(mem, "start")
+		copy(mem[1<<20:], randomBytes(t, 100<<10))
+		copy(mem[len(mem)-3:], "end")
+		copy(want, mem)
+		if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
+			t.Fatal(err)
+		}
+		if mode == "writeback" {
+			if err := f.Sync(); err != nil {
+				t.Fatalf("%s: fsync after msync: %v", mode, err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("%s: close after msync: %v", mode, err)
+		}
+		srv.sameObject(t, synced, want)
+		if err := syscall.Munmap(mem); err != nil {
+			t.Fatal(err)
+		}
+
+		closedFirst := mode + "-closed-first"
+		want = make([]byte, 64<<10)
+		f, mem = mapped(closedFirst, len(want))
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		copy(mem, "written after the close")
+		copy(mem[len(mem)-5:], "tail!")
+		copy(want, mem)
+		if err := syscall.Munmap(mem); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the unmapped file's upload", func() bool {
+			return srv.exists(closedFirst) && bytes.Equal(srv.object(t, closedFirst), want)
+		})
+		if got, err := os.ReadFile(m.path(closedFirst)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: read back through the mount: %v", mode, err)
+		}
+	}
+}
