@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -35,6 +36,14 @@ type fileHandle struct {
 	// has read, whose ETag its later requests ask for (If-Match).
 	streamETag string  // GUARDED_BY(mu)
 	pin        readPin // GUARDED_BY(mu)
+	// behind holds the bytes at behindOff of version behindETag that the
+	// stream skipped to serve a read further on (at most maxSkip): the
+	// kernel's read-ahead sends reads slightly out of order, and the read
+	// skipped over arrives next. Without them it started the stream over
+	// (a new GET, and the window back to its smallest) — every few MiB.
+	behind     []byte // GUARDED_BY(mu)
+	behindOff  int64  // GUARDED_BY(mu)
+	behindETag string // GUARDED_BY(mu)
 }
 
 // readPin is the version of the object a handle reads: the first it
@@ -144,8 +153,13 @@ func (h *fileHandle) readKept(key string, dest []byte, off int64, rewrites uint6
 func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (n int, found int64, err error) {
 	found = -1
 	end := off + int64(len(dest))
+	if len(h.behind) > 0 && h.behindETag == h.pin.etag && off >= h.behindOff && end <= h.behindOff+int64(len(h.behind)) {
+		return copy(dest, h.behind[off-h.behindOff:]), -1, nil
+	}
 	if h.stream == nil || off < h.streamOff || off > h.streamOff+maxSkip || end > h.streamEnd {
-		sequential := h.stream != nil && off == h.streamEnd
+		// Sequential: it starts where the last range ended, whether or not
+		// that body was closed at its end since.
+		sequential := h.window > 0 && off == h.streamEnd
 		h.closeStream()
 		if sequential {
 			h.window = min(h.window*2, maxWindow)
@@ -163,9 +177,14 @@ func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (n i
 		h.stream, h.streamETag, h.streamOff, h.streamEnd = r, r.ETag, off, off+length
 	}
 	if skip := off - h.streamOff; skip > 0 {
-		var skipped int64
-		skipped, err = io.CopyN(io.Discard, h.stream, skip)
-		h.streamOff += skipped
+		h.behind = slices.Grow(h.behind[:0], int(skip))[:skip]
+		var skipped int
+		skipped, err = io.ReadFull(h.stream, h.behind)
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
+		h.behind, h.behindOff, h.behindETag = h.behind[:skipped], h.streamOff, h.streamETag
+		h.streamOff += int64(skipped)
 	}
 	if err == nil {
 		n, err = readStream(h.stream, dest)
@@ -212,6 +231,7 @@ func (h *fileHandle) dropStream() {
 	h.mu.Lock()
 	h.closeStream()
 	h.kept, h.keptChecked, h.pin = nil, false, readPin{}
+	h.behind = nil
 	h.mu.Unlock()
 }
 

@@ -37,12 +37,15 @@ func TestCopyFiles(t *testing.T) {
 		srv.sameObject(t, name, data)
 	}
 	// Reading back through the mount returns the same bytes: from the
-	// kept copy, or by ranged GETs with read-ahead.
-	for name, gets := range map[string]bool{"one-mib.bin": false, "hundred-mib.bin": true} {
+	// kept copy, or by ranged GETs with read-ahead, whose ranges double
+	// from 1 MiB to 64 MiB: 7 for 100 MiB (1+2+4+8+16+32+37). The kernel's
+	// reads arrive slightly out of order; one ranged GET per MiB, when
+	// a range that ended or a read skipped over started the ranges over.
+	for name, most := range map[string]int{"one-mib.bin": 0, "hundred-mib.bin": 7} {
 		before := srv.Count("GetObject")
 		run(t, "cmp", filepath.Join(src, name), m.path(name))
-		if got := srv.Count("GetObject") > before; got != gets {
-			t.Errorf("%s read back with GETs: %v, want %v", name, got, gets)
+		if gets := srv.Count("GetObject") - before; gets > most || most > 0 && gets == 0 {
+			t.Errorf("%s read back with %d GETs, want %d at most (and at least one if any)", name, gets, most)
 		}
 	}
 }
@@ -602,6 +605,31 @@ func TestReadTakesTheSizeOfAReplacedObject(t *testing.T) {
 		if err != nil || !bytes.Equal(got, now) {
 			t.Errorf("%s: read %d bytes (%v), want the new object's %d", c.name, len(got), err, len(now))
 		}
+	}
+}
+
+// Reads that arrive slightly out of order, as the kernel's read-ahead
+// sends them, are served from the one ranged GET: what a read skipped over
+// is kept for the read behind it. They started the range over.
+func TestReadsOutOfOrderShareOneGET(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	data := randomBytes(t, 2<<20)
+	srv.putByOther(t, "o", data)
+	f, err := os.OpenFile(m.path("o"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := srv.Count("GetObject")
+	buf := make([]byte, 128<<10)
+	for _, off := range []int{0, 512 << 10, 128 << 10, 256 << 10, 640 << 10} {
+		if _, err := f.ReadAt(buf, int64(off)); err != nil || !bytes.Equal(buf, data[off:off+len(buf)]) {
+			t.Fatalf("read at %d: %v (the right bytes: %v)", off, err, bytes.Equal(buf, data[off:off+len(buf)]))
+		}
+	}
+	if gets := srv.Count("GetObject") - before; gets != 1 {
+		t.Errorf("%d GETs for reads within the first 1 MiB, want 1", gets)
 	}
 }
 
