@@ -37,13 +37,18 @@ type fileHandle struct {
 	streamETag string  // GUARDED_BY(mu)
 	pin        readPin // GUARDED_BY(mu)
 	// behind holds the bytes at behindOff of version behindETag that the
-	// stream skipped to serve a read further on (at most maxSkip): the
-	// kernel's read-ahead sends reads slightly out of order, and the read
-	// skipped over arrives next. Without them it started the stream over
-	// (a new GET, and the window back to its smallest) — every few MiB.
+	// stream skipped to serve a read further on, and the rest of a range
+	// left for the next (at most 2×maxSkip): the kernel's read-ahead sends
+	// reads slightly out of order, and the read skipped over arrives next.
+	// Without them it started the stream over (a new GET, and the window
+	// back to its smallest) — every few MiB.
 	behind     []byte // GUARDED_BY(mu)
 	behindOff  int64  // GUARDED_BY(mu)
 	behindETag string // GUARDED_BY(mu)
+	// streamStart is where the stream's range starts; ahead the next
+	// range's GET, opened early (ahead.go).
+	streamStart int64     // GUARDED_BY(mu)
+	ahead       *aheadGet // GUARDED_BY(mu)
 }
 
 // readPin is the version of the object a handle reads: the first it
@@ -102,6 +107,7 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64, rewrit
 		// another version, which the next stream reads and pins.
 		h.pin = readPin{}
 		h.closeStream()
+		h.dropAheadLocked()
 	}
 	pinned := h.pin.etag != ""
 	n, found, err = h.readStreamed(key, dest, off, size)
@@ -157,34 +163,44 @@ func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (n i
 		return copy(dest, h.behind[off-h.behindOff:]), -1, nil
 	}
 	if h.stream == nil || off < h.streamOff || off > h.streamOff+maxSkip || end > h.streamEnd {
-		// Sequential: it starts where the last range ended, whether or not
-		// that body was closed at its end since.
-		sequential := h.window > 0 && off == h.streamEnd
+		// Sequential: it starts where the last range ended, or a little
+		// past it (the read of the range's start is still on its way),
+		// whether or not that body was closed at its end since. The next
+		// range starts where the last one ended.
+		sequential := h.window > 0 && off >= h.streamEnd && off <= h.streamEnd+maxSkip
+		start := off
+		if sequential {
+			start = h.streamEnd
+			if h.stream != nil && h.streamEnd-h.streamOff <= maxSkip {
+				// The reads of the rest of the range may be on their
+				// way too. (A failure here is the next GET's to tell.)
+				h.keepBehindLocked(h.streamEnd - h.streamOff)
+			}
+		}
 		h.closeStream()
 		if sequential {
 			h.window = min(h.window*2, maxWindow)
 		} else {
 			h.window = minWindow
 		}
-		length := min(max(h.window, int64(len(dest))), size-off)
-		// The stream outlives this request, so it must not be tied to
-		// the request's context.
-		r, err := h.node.fsys.getResuming(context.Background(), key, off, length, h.pin.etag)
-		if err != nil {
-			return 0, -1, err
+		length := min(max(h.window, end-start), size-start)
+		r, asked, ok := h.takeAheadLocked(key, start, end, size)
+		if ok {
+			length = asked
+		} else {
+			// The stream outlives this request, so it must not be tied
+			// to the request's context.
+			var err error
+			r, err = h.node.fsys.getResuming(context.Background(), key, start, length, h.pin.etag)
+			if err != nil {
+				return 0, -1, err
+			}
 		}
 		found = r.Size
-		h.stream, h.streamETag, h.streamOff, h.streamEnd = r, r.ETag, off, off+length
+		h.stream, h.streamETag, h.streamStart, h.streamOff, h.streamEnd = r, r.ETag, start, start, start+length
 	}
 	if skip := off - h.streamOff; skip > 0 {
-		h.behind = slices.Grow(h.behind[:0], int(skip))[:skip]
-		var skipped int
-		skipped, err = io.ReadFull(h.stream, h.behind)
-		if err == io.ErrUnexpectedEOF {
-			err = io.EOF
-		}
-		h.behind, h.behindOff, h.behindETag = h.behind[:skipped], h.streamOff, h.streamETag
-		h.streamOff += int64(skipped)
+		err = h.keepBehindLocked(skip)
 	}
 	if err == nil {
 		n, err = readStream(h.stream, dest)
@@ -200,7 +216,25 @@ func (h *fileHandle) readStreamed(key string, dest []byte, off, size int64) (n i
 		h.closeStream()
 		return n, found, err
 	}
+	h.askAheadLocked(key, size)
 	return n, found, nil
+}
+
+// keepBehindLocked reads the stream's next n bytes into behind, after what
+// it holds if they follow it. LOCKS_REQUIRED(h.mu)
+func (h *fileHandle) keepBehindLocked(n int64) error {
+	held := int64(len(h.behind))
+	if held == 0 || h.behindETag != h.streamETag || h.behindOff+held != h.streamOff || held+n > 2*maxSkip {
+		h.behind, h.behindOff, h.behindETag, held = h.behind[:0], h.streamOff, h.streamETag, 0
+	}
+	h.behind = slices.Grow(h.behind, int(n))[:held+n]
+	got, err := io.ReadFull(h.stream, h.behind[held:])
+	h.behind = h.behind[:held+int64(got)]
+	h.streamOff += int64(got)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return err
 }
 
 // readStream fills dest from r. Unlike io.ReadFull it keeps io.EOF, a body
@@ -232,6 +266,7 @@ func (h *fileHandle) dropStream() {
 	h.closeStream()
 	h.kept, h.keptChecked, h.pin = nil, false, readPin{}
 	h.behind = nil
+	h.dropAheadLocked()
 	h.mu.Unlock()
 }
 

@@ -608,10 +608,69 @@ func TestReadTakesTheSizeOfAReplacedObject(t *testing.T) {
 	}
 }
 
+// A program reading a file in order finds the next range asked for ahead:
+// its GET reaches the server while the range before it still has most of
+// its body to send (from ranges of 4 MiB on). It waited for each range's
+// first byte, a round trip and the server's lookup.
+func TestSequentialReadAsksAhead(t *testing.T) {
+	type sending struct{ length, written int64 }
+	var mu sync.Mutex
+	byEnd := map[int64]*sending{} // by the offset after the range
+	var mostLeft int64            // of the range before a GET, when it came
+	wrap := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var from, to int64
+			if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/seq.bin") {
+				h.ServeHTTP(w, r)
+				return
+			}
+			if n, _ := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &from, &to); n != 2 {
+				h.ServeHTTP(w, r)
+				return
+			}
+			s := &sending{length: to - from + 1}
+			mu.Lock()
+			if before := byEnd[from]; before != nil {
+				mostLeft = max(mostLeft, before.length-before.written)
+			}
+			byEnd[to+1] = s
+			mu.Unlock()
+			h.ServeHTTP(countingWriter{w, func(n int) { mu.Lock(); s.written += int64(n); mu.Unlock() }}, r)
+		})
+	}
+	srv := startServerWith(t, store.NewMemory(), wrap)
+	m := startMount(t, srv)
+	data := randomBytes(t, 100<<20)
+	srv.putByOther(t, "seq.bin", data)
+	got, err := os.ReadFile(m.path("seq.bin"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes (%v), want the object's %d", len(got), err, len(data))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if mostLeft < 8<<20 {
+		t.Errorf("a range's GET came when the one before had at most %d bytes left to send: not asked ahead", mostLeft)
+	}
+}
+
+// countingWriter tells counted how many body bytes each write sent.
+type countingWriter struct {
+	http.ResponseWriter
+	counted func(int)
+}
+
+func (w countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.counted(n)
+	return n, err
+}
+
 // Reads that arrive slightly out of order, as the kernel's read-ahead
-// sends them, are served from the one ranged GET: what a read skipped over
-// is kept for the read behind it. They started the range over.
-func TestReadsOutOfOrderShareOneGET(t *testing.T) {
+// sends them, are served from the ranged GETs of a reader in order: what a
+// read skipped over is kept for the read behind it, and so is the rest of
+// a range when a read past its end comes first. They started the range
+// over, at its smallest.
+func TestReadsOutOfOrderAskNothingAgain(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv)
 	data := randomBytes(t, 2<<20)
@@ -630,6 +689,17 @@ func TestReadsOutOfOrderShareOneGET(t *testing.T) {
 	}
 	if gets := srv.Count("GetObject") - before; gets != 1 {
 		t.Errorf("%d GETs for reads within the first 1 MiB, want 1", gets)
+	}
+	// Across the range's end: a read past it is served from the next
+	// range (from its start, the first 1 MiB's end), and the reads left
+	// behind on either side of the end from what both ranges sent.
+	for _, off := range []int{1<<20 + 128<<10, 896 << 10, 768 << 10, 1 << 20, 1<<20 + 256<<10} {
+		if _, err := f.ReadAt(buf, int64(off)); err != nil || !bytes.Equal(buf, data[off:off+len(buf)]) {
+			t.Fatalf("read at %d: %v (the right bytes: %v)", off, err, bytes.Equal(buf, data[off:off+len(buf)]))
+		}
+	}
+	if gets := srv.Count("GetObject") - before; gets != 2 {
+		t.Errorf("%d GETs for reads within the first 1 MiB and the next, want 2", gets)
 	}
 }
 
