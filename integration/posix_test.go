@@ -1242,3 +1242,79 @@ func TestSharedMappingWrites(t *testing.T) {
 		}
 	}
 }
+
+// cp inside the mount: copy_file_range of a whole object into the file cp
+// has just created is a copy on the server — no GET, no PUT, the bytes
+// never cross the mount — and the new file reads, appends, renames and
+// takes a chmod like any other. What the server cannot copy (a file
+// being written, a small one, write-back mode) the kernel copies through
+// reads and writes.
+func TestCopyInsideTheMountIsTheServers(t *testing.T) {
+	srv := startServer(t)
+	for _, mode := range randomModes[:2] { // sync, write-back
+		m := startMount(t, srv, mode.opts...)
+		dir := mode.name + "/"
+		if err := os.Mkdir(m.path(mode.name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		data := randomBytes(t, 5<<20)
+		writeFile(t, m.path(dir+"src"), data)
+		before := srv.Counts()
+		run(t, "cp", m.path(dir+"src"), m.path(dir+"dst"))
+		requests := requestsSince(before, srv.Counts())
+		byServer := srv.Counts()["CopyObject"] > before["CopyObject"]
+		if mode.name == "sync" {
+			srv.sameObject(t, dir+"dst", data)
+			if !byServer || srv.Counts()["GetObject"] != before["GetObject"] || srv.Counts()["PutObject"] != before["PutObject"] {
+				t.Errorf("%s: cp made %s, want a copy on the server and no GET or PUT", mode.name, requests)
+			}
+		} else if byServer {
+			t.Errorf("%s: cp made %s, want no copy on the server (a staged start is never queued)", mode.name, requests)
+		}
+		if got, err := os.ReadFile(m.path(dir + "dst")); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: dst read back: %v", mode.name, err)
+		}
+		// cp -p: the copy takes the mode and mtime cp sets after it.
+		run(t, "cp", "-p", m.path(dir+"src"), m.path(dir+"kept"))
+		src, _ := os.Stat(m.path(dir + "src"))
+		if fi, err := os.Stat(m.path(dir + "kept")); err != nil || !fi.ModTime().Equal(src.ModTime()) {
+			t.Errorf("%s: cp -p: %v %v, want the mtime %v", mode.name, fi.ModTime(), err, src.ModTime())
+		}
+		// An append, a chmod and a rename of a copy.
+		f, err := os.OpenFile(m.path(dir+"dst"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("appended")
+		if err := f.Close(); err != nil {
+			t.Fatalf("%s: close after the append: %v", mode.name, err)
+		}
+		run(t, "cp", m.path(dir+"src"), m.path(dir+"moved"))
+		if err := os.Chmod(m.path(dir+"moved"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(m.path(dir+"moved"), m.path(dir+"renamed")); err != nil {
+			t.Fatal(err)
+		}
+		// A file still being written, and a small one: the kernel's copies.
+		w, err := os.Create(m.path(dir + "open"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(data[:2<<20])
+		run(t, "cp", m.path(dir+"open"), m.path(dir+"of-open"))
+		w.Close()
+		writeFile(t, m.path(dir+"small"), data[:1000])
+		run(t, "cp", m.path(dir+"small"), m.path(dir+"of-small"))
+		m.stop(t)
+
+		srv.sameObject(t, dir+"dst", append(slices.Clone(data), "appended"...))
+		srv.sameObject(t, dir+"kept", data)
+		srv.sameObject(t, dir+"renamed", data)
+		srv.sameObject(t, dir+"of-open", data[:2<<20])
+		srv.sameObject(t, dir+"of-small", data[:1000])
+		if srv.exists(dir + "moved") {
+			t.Errorf("%s: the renamed copy's old key is still there", mode.name)
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"math"
+	"syscall"
+
+	"github.com/dustin/go-humanize"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/ossmount/ossmount/bucket"
+)
+
+// Copies inside the mount. cp (coreutils 9) copies a file's bytes with
+// copy_file_range(2) first, and the kernel hands that to the file system.
+// A whole object copied into a file cp has just created (or truncated) is
+// copied by the server, as a rename moves one: a copy request instead of
+// the bytes down from the bucket and up again. The new file is then staged
+// from its end with nothing staged (absent.go): it is in the bucket, and a
+// read or write of it fetches what it needs, as one of an object opened
+// for appending does. Anything else — part of a file, a file being
+// written, a small one, write-back mode (where a file staged from its end
+// is never queued) — is left to the kernel, which copies with reads and
+// writes on EOPNOTSUPP.
+
+var _ = (gofs.NodeCopyFileRanger)((*fileNode)(nil))
+
+// errNotCopied: the copy is the kernel's to make.
+var errNotCopied = errors.New("not copied on the server")
+
+const (
+	// minServerCopy: below it the bytes cost less than the requests (a
+	// copy and a HEAD instead of a GET and a PUT).
+	minServerCopy = 1 << 20
+	// maxServerCopy is the most one reply can say it copied.
+	maxServerCopy = math.MaxUint32 &^ (1<<12 - 1)
+)
+
+func (n *fileNode) CopyFileRange(ctx context.Context, _ gofs.FileHandle, offIn uint64, out *gofs.Inode, _ gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	dst, ok := out.Operations().(*fileNode)
+	if !ok || dst == n || flags != 0 || offIn != 0 || offOut != 0 || n.fsys.queue != nil || n.fsys.cfg.ForbidOverwrite {
+		return 0, syscall.EOPNOTSUPP
+	}
+	ctx = uninterrupted(ctx)
+	defer n.fsys.usingKeys("a copy")()
+	n.mu.Lock()
+	size, inBucket := n.size, n.staging == nil && n.inBucket && !n.unlinked
+	n.mu.Unlock()
+	if !inBucket || size < minServerCopy || size > maxServerCopy || length < uint64(size) {
+		return 0, syscall.EOPNOTSUPP
+	}
+	if err := dst.copyIn(ctx, n.key(), size); err != nil {
+		return 0, syscall.EOPNOTSUPP
+	}
+	return uint32(size), 0
+}
+
+// copyIn has the server copy the object src, of size bytes, to the file's
+// key, if the file was just created or truncated and nothing was written
+// to it; an error leaves the file as it was (an object the copy made is
+// replaced by the file's upload).
+func (n *fileNode) copyIn(ctx context.Context, src string, size int64) error {
+	n.freeze.Lock()
+	defer n.freeze.Unlock()
+	n.mu.Lock()
+	st, md := n.staging, n.meta
+	empty := st != nil && n.dirty && n.emptyPending && n.size == 0 && !n.sealed && !n.unlinked && n.stream == nil
+	n.mu.Unlock()
+	if !empty {
+		return errNotCopied
+	}
+	key := n.key()
+	attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
+	if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: src, Dst: key, Size: size, Attrs: &attrs}); err != nil {
+		n.fsys.log.Warn("a copy on the server failed; the kernel copies the bytes instead", "key", key, "src", src, "request_id", bucket.RequestID(err), "err", err)
+		return err
+	}
+	// The HEAD gives what a staged start needs: the version, and the
+	// CRC-64 that checks the copy of it an upload may make.
+	info, err := n.fsys.bucket.Head(ctx, key)
+	if err != nil || info.Size != size || info.CRC64 == 0 {
+		n.fsys.log.Debug("the object copied on the server is not the one read; the kernel copies the bytes instead", "key", key, "src", src, "size", info.Size, "err", err)
+		return errNotCopied
+	}
+	if err := st.Truncate(size); err != nil {
+		return err
+	}
+	st.SetSource(key, info.ETag)
+	st.SetAbsent(key, info.ETag, size, info.CRC64)
+	n.mu.Lock()
+	n.size = size
+	n.dirty, n.emptyPending, n.streamable = false, false, false
+	n.confirmLocked()
+	n.mu.Unlock()
+	n.fsys.log.Debug("copied on the server", "key", key, "src", src, "size", humanize.IBytes(uint64(size)))
+	return nil
+}
