@@ -20,9 +20,9 @@ import (
 // from its end with nothing staged (absent.go): it is in the bucket, and a
 // read or write of it fetches what it needs, as one of an object opened
 // for appending does. Anything else — part of a file, a file being
-// written, a small one, write-back mode (where a file staged from its end
-// is never queued) — is left to the kernel, which copies with reads and
-// writes on EOPNOTSUPP.
+// written, a small one, a key with an upload queued in write-back mode
+// (which would land over the copy) — is left to the kernel, which copies
+// with reads and writes on EOPNOTSUPP.
 
 var _ = (gofs.NodeCopyFileRanger)((*fileNode)(nil))
 
@@ -39,7 +39,7 @@ const (
 
 func (n *fileNode) CopyFileRange(ctx context.Context, _ gofs.FileHandle, offIn uint64, out *gofs.Inode, _ gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
 	dst, ok := out.Operations().(*fileNode)
-	if !ok || dst == n || flags != 0 || offIn != 0 || offOut != 0 || n.fsys.queue != nil || n.fsys.cfg.ForbidOverwrite {
+	if !ok || dst == n || flags != 0 || offIn != 0 || offOut != 0 || n.fsys.cfg.ForbidOverwrite {
 		return 0, syscall.EOPNOTSUPP
 	}
 	ctx = uninterrupted(ctx)
@@ -57,20 +57,29 @@ func (n *fileNode) CopyFileRange(ctx context.Context, _ gofs.FileHandle, offIn u
 }
 
 // copyIn has the server copy the object src, of size bytes, to the file's
-// key, if the file was just created or truncated and nothing was written
-// to it; an error leaves the file as it was (an object the copy made is
-// replaced by the file's upload).
+// key, if the file is staged and empty; an error leaves the file as it was
+// (an object the copy made is replaced by the file's upload).
 func (n *fileNode) copyIn(ctx context.Context, src string, size int64) error {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()
 	st, md := n.staging, n.meta
-	empty := st != nil && n.dirty && n.emptyPending && n.size == 0 && !n.sealed && !n.unlinked && n.stream == nil
+	// Created, or truncated (O_TRUNC, or a truncate cp's open of an
+	// existing file becomes), and nothing written since.
+	empty := st != nil && n.size == 0 && !n.sealed && !n.unlinked && n.stream == nil
 	n.mu.Unlock()
 	if !empty {
 		return errNotCopied
 	}
 	key := n.key()
+	if n.fsys.queue != nil {
+		// Queued or running, an earlier version's upload would land over
+		// the copy (a rename that could queue one waits for the keys, and
+		// the file's own close for its freeze).
+		if _, queued := n.fsys.queue.Queued(key); queued {
+			return errNotCopied
+		}
+	}
 	attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
 	if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: src, Dst: key, Size: size, Attrs: &attrs}); err != nil {
 		n.fsys.log.Warn("a copy on the server failed; the kernel copies the bytes instead", "key", key, "src", src, "request_id", bucket.RequestID(err), "err", err)
