@@ -1252,12 +1252,13 @@ func TestSharedMappingWrites(t *testing.T) {
 func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 	srv := startServer(t)
 	for _, mode := range randomModes[:2] { // sync, write-back
+		data := randomBytes(t, 5<<20)
+		srv.putByOther(t, mode.name+"-others", data)
 		m := startMount(t, srv, mode.opts...)
 		dir := mode.name + "/"
 		if err := os.Mkdir(m.path(mode.name), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		data := randomBytes(t, 5<<20)
 		writeFile(t, m.path(dir+"src"), data)
 		if mode.name == "writeback" {
 			fsyncPath(t, m.path(dir+"src")) // in the bucket, the queue done with it
@@ -1304,9 +1305,15 @@ func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 		w.Close()
 		writeFile(t, m.path(dir+"small"), data[:1000])
 		run(t, "cp", m.path(dir+"small"), m.path(dir+"of-small"))
+		// Of an object another client put, which the mount only looked up.
+		copies := srv.Counts()["CopyObject"]
+		run(t, "cp", m.path(mode.name+"-others"), m.path(dir+"of-others"))
+		if srv.Counts()["CopyObject"] == copies {
+			t.Errorf("%s: cp of another client's object made no copy on the server", mode.name)
+		}
 		// Over an existing file (cp's open truncates it).
 		fsyncPath(t, m.path(dir+"small"))
-		copies := srv.Counts()["CopyObject"]
+		copies = srv.Counts()["CopyObject"]
 		run(t, "cp", m.path(dir+"src"), m.path(dir+"small"))
 		if srv.Counts()["CopyObject"] == copies {
 			t.Errorf("%s: cp over an existing file made no copy on the server", mode.name)
@@ -1334,6 +1341,7 @@ func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 		srv.sameObject(t, dir+"of-open", data[:2<<20])
 		srv.sameObject(t, dir+"of-small", data[:1000])
 		srv.sameObject(t, dir+"small", data)
+		srv.sameObject(t, dir+"of-others", data)
 		if srv.exists(dir + "moved") {
 			t.Errorf("%s: the renamed copy's old key is still there", mode.name)
 		}
