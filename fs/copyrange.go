@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"sync"
 	"syscall"
 
 	"github.com/dustin/go-humanize"
@@ -43,14 +44,15 @@ func (n *fileNode) CopyFileRange(ctx context.Context, _ gofs.FileHandle, offIn u
 		return 0, syscall.EOPNOTSUPP
 	}
 	ctx = uninterrupted(ctx)
-	defer n.fsys.usingKeys("a copy")()
+	release := sync.OnceFunc(n.fsys.usingKeys("a copy"))
+	defer release()
 	n.mu.Lock()
 	size, inBucket := n.size, n.staging == nil && n.inBucket && !n.unlinked
 	n.mu.Unlock()
 	if !inBucket || size < minServerCopy || size > maxServerCopy || length < uint64(size) {
 		return 0, syscall.EOPNOTSUPP
 	}
-	if err := dst.copyIn(ctx, n.key(), size); err != nil {
+	if err := dst.copyIn(ctx, n.key(), size, release); err != nil {
 		return 0, syscall.EOPNOTSUPP
 	}
 	return uint32(size), 0
@@ -58,8 +60,13 @@ func (n *fileNode) CopyFileRange(ctx context.Context, _ gofs.FileHandle, offIn u
 
 // copyIn has the server copy the object src, of size bytes, to the file's
 // key, if the file is staged and empty; an error leaves the file as it was
-// (an object the copy made is replaced by the file's upload).
-func (n *fileNode) copyIn(ctx context.Context, src string, size int64) error {
+// (an object the copy made is replaced by the file's upload). letKeysGo
+// ends the caller's shared hold of the keys once the file's freeze is
+// taken: what would change its key — its rename, an unlink, a rename of a
+// directory above it — waits for the freeze instead, so that renames
+// elsewhere do not wait for the copy; a rename of the source meanwhile
+// fails the copy (the kernel's then), or lets it copy the same bytes.
+func (n *fileNode) copyIn(ctx context.Context, src string, size int64, letKeysGo func()) error {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()
@@ -74,12 +81,13 @@ func (n *fileNode) copyIn(ctx context.Context, src string, size int64) error {
 	key := n.key()
 	if n.fsys.queue != nil {
 		// Queued or running, an earlier version's upload would land over
-		// the copy (a rename that could queue one waits for the keys, and
-		// the file's own close for its freeze).
+		// the copy (a rename that could queue one under the key waits for
+		// the keys, the file's own close for its freeze).
 		if _, queued := n.fsys.queue.Queued(key); queued {
 			return errNotCopied
 		}
 	}
+	letKeysGo()
 	attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
 	if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: src, Dst: key, Size: size, Attrs: &attrs}); err != nil {
 		n.fsys.log.Warn("a copy on the server failed; the kernel copies the bytes instead", "key", key, "src", src, "request_id", bucket.RequestID(err), "err", err)

@@ -1361,3 +1361,46 @@ func fsyncPath(t *testing.T, path string) {
 		t.Fatalf("fsync %s: %v", path, err)
 	}
 }
+
+// A rename elsewhere does not wait for a copy on the server: the copy lets
+// go of the keys once it holds its file (whose own rename or unlink waits
+// for it). A copy of a few GiB takes seconds on OSS; an editor's save (a
+// rename) meanwhile hung until it was done.
+func TestRenameElsewhereDuringACopyOnTheServer(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	data := randomBytes(t, 2<<20)
+	writeFile(t, m.path("src"), data)
+	writeFile(t, m.path("other"), []byte("other"))
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv.AddFault(osslocal.Fault{Op: "CopyObject", Count: 1, Before: func() {
+		once.Do(func() { close(started) })
+		<-release
+	}})
+	defer srv.ClearFaults()
+	copied := make(chan error, 1)
+	go func() { copied <- exec.Command("cp", m.path("src"), m.path("copy")).Run() }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("cp made no copy on the server")
+	}
+	renamed := make(chan error, 1)
+	go func() { renamed <- os.Rename(m.path("other"), m.path("other-renamed")) }()
+	select {
+	case err := <-renamed:
+		if err != nil {
+			t.Errorf("rename: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a rename elsewhere waited for the copy on the server")
+	}
+	close(release)
+	if err := <-copied; err != nil {
+		t.Fatalf("cp: %v", err)
+	}
+	srv.sameObject(t, "copy", data)
+	srv.sameObject(t, "other-renamed", []byte("other"))
+}
