@@ -88,8 +88,7 @@ func (n *fileNode) copyIn(ctx context.Context, src string, size int64, letKeysGo
 		}
 	}
 	letKeysGo()
-	attrs := n.fsys.cfg.Uploader.Attrs(key, md, "")
-	if err := n.fsys.bucket.Copy(ctx, bucket.CopyRequest{Src: src, Dst: key, Size: size, Attrs: &attrs}); err != nil {
+	if err := n.fsys.bucket.Copy(ctx, n.fsys.copyWithMeta(src, key, size, md)); err != nil {
 		n.fsys.log.Warn("a copy on the server failed; the kernel copies the bytes instead", "key", key, "src", src, "request_id", bucket.RequestID(err), "err", err)
 		return err
 	}

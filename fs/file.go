@@ -924,8 +924,7 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 	}
 	// Replace the metadata in the copy: it carries held changes, and the
 	// Content-Type follows the new name.
-	attrs := n.fsys.cfg.Uploader.Attrs(newKey, md, "")
-	if err := n.fsys.moveObject(ctx, bucket.CopyRequest{Src: oldKey, Dst: newKey, Size: size, Attrs: &attrs}); err != nil {
+	if err := n.fsys.moveObject(ctx, n.fsys.copyWithMeta(oldKey, newKey, size, md)); err != nil {
 		return err
 	}
 	n.fsys.cfg.Cache.RenameKept(oldKey, newKey)

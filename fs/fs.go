@@ -246,8 +246,15 @@ func releaseLost(in *gofs.Inode) {
 // replaceMeta sets md on the object key (of size bytes) with a copy onto
 // itself (x-oss-metadata-directive: REPLACE).
 func (f *FS) replaceMeta(ctx context.Context, key string, size int64, md upload.Metadata) error {
-	attrs := f.cfg.Uploader.Attrs(key, md, "")
-	return f.bucket.Copy(ctx, bucket.CopyRequest{Src: key, Dst: key, Size: size, Attrs: &attrs})
+	return f.bucket.Copy(ctx, f.copyWithMeta(key, key, size, md))
+}
+
+// copyWithMeta is the copy of src (of size bytes) to dst that gives dst a
+// file's metadata md, and the attributes that follow dst's name (its
+// Content-Type), instead of src's.
+func (f *FS) copyWithMeta(src, dst string, size int64, md upload.Metadata) bucket.CopyRequest {
+	attrs := f.cfg.Uploader.Attrs(dst, md, "")
+	return bucket.CopyRequest{Src: src, Dst: dst, Size: size, Attrs: &attrs}
 }
 
 // defaultMeta is the metadata of an object that carries none.

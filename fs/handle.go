@@ -105,9 +105,7 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64, rewrit
 	if h.pin.etag != "" && (h.pin.key != key || h.pin.rewrites != rewrites) {
 		// Renamed or rewritten by this mount since: the same bytes, in
 		// another version, which the next stream reads and pins.
-		h.pin = readPin{}
-		h.closeStream()
-		h.dropAheadLocked()
+		h.unpinLocked()
 	}
 	pinned := h.pin.etag != ""
 	n, found, err = h.readStreamed(key, dest, off, size)
@@ -259,14 +257,21 @@ func (h *fileHandle) closeStream() {
 	}
 }
 
+// unpinLocked forgets the pinned version, and the requests of it: the
+// stream and the GET asked ahead. LOCKS_REQUIRED(h.mu)
+func (h *fileHandle) unpinLocked() {
+	h.pin = readPin{}
+	h.closeStream()
+	h.dropAheadLocked()
+}
+
 // dropStream closes the read-ahead stream, and forgets the kept copy and
 // the pinned version: the next read looks again, under the key it has then.
 func (h *fileHandle) dropStream() {
 	h.mu.Lock()
-	h.closeStream()
-	h.kept, h.keptChecked, h.pin = nil, false, readPin{}
+	h.unpinLocked()
+	h.kept, h.keptChecked = nil, false
 	h.behind = nil
-	h.dropAheadLocked()
 	h.mu.Unlock()
 }
 
