@@ -1251,7 +1251,7 @@ func TestSharedMappingWrites(t *testing.T) {
 // kernel copies through reads and writes.
 func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 	srv := startServer(t)
-	for _, mode := range randomModes[:2] { // sync, write-back
+	for _, mode := range bothModes {
 		data := randomBytes(t, 5<<20)
 		srv.putByOther(t, mode.name+"-others", data)
 		m := startMount(t, srv, mode.opts...)
@@ -1261,7 +1261,7 @@ func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 		}
 		writeFile(t, m.path(dir+"src"), data)
 		if mode.name == "writeback" {
-			fsyncPath(t, m.path(dir+"src")) // in the bucket, the queue done with it
+			run(t, "sync", m.path(dir+"src")) // in the bucket, the queue done with it
 		}
 		before := srv.Counts()
 		run(t, "cp", m.path(dir+"src"), m.path(dir+"dst"))
@@ -1312,7 +1312,7 @@ func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 			t.Errorf("%s: cp of another client's object made no copy on the server", mode.name)
 		}
 		// Over an existing file (cp's open truncates it).
-		fsyncPath(t, m.path(dir+"small"))
+		run(t, "sync", m.path(dir+"small"))
 		copies = srv.Counts()["CopyObject"]
 		run(t, "cp", m.path(dir+"src"), m.path(dir+"small"))
 		if srv.Counts()["CopyObject"] == copies {
@@ -1322,7 +1322,7 @@ func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 			// Onto a key whose earlier version's upload is under way: a
 			// copy on the server would be overwritten by it. (The uploads
 			// before are done, so that the one held is that version's.)
-			fsyncPath(t, m.path(mode.name))
+			run(t, "sync", m.path(mode.name))
 			release := make(chan struct{})
 			srv.AddFault(osslocal.Fault{Op: "PutObject", Before: func() { <-release }, Count: 1})
 			writeFile(t, m.path(dir+"busy"), []byte("the version before"))
@@ -1348,57 +1348,20 @@ func TestCopyInsideTheMountIsTheServers(t *testing.T) {
 	}
 }
 
-// fsyncPath opens path and fsyncs it: in write-back mode, it returns once
-// the file's upload is done.
-func fsyncPath(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		t.Fatalf("fsync %s: %v", path, err)
-	}
-}
-
 // A rename elsewhere does not wait for a copy on the server: the copy lets
 // go of the keys once it holds its file (whose own rename or unlink waits
 // for it). A copy of a few GiB takes seconds on OSS; an editor's save (a
 // rename) meanwhile hung until it was done.
 func TestRenameElsewhereDuringACopyOnTheServer(t *testing.T) {
-	srv := startServer(t)
-	m := startMount(t, srv)
+	// The copy is a PUT of its destination key.
+	srv, m, started, release := mountHolding(t, http.MethodPut, "copy")
 	data := randomBytes(t, 2<<20)
 	writeFile(t, m.path("src"), data)
 	writeFile(t, m.path("other"), []byte("other"))
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	srv.AddFault(osslocal.Fault{Op: "CopyObject", Count: 1, Before: func() {
-		once.Do(func() { close(started) })
-		<-release
-	}})
-	defer srv.ClearFaults()
-	copied := make(chan error, 1)
-	go func() { copied <- exec.Command("cp", m.path("src"), m.path("copy")).Run() }()
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		close(release)
-		t.Fatal("cp made no copy on the server")
-	}
-	renamed := make(chan error, 1)
-	go func() { renamed <- os.Rename(m.path("other"), m.path("other-renamed")) }()
-	select {
-	case err := <-renamed:
-		if err != nil {
-			t.Errorf("rename: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("a rename elsewhere waited for the copy on the server")
-	}
-	close(release)
-	if err := <-copied; err != nil {
+	copied := renameWhileHeld(t, started, release, m.path("other"), m.path("other-renamed"), func() error {
+		return exec.Command("cp", m.path("src"), m.path("copy")).Run()
+	})
+	if err := copied(); err != nil {
 		t.Fatalf("cp: %v", err)
 	}
 	srv.sameObject(t, "copy", data)
