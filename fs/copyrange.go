@@ -24,6 +24,10 @@ import (
 // written, a small one, a key with an upload queued in write-back mode
 // (which would land over the copy) — is left to the kernel, which copies
 // with reads and writes on EOPNOTSUPP.
+//
+// One reply says at most 4 GiB were copied, and cp asks again from there
+// for the rest: a larger object is copied whole by the first call, and the
+// calls after it, while the new file is still that copy, only say so.
 
 var _ = (gofs.NodeCopyFileRanger)((*fileNode)(nil))
 
@@ -34,28 +38,81 @@ const (
 	// minServerCopy: below it the bytes cost less than the requests (a
 	// copy and a HEAD instead of a GET and a PUT).
 	minServerCopy = 1 << 20
-	// maxServerCopy is the most one reply can say it copied.
-	maxServerCopy = math.MaxUint32 &^ (1<<12 - 1)
 )
+
+// maxCopyReply is the most one reply can say it copied (a variable: tests
+// make a copy take several replies with small files).
+var maxCopyReply int64 = math.MaxUint32 &^ (1<<12 - 1)
+
+// serverCopy is what a file was made by: a copy on the server of the
+// object src, which gave the file's key the version etag of size bytes.
+type serverCopy struct {
+	src, etag string
+	size      int64
+}
 
 func (n *fileNode) CopyFileRange(ctx context.Context, _ gofs.FileHandle, offIn uint64, out *gofs.Inode, _ gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
 	dst, ok := out.Operations().(*fileNode)
-	if !ok || dst == n || flags != 0 || offIn != 0 || offOut != 0 || n.fsys.cfg.ForbidOverwrite {
+	if !ok || dst == n || flags != 0 || offIn != offOut || n.fsys.cfg.ForbidOverwrite {
 		return 0, syscall.EOPNOTSUPP
 	}
-	ctx = uninterrupted(ctx)
 	release := sync.OnceFunc(n.fsys.usingKeys("a copy"))
 	defer release()
+	src := n.key()
+	size, inBucket := n.inBucketAsIs(src)
+	if !inBucket || size < minServerCopy || length > uint64(size) || offIn > uint64(size)-length {
+		return 0, syscall.EOPNOTSUPP
+	}
+	if offIn > 0 {
+		// The rest of a copy an earlier call made whole.
+		if !dst.isCopyOf(src, size) {
+			return 0, syscall.EOPNOTSUPP
+		}
+		return uint32(min(int64(length), maxCopyReply)), 0
+	}
+	// The kernel asks for at most what one reply can say.
+	if length < uint64(min(size, maxCopyReply)) {
+		return 0, syscall.EOPNOTSUPP
+	}
+	if err := dst.copyIn(uninterrupted(ctx), src, size, release); err != nil {
+		return 0, syscall.EOPNOTSUPP
+	}
+	return uint32(min(size, maxCopyReply)), 0
+}
+
+// inBucketAsIs returns the file's size and whether the object key holds
+// its content as the mount knows it: nothing staged, or what is staged
+// uploaded and unchanged since (a file just written, whose staging file
+// its last release has not dropped yet).
+func (n *fileNode) inBucketAsIs(key string) (int64, bool) {
 	n.mu.Lock()
-	size, inBucket := n.size, n.staging == nil && n.inBucket && !n.unlinked
-	n.mu.Unlock()
-	if !inBucket || size < minServerCopy || size > maxServerCopy || length < uint64(size) {
-		return 0, syscall.EOPNOTSUPP
+	defer n.mu.Unlock()
+	if !n.inBucket || n.unlinked {
+		return 0, false
 	}
-	if err := dst.copyIn(ctx, n.key(), size, release); err != nil {
-		return 0, syscall.EOPNOTSUPP
+	if st := n.staging; st != nil {
+		if n.dirty || n.sealed || n.size == 0 {
+			return 0, false
+		}
+		if skey, _, ok := st.Unchanged(0, n.size); !ok || skey != key {
+			return 0, false
+		}
 	}
-	return uint32(size), 0
+	return n.size, true
+}
+
+// isCopyOf reports whether the file is still what a copy on the server of
+// the object src, of size bytes, made: nothing written, truncated or
+// uploaded since.
+func (n *fileNode) isCopyOf(src string, size int64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c, st := n.copied, n.staging
+	if c == nil || c.src != src || c.size != size || n.size != size || n.dirty || st == nil {
+		return false
+	}
+	key, etag, ok := st.Unchanged(0, size)
+	return ok && key == n.key() && etag == c.etag
 }
 
 // copyIn has the server copy the object src, of size bytes, to the file's
@@ -106,6 +163,7 @@ func (n *fileNode) copyIn(ctx context.Context, src string, size int64, letKeysGo
 	st.SetAbsent(key, info.ETag, size, info.CRC64)
 	n.mu.Lock()
 	n.size = size
+	n.copied = &serverCopy{src: src, etag: info.ETag, size: size}
 	n.dirty, n.emptyPending, n.streamable = false, false, false
 	n.confirmLocked()
 	n.mu.Unlock()

@@ -79,6 +79,8 @@ type fileNode struct {
 	// object onto itself (a metadata change): each is a new version of the
 	// same bytes, which handles pinned to the one before take (readPin).
 	rewrites uint64 // GUARDED_BY(mu)
+	// copied: the last copy on the server that made the file (copyrange.go).
+	copied *serverCopy // GUARDED_BY(mu)
 }
 
 var (
