@@ -141,6 +141,9 @@ type Bucket interface {
 	List(ctx context.Context, req ListRequest) (ListPage, error)
 	// Delete removes an object; a missing object is not an error.
 	Delete(ctx context.Context, key string) error
+	// DeleteMany removes objects, up to a thousand a request
+	// (DeleteMultipleObjects); missing objects are not an error.
+	DeleteMany(ctx context.Context, keys []string) error
 	// Copy copies an object within the bucket (CopyObject, or a multipart
 	// copy through the SDK's Copier for large objects).
 	Copy(ctx context.Context, req CopyRequest) error

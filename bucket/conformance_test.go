@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -379,4 +380,33 @@ func etagOf(t *testing.T, b bucket.Bucket, key string) string {
 	}
 	body.Close()
 	return body.ETag
+}
+
+// DeleteMany deletes every key it is given, a missing one too, and a key
+// XML cannot carry (sent alone) as well as the others; it leaves the rest.
+func TestDeleteMany(t *testing.T) {
+	ctx := context.Background()
+	for name, newBucket := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			b := newBucket(t)
+			keys := []string{"d/a", "d/b&<c>'\"", "d/ctl\x01key", "d/tab\tkey", "d/ü"}
+			for _, k := range append(slices.Clone(keys), "d/kept") {
+				put(t, b, k, []byte(k), bucket.Attrs{})
+			}
+			if err := b.DeleteMany(ctx, append(keys, "d/missing")); err != nil {
+				t.Fatal(err)
+			}
+			page, err := b.List(ctx, bucket.ListRequest{Prefix: "d/", MaxKeys: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, o := range page.Objects {
+				left = append(left, o.Key)
+			}
+			if !slices.Equal(left, []string{"d/kept"}) {
+				t.Errorf("left after DeleteMany: %q, want only d/kept", left)
+			}
+		})
+	}
 }

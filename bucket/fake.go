@@ -164,6 +164,21 @@ func (f *Fake) Delete(_ context.Context, key string) error {
 	return storeErr("DeleteObject", key, f.store.Delete(f.name, key))
 }
 
+func (f *Fake) DeleteMany(_ context.Context, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := f.begin("DeleteMultipleObjects", keys[0]); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := f.store.Delete(f.name, k); err != nil {
+			return storeErr("DeleteMultipleObjects", k, err)
+		}
+	}
+	return nil
+}
+
 func (f *Fake) Copy(_ context.Context, c CopyRequest) error {
 	if err := f.begin("CopyObject", c.Dst); err != nil {
 		return err

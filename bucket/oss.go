@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/credentials"
@@ -305,6 +306,73 @@ func (b *OSS) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	return nil
+}
+
+// maxDeleteBatch is the most keys one DeleteMultipleObjects names.
+const maxDeleteBatch = 1000
+
+func (b *OSS) DeleteMany(ctx context.Context, keys []string) error {
+	// A key with a character XML cannot carry goes alone: escaped, it
+	// would name another object.
+	var batch, alone []string
+	for _, k := range keys {
+		if xmlSafe(k) {
+			batch = append(batch, k)
+		} else {
+			alone = append(alone, k)
+		}
+	}
+	for len(batch) > 0 {
+		n := min(len(batch), maxDeleteBatch)
+		left, err := b.deleteBatch(ctx, batch[:n])
+		if err != nil {
+			return err
+		}
+		alone, batch = append(alone, left...), batch[n:]
+	}
+	for _, k := range alone {
+		if err := b.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteBatch deletes keys with one request and returns those the reply
+// does not list as deleted (the caller deletes them one by one, which
+// says what is wrong, if anything).
+func (b *OSS) deleteBatch(ctx context.Context, keys []string) (left []string, err error) {
+	objs := make([]oss.ObjectIdentifier, len(keys))
+	for i := range keys {
+		objs[i].Key = &keys[i]
+	}
+	res, err := b.client.DeleteMultipleObjects(ctx, &oss.DeleteMultipleObjectsRequest{Bucket: &b.name, Delete: &oss.Delete{Objects: objs}})
+	if err != nil {
+		return nil, convert("DeleteMultipleObjects", keys[0], err)
+	}
+	deleted := make(map[string]bool, len(res.DeletedObjects))
+	for _, d := range res.DeletedObjects {
+		deleted[oss.ToString(d.Key)] = true
+	}
+	for _, k := range keys {
+		if !deleted[k] {
+			left = append(left, k)
+		}
+	}
+	return left, nil
+}
+
+// xmlSafe reports whether every character of s is one XML 1.0 can carry
+// (the SDK replaces the others).
+func xmlSafe(s string) bool {
+	for _, r := range s {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+		case r < 0x20, r >= 0xD800 && r <= 0xDFFF, r == 0xFFFE, r == 0xFFFF, r == utf8.RuneError:
+			return false
+		}
+	}
+	return true
 }
 
 func (b *OSS) Copy(ctx context.Context, c CopyRequest) error {

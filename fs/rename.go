@@ -310,7 +310,11 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 	}); err != nil {
 		return f.fail("rename", oldPrefix, err)
 	}
-	if err := parallel(ctx, objs, func(o bucket.ObjectInfo) error { return f.bucket.Delete(ctx, o.Key) }); err != nil {
+	keys := make([]string, len(objs))
+	for i, o := range objs {
+		keys[i] = o.Key
+	}
+	if err := f.bucket.DeleteMany(ctx, keys); err != nil {
 		return f.fail("rename", oldPrefix, err)
 	}
 	f.movedHeld(oldPrefix, newPrefix)
@@ -333,9 +337,11 @@ func filesBelow(dir *dirNode) []*fileNode {
 }
 
 // parallel runs fn for every object with a few requests in flight and
-// returns the first error.
+// returns the first error. Copies on the server move no byte through the
+// mount: 16 at a time cost OSS little and a directory rename much less
+// time than a round trip each.
 func parallel(ctx context.Context, objs []bucket.ObjectInfo, fn func(bucket.ObjectInfo) error) error {
-	const inFlight = 8
+	const inFlight = 16
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex

@@ -237,10 +237,15 @@ func TestMoveCopyChmodTouch(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		writeFile(t, m.path(fmt.Sprintf("dir/sub/f%d", i)), []byte{byte(i)})
 	}
+	before := srv.Counts()
 	run(t, "mv", m.path("dir"), m.path("renamed"))
 	keys := strings.Join(srv.keys(t), ",")
 	if strings.Contains(keys, "dir/") || !strings.Contains(keys, "renamed/sub/f4") || !srv.exists("renamed/sub/") {
 		t.Fatalf("mv of a directory: keys %v", keys)
+	}
+	// Its old objects go in one request.
+	if after := srv.Counts(); after["DeleteMultipleObjects"] != before["DeleteMultipleObjects"]+1 || after["DeleteObject"] != before["DeleteObject"] {
+		t.Errorf("mv of a directory made %s, want one DeleteMultipleObjects and no DeleteObject", requestsSince(before, after))
 	}
 	if data, err := os.ReadFile(m.path("renamed/sub/f3")); err != nil || !bytes.Equal(data, []byte{3}) {
 		t.Fatalf("read after directory rename: %v %v", data, err)

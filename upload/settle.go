@@ -41,6 +41,15 @@ func (s settling) Delete(ctx context.Context, key string) error {
 	return s.Bucket.Delete(ctx, key)
 }
 
+func (s settling) DeleteMany(ctx context.Context, keys []string) error {
+	for _, k := range keys {
+		if err := s.journal.Settle(k); err != nil {
+			return err
+		}
+	}
+	return s.Bucket.DeleteMany(ctx, keys)
+}
+
 func (s settling) Copy(ctx context.Context, req bucket.CopyRequest) error {
 	if err := s.journal.Settle(req.Dst); err != nil {
 		return err
