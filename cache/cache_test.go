@@ -33,18 +33,31 @@ func TestListings(t *testing.T) {
 	if known, exists, _, _ := l.Lookup("d/", "nope"); !known || exists {
 		t.Fatal("absent name")
 	}
-	v1, ok := l.Version("d/")
+	made, file1, ok := l.Stamps("d/", "file")
 	if !ok {
-		t.Fatal("no version of a fresh list")
+		t.Fatal("no stamps of a fresh list")
+	}
+	_, new1, _ := l.Stamps("d/", "new")
+	l.Add("d/", "new", false)
+	_, new2, _ := l.Stamps("d/", "new")
+	_, file2, _ := l.Stamps("d/", "file")
+	l.Remove("d/", "file", false)
+	made2, file3, _ := l.Stamps("d/", "file")
+	_, new3, _ := l.Stamps("d/", "new")
+	l.Remove("d/", "sub", false) // kind differs: kept
+	if new1 == new2 || file2 == file3 {
+		t.Fatalf("stamps of new %d, %d and of file %d, %d: a change keeps the name's stamp", new1, new2, file2, file3)
+	}
+	if file1 != file2 || new2 != new3 || made != made2 {
+		t.Fatalf("stamps of file %d, %d, of new %d, %d, of the list %d, %d: a change to one name changed another's, or the list's",
+			file1, file2, new2, new3, made, made2)
+	}
+	l.Put("d/", map[string]bool{"file": false, "sub": true})
+	if made3, file4, _ := l.Stamps("d/", "file"); made3 == made || file4 == file3 {
+		t.Fatal("a new list keeps the stamps of the one before")
 	}
 	l.Add("d/", "new", false)
-	v2, _ := l.Version("d/")
 	l.Remove("d/", "file", false)
-	v3, _ := l.Version("d/")
-	l.Remove("d/", "sub", false) // kind differs: kept
-	if v1 == v2 || v2 == v3 {
-		t.Fatalf("versions %d, %d, %d: a change keeps the list's version", v1, v2, v3)
-	}
 	if _, exists, _, _ := l.Lookup("d/", "new"); !exists {
 		t.Fatal("added name")
 	}
@@ -55,8 +68,8 @@ func TestListings(t *testing.T) {
 		t.Fatal("directory removed as a file")
 	}
 	now = now.Add(time.Second)
-	if _, ok := l.Version("d/"); ok {
-		t.Fatal("an expired list has a version")
+	if _, _, ok := l.Stamps("d/", "new"); ok {
+		t.Fatal("an expired list has stamps")
 	}
 	if known, _, _, expired := l.Lookup("d/", "new"); known || !expired {
 		t.Fatal("expired list used")

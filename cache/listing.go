@@ -19,14 +19,17 @@ type Listings struct {
 
 	mu   sync.Mutex
 	dirs map[string]*listing // GUARDED_BY(mu)
-	// stamps numbers the lists and the changes made to them (Version).
+	// stamps numbers the lists and the changes made to them (Stamps).
 	stamps uint64 // GUARDED_BY(mu)
 }
 
 type listing struct {
 	at      time.Time
 	entries map[string]bool // name -> is a directory
-	version uint64          // the stamp of its making or of its last change
+	made    uint64          // the stamp of its making
+	// changed holds the stamp of the last change this mount made to a
+	// name since (Add, Remove).
+	changed map[string]uint64
 }
 
 // NewListings returns an empty cache; ttl 0 disables it.
@@ -49,7 +52,7 @@ func (l *Listings) Put(dir string, entries map[string]bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.stamps++
-	l.dirs[dir] = &listing{at: l.now(), entries: copied, version: l.stamps}
+	l.dirs[dir] = &listing{at: l.now(), entries: copied, made: l.stamps, changed: map[string]uint64{}}
 	if len(l.dirs) > 10000 {
 		l.expireLocked()
 	}
@@ -83,18 +86,24 @@ func (l *Listings) Lookup(dir, name string) (known, exists, isDir, expired bool)
 	return true, exists, isDir, false
 }
 
-// Version identifies dir's fresh list as it is now: a new list, and every
-// change this mount makes to it, gives it a new version. ok is false when
-// no fresh list is kept. What was learned about dir's entries while its
-// list had one version holds as long as it has.
-func (l *Listings) Version(dir string) (version uint64, ok bool) {
+// Stamps identifies dir's fresh list (made: a new list has a new one) and
+// name in it as it is now (changed: every change this mount makes to name
+// gives it a new one; the list's own stamp until then). ok is false when
+// no fresh list is kept. What was learned about name while both were the
+// same holds as long as they are: a change to another name (rm -r
+// unlinking the entries one by one) leaves it standing.
+func (l *Listings) Stamps(dir, name string) (made, changed uint64, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	d, ok := l.dirs[dir]
 	if !ok || l.now().Sub(d.at) >= l.ttl {
-		return 0, false
+		return 0, 0, false
 	}
-	return d.version, true
+	changed, ok = d.changed[name]
+	if !ok {
+		changed = d.made
+	}
+	return d.made, changed, true
 }
 
 // Add records that dir now holds name.
@@ -104,7 +113,7 @@ func (l *Listings) Add(dir, name string, isDir bool) {
 	if d, ok := l.dirs[dir]; ok {
 		d.entries[name] = isDir || d.entries[name]
 		l.stamps++
-		d.version = l.stamps
+		d.changed[name] = l.stamps
 	}
 }
 
@@ -118,7 +127,7 @@ func (l *Listings) Remove(dir, name string, isDir bool) {
 			delete(d.entries, name)
 		}
 		l.stamps++
-		d.version = l.stamps
+		d.changed[name] = l.stamps
 	}
 }
 

@@ -72,12 +72,13 @@ func (d *dirNode) setTooBig(tooBig bool) {
 // scan follows the kernel's lookups through a directory's last listing.
 type scan struct {
 	mu sync.Mutex
-	// entries are the listing's, in its order (nil: none); version is the
-	// listing's (cache.Listings.Version) — answers hold only as long as the
-	// directory is as this mount listed it.
+	// entries are the listing's, in its order (nil: none); made is the
+	// listing's stamp (cache.Listings.Stamps) — the scan holds as long as
+	// the listing does, an answer as long as this mount changed nothing
+	// under its name.
 	entries []fuse.DirEntry   // GUARDED_BY(mu)
 	index   map[string]int    // GUARDED_BY(mu)
-	version uint64            // GUARDED_BY(mu)
+	made    uint64            // GUARDED_BY(mu)
 	last    int               // GUARDED_BY(mu); index of the last lookup; -1: none
 	next    int               // GUARDED_BY(mu); first index not yet considered ahead
 	ahead   map[string]*asked // GUARDED_BY(mu)
@@ -91,9 +92,10 @@ type scan struct {
 
 // asked is a lookup's question to the bucket, put before the lookup.
 type asked struct {
+	name    string
 	index   int
 	isDir   bool
-	version uint64 // of the directory's listing when asked
+	stamp   uint64 // of the name in the directory's listing when asked
 	started time.Time
 	done    chan struct{}
 	// Set once done is closed: a file's HEAD, or a directory's answer.
@@ -132,7 +134,7 @@ func (a *asked) usable() bool {
 
 // listed starts following the lookups of a new listing of d.
 func (d *dirNode) listed(entries []fuse.DirEntry) {
-	version, fresh := d.fsys.listings.Version(d.dirKey())
+	made, _, fresh := d.fsys.listings.Stamps(d.dirKey(), "")
 	s := &d.scan
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -145,7 +147,7 @@ func (d *dirNode) listed(entries []fuse.DirEntry) {
 	for i, e := range entries {
 		s.index[e.Name] = i
 	}
-	s.version, s.last, s.next, s.filesLooked = version, -1, 0, false
+	s.made, s.last, s.next, s.filesLooked = made, -1, 0, false
 }
 
 // lookingUp notes a lookup of name through the last listing, and returns
@@ -159,8 +161,8 @@ func (d *dirNode) lookingUp(name string) *asked {
 	if s.index == nil {
 		return nil // no scan: most lookups, and no key to work out
 	}
-	if version, fresh := d.fsys.listings.Version(d.dirKey()); !fresh || version != s.version {
-		// Listed anew, changed, or expired: what was asked is void.
+	if made, _, fresh := d.fsys.listings.Stamps(d.dirKey(), ""); !fresh || made != s.made {
+		// Listed anew, or expired: what was asked is void.
 		s.entries, s.index, s.ahead = nil, nil, nil
 	}
 	i, listed := s.index[name]
@@ -185,9 +187,10 @@ func (d *dirNode) lookingUp(name string) *asked {
 // answer waits for the answer about a directory (isDir) or file asked
 // ahead, and returns it if it may stand for the lookup's own request:
 // nil when none was asked, it is about the other kind, it is older than
-// stat_ttl or the directory changed since (this mount's changes give its
-// listing a new version), or it failed otherwise than "not found" — the
-// lookup then asks (and logs a failure) itself.
+// stat_ttl, the directory was listed anew or this mount changed the name
+// since (an unlink of another name leaves it standing), or it failed
+// otherwise than "not found" — the lookup then asks (and logs a failure)
+// itself.
 func (a *asked) answer(ctx context.Context, d *dirNode, isDir bool) *asked {
 	if a == nil || a.isDir != isDir {
 		return nil
@@ -197,8 +200,8 @@ func (a *asked) answer(ctx context.Context, d *dirNode, isDir bool) *asked {
 	case <-ctx.Done():
 		return nil
 	}
-	v, fresh := d.fsys.listings.Version(d.dirKey())
-	if !fresh || v != a.version || !d.fsys.withinTTL(a.started) || !a.usable() {
+	_, stamp, fresh := d.fsys.listings.Stamps(d.dirKey(), a.name)
+	if !fresh || stamp != a.stamp || !d.fsys.withinTTL(a.started) || !a.usable() {
 		return nil
 	}
 	return a
@@ -224,7 +227,11 @@ func (d *dirNode) askAheadLocked(i int) {
 		if d.knowsFresh(e.Name) || e.Mode == syscall.S_IFREG && !s.filesLooked {
 			continue // its lookup asks nothing, or may never come
 		}
-		a := &asked{index: j, isDir: e.Mode == syscall.S_IFDIR, version: s.version, started: d.fsys.now(), done: make(chan struct{})}
+		made, stamp, fresh := d.fsys.listings.Stamps(d.dirKey(), e.Name)
+		if !fresh || made != s.made {
+			return // listed anew or expired: the next lookup drops the scan
+		}
+		a := &asked{name: e.Name, index: j, isDir: e.Mode == syscall.S_IFDIR, stamp: stamp, started: d.fsys.now(), done: make(chan struct{})}
 		s.ahead[e.Name] = a
 		path := upload.Child(dir, e.Name)
 		go func() {

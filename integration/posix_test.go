@@ -991,6 +991,51 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	}
 }
 
+// rm -r of objects the mount knows nothing about looks each up before it
+// unlinks it, and the lookups are asked ahead as ls -l's are. An unlink
+// changes the directory, but not the names asked about: their answers
+// stand, and no object is asked about twice (each unlink voided every
+// answer asked ahead: the lookups after it asked again, one at a time).
+func TestRemovingOthersObjectsAsksEachOnce(t *testing.T) {
+	const files = 100
+	var mu sync.Mutex
+	heads := map[string]int{}
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead {
+				mu.Lock()
+				heads[r.URL.Path]++
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	for i := range files {
+		srv.putByOther(t, fmt.Sprintf("others/f%03d", i), []byte("x"))
+	}
+	m := startMount(t, srv, "stat_ttl=1m")
+	before := srv.Counts()
+	run(t, "rm", "-r", m.path("others"))
+	if keys := srv.keys(t); len(keys) != 0 {
+		t.Fatalf("after rm -r: %v", keys)
+	}
+	if got := srv.Counts()["DeleteObject"] - before["DeleteObject"]; got != files+1 {
+		t.Errorf("%d DELETEs for %d files and rmdir's of the marker", got, files)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var twice []string
+	for path, n := range heads {
+		if strings.Contains(path, "/others/f") && n > 1 {
+			twice = append(twice, fmt.Sprintf("%s (%d)", path, n))
+		}
+	}
+	if len(twice) > 0 {
+		sort.Strings(twice)
+		t.Errorf("objects asked about more than once: %v", twice)
+	}
+}
+
 // A plain ls (and a shell glob, tab completion) of objects the mount
 // knows nothing about costs one listing: the kernel's READDIRPLUS gets
 // names and types, no attributes it would have to HEAD every object for.
