@@ -90,11 +90,8 @@ func (n *fileNode) inBucketAsIs(key string) (int64, bool) {
 	if !n.inBucket || n.unlinked {
 		return 0, false
 	}
-	if st := n.staging; st != nil {
-		if n.dirty || n.sealed || n.size == 0 {
-			return 0, false
-		}
-		if skey, _, ok := st.Unchanged(0, n.size); !ok || skey != key {
+	if n.staging != nil {
+		if _, ok := n.stagedVersionLocked(key); !ok || n.sealed {
 			return 0, false
 		}
 	}
@@ -107,12 +104,25 @@ func (n *fileNode) inBucketAsIs(key string) (int64, bool) {
 func (n *fileNode) isCopyOf(src string, size int64) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	c, st := n.copied, n.staging
-	if c == nil || c.src != src || c.size != size || n.size != size || n.dirty || st == nil {
+	c := n.copied
+	if c == nil || c.src != src || c.size != size || n.size != size {
 		return false
 	}
-	key, etag, ok := st.Unchanged(0, size)
-	return ok && key == n.key() && etag == c.etag
+	etag, ok := n.stagedVersionLocked(n.key())
+	return ok && etag == c.etag
+}
+
+// stagedVersionLocked returns the version of the object key that the
+// staged content is byte for byte, if it is one: staged, not empty, and
+// nothing changed since an upload or a copy made that version.
+// LOCKS_REQUIRED(n.mu)
+func (n *fileNode) stagedVersionLocked(key string) (etag string, ok bool) {
+	st := n.staging
+	if st == nil || n.dirty || n.size == 0 {
+		return "", false
+	}
+	skey, etag, ok := st.Unchanged(0, n.size)
+	return etag, ok && skey == key
 }
 
 // copyIn has the server copy the object src, of size bytes, to the file's
