@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -104,6 +105,28 @@ func startServerWith(t *testing.T, st *store.Store, wrap func(http.Handler) http
 		}
 	})
 	return srv
+}
+
+// startServerCountingHeads starts osslocal in memory, and returns with it
+// how many HEADs of each key it has answered so far.
+func startServerCountingHeads(t *testing.T) (srv *server, heads func() map[string]int) {
+	var mu sync.Mutex
+	counted := map[string]int{}
+	srv = startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead {
+				mu.Lock()
+				counted[strings.TrimPrefix(r.URL.Path, "/"+testBucket+"/")]++
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	return srv, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(counted)
+	}
 }
 
 // mountHoldingPut starts osslocal in memory and mounts it with opts; the

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -780,18 +779,7 @@ func TestListingAfterCopyAsksNoHead(t *testing.T) {
 // smaller one may be a link or a FIFO (their objects look like files in a
 // listing), and is looked up.
 func TestFindStatsOnlySmallObjects(t *testing.T) {
-	var mu sync.Mutex
-	headed := map[string]bool{}
-	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodHead {
-				mu.Lock()
-				headed[strings.TrimPrefix(r.URL.Path, "/"+testBucket+"/")] = true
-				mu.Unlock()
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	srv, heads := startServerCountingHeads(t)
 	put := func(key string, size int, mode uint32) {
 		t.Helper()
 		data := bytes.Repeat([]byte("x"), size)
@@ -819,18 +807,17 @@ func TestFindStatsOnlySmallObjects(t *testing.T) {
 	if got, want := find("f"), "big edge page small sub/deep"; got != want {
 		t.Errorf("find -type f: %s, want %s", got, want)
 	}
-	mu.Lock()
+	headed := heads()
 	for _, key := range []string{"tree/big", "tree/page", "tree/sub/deep"} {
-		if headed[key] {
+		if headed[key] > 0 {
 			t.Errorf("find sent a HEAD of %s", key)
 		}
 	}
 	for _, key := range []string{"tree/edge", "tree/small", "tree/link", "tree/fifo"} {
-		if !headed[key] {
+		if headed[key] == 0 {
 			t.Errorf("find took %s for what readdir said without a HEAD", key)
 		}
 	}
-	mu.Unlock()
 	if got := find("l"); got != "link" {
 		t.Errorf("find -type l: %s", got)
 	}
@@ -998,18 +985,7 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 // answer asked ahead: the lookups after it asked again, one at a time).
 func TestRemovingOthersObjectsAsksEachOnce(t *testing.T) {
 	const files = 100
-	var mu sync.Mutex
-	heads := map[string]int{}
-	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodHead {
-				mu.Lock()
-				heads[r.URL.Path]++
-				mu.Unlock()
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	srv, heads := startServerCountingHeads(t)
 	for i := range files {
 		srv.putByOther(t, fmt.Sprintf("others/f%03d", i), []byte("x"))
 	}
@@ -1022,12 +998,10 @@ func TestRemovingOthersObjectsAsksEachOnce(t *testing.T) {
 	if got := srv.Counts()["DeleteObject"] - before["DeleteObject"]; got != files+1 {
 		t.Errorf("%d DELETEs for %d files and rmdir's of the marker", got, files)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	var twice []string
-	for path, n := range heads {
-		if strings.Contains(path, "/others/f") && n > 1 {
-			twice = append(twice, fmt.Sprintf("%s (%d)", path, n))
+	for key, n := range heads() {
+		if strings.HasPrefix(key, "others/f") && n > 1 {
+			twice = append(twice, fmt.Sprintf("%s (%d)", key, n))
 		}
 	}
 	if len(twice) > 0 {
