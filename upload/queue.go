@@ -522,6 +522,17 @@ func (q *Queue) Resume(ids []string) {
 // there). An item given up is its error at once: its file is not in the
 // bucket, and a rename would leave it queued under the old name.
 func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
+	// All due at once, so that the workers upload them side by side
+	// while this waits for each in turn.
+	q.mu.Lock()
+	now := q.u.now()
+	q.eachLocked(prefix, false, func(_ string, it *item) {
+		if !it.running && it.index >= 0 {
+			it.due = now
+			q.schedule(it)
+		}
+	})
+	q.mu.Unlock()
 	for _, id := range q.idsWithPrefix(prefix) {
 		if err := q.Wait(ctx, id); err != nil {
 			return err

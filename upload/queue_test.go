@@ -373,3 +373,33 @@ func TestQueueHurryStartsHeldUploads(t *testing.T) {
 		t.Fatal("wrong content")
 	}
 }
+
+// WaitPrefix starts every upload below the prefix at once (an fsync of a
+// directory with thousands of queued files), not one after another: here
+// each PutObject is held until all three are in flight.
+func TestQueueWaitPrefixUploadsSideBySide(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour, Workers: 4})
+	const n = 3
+	var mu sync.Mutex
+	inFlight, all := 0, make(chan struct{})
+	e.b.SetFail(func(op, key string) error {
+		if op != "PutObject" {
+			return nil
+		}
+		mu.Lock()
+		if inFlight++; inFlight == n {
+			close(all)
+		}
+		mu.Unlock()
+		<-all
+		return nil
+	})
+	for i := range n {
+		e.submit(t, fmt.Sprint(i), fmt.Sprintf("d/%d", i), "x")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.q.WaitPrefix(ctx, "d/"); err != nil {
+		t.Fatalf("WaitPrefix: %v (the uploads did not run side by side)", err)
+	}
+}
