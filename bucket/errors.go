@@ -19,6 +19,10 @@ var (
 	// ErrTransient is a failure worth trying again later: 5xx, timeouts,
 	// dropped connections, once the SDK's own retries are spent.
 	ErrTransient = errors.New("transient failure")
+	// ErrRejected is a 4xx the server gave no meaning of ours
+	// (InvalidArgument, MalformedXML, EntityTooLarge, ...): the same
+	// request would fail again.
+	ErrRejected = errors.New("request rejected")
 	// ErrIntegrity is a CRC64 mismatch between what was sent and what the
 	// server stored.
 	ErrIntegrity = errors.New("integrity check failed")
@@ -116,6 +120,10 @@ func kindOf(status int, code string) error {
 		return ErrExists
 	case status == 412:
 		return ErrChanged
+	case status == 408 || status == 429:
+		return ErrTransient // a timeout or throttling: later it may pass
+	case status >= 400 && status < 500:
+		return ErrRejected
 	}
 	return ErrTransient
 }

@@ -63,7 +63,7 @@ func (f *Fake) begin(op, key string) error {
 }
 
 func kindOfFake(err error) error {
-	for _, k := range []error{ErrNotFound, ErrAccessDenied, ErrExists, ErrInvalidName, ErrTransient, ErrIntegrity} {
+	for _, k := range []error{ErrNotFound, ErrAccessDenied, ErrExists, ErrInvalidName, ErrTransient, ErrRejected, ErrIntegrity} {
 		if errors.Is(err, k) {
 			return k
 		}

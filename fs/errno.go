@@ -23,6 +23,7 @@ var errnoTable = []struct {
 	{bucket.ErrInvalidName, syscall.EINVAL},
 	{bucket.ErrNoSuchBucket, syscall.EIO},
 	{bucket.ErrTransient, syscall.EIO},
+	{bucket.ErrRejected, syscall.EIO},
 	{bucket.ErrIntegrity, syscall.EIO},
 	{bucket.ErrChanged, syscall.EIO},
 	{context.Canceled, syscall.EINTR},

@@ -22,6 +22,7 @@ func TestErrnoOf(t *testing.T) {
 		{&bucket.Error{Kind: bucket.ErrAccessDenied}, syscall.EACCES},
 		{&bucket.Error{Kind: bucket.ErrExists}, syscall.EEXIST},
 		{&bucket.Error{Kind: bucket.ErrTransient}, syscall.EIO},
+		{&bucket.Error{Kind: bucket.ErrRejected}, syscall.EIO},
 		{&bucket.Error{Kind: bucket.ErrIntegrity}, syscall.EIO},
 		{&bucket.Error{Kind: bucket.ErrInvalidName}, syscall.EINVAL},
 		{fmt.Errorf("write staging: %w", syscall.ENOSPC), syscall.ENOSPC},

@@ -801,7 +801,10 @@ func (q *Queue) worker() {
 func (q *Queue) failedLocked(it *item, err error) {
 	it.attempts++
 	q.stats.Failures++
-	if errors.Is(err, ErrInvalidName) || errors.Is(err, ErrNameTooLong) || it.attempts >= q.cfg.MaxAttempts {
+	// A name OSS refuses, or a request it rejects, fails the same way
+	// each time: the record stays for the next mount.
+	refused := errors.Is(err, ErrInvalidName) || errors.Is(err, ErrNameTooLong) || errors.Is(err, bucket.ErrRejected)
+	if refused || it.attempts >= q.cfg.MaxAttempts {
 		q.giveUpLocked(it, err)
 		q.log.Error("write-back upload failed; giving up until the next mount (the data stays journaled)",
 			"key", it.rec.Key, "attempts", it.attempts, "err", err)

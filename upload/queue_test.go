@@ -403,3 +403,26 @@ func TestQueueWaitPrefixUploadsSideBySide(t *testing.T) {
 		t.Fatalf("WaitPrefix: %v (the uploads did not run side by side)", err)
 	}
 }
+
+// A request the server rejects (a 4xx of no meaning of ours) would be
+// rejected again: the upload gives up after its first attempt, and its
+// record stays for the next mount.
+func TestQueueGivesUpOnRejection(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 5, MaxBackoff: time.Hour})
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" {
+			return bucket.ErrRejected
+		}
+		return nil
+	})
+	e.submit(t, "a", "k", "A")
+	if err := e.q.Wait(context.Background(), "a"); !errors.Is(err, bucket.ErrRejected) {
+		t.Fatalf("wait: %v, want the rejection", err)
+	}
+	if s := e.q.Stats(); s.GaveUp != 1 || s.Failures != 1 {
+		t.Fatalf("stats %+v: want given up after one attempt", s)
+	}
+	if recs, _ := e.j.Load(); len(recs) != 1 || recs[0].Key != "k" {
+		t.Fatalf("the rejected upload must stay journaled: %+v", recs)
+	}
+}

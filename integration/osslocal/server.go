@@ -198,6 +198,10 @@ func (s *Server) injectFault(req *request, f *Fault) bool {
 			code = "SlowDown"
 		case 403:
 			code = "AccessDenied"
+		case 400:
+			code = "InvalidArgument"
+		case 429:
+			code = "TooManyRequests"
 		}
 		s.writeError(req, &ossError{f.Status, code, "injected fault"})
 		return true

@@ -1,0 +1,48 @@
+package bucket_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/bucket/store"
+	"github.com/ossmount/ossmount/integration/osslocal"
+)
+
+// What a server's error status amounts to: a 4xx without a meaning of
+// ours is a rejection (the same request would fail again), not a
+// transient failure; a timeout or throttling is transient. The server's
+// code stays in the message.
+func TestErrorStatusKinds(t *testing.T) {
+	for _, c := range []struct {
+		status int
+		want   error
+		code   string
+	}{
+		{400, bucket.ErrRejected, "InvalidArgument"},
+		{429, bucket.ErrTransient, "TooManyRequests"},
+		{500, bucket.ErrTransient, "InternalError"},
+		{403, bucket.ErrAccessDenied, "AccessDenied"},
+	} {
+		s := store.NewMemory()
+		s.CreateBucket("test-bucket")
+		srv := osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}})
+		srv.AddFault(osslocal.Fault{Op: "PutObject", Status: c.status})
+		hs := httptest.NewServer(srv)
+		b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: hs.URL, Region: "local", PathStyle: true,
+			Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}, RetryMaxAttempts: 1})
+		_, err := b.Put(context.Background(), bucket.PutRequest{Key: "k", Body: bytes.NewReader([]byte("x")), Size: 1})
+		hs.Close()
+		if !errors.Is(err, c.want) {
+			t.Errorf("status %d: got %v, want %v", c.status, err, c.want)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.code) {
+			t.Errorf("status %d: %q does not name the server's code %s", c.status, err, c.code)
+		}
+	}
+}
