@@ -67,6 +67,15 @@ func (l *Listings) expireLocked() {
 	}
 }
 
+// freshLocked returns dir's list unless there is none or it expired.
+// LOCKS_REQUIRED(l.mu)
+func (l *Listings) freshLocked(dir string) *listing {
+	if d, ok := l.dirs[dir]; ok && l.now().Sub(d.at) < l.ttl {
+		return d
+	}
+	return nil
+}
+
 // Lookup answers from a fresh list of dir: known is false when there is
 // none; otherwise exists and isDir say what dir holds under name. expired
 // says a list was kept but is too old: the directory is in use, and listing
@@ -95,8 +104,8 @@ func (l *Listings) Lookup(dir, name string) (known, exists, isDir, expired bool)
 func (l *Listings) Stamps(dir, name string) (made, changed uint64, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	d, ok := l.dirs[dir]
-	if !ok || l.now().Sub(d.at) >= l.ttl {
+	d := l.freshLocked(dir)
+	if d == nil {
 		return 0, 0, false
 	}
 	changed, ok = d.changed[name]
@@ -104,6 +113,17 @@ func (l *Listings) Stamps(dir, name string) (made, changed uint64, ok bool) {
 		changed = d.made
 	}
 	return d.made, changed, true
+}
+
+// Made is the stamp of dir's fresh list (a new list has a new one); ok is
+// false when no fresh list is kept.
+func (l *Listings) Made(dir string) (made uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d := l.freshLocked(dir); d != nil {
+		return d.made, true
+	}
+	return 0, false
 }
 
 // Add records that dir now holds name.

@@ -73,7 +73,7 @@ func (d *dirNode) setTooBig(tooBig bool) {
 type scan struct {
 	mu sync.Mutex
 	// entries are the listing's, in its order (nil: none); made is the
-	// listing's stamp (cache.Listings.Stamps) — the scan holds as long as
+	// listing's stamp (cache.Listings.Made) — the scan holds as long as
 	// the listing does, an answer as long as this mount changed nothing
 	// under its name.
 	entries []fuse.DirEntry   // GUARDED_BY(mu)
@@ -134,7 +134,7 @@ func (a *asked) usable() bool {
 
 // listed starts following the lookups of a new listing of d.
 func (d *dirNode) listed(entries []fuse.DirEntry) {
-	made, _, fresh := d.fsys.listings.Stamps(d.dirKey(), "")
+	made, fresh := d.fsys.listings.Made(d.dirKey())
 	s := &d.scan
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -161,7 +161,7 @@ func (d *dirNode) lookingUp(name string) *asked {
 	if s.index == nil {
 		return nil // no scan: most lookups, and no key to work out
 	}
-	if made, _, fresh := d.fsys.listings.Stamps(d.dirKey(), ""); !fresh || made != s.made {
+	if made, fresh := d.fsys.listings.Made(d.dirKey()); !fresh || made != s.made {
 		// Listed anew, or expired: what was asked is void.
 		s.entries, s.index, s.ahead = nil, nil, nil
 	}
