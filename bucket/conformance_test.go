@@ -46,13 +46,30 @@ func implementations(t *testing.T) map[string]func(t *testing.T) bucket.Bucket {
 }
 
 func localBucket(t *testing.T, s *store.Store) bucket.Bucket {
+	cfg := localConfig(serveLocal(t, s))
+	cfg.PartSize = 100 << 10
+	return bucket.NewOSS(cfg)
+}
+
+// serveLocal serves s, with test-bucket in it, over osslocal with the
+// given faults until the test ends, and returns its URL.
+func serveLocal(t *testing.T, s *store.Store, faults ...osslocal.Fault) string {
 	if err := s.CreateBucket("test-bucket"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}}))
-	t.Cleanup(srv.Close)
-	return bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
-		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}, PartSize: 100 << 10})
+	srv := osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}})
+	for _, f := range faults {
+		srv.AddFault(f)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+// localConfig is the configuration of test-bucket at an osslocal URL.
+func localConfig(url string) bucket.Config {
+	return bucket.Config{Bucket: "test-bucket", Endpoint: url, Region: "local", PathStyle: true,
+		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}}
 }
 
 func put(t *testing.T, b bucket.Bucket, key string, data []byte, attrs bucket.Attrs) {
@@ -355,12 +372,11 @@ func TestDirStoreSurvivesRestart(t *testing.T) {
 }
 
 func TestWrongCredentialsAreAccessDenied(t *testing.T) {
-	s := store.NewMemory()
-	s.CreateBucket("test-bucket")
-	srv := httptest.NewServer(osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}}))
-	defer srv.Close()
+	url := serveLocal(t, store.NewMemory())
 	for _, cred := range []bucket.Credentials{{AccessKeyID: "id", AccessKeySecret: "wrong"}, {AccessKeyID: "nobody", AccessKeySecret: "secret"}} {
-		b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true, Credentials: &cred})
+		cfg := localConfig(url)
+		cfg.Credentials = &cred
+		b := bucket.NewOSS(cfg)
 		_, err := b.List(context.Background(), bucket.ListRequest{MaxKeys: 1})
 		if !errors.Is(err, bucket.ErrAccessDenied) {
 			t.Fatalf("%s: %v", cred.AccessKeyID, err)

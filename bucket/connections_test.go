@@ -32,8 +32,7 @@ func TestConcurrentRequestsReuseConnections(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
-		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}})
+	b := bucket.NewOSS(localConfig(srv.URL))
 
 	const inFlight, rounds = 32, 4
 	for round := range rounds {

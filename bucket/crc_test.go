@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/ossmount/ossmount/bucket"
@@ -68,16 +67,13 @@ func TestUploadCRCChecked(t *testing.T) {
 		{"no fault", putBig, data, "", -1, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s := store.NewMemory()
-			s.CreateBucket("test-bucket")
-			srv := osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}})
+			var faults []osslocal.Fault
 			if c.count >= 0 {
-				srv.AddFault(osslocal.Fault{Op: c.op, BadCRC: true, Count: c.count})
+				faults = append(faults, osslocal.Fault{Op: c.op, BadCRC: true, Count: c.count})
 			}
-			hs := httptest.NewServer(srv)
-			defer hs.Close()
-			b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: hs.URL, Region: "local", PathStyle: true,
-				Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}, PartSize: 100 << 10, RetryMaxAttempts: 2})
+			cfg := localConfig(serveLocal(t, store.NewMemory(), faults...))
+			cfg.PartSize, cfg.RetryMaxAttempts = 100<<10, 2
+			b := bucket.NewOSS(cfg)
 			err := c.upload(b)
 			if c.fails {
 				if !errors.Is(err, bucket.ErrIntegrity) {

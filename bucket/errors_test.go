@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -28,15 +27,9 @@ func TestErrorStatusKinds(t *testing.T) {
 		{500, bucket.ErrTransient, "InternalError"},
 		{403, bucket.ErrAccessDenied, "AccessDenied"},
 	} {
-		s := store.NewMemory()
-		s.CreateBucket("test-bucket")
-		srv := osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}})
-		srv.AddFault(osslocal.Fault{Op: "PutObject", Status: c.status})
-		hs := httptest.NewServer(srv)
-		b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: hs.URL, Region: "local", PathStyle: true,
-			Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}, RetryMaxAttempts: 1})
-		_, err := b.Put(context.Background(), bucket.PutRequest{Key: "k", Body: bytes.NewReader([]byte("x")), Size: 1})
-		hs.Close()
+		cfg := localConfig(serveLocal(t, store.NewMemory(), osslocal.Fault{Op: "PutObject", Status: c.status}))
+		cfg.RetryMaxAttempts = 1
+		_, err := bucket.NewOSS(cfg).Put(context.Background(), bucket.PutRequest{Key: "k", Body: bytes.NewReader([]byte("x")), Size: 1})
 		if !errors.Is(err, c.want) {
 			t.Errorf("status %d: got %v, want %v", c.status, err, c.want)
 			continue

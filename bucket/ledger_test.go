@@ -3,7 +3,6 @@ package bucket_test
 import (
 	"bytes"
 	"context"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/bucket/store"
-	"github.com/ossmount/ossmount/integration/osslocal"
 )
 
 // multipartRecorder is a MultipartLog that keeps what it is told.
@@ -32,15 +30,10 @@ func (r *multipartRecorder) add(e string) {
 // told to the log, and so is its end: completed, aborted, or unknown to
 // the server.
 func TestMultipartLogHearsEveryUpload(t *testing.T) {
-	s := store.NewMemory()
-	if err := s.CreateBucket("test-bucket"); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}}))
-	defer srv.Close()
 	rec := &multipartRecorder{}
-	b := bucket.NewOSS(bucket.Config{Bucket: "test-bucket", Endpoint: srv.URL, Region: "local", PathStyle: true,
-		Credentials: &bucket.Credentials{AccessKeyID: "id", AccessKeySecret: "secret"}, PartSize: 100 << 10, Multiparts: rec})
+	cfg := localConfig(serveLocal(t, store.NewMemory()))
+	cfg.PartSize, cfg.Multiparts = 100<<10, rec
+	b := bucket.NewOSS(cfg)
 	ctx := context.Background()
 
 	small, big := bytes.Repeat([]byte("s"), 10<<10), bytes.Repeat([]byte("b"), 350<<10)
