@@ -46,7 +46,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log every object written")
 	var buckets, faults listFlag
 	flag.Var(&buckets, "bucket", "bucket to create at start (repeatable)")
-	flag.Var(&faults, "fault", "fault to inject, e.g. op=PutObject,status=500,after=1,count=2 (repeatable)")
+	flag.Var(&faults, "fault", "fault to inject, e.g. op=PutObject,status=500,after=1,count=2 or op=PutObject,status=503,rate=0.1 (repeatable)")
 	flag.Parse()
 
 	level := slog.LevelInfo

@@ -2,6 +2,7 @@ package osslocal
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -14,7 +15,9 @@ import (
 // (CutBody) half the response body sent, or succeed with a wrong CRC64 in
 // the response (BadCRC). For tests in the same process, Before runs when
 // the fault fires, before the request is served, and OnCut after a CutBody
-// cut, before the client sees it.
+// cut, before the client sees it. With Rate (between 0 and 1) it fires for
+// that share of the matching requests, drawn from a generator seeded with
+// Seed: the same requests in the same order meet the same failures.
 type Fault struct {
 	Op      string
 	Status  int
@@ -26,12 +29,15 @@ type Fault struct {
 	Count   int
 	Before  func()
 	OnCut   func()
+	Rate    float64
+	Seed    uint64
 
 	seen, fired int
+	draws       *rand.Rand
 }
 
 // ParseFault reads a fault from "op=PutObject,status=500,after=1,count=2,
-// stall=2s,cut" (or cutbody, badcrc).
+// stall=2s,cut" (or cutbody, badcrc; rate=0.1,seed=7 for an error rate).
 func ParseFault(s string) (Fault, error) {
 	var f Fault
 	for _, part := range strings.Split(s, ",") {
@@ -54,6 +60,13 @@ func ParseFault(s string) (Fault, error) {
 			f.After, err = strconv.Atoi(v)
 		case "count":
 			f.Count, err = strconv.Atoi(v)
+		case "rate":
+			f.Rate, err = strconv.ParseFloat(v, 64)
+			if err == nil && (f.Rate <= 0 || f.Rate > 1) {
+				err = fmt.Errorf("rate %v is not in (0, 1]", f.Rate)
+			}
+		case "seed":
+			f.Seed, err = strconv.ParseUint(v, 10, 64)
 		default:
 			err = fmt.Errorf("unknown field %q", k)
 		}
@@ -73,6 +86,14 @@ func (f *Fault) match(op string) bool {
 	f.seen++
 	if f.seen <= f.After || (f.Count > 0 && f.fired >= f.Count) {
 		return false
+	}
+	if f.Rate > 0 {
+		if f.draws == nil {
+			f.draws = rand.New(rand.NewPCG(f.Seed, 1))
+		}
+		if f.draws.Float64() >= f.Rate {
+			return false
+		}
 	}
 	f.fired++
 	return true

@@ -1,0 +1,122 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/ossmount/ossmount/integration/osslocal"
+)
+
+// A server that fails a share of the requests at random — 503s, 500s,
+// connections cut mid-body — while cp -r copies a tree of small files and
+// multipart ones: every file cp did not report (nor a directory above
+// it) is in the bucket byte for byte, every one it did report is either
+// absent or whole, and each reported failure is logged with its object
+// name. In write-back mode the queue's retries deliver every file cp was
+// told was written by the time the mount is stopped.
+func TestServerErrorsAtRandom(t *testing.T) {
+	src := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 24 {
+		want[fmt.Sprintf("d%d/f%02d", i%4, i)] = randomBytes(t, 1000+i*800)
+	}
+	for i := range 2 {
+		want[fmt.Sprintf("big/b%d", i)] = randomBytes(t, 5<<19+i*1000) // 2.5 MiB: three parts of 1 MiB
+	}
+	for name, data := range want {
+		os.MkdirAll(filepath.Join(src, filepath.Dir(name)), 0o755)
+		if err := os.WriteFile(filepath.Join(src, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	faults := func(srv *server) {
+		// Three PutObjects in a row fail — all the SDK's attempts of one
+		// (in sync mode, where cp's closes upload one at a time): at least
+		// one failure reaches cp, whatever the draws.
+		srv.AddFault(osslocal.Fault{Op: "PutObject", Status: 503, After: 5, Count: 3})
+		ops := []string{"PutObject", "UploadPart", "InitiateMultipartUpload", "CompleteMultipartUpload", "HeadObject", "ListObjectsV2"}
+		for i, op := range ops {
+			status := 503
+			if i%2 == 1 {
+				status = 500
+			}
+			srv.AddFault(osslocal.Fault{Op: op, Status: status, Rate: 0.2, Seed: uint64(i)})
+		}
+		srv.AddFault(osslocal.Fault{Op: "PutObject", Cut: true, Rate: 0.1, Seed: 99})
+		srv.AddFault(osslocal.Fault{Op: "UploadPart", Cut: true, Rate: 0.1, Seed: 98})
+	}
+	for _, mode := range []struct {
+		name string
+		opts []string
+	}{
+		{"sync", nil},
+		{"writeback", []string{"writeback", "writeback_delay=0s"}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
+			faults(srv)
+			var stderr bytes.Buffer
+			cp := exec.Command("cp", "-r", src+"/.", m.path("tree"))
+			cp.Stderr = &stderr
+			os.Mkdir(m.path("tree"), 0o755)
+			cpErr := cp.Run()
+			reported := reportedPaths(stderr.String(), m.path("tree")+"/")
+			m.stop(t) // drains the write-back queue
+			srv.ClearFaults()
+			t.Logf("cp: %v; reported %v:\n%s", cpErr, reported, stderr.String())
+			if (cpErr == nil) != (len(reported) == 0) {
+				t.Fatalf("cp exited with %v but reported %v:\n%s", cpErr, reported, stderr.String())
+			}
+			if mode.name == "sync" && len(reported) == 0 {
+				t.Fatal("no failure reached cp: the faults did not bite")
+			}
+			for name, data := range want {
+				key := "tree/" + name
+				if !isReported(reported, name) {
+					srv.sameObject(t, key, data)
+					continue
+				}
+				if srv.exists(key) && !bytes.Equal(srv.object(t, key), data) {
+					t.Errorf("%s: cp was told it failed, and the object holds other bytes", key)
+				}
+			}
+			for _, p := range reported {
+				if !strings.Contains(m.logs.String(), "tree/"+p) {
+					t.Errorf("no log line names %s, which cp reported", p)
+				}
+			}
+		})
+	}
+}
+
+// cpQuoted finds the paths cp quotes in its messages.
+var cpQuoted = regexp.MustCompile(`'([^']*)'`)
+
+// reportedPaths lists the paths below root that cp's messages name,
+// relative to root.
+func reportedPaths(stderr, root string) []string {
+	var out []string
+	for _, m := range cpQuoted.FindAllStringSubmatch(stderr, -1) {
+		if rel, ok := strings.CutPrefix(m[1], root); ok {
+			out = append(out, filepath.Clean(rel)) // cp says tree/./d0/f01
+		}
+	}
+	return out
+}
+
+// isReported says whether name or a directory above it was reported.
+func isReported(reported []string, name string) bool {
+	for _, p := range reported {
+		if name == p || strings.HasPrefix(name, p+"/") {
+			return true
+		}
+	}
+	return false
+}
