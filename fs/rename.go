@@ -77,7 +77,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 				return errno
 			}
 		}
-		if errno := d.fsys.renameDir(ctx, n, oldPath, newPath); errno != 0 {
+		if errno := d.fsys.renameDir(ctx, n, oldPath, newPath, target != nil); errno != 0 {
 			return errno
 		}
 	case *fileNode:
@@ -251,8 +251,9 @@ func (f *FS) moveObject(ctx context.Context, c bucket.CopyRequest) error {
 	return f.bucket.Delete(ctx, c.Src)
 }
 
-// renameDir moves every key below oldPath to newPath.
-func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath string) syscall.Errno {
+// renameDir moves every key below oldPath to newPath, replacing an empty
+// directory there or not.
+func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath string, replacing bool) syscall.Errno {
 	oldPrefix, newPrefix := f.dirKey(oldPath), f.dirKey(newPath)
 	if errno := f.checkNewName("rename", newPrefix); errno != 0 {
 		return errno
@@ -305,10 +306,25 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 		sent[oldKey] = moved
 	}
 	copies := slices.DeleteFunc(slices.Clone(objs), func(o bucket.ObjectInfo) bool { return sent[o.Key] })
+	var mu sync.Mutex
+	made := make([]string, 0, len(copies))
 	if err := parallel(ctx, copies, func(o bucket.ObjectInfo) error {
-		return f.bucket.Copy(ctx, bucket.CopyRequest{Src: o.Key, Dst: newPrefix + strings.TrimPrefix(o.Key, oldPrefix), Size: o.Size})
+		dst := newPrefix + strings.TrimPrefix(o.Key, oldPrefix)
+		if err := f.bucket.Copy(ctx, bucket.CopyRequest{Src: o.Key, Dst: dst, Size: o.Size}); err != nil {
+			return err
+		}
+		mu.Lock()
+		made = append(made, dst)
+		mu.Unlock()
+		return nil
 	}); err != nil {
-		return f.fail("rename", oldPrefix, err)
+		errno := f.fail("rename", oldPrefix, err)
+		keep := ""
+		if replacing {
+			keep = newPrefix // the marker of the directory that stays
+		}
+		f.undoCopies(ctx, made, keep)
+		return errno
 	}
 	keys := make([]string, len(objs))
 	for i, o := range objs {
@@ -320,6 +336,22 @@ func (f *FS) renameDir(ctx context.Context, dir *dirNode, oldPath, newPath strin
 	f.movedHeld(oldPrefix, newPrefix)
 	f.cfg.Cache.RenameKeptBelow(oldPrefix, newPrefix)
 	return 0
+}
+
+// undoCopies deletes the copies a directory rename made before it failed,
+// all but keep: left, they would make the new name a directory holding part
+// of the old one, and mv, finding a directory there after the failure,
+// moves the old one into it (tree becomes moved/tree) and reports success.
+// Their sources are all still in place. Best effort: copies it cannot
+// delete are logged.
+func (f *FS) undoCopies(ctx context.Context, made []string, keep string) {
+	made = slices.DeleteFunc(made, func(k string) bool { return k == keep })
+	if len(made) == 0 {
+		return
+	}
+	if err := f.bucket.DeleteMany(ctx, made); err != nil {
+		f.log.Error("rename failed, and copies it made could not all be deleted", "key", made[0], "copies", len(made), "err", err)
+	}
 }
 
 // filesBelow returns the files the tree holds below dir.
@@ -337,7 +369,8 @@ func filesBelow(dir *dirNode) []*fileNode {
 }
 
 // parallel runs fn for every object with a few requests in flight and
-// returns the first error. Copies on the server move no byte through the
+// returns the first error, starting no more after it (those in flight
+// finish before it returns). Copies on the server move no byte through the
 // mount: 16 at a time cost OSS little and a directory rename much less
 // time than a round trip each.
 func parallel(ctx context.Context, objs []bucket.ObjectInfo, fn func(bucket.ObjectInfo) error) error {
@@ -350,6 +383,13 @@ func parallel(ctx context.Context, objs []bucket.ObjectInfo, fn func(bucket.Obje
 	sem := make(chan struct{}, inFlight)
 	for _, k := range objs {
 		sem <- struct{}{}
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed {
+			<-sem
+			break // the rest would be undone
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()

@@ -1391,3 +1391,39 @@ func TestRenameElsewhereDuringACopyOnTheServer(t *testing.T) {
 	srv.sameObject(t, "copy", data)
 	srv.sameObject(t, "other-renamed", []byte("other"))
 }
+
+// A directory rename that fails part way (here the third copy, every time)
+// deletes the copies it made: the new name does not appear half filled,
+// and mv, which moves the directory into one it finds there after a
+// failed rename, reports the failure instead of making moved/tree. The
+// same goes for a rename onto an empty directory, whose marker stays.
+func TestFailedDirectoryRenameUndoesItsCopies(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	os.Mkdir(m.path("tree"), 0o755)
+	for i := range 6 {
+		writeFile(t, m.path(fmt.Sprintf("tree/f%d", i)), []byte{byte(i)})
+	}
+	os.Mkdir(m.path("empty"), 0o755)
+	srv.AddFault(osslocal.Fault{Op: "CopyObject", Status: 500, After: 2})
+	for _, target := range []string{"moved", "empty"} {
+		out, err := exec.Command("mv", m.path("tree"), m.path(target)).CombinedOutput()
+		if err == nil {
+			t.Fatalf("mv tree %s succeeded with copies failing", target)
+		}
+		if !strings.Contains(string(out), "Input/output error") {
+			t.Fatalf("mv tree %s: %s", target, out)
+		}
+	}
+	for _, k := range srv.keys(t) {
+		if strings.HasPrefix(k, "moved/") || (strings.HasPrefix(k, "empty/") && k != "empty/") {
+			t.Errorf("a copy of the failed renames is left: %s", k)
+		}
+	}
+	if !srv.exists("empty/") {
+		t.Error("the empty directory's marker went with the copies")
+	}
+	for i := range 6 {
+		srv.sameObject(t, fmt.Sprintf("tree/f%d", i), []byte{byte(i)})
+	}
+}
