@@ -29,6 +29,11 @@ type dirNode struct {
 	// like a file's, so that chmod and utimens in a row cost one PUT).
 	metaPending bool // GUARDED_BY(mu)
 	removed     bool // GUARDED_BY(mu); rmdir'd: never write the marker again
+	// emptiedHere: this mount removed an entry from the directory. One
+	// without a marker (a prefix other tools wrote) stops existing in the
+	// bucket with its last object; for this mount it stays, empty, until
+	// rmdir — rm -r's rmdir, after stat_ttl, found it gone (ENOENT).
+	emptiedHere bool // GUARDED_BY(mu)
 	// confirmed is when this mount last made or found the directory (see
 	// fileNode.confirmed).
 	confirmed time.Time // GUARDED_BY(mu)
@@ -175,6 +180,9 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 	}
 	if known && !exists {
+		if ch := d.emptiedChild(name, out); ch != nil {
+			return ch, 0, false
+		}
 		return nil, syscall.ENOENT, false
 	}
 	ahead := d.lookingUp(name)
@@ -300,9 +308,13 @@ func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.
 }
 
 // queuedDir finds a directory of which only the write-back queue knows:
-// its marker, or files below it, are not uploaded yet.
+// its marker, or files below it, are not uploaded yet — or only this
+// mount (emptiedChild).
 func (d *dirNode) queuedDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if d.fsys.queue == nil || !d.fsys.queue.HasPrefix(dirKey) {
+		if ch := d.emptiedChild(name, out); ch != nil {
+			return ch, 0
+		}
 		return nil, syscall.ENOENT
 	}
 	md := d.fsys.defaultMeta(syscall.S_IFDIR, d.fsys.now())
@@ -311,6 +323,37 @@ func (d *dirNode) queuedDir(ctx context.Context, name, dirKey string, out *fuse.
 		md.Mode = syscall.S_IFDIR | md.Mode&0o7777
 	}
 	return d.dirChild(ctx, name, md, out), 0
+}
+
+// removedEntry notes that this mount removed an entry from d.
+func (d *dirNode) removedEntry() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.emptiedHere = true
+}
+
+// emptiedChild returns the node of the directory name if this mount
+// removed entries from it and has not removed it, whatever the bucket
+// holds below it: a directory lasts until rmdir (see emptiedHere).
+func (d *dirNode) emptiedChild(name string, out *fuse.EntryOut) *gofs.Inode {
+	ch := d.child(name)
+	if ch == nil {
+		return nil
+	}
+	dn, ok := ch.Operations().(*dirNode)
+	if !ok {
+		return nil
+	}
+	dn.mu.Lock()
+	kept := dn.emptiedHere && !dn.removed
+	dn.mu.Unlock()
+	if !kept {
+		return nil
+	}
+	if out != nil {
+		dn.fillEntry(out)
+	}
+	return ch
 }
 
 // fileChild returns the inode for an object, reusing the existing one.
@@ -405,6 +448,9 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 	for name, ch := range d.children() {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.isLocal() {
 			add(name, syscall.S_IFREG)
+		}
+		if d.emptiedChild(name, nil) != nil {
+			add(name, syscall.S_IFDIR)
 		}
 	}
 	// Files and directories queued for upload are listed before it.
@@ -546,6 +592,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return d.fsys.fail("unlink", key, err)
 	}
 	d.fsys.listings.Remove(d.dirKey(), name, false)
+	d.removedEntry()
 	d.fsys.cfg.Cache.DropKept(key)
 	if ch != nil {
 		if fn != nil {
@@ -569,6 +616,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return d.fsys.fail("rmdir", key, err)
 	}
 	d.fsys.listings.Remove(d.dirKey(), name, true)
+	d.removedEntry()
 	d.fsys.listings.ForgetBelow(key)
 	if ch := d.child(name); ch != nil {
 		if dn, ok := ch.Operations().(*dirNode); ok {

@@ -148,3 +148,45 @@ func isReported(reported []string, name string) bool {
 	}
 	return false
 }
+
+// rm -r with a share of the deletes, listings and HEADs failing at random:
+// every object left in the bucket is one rm reported (or lies below a
+// directory it reported), and rm's exit status says whether it did.
+func TestRemovalUnderServerErrors(t *testing.T) {
+	for _, mode := range []string{"sync", "writeback"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := startServer(t)
+			for i := range 15 {
+				srv.putByOther(t, fmt.Sprintf("tree/d%d/f%02d", i%3, i), []byte{byte(i)})
+			}
+			opts := []string{}
+			if mode == "writeback" {
+				opts = append(opts, "writeback")
+			}
+			m := startMount(t, srv, opts...)
+			defer func() {
+				if t.Failed() {
+					t.Logf("ossmount logs:\n%s", m.logs)
+				}
+			}()
+			// Three DeleteObjects in a row fail — all the SDK's attempts of
+			// one unlink: at least one failure reaches rm.
+			srv.AddFault(osslocal.Fault{Op: "DeleteObject", Status: 503, After: 3, Count: 3})
+			for i, op := range []string{"DeleteObject", "HeadObject", "ListObjectsV2", "ListObjects"} {
+				srv.AddFault(osslocal.Fault{Op: op, Status: 500, Rate: 0.2, Seed: uint64(i)})
+			}
+			out, rmErr := exec.Command("rm", "-r", m.path("tree")).CombinedOutput()
+			reported := reportedPaths(string(out), m.path("")+"/")
+			srv.ClearFaults()
+			t.Logf("rm: %v; reported %v:\n%s", rmErr, reported, out)
+			if rmErr == nil || len(reported) == 0 {
+				t.Fatalf("rm exited with %v, reporting %v, with unlinks failing", rmErr, reported)
+			}
+			for _, k := range srv.keys(t) {
+				if !isReported(reported, strings.TrimSuffix(k, "/")) {
+					t.Errorf("%s is still in the bucket, and rm did not report it", k)
+				}
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -1425,5 +1426,38 @@ func TestFailedDirectoryRenameUndoesItsCopies(t *testing.T) {
 	}
 	for i := range 6 {
 		srv.sameObject(t, fmt.Sprintf("tree/f%d", i), []byte{byte(i)})
+	}
+}
+
+// A directory with no marker (a prefix another tool wrote) stops existing
+// in the bucket with its last object; for the mount that emptied it, it
+// lasts until rmdir. With stat_ttl=0 every step asks the bucket again:
+// rm -r's rmdir of such a directory found it gone and failed (ENOENT), as
+// it did whenever the removal took longer than stat_ttl.
+func TestEmptiedDirectoryLastsUntilRmdir(t *testing.T) {
+	srv := startServer(t)
+	for i := range 10 {
+		srv.putByOther(t, fmt.Sprintf("imp/d/f%d", i), []byte("x"))
+	}
+	srv.putByOther(t, "solo/f", []byte("x"))
+	m := startMount(t, srv, "stat_ttl=0")
+	run(t, "rm", "-r", m.path("imp"))
+	if err := os.Remove(m.path("solo/f")); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(m.path("solo")); err != nil || !fi.IsDir() {
+		t.Fatalf("the emptied directory: %v %v", fi, err)
+	}
+	if entries, err := os.ReadDir(m.path("")); err != nil || len(entries) != 1 || entries[0].Name() != "solo" {
+		t.Fatalf("the root lists %v (%v), want the emptied directory", entries, err)
+	}
+	if err := os.Remove(m.path("solo")); err != nil {
+		t.Fatalf("rmdir: %v", err)
+	}
+	if _, err := os.Stat(m.path("solo")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after rmdir: %v", err)
+	}
+	if keys := srv.keys(t); len(keys) != 0 {
+		t.Fatalf("left in the bucket: %v", keys)
 	}
 }
