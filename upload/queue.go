@@ -64,7 +64,8 @@ type QueueConfig struct {
 	MaxAttempts int           // whole-file attempts before giving up until the next mount; 0: 5
 	MaxBackoff  time.Duration // 0: 30s
 	// Released, if set, is called after a staged file has been handed
-	// back or removed (the cache's space waiters re-check).
+	// back or removed, and after a failed attempt (the cache's space
+	// waiters re-check: one that failed for good frees nothing).
 	Released func()
 }
 
@@ -330,6 +331,11 @@ func (q *Queue) released() {
 	q.releasing--
 	q.cond.Broadcast()
 	q.mu.Unlock()
+	q.wakeWriters()
+}
+
+// wakeWriters calls cfg.Released. LOCKS_EXCLUDED(q.mu)
+func (q *Queue) wakeWriters() {
 	if q.cfg.Released != nil {
 		q.cfg.Released()
 	}
@@ -751,6 +757,11 @@ func (q *Queue) worker() {
 		switch {
 		case err != nil && next == nil:
 			q.failedLocked(it, err)
+			// A writer waiting for cache space looks again: waiting
+			// helps no more once this was the last upload under way.
+			q.mu.Unlock()
+			q.wakeWriters()
+			q.mu.Lock()
 			continue
 		case err != nil:
 			// A newer version was closed meanwhile: it replaces this one,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -424,5 +425,58 @@ func TestQueueGivesUpOnRejection(t *testing.T) {
 	}
 	if recs, _ := e.j.Load(); len(recs) != 1 || recs[0].Key != "k" {
 		t.Fatalf("the rejected upload must stay journaled: %+v", recs)
+	}
+}
+
+// A writer waiting for cache space while the uploads that would free it
+// fail is told ENOSPC once they are given up — it waited for ever, in an
+// uninterruptible write, when the server refused every upload.
+func TestWriterShortOfSpaceGetsENOSPCWhenUploadsGiveUp(t *testing.T) {
+	b := bucket.NewFake("test-bucket")
+	b.SetFail(func(op, key string) error {
+		if op == "PutObject" {
+			return bucket.ErrTransient
+		}
+		return nil
+	})
+	d, err := cache.OpenDir(t.TempDir(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	j, err := d.EnableWriteback("ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := NewQueue(New(b, Config{}, slog.New(slog.DiscardHandler)), j, slog.New(slog.DiscardHandler),
+		QueueConfig{Delay: time.Hour, MaxAttempts: 2, MaxBackoff: time.Millisecond, Released: d.Freed})
+	d.SetEvictable(q.Hurry)
+	first, err := d.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.WriteAt(make([]byte, 100), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Submit(cache.Record{ID: "a", Key: "a", File: first.Name(), Size: 100}, first, nil); err != nil {
+		t.Fatal(err)
+	}
+	second, err := d.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Remove()
+	done := make(chan error, 1)
+	go func() {
+		_, err := second.WriteAt(make([]byte, 50), 0) // waits: the cache is full
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("write: %v, want ENOSPC", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer still waits after the only upload gave up")
 	}
 }
