@@ -404,22 +404,21 @@ func (q *Queue) idsWithPrefix(prefix string) []string {
 	return ids
 }
 
-// eachLocked calls fn for every item not given up whose key starts with
-// prefix (is prefix when exact). LOCKS_REQUIRED(q.mu)
+// eachLocked calls fn for every item whose key starts with prefix (is
+// prefix when exact). Items given up count: their files were acknowledged
+// and stay journaled for the next mount, so a lookup finds them (Adopt),
+// readdir lists them, rmdir counts them and an unlink must drop them — or
+// the file unlinked would come back, at once and at the next mount.
+// LOCKS_REQUIRED(q.mu)
 func (q *Queue) eachLocked(prefix string, exact bool, fn func(id string, it *item)) {
 	if exact {
 		for it := range q.byKey[prefix] {
-			if !it.gaveUp {
-				fn(it.rec.ID, it)
-			}
+			fn(it.rec.ID, it)
 		}
 		return
 	}
 	for id, it := range q.items {
-		if it.gaveUp {
-			continue
-		}
-		if (exact && it.rec.Key == prefix) || (!exact && strings.HasPrefix(it.rec.Key, prefix)) {
+		if strings.HasPrefix(it.rec.Key, prefix) {
 			fn(id, it)
 		}
 	}

@@ -480,3 +480,37 @@ func TestWriterShortOfSpaceGetsENOSPCWhenUploadsGiveUp(t *testing.T) {
 		t.Fatal("the writer still waits after the only upload gave up")
 	}
 }
+
+// An upload given up stays journaled for the next mount, and stays in
+// view: readdir lists it, and an unlink (Suspend, then Remove) drops it —
+// it was left out of both, so the unlinked file came back at once (a
+// lookup adopts the newest version of a key) and at the next mount.
+func TestQueueGivenUpUploadIsListedAndRemovable(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1})
+	e.b.SetFail(func(op, key string) error {
+		if op == "PutObject" {
+			return bucket.ErrTransient
+		}
+		return nil
+	})
+	e.submit(t, "a", "d/k", "A")
+	if err := e.q.Wait(context.Background(), "a"); err == nil {
+		t.Fatal("the failed attempt's wait returned no error")
+	}
+	if keys := e.q.Keys("d/"); len(keys) != 1 || keys[0] != "d/k" {
+		t.Fatalf("Keys lists %v, want the upload given up", keys)
+	}
+	ids, _ := e.q.Suspend(context.Background(), "d/k")
+	if len(ids) != 1 {
+		t.Fatalf("Suspend found %v, want the upload given up", ids)
+	}
+	for _, id := range ids {
+		e.q.Remove(context.Background(), id)
+	}
+	if _, queued := e.q.Queued("d/k"); queued {
+		t.Fatal("the unlinked file's upload is still queued")
+	}
+	if recs, _ := e.j.Load(); len(recs) != 0 {
+		t.Fatalf("its record stays for the next mount: %+v", recs)
+	}
+}
