@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,8 +25,15 @@ type queueEnv struct {
 
 func newQueueEnv(t *testing.T, cfg QueueConfig) *queueEnv {
 	t.Helper()
+	return newQueueEnvLimited(t, cfg, 0)
+}
+
+// newQueueEnvLimited is newQueueEnv with a cache directory of limit bytes
+// whose writers wait for the queue, as a mount's do.
+func newQueueEnvLimited(t *testing.T, cfg QueueConfig, limit int64) *queueEnv {
+	t.Helper()
 	b := bucket.NewFake("test-bucket")
-	d, err := cache.OpenDir(t.TempDir(), 0)
+	d, err := cache.OpenDir(t.TempDir(), limit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +43,13 @@ func newQueueEnv(t *testing.T, cfg QueueConfig) *queueEnv {
 		t.Fatal(err)
 	}
 	u := New(b, Config{}, slog.New(slog.DiscardHandler))
+	if limit > 0 {
+		cfg.Released = d.Freed
+	}
 	q := NewQueue(u, j, slog.New(slog.DiscardHandler), cfg)
+	if limit > 0 {
+		d.SetEvictable(q.Hurry)
+	}
 	t.Cleanup(func() {
 		if err := q.checkIndex(); err != nil {
 			t.Error(err)
@@ -432,36 +446,15 @@ func TestQueueGivesUpOnRejection(t *testing.T) {
 // fail is told ENOSPC once they are given up — it waited for ever, in an
 // uninterruptible write, when the server refused every upload.
 func TestWriterShortOfSpaceGetsENOSPCWhenUploadsGiveUp(t *testing.T) {
-	b := bucket.NewFake("test-bucket")
-	b.SetFail(func(op, key string) error {
+	e := newQueueEnvLimited(t, QueueConfig{Delay: time.Hour, MaxAttempts: 2, MaxBackoff: time.Millisecond}, 100)
+	e.b.SetFail(func(op, key string) error {
 		if op == "PutObject" {
 			return bucket.ErrTransient
 		}
 		return nil
 	})
-	d, err := cache.OpenDir(t.TempDir(), 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
-	j, err := d.EnableWriteback("ns")
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := NewQueue(New(b, Config{}, slog.New(slog.DiscardHandler)), j, slog.New(slog.DiscardHandler),
-		QueueConfig{Delay: time.Hour, MaxAttempts: 2, MaxBackoff: time.Millisecond, Released: d.Freed})
-	d.SetEvictable(q.Hurry)
-	first, err := d.NewStaging()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := first.WriteAt(make([]byte, 100), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Submit(cache.Record{ID: "a", Key: "a", File: first.Name(), Size: 100}, first, nil); err != nil {
-		t.Fatal(err)
-	}
-	second, err := d.NewStaging()
+	e.submit(t, "a", "a", strings.Repeat("x", 100)) // the cache is full
+	second, err := e.dir.NewStaging()
 	if err != nil {
 		t.Fatal(err)
 	}
