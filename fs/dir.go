@@ -105,7 +105,13 @@ func (d *dirNode) applyHeldMeta(ctx context.Context, key string) error {
 	if !pending {
 		return nil
 	}
-	return d.fsys.putDirMarker(ctx, key, md)
+	err := d.fsys.putDirMarker(ctx, key, md)
+	if err != nil {
+		d.mu.Lock()
+		d.metaPending = !d.removed // tried again (FS.applyHeld)
+		d.mu.Unlock()
+	}
+	return err
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

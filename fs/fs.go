@@ -16,6 +16,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -89,7 +90,17 @@ type FS struct {
 	// change was held.
 	held     map[metaHolder]string // GUARDED_BY(heldMu)
 	applying sync.WaitGroup        // held changes being sent
+	// retried counts the failed attempts at a held change still tried
+	// again (heldRetries); closing: Shutdown has begun, no more retries.
+	retried map[metaHolder]int // GUARDED_BY(heldMu)
+	closing bool               // GUARDED_BY(heldMu)
 }
+
+// heldRetries bounds the attempts at a held change the server failed, tried
+// again after 2, 4 and 8 × MetaHold and at unmount: chmod, chown and
+// utimens returned when the change was held, so one failed request must
+// not lose it.
+const heldRetries = 3
 
 // metaHolder is a node whose metadata changes can be held (fileNode,
 // dirNode).
@@ -116,6 +127,7 @@ func New(cfg Config) *FS {
 		f.cfg.DirRenameLimit = 1000
 	}
 	f.held = map[metaHolder]string{}
+	f.retried = map[metaHolder]int{}
 	f.listings = cache.NewListings(cfg.StatTTL, f.now)
 	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, time.Time{})}
 	f.root.placeAt(nil, "")
@@ -160,7 +172,24 @@ func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	if _, parent := n.EmbeddedInode().Parent(); parent != nil {
 		key = n.key()
 	}
-	if err := n.applyHeldMeta(ctx, key); err != nil {
+	err := n.applyHeldMeta(ctx, key)
+	f.heldMu.Lock()
+	tries := f.retried[n] + 1
+	again := err != nil && !f.closing && tries <= heldRetries && !errors.Is(err, bucket.ErrNotFound)
+	delete(f.retried, n)
+	if again {
+		f.retried[n] = tries
+		if _, already := f.held[n]; !already {
+			time.AfterFunc(f.cfg.MetaHold<<tries, func() { f.applyHeld(context.Background(), n) })
+		}
+		f.held[n] = key
+	}
+	f.heldMu.Unlock()
+	switch {
+	case again:
+		f.log.Warn("metadata change not saved; trying again", "key", key, "in", (f.cfg.MetaHold << tries).String(),
+			"request_id", bucket.RequestID(err), "err", err)
+	case err != nil:
 		f.log.Error("metadata change not saved", "key", key, "request_id", bucket.RequestID(err), "err", err)
 	}
 }
@@ -221,6 +250,7 @@ func (f *FS) adoptHeld(n metaHolder, key string, md *upload.Metadata) bool {
 func (f *FS) Shutdown(ctx context.Context) {
 	releaseLost(f.root.EmbeddedInode())
 	f.heldMu.Lock()
+	f.closing = true
 	nodes := make([]metaHolder, 0, len(f.held))
 	for n := range f.held {
 		nodes = append(nodes, n)

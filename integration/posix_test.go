@@ -693,7 +693,7 @@ func TestChmodAfterAFailedOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the held copy to fail", func() bool {
-		return strings.Contains(m.logs.String(), `msg="metadata change not saved" key=f`)
+		return strings.Contains(m.logs.String(), `msg="metadata change not saved; trying again" key=f`)
 	})
 	srv.ClearFaults()
 	if err := os.Chmod(m.path("f"), 0o640); err != nil {
@@ -702,6 +702,27 @@ func TestChmodAfterAFailedOne(t *testing.T) {
 	m.stop(t)
 	if o, _ := srv.store.Head(testBucket, "f"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o640) {
 		t.Fatalf("object's mode %v, want %o", o.Meta["mode"], syscall.S_IFREG|0o640)
+	}
+}
+
+// A held chmod whose copy the server fails (all the SDK's attempts) is
+// tried again: chmod returned when the change was held, so the object
+// must end with the new mode. It stayed pending until the next change of
+// the file, and an unmount before that lost it.
+func TestFailedHeldChmodIsTriedAgain(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	writeFile(t, m.path("f"), []byte("content"))
+	srv.AddFault(osslocal.Fault{Op: "CopyObject", Status: 503, Count: 3})
+	if err := os.Chmod(m.path("f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the held change to fail", func() bool {
+		return strings.Contains(m.logs.String(), `msg="metadata change not saved`)
+	})
+	m.stop(t)
+	if o, _ := srv.store.Head(testBucket, "f"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o600) {
+		t.Fatalf("object's mode %v, want %o", o.Meta["mode"], syscall.S_IFREG|0o600)
 	}
 }
 
