@@ -146,6 +146,13 @@ func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		ch, errno, renamed = d.lookupOnce(ctx, name, out, keys)
 		return renamed
 	})
+	if errno == syscall.ENOENT {
+		// Gone from the bucket, it may still be a directory this mount
+		// emptied.
+		if kept := d.emptiedChild(name, out); kept != nil {
+			return kept, 0
+		}
+	}
 	return ch, errno
 }
 
@@ -186,9 +193,6 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 	}
 	if known && !exists {
-		if ch := d.emptiedChild(name, out); ch != nil {
-			return ch, 0, false
-		}
 		return nil, syscall.ENOENT, false
 	}
 	ahead := d.lookingUp(name)
@@ -314,13 +318,9 @@ func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.
 }
 
 // queuedDir finds a directory of which only the write-back queue knows:
-// its marker, or files below it, are not uploaded yet — or only this
-// mount (emptiedChild).
+// its marker, or files below it, are not uploaded yet.
 func (d *dirNode) queuedDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if d.fsys.queue == nil || !d.fsys.queue.HasPrefix(dirKey) {
-		if ch := d.emptiedChild(name, out); ch != nil {
-			return ch, 0
-		}
 		return nil, syscall.ENOENT
 	}
 	md := d.fsys.defaultMeta(syscall.S_IFDIR, d.fsys.now())
@@ -331,8 +331,10 @@ func (d *dirNode) queuedDir(ctx context.Context, name, dirKey string, out *fuse.
 	return d.dirChild(ctx, name, md, out), 0
 }
 
-// removedEntry notes that this mount removed an entry from d.
-func (d *dirNode) removedEntry() {
+// entryRemoved records that this mount removed name (a directory or not)
+// from d: in its listing, and for emptiedChild.
+func (d *dirNode) entryRemoved(name string, isDir bool) {
+	d.fsys.listings.Remove(d.dirKey(), name, isDir)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.emptiedHere = true
@@ -597,8 +599,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err != nil {
 		return d.fsys.fail("unlink", key, err)
 	}
-	d.fsys.listings.Remove(d.dirKey(), name, false)
-	d.removedEntry()
+	d.entryRemoved(name, false)
 	d.fsys.cfg.Cache.DropKept(key)
 	if ch != nil {
 		if fn != nil {
@@ -621,8 +622,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err != nil {
 		return d.fsys.fail("rmdir", key, err)
 	}
-	d.fsys.listings.Remove(d.dirKey(), name, true)
-	d.removedEntry()
+	d.entryRemoved(name, true)
 	d.fsys.listings.ForgetBelow(key)
 	if ch := d.child(name); ch != nil {
 		if dn, ok := ch.Operations().(*dirNode); ok {

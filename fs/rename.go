@@ -126,8 +126,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		return syscall.EINVAL
 	}
 	_, srcIsDir := src.Operations().(*dirNode)
-	d.fsys.listings.Remove(d.dirKey(), name, srcIsDir)
-	d.removedEntry()
+	d.entryRemoved(name, srcIsDir)
 	dst.fsys.listings.Add(dst.dirKey(), newName, srcIsDir)
 	if srcIsDir {
 		d.fsys.listings.ForgetBelow(d.fsys.dirKey(oldPath))
