@@ -145,12 +145,17 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 func (f *FS) holdMeta(n metaHolder) {
 	key := n.key()
 	f.heldMu.Lock()
-	_, already := f.held[n]
-	f.held[n] = key
-	f.heldMu.Unlock()
-	if !already {
-		time.AfterFunc(f.cfg.MetaHold, func() { f.applyHeld(context.Background(), n) })
+	defer f.heldMu.Unlock()
+	f.holdLocked(n, key, f.cfg.MetaHold)
+}
+
+// holdLocked holds n's change for key, to be sent after wait unless n is
+// held already. LOCKS_REQUIRED(f.heldMu)
+func (f *FS) holdLocked(n metaHolder, key string, wait time.Duration) {
+	if _, already := f.held[n]; !already {
+		time.AfterFunc(wait, func() { f.applyHeld(context.Background(), n) })
 	}
+	f.held[n] = key
 }
 
 func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
@@ -176,18 +181,16 @@ func (f *FS) applyHeld(ctx context.Context, n metaHolder) {
 	f.heldMu.Lock()
 	tries := f.retried[n] + 1
 	again := err != nil && !f.closing && tries <= heldRetries && !errors.Is(err, bucket.ErrNotFound)
+	wait := f.cfg.MetaHold << tries
 	delete(f.retried, n)
 	if again {
 		f.retried[n] = tries
-		if _, already := f.held[n]; !already {
-			time.AfterFunc(f.cfg.MetaHold<<tries, func() { f.applyHeld(context.Background(), n) })
-		}
-		f.held[n] = key
+		f.holdLocked(n, key, wait)
 	}
 	f.heldMu.Unlock()
 	switch {
 	case again:
-		f.log.Warn("metadata change not saved; trying again", "key", key, "in", (f.cfg.MetaHold << tries).String(),
+		f.log.Warn("metadata change not saved; trying again", "key", key, "in", wait.String(),
 			"request_id", bucket.RequestID(err), "err", err)
 	case err != nil:
 		f.log.Error("metadata change not saved", "key", key, "request_id", bucket.RequestID(err), "err", err)
