@@ -396,11 +396,7 @@ func (q *Queue) idsWithPrefix(prefix string) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var ids []string
-	for id, it := range q.items {
-		if strings.HasPrefix(it.rec.Key, prefix) {
-			ids = append(ids, id)
-		}
-	}
+	q.eachLocked(prefix, false, func(id string, _ *item) { ids = append(ids, id) })
 	return ids
 }
 
@@ -530,15 +526,17 @@ func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
 	// All due at once, so that the workers upload them side by side
 	// while this waits for each in turn.
 	q.mu.Lock()
+	var ids []string
 	now := q.u.now()
-	q.eachLocked(prefix, false, func(_ string, it *item) {
+	q.eachLocked(prefix, false, func(id string, it *item) {
+		ids = append(ids, id)
 		if !it.running && it.index >= 0 {
 			it.due = now
 			q.schedule(it)
 		}
 	})
 	q.mu.Unlock()
-	for _, id := range q.idsWithPrefix(prefix) {
+	for _, id := range ids {
 		if err := q.Wait(ctx, id); err != nil {
 			return err
 		}
