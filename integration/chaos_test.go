@@ -66,11 +66,6 @@ func TestServerErrorsAtRandom(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			srv := startServer(t)
 			m := startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
-			defer func() {
-				if t.Failed() {
-					t.Logf("ossmount logs:\n%s", m.logs)
-				}
-			}()
 			faults(srv)
 			var stderr bytes.Buffer
 			cp := exec.Command("cp", "-r", src+"/.", m.path("tree"))
@@ -164,11 +159,6 @@ func TestRemovalUnderServerErrors(t *testing.T) {
 				opts = append(opts, "writeback")
 			}
 			m := startMount(t, srv, opts...)
-			defer func() {
-				if t.Failed() {
-					t.Logf("ossmount logs:\n%s", m.logs)
-				}
-			}()
 			// Three DeleteObjects in a row fail — all the SDK's attempts of
 			// one unlink: at least one failure reaches rm.
 			srv.AddFault(osslocal.Fault{Op: "DeleteObject", Status: 503, After: 3, Count: 3})

@@ -352,6 +352,7 @@ type mount struct {
 	cmd      *exec.Cmd
 	logs     *syncBuffer
 	stopped  bool
+	shown    bool // the logs went to the test's output
 }
 
 type syncBuffer struct {
@@ -439,6 +440,9 @@ const stopTimeout = time.Minute
 func (m *mount) stop(t *testing.T) {
 	t.Helper()
 	if m.stopped {
+		// Called again at the test's end: a test that failed after it
+		// stopped the mount still gets its logs.
+		m.showLogsIfFailed(t)
 		return
 	}
 	m.stopped = true
@@ -460,7 +464,12 @@ func (m *mount) stop(t *testing.T) {
 			t.Errorf("file left in the cache directory: %s", f)
 		}
 	}
-	if t.Failed() {
+	m.showLogsIfFailed(t)
+}
+
+func (m *mount) showLogsIfFailed(t *testing.T) {
+	if t.Failed() && !m.shown {
+		m.shown = true
 		t.Logf("ossmount logs:\n%s", m.logs)
 	}
 }
