@@ -307,6 +307,50 @@ func TestJournal(t *testing.T) {
 	}
 }
 
+// Of two records of one key (IDs differ: a crash inside a rename onto a
+// queued file leaves the renamed file's record and the target's), Load
+// keeps the one bound to the key last and removes the other with its
+// staged file, in both forms of the journal.
+func TestJournalKeepsTheNewestRecordOfAKey(t *testing.T) {
+	for _, inXattr := range []bool{true, false} {
+		d, j := writebackDir(t)
+		j.inXattr = inXattr
+		add := func(id string, seq int64) *Staging {
+			s, _ := d.NewStaging()
+			s.WriteAt([]byte(id), 0)
+			if err := j.Add(&Record{ID: id, Key: "k", File: s.Name(), Size: int64(len(id)), Seq: seq}, s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		renamed := add("renamed", 2)
+		target := add("target", 1)
+		other, _ := d.NewStaging()
+		if err := j.Add(&Record{ID: "other", Key: "elsewhere", File: other.Name(), Seq: 0}, other); err != nil {
+			t.Fatal(err)
+		}
+		recs, err := j.Load()
+		if err != nil || len(recs) != 2 {
+			t.Fatalf("xattr=%v load: %+v %v", inXattr, recs, err)
+		}
+		for _, r := range recs {
+			if r.Key == "k" && r.ID != "renamed" {
+				t.Fatalf("xattr=%v: kept %q for k, want the record bound last", inXattr, r.ID)
+			}
+		}
+		if _, err := os.Stat(target.Name()); !os.IsNotExist(err) {
+			t.Fatalf("xattr=%v: the replaced record's staged file is left", inXattr)
+		}
+		if _, err := os.Stat(filepath.Join(j.dir, "target.json")); !os.IsNotExist(err) {
+			t.Fatalf("xattr=%v: the replaced record's file is left", inXattr)
+		}
+		if _, err := os.Stat(renamed.Name()); err != nil {
+			t.Fatalf("xattr=%v: the kept record's staged file: %v", inXattr, err)
+		}
+		j.Close()
+	}
+}
+
 // readAll reads a staging file's staged content.
 func readAll(t *testing.T, s *Staging, n int) []byte {
 	t.Helper()

@@ -52,7 +52,9 @@ type Record struct {
 	File string // named staging file
 	Size int64
 	Meta map[string]string
-	// Seq orders versions of one ID: after a crash the newest wins.
+	// Seq orders records: after a crash the newest version of an ID
+	// wins, and of the records naming one key the one bound to it last
+	// (a rename or chmod rewrites a record with a new Seq).
 	Seq int64
 	// Sum is the CRC-32C of the staged content (hex), for files of at
 	// most maxSummed bytes: a record that a crash brings back after its
@@ -318,7 +320,10 @@ func (j *Journal) Done(r Record, st *Staging, latest, mayHaunt bool) error {
 }
 
 // Load returns every record, the newest version of each ID. Leftovers of
-// interrupted writes and older versions are removed.
+// interrupted writes and older versions are removed, and so are records
+// that a newer one of the same key replaces — a crash inside a rename onto
+// a queued file leaves both — durably: replayed alone later, one would
+// bring its old content back.
 func (j *Journal) Load() ([]Record, error) {
 	entries, err := os.ReadDir(j.dir)
 	if err != nil {
@@ -364,11 +369,37 @@ func (j *Journal) Load() ([]Record, error) {
 		}
 		newest[r.ID] = r
 	}
-	out := make([]Record, 0, len(newest))
+	byKey := map[string]Record{}
+	replaced := false
 	for _, r := range newest {
+		old, ok := byKey[r.Key]
+		if ok && (old.Seq > r.Seq || old.Seq == r.Seq && old.ID > r.ID) {
+			old, r = r, old
+		}
+		if ok {
+			j.remove(old)
+			replaced = true
+		}
+		byKey[r.Key] = r
+	}
+	if replaced {
+		if err := j.syncDir(); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]Record, 0, len(byKey))
+	for _, r := range byKey {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// remove deletes r's staged file and its record.
+func (j *Journal) remove(r Record) {
+	os.Remove(r.File)
+	if !j.inXattr {
+		os.Remove(filepath.Join(j.dir, r.ID+".json"))
+	}
 }
 
 func readXattr(path string) ([]byte, error) { return readXattrNamed(path, recordXattr) }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -166,11 +167,28 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 	return q
 }
 
+// lastSeq is the Seq given last (nextSeq).
+var lastSeq atomic.Int64
+
+// nextSeq returns a Seq later than any given before, in this mount or,
+// by the clock, in an earlier one.
+func nextSeq() int64 {
+	for {
+		last, now := lastSeq.Load(), time.Now().UnixNano()
+		if now <= last {
+			now = last + 1
+		}
+		if lastSeq.CompareAndSwap(last, now) {
+			return now
+		}
+	}
+}
+
 // Submit journals rec (durably) and queues its upload from file. A newer
 // version of an id replaces a queued one; if that one is running, the
 // newer one runs after it. onDone is called once this version is uploaded.
 func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
-	rec.Seq = time.Now().UnixNano()
+	rec.Seq = nextSeq()
 	// Older uploads of the key leave no ghost behind this version.
 	if err := q.journal.Settle(rec.Key); err != nil {
 		return err
@@ -274,6 +292,9 @@ func (q *Queue) Update(id, key string, meta map[string]string) (updated, leftBeh
 	}
 	q.rekeyLocked(it, key)
 	it.rec.Meta = meta
+	// Bound to key last: after a crash between this record and the drop of
+	// the key's older upload (a rename onto a queued file), this one wins.
+	it.rec.Seq = nextSeq()
 	rec, file := it.rec, it.file
 	// Kept from starting while its record is rewritten: an upload that
 	// ended meanwhile would hand the staged file back, and the record

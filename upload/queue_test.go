@@ -153,6 +153,22 @@ func TestQueueUpdateAndRemoveBeforeStart(t *testing.T) {
 	}
 }
 
+// A rename onto a queued file rewrites the renamed file's record, then
+// drops the target's upload. A crash in between leaves both records of the
+// key; the journal keeps the renamed one, though its file was closed first.
+func TestQueueRenameOntoQueuedFileWinsAfterACrash(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
+	e.submit(t, "renamed", "tmp", "new")
+	e.submit(t, "target", "k", "old")
+	if ok, _, err := e.q.Update("renamed", "k", nil); !ok || err != nil {
+		t.Fatalf("update: %v %v", ok, err)
+	}
+	recs, err := e.j.Load() // what the next mount replays
+	if err != nil || len(recs) != 1 || recs[0].ID != "renamed" {
+		t.Fatalf("records after the crash: %+v %v", recs, err)
+	}
+}
+
 func TestQueueNewerVersionReplacesQueued(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: time.Hour})
 	e.submit(t, "a", "k", "old")
