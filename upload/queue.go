@@ -766,7 +766,7 @@ func (q *Queue) worker() {
 		if strings.HasSuffix(rec.Key, "/") {
 			contentType = DirContentType // a directory's marker (mkdir)
 		}
-		err := q.u.put(context.Background(), rec.Key, it.file, rec.Size, q.u.Attrs(rec.Key, md, contentType))
+		err := q.u.put(context.Background(), rec.Key, it.file, rec.Size, q.u.Attrs(rec.Key, md, contentType), false)
 
 		q.mu.Lock()
 		it.running = false
@@ -786,7 +786,7 @@ func (q *Queue) worker() {
 			// as Submit replaces a version not started, and is tried
 			// afresh.
 			q.stats.Failures++
-			q.log.Warn("write-back upload failed; the newer version of the file replaces it", "key", rec.Key, "err", err)
+			q.log.Warn("write-back upload failed; the newer version of the file replaces it", failure(rec, err)...)
 			it.notify(err)
 		default:
 			q.stats.Uploaded++
@@ -825,6 +825,11 @@ func (q *Queue) worker() {
 	}
 }
 
+// failure describes a failed attempt to upload rec: the one line it gets.
+func failure(rec cache.Record, err error) []any {
+	return []any{"key", rec.Key, "size", humanize.IBytes(uint64(rec.Size)), "request_id", bucket.RequestID(err), "err", err}
+}
+
 // failedLocked schedules another attempt with backoff, or gives up.
 // LOCKS_REQUIRED(q.mu)
 func (q *Queue) failedLocked(it *item, err error) {
@@ -836,12 +841,12 @@ func (q *Queue) failedLocked(it *item, err error) {
 	if refused || it.attempts >= q.cfg.MaxAttempts {
 		q.giveUpLocked(it, err)
 		q.log.Error("write-back upload failed; giving up until the next mount (the data stays journaled)",
-			"key", it.rec.Key, "attempts", it.attempts, "err", err)
+			append(failure(it.rec, err), "attempts", it.attempts)...)
 	} else {
 		backoff := min(time.Second<<(it.attempts-1), q.cfg.MaxBackoff)
 		it.due = q.u.now().Add(backoff)
 		q.schedule(it)
-		q.log.Warn("write-back upload failed; retrying", "key", it.rec.Key, "attempt", it.attempts, "in", backoff.String(), "err", err)
+		q.log.Warn("write-back upload failed; retrying", append(failure(it.rec, err), "attempt", it.attempts, "in", backoff.String())...)
 	}
 	it.notify(err)
 	q.cond.Broadcast()

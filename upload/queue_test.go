@@ -17,10 +17,36 @@ import (
 )
 
 type queueEnv struct {
-	b   *bucket.Fake
-	dir *cache.Dir
-	j   *cache.Journal
-	q   *Queue
+	b    *bucket.Fake
+	dir  *cache.Dir
+	j    *cache.Journal
+	q    *Queue
+	logs *logBuffer // the uploader's and the queue's, from Info up
+}
+
+// logBuffer collects log lines written from several goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// lines returns the lines that contain s.
+func (l *logBuffer) lines(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 func newQueueEnv(t *testing.T, cfg QueueConfig) *queueEnv {
@@ -42,11 +68,13 @@ func newQueueEnvLimited(t *testing.T, cfg QueueConfig, limit int64) *queueEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := New(b, Config{}, slog.New(slog.DiscardHandler))
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	u := New(b, Config{}, log)
 	if limit > 0 {
 		cfg.Released = d.Freed
 	}
-	q := NewQueue(u, j, slog.New(slog.DiscardHandler), cfg)
+	q := NewQueue(u, j, log, cfg)
 	if limit > 0 {
 		d.SetEvictable(q.Hurry)
 	}
@@ -55,7 +83,7 @@ func newQueueEnvLimited(t *testing.T, cfg QueueConfig, limit int64) *queueEnv {
 			t.Error(err)
 		}
 	})
-	return &queueEnv{b: b, dir: d, j: j, q: q}
+	return &queueEnv{b: b, dir: d, j: j, q: q, logs: logs}
 }
 
 // checkIndex compares the queue's key index and count of active items
@@ -213,6 +241,13 @@ func TestQueueRetriesThenGivesUpVisibly(t *testing.T) {
 	recs, _ := e.j.Load()
 	if len(recs) != 1 || recs[0].Key != "broken" {
 		t.Fatalf("the failed upload must stay journaled: %+v", recs)
+	}
+	// One line per failed attempt, with the object's name.
+	if l := e.logs.lines("key=flaky"); len(l) != 1 || !strings.Contains(l[0], "retrying") {
+		t.Errorf("the retried upload's lines: %q", l)
+	}
+	if l := e.logs.lines("key=broken"); len(l) != 2 || !strings.Contains(l[1], "giving up") {
+		t.Errorf("the given-up upload's lines: %q", l)
 	}
 }
 

@@ -103,15 +103,18 @@ func ContentType(key string) string {
 // Put uploads size bytes of body as key. The name rules are checked again
 // here so that nothing invalid is ever sent, whatever the caller did.
 func (u *Uploader) Put(ctx context.Context, key string, body io.ReaderAt, size int64, md Metadata) error {
-	return u.put(ctx, key, body, size, u.Attrs(key, md, ""))
+	return u.put(ctx, key, body, size, u.Attrs(key, md, ""), true)
 }
 
 // PutDirMarker uploads the zero-byte marker of a directory (key ends in "/").
 func (u *Uploader) PutDirMarker(ctx context.Context, key string, md Metadata) error {
-	return u.put(ctx, key, emptyReader{}, 0, u.Attrs(key, md, DirContentType))
+	return u.put(ctx, key, emptyReader{}, 0, u.Attrs(key, md, DirContentType), true)
 }
 
-func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size int64, attrs bucket.Attrs) error {
+// put uploads body as key. logFailure says whether a failed request is
+// logged here; the write-back queue logs its attempts itself (retrying,
+// giving up), so that each failure is one line.
+func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size int64, attrs bucket.Attrs, logFailure bool) error {
 	if err := ValidateKey(key); err != nil {
 		u.log.Warn("refusing to upload invalid name", "key", key, "err", err)
 		return err
@@ -137,8 +140,10 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 		res, err = u.bucket.Put(ctx, bucket.PutRequest{Key: key, Body: body, Size: size, Attrs: attrs})
 	}
 	elapsed := u.now().Sub(start)
-	if err != nil {
+	if err != nil && logFailure {
 		u.log.Error("upload failed", "key", key, "size", humanize.IBytes(uint64(size)), "request_id", bucket.RequestID(err), "err", err)
+	}
+	if err != nil {
 		return err
 	}
 	setSource(body, key, res.ETag)
