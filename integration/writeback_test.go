@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ossmount/ossmount/bucket/store"
 	"github.com/ossmount/ossmount/integration/osslocal"
@@ -244,6 +245,53 @@ func writeWhileUploadHeld(t *testing.T, key string, content []byte) (*server, *m
 	writeFile(t, m.path(key), content)
 	<-started
 	return srv, m, release
+}
+
+// A second SIGTERM while the unmount drains a queue the server keeps
+// failing stops the drain before its retries run out, and cancels an
+// upload the server holds: the mount exits (status 2, saying why), and the
+// next mount uploads every file.
+func TestSecondSignalStopsTheDrain(t *testing.T) {
+	srv := startServer(t)
+	dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+	m := startMountAt(t, srv, dir, cacheDir, "writeback", "writeback_delay=0s")
+	// Held until the test ends: a stall would outlast the client (the
+	// server notices no closed connection before it reads the body).
+	held := make(chan struct{})
+	defer close(held)
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Before: func() { <-held }, Count: 1})
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Status: 503})
+	want := map[string][]byte{}
+	for i := range 5 {
+		name := fmt.Sprintf("f%d", i)
+		want[name] = randomBytes(t, 1000*(i+1))
+		writeFile(t, m.path(name), want[name])
+	}
+	m.stopped = true
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	waitUntil(t, "the drain", func() bool { return strings.Contains(m.logs.String(), `msg="draining the write-back queue"`) })
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	// A drain that goes on is stopped with its goroutines in the log.
+	dump := time.AfterFunc(stopTimeout, func() { m.cmd.Process.Signal(syscall.SIGQUIT) })
+	err := m.cmd.Wait()
+	dump.Stop()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Errorf("ossmount exited with %v after a stopped drain, want status 2", err)
+	}
+	logs := m.logs.String()
+	if strings.Contains(logs, "giving up") || !strings.Contains(logs, "stopped before 5 files were uploaded") {
+		t.Errorf("the drain was not stopped by the second signal:\n%s", logs)
+	}
+	if isMounted(dir) {
+		t.Errorf("%s still mounted", dir)
+	}
+	srv.ClearFaults()
+	m = startMountAt(t, srv, dir, cacheDir, "writeback")
+	m.stop(t)
+	for name, data := range want {
+		srv.sameObject(t, name, data)
+	}
 }
 
 // After a crash (SIGKILL) the next mount with the same cache directory

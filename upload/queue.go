@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -56,6 +57,9 @@ type Queue struct {
 	releasing int        // GUARDED_BY(mu)
 	stats     QueueStats // GUARDED_BY(mu)
 	wg        sync.WaitGroup
+	// sending carries the uploads; a drain told to stop cancels it.
+	sending context.Context
+	stop    context.CancelFunc
 }
 
 // QueueConfig sets the queue's constants.
@@ -159,6 +163,7 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 		cfg.MaxBackoff = 30 * time.Second
 	}
 	q := &Queue{u: u, journal: j, log: log, cfg: cfg, items: map[string]*item{}, byKey: map[string]map[*item]struct{}{}}
+	q.sending, q.stop = context.WithCancel(context.Background())
 	q.cond = sync.NewCond(&q.mu)
 	for i := 0; i < cfg.Workers; i++ {
 		q.wg.Add(1)
@@ -621,7 +626,8 @@ func (q *Queue) dueNowLocked() {
 
 // Drain makes everything due now and waits until the queue is empty or
 // only items that gave up remain, logging progress. Then it stops the
-// workers.
+// workers. Once ctx is done it stops at once: uploads under way are
+// cancelled, and whatever is not uploaded stays journaled.
 func (q *Queue) Drain(ctx context.Context) error {
 	q.mu.Lock()
 	q.dueNowLocked()
@@ -631,12 +637,13 @@ func (q *Queue) Drain(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		q.mu.Lock()
-		for q.activeLocked() > 0 {
+		for q.activeLocked() > 0 && !q.closed {
 			q.cond.Wait()
 		}
 		q.mu.Unlock()
 		close(done)
 	}()
+	stopped := false
 	for waiting := true; waiting; {
 		select {
 		case <-done:
@@ -646,16 +653,25 @@ func (q *Queue) Drain(ctx context.Context) error {
 			q.log.Info("draining the write-back queue", "files", s.Queued, "bytes", humanize.IBytes(uint64(s.BytesQueued)),
 				"uploaded", s.Uploaded, "uploaded_bytes", humanize.IBytes(uint64(s.BytesUploaded)))
 		case <-ctx.Done():
-			return ctx.Err()
+			// Told to stop: the uploads under way are cancelled; what is
+			// not uploaded is journaled already.
+			stopped, waiting = true, false
 		}
 	}
 	q.mu.Lock()
 	q.closed = true
-	left := len(q.items)
 	q.cond.Broadcast()
 	q.mu.Unlock()
+	q.stop()
+	<-done
 	q.wg.Wait()
-	if left > 0 {
+	q.mu.Lock()
+	left := len(q.items)
+	q.mu.Unlock()
+	switch {
+	case left > 0 && stopped:
+		return fmt.Errorf("stopped before %d files were uploaded; they stay journaled in the cache directory and are uploaded at the next mount", left)
+	case left > 0:
 		return errors.New("some uploads failed; they stay journaled in the cache directory and are retried at the next mount")
 	}
 	return nil
@@ -766,10 +782,16 @@ func (q *Queue) worker() {
 		if strings.HasSuffix(rec.Key, "/") {
 			contentType = DirContentType // a directory's marker (mkdir)
 		}
-		err := q.u.put(context.Background(), rec.Key, it.file, rec.Size, q.u.Attrs(rec.Key, md, contentType), false)
+		err := q.u.put(q.sending, rec.Key, it.file, rec.Size, q.u.Attrs(rec.Key, md, contentType), false)
 
 		q.mu.Lock()
 		it.running = false
+		if q.closed && errors.Is(err, context.Canceled) {
+			// Stopped (Drain): not an attempt that failed. The item and
+			// its record stay for the next mount.
+			q.cond.Broadcast()
+			continue
+		}
 		it.stored = it.stored || errors.Is(err, bucket.ErrIntegrity)
 		next := it.again
 		switch {

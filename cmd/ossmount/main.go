@@ -155,7 +155,9 @@ func run(args []string) int {
 		if !detached {
 			fmt.Fprintln(os.Stderr, "ossmount:", err)
 		}
-		log.Error("mount failed", "err", err)
+		if !errors.Is(err, errNotDrained) {
+			log.Error("mount failed", "err", err)
+		}
 		ready.report(err)
 		return 2
 	}

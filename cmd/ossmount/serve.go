@@ -172,13 +172,20 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	defer func() { <-orphansDone }()
 
 	// Signals stay caught until the process exits: one arriving while it
-	// drains or cleans up must not kill it halfway.
+	// drains or cleans up must not kill it halfway. One after the unmount
+	// stops the drain instead (someone will not wait for a server that
+	// keeps failing): the files not uploaded are journaled already.
 	var unmounted atomic.Bool
+	draining, stopDraining := context.WithCancel(context.Background())
+	defer stopDraining()
 	go func() {
 		for s := range sigs {
 			switch {
 			case s == syscall.SIGUSR1:
 				logStatus(log, cd, queue)
+			case unmounted.Load() && queue != nil:
+				log.Warn("stopping the write-back drain; files not uploaded stay journaled for the next mount", "signal", s.String())
+				stopDraining()
 			case unmounted.Load():
 				log.Info("already unmounted; finishing", "signal", s.String())
 			default:
@@ -193,9 +200,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if queue != nil {
 		s := queue.Stats()
 		log.Info("draining the write-back queue", "files", s.Queued, "bytes", humanize.IBytes(uint64(s.BytesQueued)))
-		if err := queue.Drain(context.Background()); err != nil {
+		if err := queue.Drain(draining); err != nil {
 			log.Error("write-back queue not drained", "err", err)
-			return err
+			return fmt.Errorf("%w: %v", errNotDrained, err)
 		}
 		log.Info("write-back queue drained", "uploaded", queue.Stats().Uploaded)
 	}
@@ -203,6 +210,10 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	log.Info("unmounted", "mountpoint", a.mountpoint)
 	return nil
 }
+
+// errNotDrained ends a mount that unmounted with uploads not done (logged
+// already): the exit status says so, but the mount did not fail.
+var errNotDrained = errors.New("write-back queue not drained")
 
 // namespace names a bucket's place in the cache directory: the bucket,
 // and a hash of the endpoint, the bucket and what else tells mounts apart
