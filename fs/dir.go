@@ -304,7 +304,7 @@ func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.
 		ch, errno := d.queuedDir(ctx, name, dirKey, out)
 		return ch, errno, false
 	}
-	md := d.fsys.defaultMeta(syscall.S_IFDIR, time.Time{})
+	md := d.fsys.defaultMeta(syscall.S_IFDIR, d.fsys.started)
 	if a.hasMarker {
 		switch {
 		case a.headErr == nil:

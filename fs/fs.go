@@ -67,6 +67,10 @@ type FS struct {
 	log    *slog.Logger
 	now    func() time.Time
 	root   *dirNode
+	// started is the time of a directory without a marker to say when it
+	// changed, the root's among them (as mountpoint-s3): not the zero time,
+	// the year 1, which tar calls "implausibly old" and ext4 takes as 1901.
+	started time.Time
 	// listings answers lookups of names a recently listed directory lacks.
 	listings *cache.Listings
 
@@ -129,7 +133,8 @@ func New(cfg Config) *FS {
 	f.held = map[metaHolder]string{}
 	f.retried = map[metaHolder]int{}
 	f.listings = cache.NewListings(cfg.StatTTL, f.now)
-	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, time.Time{})}
+	f.started = f.now()
+	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, f.started)}
 	f.root.placeAt(nil, "")
 	return f
 }

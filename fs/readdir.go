@@ -79,8 +79,24 @@ func (h *dirHandle) load(ctx context.Context) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	h.entries = entries // not nil, even when empty
+	h.entries = append(h.d.dots(), entries...)
 	return 0
+}
+
+// dots are the entries "." and "..", which the kernel does not make up for
+// a FUSE file system: programs count on them (`ls -a`; PHP's
+// `count(scandir($dir)) == 2` for an empty directory), and s3fs and ossfs
+// list them too.
+func (d *dirNode) dots() []fuse.DirEntry {
+	self := d.EmbeddedInode()
+	parent := self
+	if _, p := self.Parent(); p != nil {
+		parent = p
+	}
+	return []fuse.DirEntry{
+		{Name: ".", Mode: syscall.S_IFDIR, Ino: self.StableAttr().Ino},
+		{Name: "..", Mode: syscall.S_IFDIR, Ino: parent.StableAttr().Ino},
+	}
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {

@@ -459,6 +459,54 @@ func TestObjectsFromOtherClients(t *testing.T) {
 	}
 }
 
+// A directory lists "." and ".." with the inodes stat gives (programs
+// count on them), the root's inode is not 0, and a directory without a
+// marker — the root, one other clients' objects imply — dates from the
+// mount, not from the year 1: tar called that "implausibly old", and
+// rsync and tar made it 1901 on ext4.
+func TestDirectoryDotsAndTimes(t *testing.T) {
+	srv := startServer(t)
+	srv.putByOther(t, "implicit/deeper/file.txt", []byte("from elsewhere"))
+	before := time.Now().Add(-time.Second)
+	m := startMount(t, srv)
+	after := time.Now().Add(time.Second)
+	inode := func(rel string) uint64 {
+		fi, err := os.Stat(m.path(rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mt := fi.ModTime(); mt.Before(before) || mt.After(after) {
+			t.Errorf("%q: mtime %v, want the mount's start", rel, mt)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	if ino := inode(""); ino != 1 {
+		t.Errorf("the root's inode is %d, want 1", ino)
+	}
+	for _, dir := range []string{"", "implicit", "implicit/deeper"} {
+		listed := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(run(t, "ls", "-ai1", m.path(dir))), "\n") {
+			ino, name, _ := strings.Cut(strings.TrimSpace(line), " ")
+			listed[name] = ino
+		}
+		parent := filepath.Dir(dir)
+		if dir == "" {
+			parent = "" // the mount's own "..": the kernel's to answer
+		}
+		if want := fmt.Sprint(inode(dir)); listed["."] != want {
+			t.Errorf("%q lists . as %q, want %s (%v)", dir, listed["."], want, listed)
+		}
+		if want := fmt.Sprint(inode(strings.TrimPrefix(parent, "."))); dir != "" && listed[".."] != want {
+			t.Errorf("%q lists .. as %q, want %s (%v)", dir, listed[".."], want, listed)
+		}
+	}
+	archive := filepath.Join(t.TempDir(), "a.tar")
+	run(t, "tar", "-C", m.path(""), "-cf", archive, "implicit")
+	if out := run(t, "tar", "-C", t.TempDir(), "-xf", archive); out != "" {
+		t.Errorf("tar -x of a tree with an implicit directory: %s", out)
+	}
+}
+
 // DESIGN §5: the mount's own changes show at once; other clients' after
 // the stat TTL.
 func TestStatTTL(t *testing.T) {

@@ -144,6 +144,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &ttl,
+		// Not 0: tools take inode 0 for "no inode" (`ls -i` shows "?").
+		// go-fuse numbers the other nodes from 1<<63 up.
+		RootStableAttr: &gofs.StableAttr{Ino: 1},
 	}
 	if o.ReadOnly {
 		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "ro")
