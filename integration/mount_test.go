@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -92,6 +93,60 @@ func TestDetachedMount(t *testing.T) {
 	srv.sameObject(t, "detached.txt", []byte("works"))
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		t.Fatalf("umount: %v", err)
+	}
+}
+
+// A user other than root mounts through fusermount3; when it refuses, the
+// mount's error is fusermount3's own reason, not go-fuse's "fusermount
+// exited with code 256" — detached, fusermount3's stderr went nowhere.
+// Here the user may not write to the mountpoint (and, on machines whose
+// /dev/fuse is root's alone, may not open that either).
+func TestFusermountRefusalIsSaid(t *testing.T) {
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Fatal("fusermount3 is not installed (Debian's fuse3)")
+	}
+	srv := startServer(t)
+	const nobody = 65534
+	// Where nobody can run the binary and keep a cache.
+	dir, err := os.MkdirTemp("", "ossmount-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin, cacheDir, mnt := filepath.Join(dir, "ossmount"), filepath.Join(dir, "cache"), filepath.Join(dir, "mnt")
+	data, err := os.ReadFile(ossmountBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(mnt, 0o755) // root's
+	os.Mkdir(cacheDir, 0o700)
+	if err := os.Chown(cacheDir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	for _, foreground := range []bool{false, true} {
+		args := mountArgs(srv, mnt, cacheDir)
+		if foreground {
+			args = append([]string{"-f"}, args...)
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Env = credentialsEnv()
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("foreground=%v: %v, want exit status 2\n%s", foreground, err, out)
+		}
+		if !strings.Contains(string(out), "fusermount3: ") || strings.Contains(string(out), "exited with code") {
+			t.Errorf("foreground=%v: the refusal does not say fusermount3's reason:\n%s", foreground, out)
+		}
+		if isMounted(mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+			t.Fatalf("foreground=%v: mounted", foreground)
+		}
 	}
 }
 

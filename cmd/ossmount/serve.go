@@ -152,10 +152,18 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "ro")
 	}
 	cleaner := beforeMount(a.mountpoint)
+	said := captureStderr()
 	server, err := gofs.Mount(a.mountpoint, fsys.Root(), mountOpts)
+	if out := said(); out != "" {
+		if err != nil {
+			err = fmt.Errorf("%s", out)
+		} else {
+			fmt.Fprintln(os.Stderr, out) // not ours to swallow
+		}
+	}
 	if err != nil {
 		cleaner.clean(log)
-		return fmt.Errorf("mount %s: %v", a.mountpoint, err)
+		return fmt.Errorf("mount %s: %v", a.mountpoint, strings.TrimSpace(err.Error()))
 	}
 	// Signals are caught before readiness is reported, so that a SIGTERM
 	// sent as soon as the mount is up still unmounts cleanly.
