@@ -294,6 +294,33 @@ func TestSecondSignalStopsTheDrain(t *testing.T) {
 	}
 }
 
+// A file whose uploads the queue gave up on (the server failed them all)
+// is sent by an fsync once the server is back, and by the drain at
+// unmount: before, it waited for the next mount whatever came first.
+func TestWritebackGivenUpUploadsAreTriedAgain(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "writeback", "writeback_delay=0s", "writeback_attempts=1")
+	srv.AddFault(osslocal.Fault{Op: "PutObject", Status: 503})
+	synced, unmounted := randomBytes(t, 3000), randomBytes(t, 4000)
+	writeFile(t, m.path("synced"), synced)
+	writeFile(t, m.path("unmounted"), unmounted)
+	waitUntil(t, "both uploads given up", func() bool {
+		return strings.Count(m.logs.String(), "giving up for now") == 2
+	})
+	srv.ClearFaults()
+	f, err := os.OpenFile(m.path("synced"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync once the server is back: %v", err)
+	}
+	f.Close()
+	srv.sameObject(t, "synced", synced)
+	m.stop(t)
+	srv.sameObject(t, "unmounted", unmounted)
+}
+
 // After a crash (SIGKILL) the next mount with the same cache directory
 // uploads every acknowledged file; a file still open at the crash was never
 // acknowledged and leaves nothing behind.

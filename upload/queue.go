@@ -66,8 +66,13 @@ type Queue struct {
 type QueueConfig struct {
 	Workers     int           // uploads at once; 0: 16
 	Delay       time.Duration // wait after a close before uploading, so a rename or chmod that follows rides along
-	MaxAttempts int           // whole-file attempts before giving up until the next mount; 0: 5
+	MaxAttempts int           // whole-file attempts before giving up; 0: 5
 	MaxBackoff  time.Duration // 0: 30s
+	// Revive is how long an upload given up after MaxAttempts failures
+	// waits for one more attempt (an outage may have ended); 0: 5 minutes.
+	// One refused (a bad name, a rejected request) waits for the next
+	// mount. An fsync, and the drain at unmount, try it at once.
+	Revive time.Duration
 	// Released, if set, is called after a staged file has been handed
 	// back or removed, and after a failed attempt (the cache's space
 	// waiters re-check: one that failed for good frees nothing).
@@ -82,7 +87,7 @@ type QueueStats struct {
 	Uploaded      int
 	BytesUploaded int64
 	Failures      int
-	GaveUp        int
+	GaveUp        int // items given up, until a revival or the next mount
 }
 
 type item struct {
@@ -98,6 +103,8 @@ type item struct {
 	attempts int
 	gaveUp   bool
 	lastErr  error // of the last attempt, once given up
+	// refused: given up on an error that would come again (Revive).
+	refused bool
 	// suspended keeps the item from starting while a rename that replaces
 	// its file runs (Suspend); schedule leaves it out of the ready heap.
 	suspended bool
@@ -161,6 +168,9 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Revive <= 0 {
+		cfg.Revive = 5 * time.Minute
 	}
 	q := &Queue{u: u, journal: j, log: log, cfg: cfg, items: map[string]*item{}, byKey: map[string]map[*item]struct{}{}}
 	q.sending, q.stop = context.WithCancel(context.Background())
@@ -385,8 +395,9 @@ func (q *Queue) Running(id string) bool {
 }
 
 // Wait makes id due now and waits until it is uploaded. It returns the
-// error of a failed attempt (the item stays queued and is retried), at once
-// for an item given up.
+// error of a failed attempt (the item stays queued and is retried). An
+// item given up gets one more attempt now; one refused is its error at
+// once.
 func (q *Queue) Wait(ctx context.Context, id string) error {
 	q.mu.Lock()
 	it, ok := q.items[id]
@@ -397,7 +408,7 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 	for it.again != nil {
 		it = it.again
 	}
-	if it.gaveUp {
+	if it.gaveUp && !q.reviveLocked(it) {
 		// No worker will try it again before the next mount.
 		q.mu.Unlock()
 		return it.lastErr
@@ -546,8 +557,9 @@ func (q *Queue) Resume(ids []string) {
 // WaitPrefix makes every item whose key starts with prefix due now and
 // waits until they are uploaded (a directory rename moves only what the
 // bucket holds; an fsync of a directory returns once what lies below is
-// there). An item given up is its error at once: its file is not in the
-// bucket, and a rename would leave it queued under the old name.
+// there). An item given up gets one more attempt; if that fails too, or it
+// was refused, it is the error: its file is not in the bucket, and a
+// rename would leave it queued under the old name.
 func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
 	// All due at once, so that the workers upload them side by side
 	// while this waits for each in turn.
@@ -560,6 +572,7 @@ func (q *Queue) WaitPrefix(ctx context.Context, prefix string) error {
 			it.due = now
 			q.schedule(it)
 		}
+		q.reviveLocked(it)
 	})
 	q.mu.Unlock()
 	for _, id := range ids {
@@ -596,6 +609,9 @@ func (q *Queue) Stats() QueueStats {
 		if it.running {
 			s.Running++
 		}
+		if it.gaveUp {
+			s.GaveUp++
+		}
 	}
 	return s
 }
@@ -624,13 +640,17 @@ func (q *Queue) dueNowLocked() {
 	q.cond.Broadcast()
 }
 
-// Drain makes everything due now and waits until the queue is empty or
-// only items that gave up remain, logging progress. Then it stops the
-// workers. Once ctx is done it stops at once: uploads under way are
-// cancelled, and whatever is not uploaded stays journaled.
+// Drain makes everything due now, items given up for one more attempt,
+// and waits until the queue is empty or only items that gave up remain,
+// logging progress. Then it stops the workers. Once ctx is done it stops
+// at once: uploads under way are cancelled, and whatever is not uploaded
+// stays journaled.
 func (q *Queue) Drain(ctx context.Context) error {
 	q.mu.Lock()
 	q.dueNowLocked()
+	for _, it := range q.items {
+		q.reviveLocked(it)
+	}
 	q.mu.Unlock()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -706,13 +726,30 @@ func (q *Queue) rekeyLocked(it *item, key string) {
 	q.indexLocked(it)
 }
 
-// giveUpLocked stops trying an item in items until the next mount.
-// LOCKS_REQUIRED(q.mu)
+// giveUpLocked stops trying an item in items: until the next mount if it
+// was refused, else until reviveLocked. LOCKS_REQUIRED(q.mu)
 func (q *Queue) giveUpLocked(it *item, err error) {
 	q.unindexLocked(it)
 	it.gaveUp, it.lastErr = true, err
 	q.indexLocked(it)
-	q.stats.GaveUp++
+}
+
+// reviveLocked makes an item given up on a failure that may pass due now,
+// for one more attempt; it reports whether it did. LOCKS_REQUIRED(q.mu)
+func (q *Queue) reviveLocked(it *item) bool {
+	if !it.gaveUp || it.refused || q.closed || q.items[it.rec.ID] != it {
+		return false // refused, dropped, replaced or revived already
+	}
+	q.unindexLocked(it)
+	it.gaveUp, it.lastErr = false, nil
+	it.attempts = q.cfg.MaxAttempts - 1
+	q.indexLocked(it)
+	it.due = q.u.now()
+	if !it.suspended {
+		q.schedule(it)
+	}
+	q.cond.Broadcast()
+	return true
 }
 
 // LOCKS_REQUIRED(q.mu)
@@ -860,11 +897,22 @@ func (q *Queue) failedLocked(it *item, err error) {
 	// A name OSS refuses, or a request it rejects, fails the same way
 	// each time: the record stays for the next mount.
 	refused := errors.Is(err, ErrInvalidName) || errors.Is(err, ErrNameTooLong) || errors.Is(err, bucket.ErrRejected)
-	if refused || it.attempts >= q.cfg.MaxAttempts {
+	switch {
+	case refused:
+		it.refused = true
 		q.giveUpLocked(it, err)
-		q.log.Error("write-back upload failed; giving up until the next mount (the data stays journaled)",
+		q.log.Error("write-back upload refused; giving up until the next mount (the data stays journaled)",
 			append(failure(it.rec, err), "attempts", it.attempts)...)
-	} else {
+	case it.attempts >= q.cfg.MaxAttempts:
+		q.giveUpLocked(it, err)
+		time.AfterFunc(q.cfg.Revive, func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			q.reviveLocked(it)
+		})
+		q.log.Error("write-back upload failed; giving up for now, one more attempt later, at an fsync of the file or at unmount (the data stays journaled)",
+			append(failure(it.rec, err), "attempts", it.attempts, "next_in", q.cfg.Revive.String())...)
+	default:
 		backoff := min(time.Second<<(it.attempts-1), q.cfg.MaxBackoff)
 		it.due = q.u.now().Add(backoff)
 		q.schedule(it)

@@ -285,12 +285,18 @@ func TestQueueGhosts(t *testing.T) {
 	}
 }
 
-// Waiting for an upload the queue gave up on returns its error at once
-// (an fsync of that file must not hang until the next mount).
-func TestQueueWaitForGivenUpReturns(t *testing.T) {
-	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1})
+// Waiting for an upload the queue gave up on (an fsync of the file) tries
+// it once more: it returns that attempt's error, not waiting for ever, and
+// uploads the file if the server is back. It used to return the old error
+// at once, so that nothing but the next mount sent the file.
+func TestQueueWaitForGivenUpTriesOnceMore(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1, Revive: time.Hour})
+	down := true
+	var mu sync.Mutex
 	e.b.SetFail(func(op, key string) error {
-		if op == "PutObject" {
+		mu.Lock()
+		defer mu.Unlock()
+		if op == "PutObject" && down {
 			return bucket.ErrTransient
 		}
 		return nil
@@ -302,10 +308,72 @@ func TestQueueWaitForGivenUpReturns(t *testing.T) {
 	if s := e.q.Stats(); s.GaveUp != 1 {
 		t.Fatalf("stats %+v", s)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.q.Wait(ctx, "a"); err == nil || errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("wait for an upload given up: %v", err)
+	if err := e.q.Wait(context.Background(), "a"); err == nil {
+		t.Fatal("a wait while the server is down returned no error")
+	}
+	if n := e.b.Calls("PutObject"); n != 2 {
+		t.Fatalf("%d PUTs, want 2: the wait tries once more", n)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	if err := e.q.Wait(context.Background(), "a"); err != nil {
+		t.Fatalf("wait once the server is back: %v", err)
+	}
+	if got := e.content(t, "k"); got != "A" {
+		t.Fatalf("k holds %q", got)
+	}
+}
+
+// An upload given up after its attempts is tried again Revive later with
+// nobody waiting for it: an outage longer than the retries left files
+// unsent until the next mount, which on a mount that runs for weeks is
+// weeks. One refused (a rejected request) is not tried again.
+func TestQueueRevivesGivenUpUploads(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{MaxAttempts: 2, MaxBackoff: time.Millisecond, Revive: 50 * time.Millisecond})
+	revived := make(chan struct{})
+	var mu sync.Mutex
+	puts := map[string]int{}
+	e.b.SetFail(func(op, key string) error {
+		if op != "PutObject" {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		puts[key]++
+		switch {
+		case key == "refused":
+			return bucket.ErrRejected
+		case puts[key] <= 2:
+			return bucket.ErrTransient // the outage, through both attempts
+		case puts[key] == 3:
+			close(revived)
+		}
+		return nil
+	})
+	e.submit(t, "r", "refused", "R")
+	e.submit(t, "a", "k", "A")
+	select { // no Wait, no Drain: the revival's own attempt
+	case <-revived:
+	case <-time.After(time.Minute):
+		t.Fatal("the upload given up was not tried again")
+	}
+	if err := e.q.Wait(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.content(t, "k"); got != "A" {
+		t.Fatalf("k holds %q", got)
+	}
+	if l := e.logs.lines("key=k"); len(l) != 2 || !strings.Contains(l[1], "one more attempt later") {
+		t.Errorf("the given-up upload's lines: %q", l)
+	}
+	if err := e.q.Wait(context.Background(), "r"); !errors.Is(err, bucket.ErrRejected) {
+		t.Fatalf("wait for the refused upload: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if puts["refused"] != 1 {
+		t.Fatalf("the refused upload was sent %d times, want once", puts["refused"])
 	}
 }
 

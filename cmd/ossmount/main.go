@@ -28,8 +28,9 @@ const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]
        tagging=k=v&k2=v2, uid=N, gid=N, umask=022, allow_other, ro,
        stat_ttl=2s, forbid_overwrite, passwd_file=F, ram_role=NAME|URL,
        part_size=16MiB, parallel=N, writeback, writeback_delay=20ms,
-       writeback_workers=16, cache_size=10GiB, kept_size=1GiB, ensure_diskfree=MB,
-       dir_rename_limit=1000, log_file=F, debug`
+       writeback_workers=16, writeback_attempts=5, cache_size=10GiB,
+       kept_size=1GiB, ensure_diskfree=MB, dir_rename_limit=1000,
+       log_file=F, debug`
 
 func main() { os.Exit(run(os.Args[1:])) }
 

@@ -34,17 +34,20 @@ type options struct {
 	Writeback        bool
 	WritebackDelay   time.Duration
 	WritebackWorkers int
-	CacheSize        int64
-	KeptSize         int64 // -1: the default (cache.Dir.SetKeptBudget)
-	EnsureDiskFree   int64
-	RAMRole          string
-	SSE, SSEKeyID    string
-	Tagging          string
+	// WritebackAttempts bounds the tries before an upload is given up
+	// for now (tried again later, at its fsync and at unmount).
+	WritebackAttempts int
+	CacheSize         int64
+	KeptSize          int64 // -1: the default (cache.Dir.SetKeptBudget)
+	EnsureDiskFree    int64
+	RAMRole           string
+	SSE, SSEKeyID     string
+	Tagging           string
 }
 
 func defaultOptions() options {
 	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
-		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, Parallel: 4, KeptSize: -1}
+		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, WritebackAttempts: 5, Parallel: 4, KeptSize: -1}
 }
 
 // parseOptions applies a comma-separated "-o" list to o. Unknown options
@@ -127,6 +130,8 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			o.WritebackDelay, err = time.ParseDuration(value)
 		case "writeback_workers":
 			o.WritebackWorkers, err = strconv.Atoi(value)
+		case "writeback_attempts":
+			o.WritebackAttempts, err = strconv.Atoi(value)
 		case "cache_size":
 			var n uint64
 			n, err = humanize.ParseBytes(value)

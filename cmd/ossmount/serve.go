@@ -244,7 +244,7 @@ func startQueue(cd *cache.Dir, journal *cache.Journal, u *upload.Uploader, a mou
 	if n := cd.RemoveUnjournaled(recs); n > 0 {
 		log.Info("removed staged files no journal record names (closes never acknowledged, idle and spare files)", "files", n)
 	}
-	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay,
+	q := upload.NewQueue(u, journal, log, upload.QueueConfig{Workers: a.opts.WritebackWorkers, Delay: a.opts.WritebackDelay, MaxAttempts: a.opts.WritebackAttempts,
 		Released: cd.Freed})
 	cd.SetEvictable(q.Hurry)
 	if len(recs) > 0 {
