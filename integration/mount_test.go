@@ -150,6 +150,53 @@ func TestFusermountRefusalIsSaid(t *testing.T) {
 	}
 }
 
+// With allow_other, other users are held to the files' modes and owners
+// (default_permissions): a user could read a 0600 file of root's, and
+// replace or delete root's files, before.
+func TestAllowOtherChecksPermissions(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "allow_other")
+	writeFile(t, m.path("private"), []byte("secret"))
+	if err := os.Chmod(m.path("private"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("roots"), []byte("keep"))
+	if err := os.Mkdir(m.path("shared"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(m.path("shared"), 0o777) // past the umask
+	// The mountpoint's parents are the test's, 0700: reach it by a
+	// descriptor opened as root.
+	dir, err := os.Open(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	asNobody := func(script string) error {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.ExtraFiles = []*os.File{dir}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Logf("%s: %v: %s", script, err, out)
+		}
+		return err
+	}
+	for _, refused := range []string{"cat /dev/fd/3/private", "echo replaced > /dev/fd/3/roots", "rm -f /dev/fd/3/roots", "mkdir /dev/fd/3/new"} {
+		if asNobody(refused) == nil {
+			t.Errorf("nobody could: %s", refused)
+		}
+	}
+	if err := asNobody("echo mine > /dev/fd/3/shared/nobodys"); err != nil {
+		t.Fatalf("nobody could not write in a 0777 directory: %v", err)
+	}
+	srv.sameObject(t, "roots", []byte("keep"))
+	srv.sameObject(t, "shared/nobodys", []byte("mine\n"))
+	if o, _ := srv.store.Head(testBucket, "shared/nobodys"); o.Meta["uid"] != "65534" {
+		t.Errorf("the new file's owner: %v", o.Meta)
+	}
+}
+
 // A credentials file others can read is refused, as ossfs does.
 func TestPasswdFilePermissions(t *testing.T) {
 	srv := startServer(t)

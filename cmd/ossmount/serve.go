@@ -151,6 +151,13 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if o.ReadOnly {
 		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "ro")
 	}
+	if o.AllowOther {
+		// Other users are let in: the kernel checks each one against
+		// the files' modes and owners, which ossmount does not. Without
+		// it, any user could read a 0600 file and replace or delete
+		// anyone's. (Without allow_other only the mounting user gets in.)
+		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "default_permissions")
+	}
 	cleaner := beforeMount(a.mountpoint)
 	said := captureStderr()
 	server, err := gofs.Mount(a.mountpoint, fsys.Root(), mountOpts)
