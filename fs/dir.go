@@ -434,12 +434,22 @@ func (d *dirNode) specialChild(ctx context.Context, name string, md upload.Metad
 // would describe the new directory made under the old name). With
 // maxPages > 0 it stops after that many pages of the bucket's listing, and
 // complete is false: nothing is returned or cached.
+// isEntryName reports whether a name a listing gives (a key less the
+// directory's prefix, up to the next "/") can be a directory entry. Keys
+// such as "a//b", "a/./b" or "a/../b" are legal in OSS but name nothing a
+// path can reach: "", "." and ".." would be listed as bogus entries (a
+// second "." and ".."), so they are left out, as s3fs does; so is a name
+// with a NUL, which a directory entry cannot hold.
+func isEntryName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
+}
+
 func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fuse.DirEntry, _ syscall.Errno, renamed, complete bool) {
 	prefix := d.dirKey()
 	modes := map[string]uint32{}
 	var names []string
 	add := func(name string, mode uint32) {
-		if name == "" || strings.Contains(name, "/") {
+		if !isEntryName(name) {
 			return
 		}
 		if _, ok := modes[name]; !ok {

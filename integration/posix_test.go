@@ -467,6 +467,11 @@ func TestObjectsFromOtherClients(t *testing.T) {
 func TestDirectoryDotsAndTimes(t *testing.T) {
 	srv := startServer(t)
 	srv.putByOther(t, "implicit/deeper/file.txt", []byte("from elsewhere"))
+	// Legal keys that name nothing a path reaches: not listed (they were,
+	// as a second "." and ".." and an empty name).
+	for _, k := range []string{"implicit/../escape", "implicit/./dot", "implicit//double", "implicit/.", "implicit/.."} {
+		srv.putByOther(t, k, []byte("unreachable"))
+	}
 	before := time.Now().Add(-time.Second)
 	m := startMount(t, srv)
 	after := time.Now().Add(time.Second)
@@ -499,6 +504,9 @@ func TestDirectoryDotsAndTimes(t *testing.T) {
 		if want := fmt.Sprint(inode(strings.TrimPrefix(parent, "."))); dir != "" && listed[".."] != want {
 			t.Errorf("%q lists .. as %q, want %s (%v)", dir, listed[".."], want, listed)
 		}
+	}
+	if got := strings.Fields(run(t, "ls", "-a", m.path("implicit"))); !slices.Equal(got, []string{".", "..", "deeper"}) {
+		t.Errorf("implicit lists %q", got)
 	}
 	archive := filepath.Join(t.TempDir(), "a.tar")
 	run(t, "tar", "-C", m.path(""), "-cf", archive, "implicit")
