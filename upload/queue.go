@@ -105,6 +105,7 @@ type item struct {
 	lastErr  error // of the last attempt, once given up
 	// refused: given up on an error that would come again (Revive).
 	refused bool
+	revival *time.Timer // the next attempt of an item given up
 	// suspended keeps the item from starting while a rename that replaces
 	// its file runs (Suspend); schedule leaves it out of the ready heap.
 	suspended bool
@@ -409,7 +410,8 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 		it = it.again
 	}
 	if it.gaveUp && !q.reviveLocked(it) {
-		// No worker will try it again before the next mount.
+		// Refused, or the queue is closed: no worker will try it again
+		// before the next mount.
 		q.mu.Unlock()
 		return it.lastErr
 	}
@@ -740,6 +742,10 @@ func (q *Queue) reviveLocked(it *item) bool {
 	if !it.gaveUp || it.refused || q.closed || q.items[it.rec.ID] != it {
 		return false // refused, dropped, replaced or revived already
 	}
+	if it.revival != nil {
+		it.revival.Stop() // revived sooner: by an fsync
+		it.revival = nil
+	}
 	q.unindexLocked(it)
 	it.gaveUp, it.lastErr = false, nil
 	it.attempts = q.cfg.MaxAttempts - 1
@@ -905,7 +911,7 @@ func (q *Queue) failedLocked(it *item, err error) {
 			append(failure(it.rec, err), "attempts", it.attempts)...)
 	case it.attempts >= q.cfg.MaxAttempts:
 		q.giveUpLocked(it, err)
-		time.AfterFunc(q.cfg.Revive, func() {
+		it.revival = time.AfterFunc(q.cfg.Revive, func() {
 			q.mu.Lock()
 			defer q.mu.Unlock()
 			q.reviveLocked(it)
