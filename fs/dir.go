@@ -425,15 +425,6 @@ func (d *dirNode) specialChild(ctx context.Context, name string, md upload.Metad
 	return d.newChild(ctx, name, &specialNode{fsys: d.fsys, meta: md, size: size}, md.Mode&syscall.S_IFMT)
 }
 
-// list reads the directory's entries from the bucket, merged with files
-// not uploaded yet, and records them in the listing cache. It lets the keys
-// go while it lists the bucket — a large directory takes a request per
-// thousand entries, and a rename, with every operation behind it, would
-// wait for them all; renamed says a rename ran meanwhile, and then the
-// listing is not cached (the rename may have moved the prefix: the cache
-// would describe the new directory made under the old name). With
-// maxPages > 0 it stops after that many pages of the bucket's listing, and
-// complete is false: nothing is returned or cached.
 // isEntryName reports whether a name a listing gives (a key less the
 // directory's prefix, up to the next "/") can be a directory entry. Keys
 // such as "a//b", "a/./b" or "a/../b" are legal in OSS but name nothing a
@@ -444,6 +435,15 @@ func isEntryName(name string) bool {
 	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
 }
 
+// list reads the directory's entries from the bucket, merged with files
+// not uploaded yet, and records them in the listing cache. It lets the keys
+// go while it lists the bucket — a large directory takes a request per
+// thousand entries, and a rename, with every operation behind it, would
+// wait for them all; renamed says a rename ran meanwhile, and then the
+// listing is not cached (the rename may have moved the prefix: the cache
+// would describe the new directory made under the old name). With
+// maxPages > 0 it stops after that many pages of the bucket's listing, and
+// complete is false: nothing is returned or cached.
 func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fuse.DirEntry, _ syscall.Errno, renamed, complete bool) {
 	prefix := d.dirKey()
 	modes := map[string]uint32{}
