@@ -973,3 +973,66 @@ func limitDescriptors(t *testing.T, n int) {
 	}
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }
+
+// A cache directory others share (ossfs's documented use_cache=/tmp) keeps
+// its mode — it was made 0700, locking everyone else out of /tmp — and
+// the cache goes in a subdirectory of the user's own; one another user
+// planted there first is refused. A new or private directory is used as
+// it is.
+func TestSharedCacheDirectoryStaysShared(t *testing.T) {
+	own := fmt.Sprintf("ossmount-%d", os.Geteuid())
+	shared := t.TempDir()
+	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenDir(shared, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if fi, _ := os.Stat(shared); fi.Mode().Perm() != 0o777 || fi.Mode()&os.ModeSticky == 0 {
+		t.Errorf("the shared directory is now %v", fi.Mode())
+	}
+	if want := filepath.Join(shared, own); d.Path() != want {
+		t.Errorf("cache in %s, want %s", d.Path(), want)
+	}
+	if fi, _ := os.Stat(d.Path()); fi.Mode().Perm() != 0o700 {
+		t.Errorf("the cache's own directory is %v", fi.Mode())
+	}
+	for _, path := range []string{filepath.Join(t.TempDir(), "new"), t.TempDir()} {
+		os.Chmod(path, 0o700)
+		d, err := OpenDir(path, 0)
+		if err != nil || d.Path() != path {
+			t.Fatalf("%s: cache in %v, %v", path, d, err)
+		}
+		d.Close()
+	}
+	planted := t.TempDir()
+	os.Chmod(planted, 0o777)
+	if err := os.Symlink(t.TempDir(), filepath.Join(planted, own)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDir(planted, 0); err == nil {
+		t.Error("a symbolic link in the cache's place was taken")
+	}
+	theirs := t.TempDir()
+	os.Chmod(theirs, 0o777)
+	os.Mkdir(filepath.Join(theirs, own), 0o700)
+	if err := os.Chown(filepath.Join(theirs, own), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDir(theirs, 0); err == nil {
+		t.Error("another user's directory in the cache's place was taken")
+	}
+}
+
+// privateDir is a new 0700 directory, which the cache takes as its own
+// (t.TempDir's are 0755: the cache would go in a subdirectory, ownRoot).
+func privateDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

@@ -128,7 +128,7 @@ func TestUnmountRemovesKeptFiles(t *testing.T) {
 }
 
 func TestNoKeptCopiesWithoutABudget(t *testing.T) {
-	path := t.TempDir()
+	path := privateDir(t)
 	earlier, _ := OpenDir(path, 0)
 	earlier.PersistKept("ns")
 	earlier.Keep("b", keptFile(t, earlier, "b", "eb", KeepMin, 'b'))
@@ -181,7 +181,7 @@ func TestKeepableIsWhatKeepKeeps(t *testing.T) {
 }
 
 func TestKeptCopiesOutliveTheMount(t *testing.T) {
-	path := t.TempDir()
+	path := privateDir(t)
 	d, err := OpenDir(path, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestKeptCopiesOutliveTheMount(t *testing.T) {
 // before choosing, and under a low descriptor limit lost the newest to
 // EMFILE (deleted as unreadable) and kept whichever it opened first.
 func TestFiledCopiesTakenUnderALowDescriptorLimit(t *testing.T) {
-	path := t.TempDir()
+	path := privateDir(t)
 	earlier, _ := OpenDir(path, 0)
 	if err := earlier.PersistKept("ns"); err != nil {
 		t.Fatal(err)
@@ -278,7 +278,7 @@ func TestFiledCopiesTakenUnderALowDescriptorLimit(t *testing.T) {
 // Filed copies older than keptMaxAge go, whichever bucket they are of,
 // unless a mount holds them.
 func TestFiledCopiesExpire(t *testing.T) {
-	path := t.TempDir()
+	path := privateDir(t)
 	file := func(ns string) {
 		d, _ := OpenDir(path, 0)
 		d.PersistKept(ns)

@@ -96,11 +96,12 @@ type Dir struct {
 	spares       sync.WaitGroup
 }
 
-// OpenDir creates path (and parents) if needed and makes sure it is a
-// directory only its owner can enter. limit bounds the bytes staged (0: no
-// bound).
+// OpenDir creates path (and parents) if needed and keeps the cache in a
+// directory only its owner can enter: path itself, or one of its own below
+// it (ownRoot). limit bounds the bytes staged (0: no bound).
 func OpenDir(path string, limit int64) (*Dir, error) {
-	if err := ensurePrivateDir(path); err != nil {
+	path, err := ownRoot(path)
+	if err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
 	d := &Dir{path: path, limit: limit, idleCap: maxIdle, maxOpen: maxStaged, keepMin: KeepMin, keptBudget: -1, reused: map[*Staging]struct{}{}}
@@ -115,6 +116,42 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	d.cond = sync.NewCond(&d.mu)
 	d.reflinks = reflinks(path)
 	return d, nil
+}
+
+// ownRoot returns the directory the cache lives in under the configured
+// path: path itself when it is new, or already private (0700) and the
+// user's; else a subdirectory ossmount-UID of its own. A shared directory
+// — ossfs's documented use_cache=/tmp — was made 0700, locking every other
+// user and program out of /tmp.
+func ownRoot(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return path, ensurePrivateDir(path)
+	}
+	if err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", path)
+	}
+	uid := os.Geteuid()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid && fi.Mode().Perm() == 0o700 {
+		return path, nil
+	}
+	own := filepath.Join(path, fmt.Sprintf("ossmount-%d", uid))
+	if err := os.Mkdir(own, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	// Not one another user made first (a symbolic link, or a directory
+	// of theirs) in a directory anyone may write to.
+	fi, err = os.Lstat(own)
+	if err != nil {
+		return "", err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || !fi.IsDir() || int(st.Uid) != uid {
+		return "", fmt.Errorf("%s is not a directory of this user's", own)
+	}
+	return own, ensurePrivateDir(own)
 }
 
 func ensurePrivateDir(path string) error {
