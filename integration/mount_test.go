@@ -56,6 +56,7 @@ func TestMountErrors(t *testing.T) {
 		{"bad encryption", credentialsEnv(), mountArgs(srv, mnt, cacheDir, "sse=DES"), "want AES256, KMS or SM4"},
 		{"key id without KMS", credentialsEnv(), mountArgs(srv, mnt, cacheDir, "sse=AES256", "sse_key_id=k1"), "needs server-side encryption KMS"},
 		{"too many tags", credentialsEnv(), mountArgs(srv, mnt, cacheDir, "tagging=a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&j=10&k=11"), "at most 10 tags"},
+		{"cache inside the mountpoint", credentialsEnv(), mountArgs(srv, mnt, filepath.Join(mnt, "sub", ".cache")), "is inside the mountpoint"},
 	} {
 		args := tc.args
 		if tc.name == "bad bucket name" {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +52,11 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	cacheDir := o.CacheDir
 	if cacheDir == "" {
 		cacheDir = cache.DefaultPath()
+	}
+	if under(cacheDir, a.mountpoint) {
+		// Its staging files would be made through the mount itself:
+		// every create failed with ENOENT.
+		return fmt.Errorf("the cache directory %s is inside the mountpoint %s; choose one outside it (-o cache_dir=)", cacheDir, a.mountpoint)
 	}
 	cd, err := cache.OpenDir(cacheDir, o.CacheSize)
 	if err != nil {
@@ -227,6 +233,27 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	uploader.Wait()
 	log.Info("unmounted", "mountpoint", a.mountpoint)
 	return nil
+}
+
+// under reports whether path is dir or lies below it, symbolic links
+// resolved as far as path exists.
+func under(path, dir string) bool {
+	resolve := func(p string) string {
+		p, _ = filepath.Abs(p)
+		// The longest part that exists, resolved, with the rest after it.
+		for rest := ""; ; {
+			if real, err := filepath.EvalSymlinks(p); err == nil {
+				return filepath.Join(real, rest)
+			}
+			parent := filepath.Dir(p)
+			if parent == p {
+				return filepath.Join(p, rest)
+			}
+			p, rest = parent, filepath.Join(filepath.Base(p), rest)
+		}
+	}
+	path, dir = resolve(path), resolve(dir)
+	return path == dir || strings.HasPrefix(path, dir+string(filepath.Separator))
 }
 
 // errNotDrained ends a mount that unmounted with uploads not done (logged
