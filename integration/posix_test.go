@@ -439,6 +439,9 @@ func TestObjectsFromOtherClients(t *testing.T) {
 	srv := startServer(t)
 	srv.putByOther(t, "implicit/deeper/file.txt", []byte("from elsewhere"))
 	m := startMount(t, srv, "uid=1234", "gid=99", "umask=027")
+	if !strings.Contains(m.logs.String(), "without allow_other only the mounting user may enter the mount") {
+		t.Error("no warning that uid 1234 cannot enter the mount without allow_other")
+	}
 	fi, err := os.Stat(m.path("implicit/deeper/file.txt"))
 	if err != nil {
 		t.Fatal(err)

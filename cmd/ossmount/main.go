@@ -145,6 +145,12 @@ func run(args []string) int {
 	for _, u := range a.unknown {
 		log.Warn("ignoring option with no meaning here", "option", u)
 	}
+	if o := a.opts; !o.AllowOther && (o.UID >= 0 && o.UID != int64(os.Geteuid()) || o.GID >= 0 && o.GID != int64(os.Getegid())) {
+		// The usual reason to give files another owner is to let that
+		// user in, which FUSE does not without allow_other.
+		log.Warn("uid= or gid= gives files another owner, but without allow_other only the mounting user may enter the mount",
+			"uid", o.UID, "gid", o.GID)
+	}
 	if path := os.Getenv("OSSMOUNT_CPUPROFILE"); path != "" {
 		// A developer's aid for `make bench` investigations.
 		if f, err := os.Create(path); err == nil {
