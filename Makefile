@@ -4,8 +4,11 @@ export GOFLAGS ?= -buildvcs=false
 
 .PHONY: build run test deps vet bench clean
 
+# The commit, for `ossmount --version` (none outside a git checkout).
+REVISION := $(shell git describe --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags "-X main.revision=$(REVISION)" -o bin/ ./cmd/...
 
 # The main job on the embedded default: local server + mount + demo copy.
 run: build deps

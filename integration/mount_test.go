@@ -75,6 +75,17 @@ func TestMountErrors(t *testing.T) {
 	}
 }
 
+// --help and --version answer on stdout with status 0 (--help was an
+// unknown flag, status 2).
+func TestHelpAndVersion(t *testing.T) {
+	for flag, want := range map[string]string{"--help": "usage: ossmount", "-h": "usage: ossmount", "--version": "ossmount ", "-V": "ossmount "} {
+		out, err := exec.Command(ossmountBin, flag).Output()
+		if err != nil || !strings.HasPrefix(string(out), want) {
+			t.Errorf("%s: %v, output %q", flag, err, out)
+		}
+	}
+}
+
 // Without -f, ossmount returns 0 once the mount is ready and keeps serving
 // in the background until unmounted.
 func TestDetachedMount(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"log/syslog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 
@@ -22,6 +23,7 @@ import (
 )
 
 const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]]
+       ossmount --help | --version
   -f   stay in the foreground
   -o   options: endpoint=URL, region=R, path_style, cache_dir=DIR,
        storage_class=C, acl=A, sse=AES256|KMS|SM4, sse_key_id=ID,
@@ -33,6 +35,33 @@ const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]
        log_file=F, debug`
 
 func main() { os.Exit(run(os.Args[1:])) }
+
+// revision is the commit `make build` stamps (-ldflags -X): the Makefile
+// builds with -buildvcs=false, so Go records none.
+var revision string
+
+// version is the commit the binary was built from.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	v := info.Main.Version
+	if revision != "" {
+		v = revision
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		v = rev[:min(12, len(rev))] + " " + settings["vcs.time"]
+		if settings["vcs.modified"] == "true" {
+			v += " (modified)"
+		}
+	}
+	return v + " " + info.GoVersion
+}
 
 // mountArgs is the parsed command line.
 type mountArgs struct {
@@ -120,6 +149,16 @@ func setProcs() {
 }
 
 func run(args []string) int {
+	for _, arg := range args {
+		switch arg {
+		case "-h", "--help":
+			fmt.Println(usage)
+			return 0
+		case "-V", "--version": // -v is mount(8)'s "verbose"
+			fmt.Println("ossmount", version())
+			return 0
+		}
+	}
 	a, err := parseArgs(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ossmount: %v\n%s\n", err, usage)
