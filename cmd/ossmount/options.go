@@ -83,8 +83,12 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 		case "acl", "default_acl":
 			err = need()
 			o.ACL = value
-		case "debug", "dbglevel":
+		case "debug":
 			o.Debug = true
+		case "dbglevel": // ossfs: crit, err, warn, info or debug
+			// Only its debug is ours: the others would have flooded
+			// the log with a line per upload.
+			o.Debug = value == "debug" || value == "dbg"
 		case "uid":
 			o.UID, err = strconv.ParseInt(value, 10, 32)
 		case "gid":
@@ -99,7 +103,7 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			o.ReadOnly = true
 		case "rw":
 			o.ReadOnly = false
-		case "stat_ttl":
+		case "stat_ttl", "stat_cache_expire": // ossfs: in seconds
 			o.StatTTL, err = time.ParseDuration(value)
 			if err != nil {
 				var secs float64

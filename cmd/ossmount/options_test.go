@@ -22,6 +22,14 @@ func TestParseOptions(t *testing.T) {
 	if strings.Join(unknown, ",") != "mystery=1" {
 		t.Fatalf("unknown = %v", unknown)
 	}
+	// ossfs's spellings: its stat cache's expiry in seconds; a log level of
+	// its, only "debug" of which is ossmount's debug logging.
+	if _, err := parseOptions(&o, "stat_cache_expire=60,dbglevel=info"); err != nil || o.StatTTL != time.Minute || o.Debug {
+		t.Fatalf("stat_cache_expire, dbglevel=info: %v %v %v", err, o.StatTTL, o.Debug)
+	}
+	if _, err := parseOptions(&o, "dbglevel=debug"); err != nil || !o.Debug {
+		t.Fatalf("dbglevel=debug: %v %v", err, o.Debug)
+	}
 	if _, err := parseOptions(&o, "part_size=16MiB"); err != nil || o.PartSize != 16<<20 {
 		t.Fatalf("part_size: %v %d", err, o.PartSize)
 	}
