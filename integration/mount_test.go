@@ -209,6 +209,31 @@ func TestAllowOtherChecksPermissions(t *testing.T) {
 	}
 }
 
+// A mount whose ossmount was killed is left dead at its mountpoint
+// ("transport endpoint is not connected"); mounting there again unmounts
+// it first, with a warning — it failed with "not a directory".
+func TestMountOverADeadMount(t *testing.T) {
+	srv := startServer(t)
+	dir := t.TempDir()
+	m := startMountAt(t, srv, dir, filepath.Join(t.TempDir(), "cache"))
+	m.stopped = true
+	m.cmd.Process.Kill()
+	m.cmd.Wait()
+	if _, err := os.Stat(dir); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after SIGKILL the mountpoint answers %v, want ENOTCONN", err)
+	}
+	m = startMountAt(t, srv, dir, filepath.Join(t.TempDir(), "cache"))
+	if !strings.Contains(m.logs.String(), "unmounted a dead ossmount mount") {
+		t.Error("no warning about the dead mount")
+	}
+	writeFile(t, m.path("after.txt"), []byte("works"))
+	srv.sameObject(t, "after.txt", []byte("works"))
+	m.stop(t)
+	if isMounted(dir) {
+		t.Error("a mount is left at the mountpoint")
+	}
+}
+
 // A credentials file others can read is refused, as ossfs does.
 func TestPasswdFilePermissions(t *testing.T) {
 	srv := startServer(t)

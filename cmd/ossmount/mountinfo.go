@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -26,6 +27,60 @@ func mountsAt(path string) (map[string]bool, error) {
 		}
 	}
 	return ids, nil
+}
+
+// typeOfMountAt returns the file system type of the topmost mount at path
+// ("fuse.ossmount"), or "" if there is none.
+func typeOfMountAt(path string) string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	typ := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
+		f := strings.Fields(line)
+		if len(f) < 5 || unescapeMountinfo(f[4]) != path {
+			continue
+		}
+		for i := 5; i+1 < len(f); i++ {
+			if f[i] == "-" {
+				typ = f[i+1] // later lines are mounts on top of earlier ones
+				break
+			}
+		}
+	}
+	return typ
+}
+
+// checkMountpoint makes sure the mountpoint is a directory. A dead mount of
+// ossmount's there — its process was killed, and every access is
+// "transport endpoint is not connected" — is unmounted first: it said
+// "not a directory", and the user had to find fusermount3 -u. Another
+// program's dead mount is left alone, with what to do.
+func checkMountpoint(mountpoint string, log *slog.Logger) error {
+	_, err := os.Stat(mountpoint)
+	if errors.Is(err, syscall.ENOTCONN) {
+		abs, _ := filepath.Abs(mountpoint)
+		if real, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+			abs = filepath.Join(real, filepath.Base(abs))
+		}
+		if typ := typeOfMountAt(abs); typ != "fuse.ossmount" {
+			return fmt.Errorf("mountpoint %s is a dead mount of %q (transport endpoint is not connected); unmount it first: fusermount3 -u %s", mountpoint, typ, mountpoint)
+		}
+		if err := lazyUnmount(abs); err != nil {
+			return fmt.Errorf("mountpoint %s is a dead ossmount mount (its process ended without unmounting), and unmounting it failed: %v", mountpoint, err)
+		}
+		log.Warn("unmounted a dead ossmount mount left at the mountpoint (its process ended without unmounting)", "mountpoint", abs)
+	}
+	fi, err := os.Stat(mountpoint)
+	switch {
+	case err != nil:
+		return fmt.Errorf("mountpoint: %v", err)
+	case !fi.IsDir():
+		return fmt.Errorf("mountpoint %s is not a directory", mountpoint)
+	}
+	return nil
 }
 
 // unescapeMountinfo undoes mountinfo's octal escapes of a path (\040 for a

@@ -29,8 +29,8 @@ import (
 // unmounted. Errors before the mount is up are returned.
 func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	o := a.opts
-	if fi, err := os.Stat(a.mountpoint); err != nil || !fi.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", a.mountpoint)
+	if err := checkMountpoint(a.mountpoint, log); err != nil {
+		return err
 	}
 	// An ECS RAM role, when given, is the credentials' source.
 	var creds *bucket.Credentials
