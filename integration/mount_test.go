@@ -284,6 +284,24 @@ func TestSigtermWithOpenFile(t *testing.T) {
 	m.stop(t)
 }
 
+// SIGHUP — a foreground mount's terminal hung up — unmounts as SIGTERM
+// does; it killed ossmount at once, and left a dead mount.
+func TestSighupUnmounts(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	writeFile(t, m.path("before-hup.txt"), []byte("kept"))
+	m.stopped = true
+	m.cmd.Process.Signal(syscall.SIGHUP)
+	if err := m.cmd.Wait(); err != nil {
+		t.Errorf("ossmount exited with %v after SIGHUP, want 0\n%s", err, m.logs)
+	}
+	if isMounted(m.dir) {
+		syscall.Unmount(m.dir, syscall.MNT_DETACH)
+		t.Fatal("still mounted after SIGHUP")
+	}
+	srv.sameObject(t, "before-hup.txt", []byte("kept"))
+}
+
 // -o storage_class and -o acl ride along with every upload.
 func TestStorageClassAndACL(t *testing.T) {
 	srv := startServer(t)

@@ -181,7 +181,9 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	// Signals are caught before readiness is reported, so that a SIGTERM
 	// sent as soon as the mount is up still unmounts cleanly.
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	// SIGHUP too, as libfuse does: a foreground mount whose terminal
+	// went away died at once, leaving a dead mount behind.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
 	ready.report(nil)
 	orphansDone := make(chan struct{})
