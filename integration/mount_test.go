@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -118,7 +119,6 @@ func TestFusermountRefusalIsSaid(t *testing.T) {
 		t.Fatal("fusermount3 is not installed (Debian's fuse3)")
 	}
 	srv := startServer(t)
-	const nobody = 65534
 	// Where nobody can run the binary and keep a cache.
 	dir, err := os.MkdirTemp("", "ossmount-nobody-")
 	if err != nil {
@@ -146,7 +146,7 @@ func TestFusermountRefusalIsSaid(t *testing.T) {
 		}
 		cmd := exec.Command(bin, args...)
 		cmd.Env = credentialsEnv()
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		runAsNobody(cmd)
 		out, err := cmd.CombinedOutput()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
@@ -187,7 +187,7 @@ func TestAllowOtherChecksPermissions(t *testing.T) {
 	asNobody := func(script string) error {
 		cmd := exec.Command("sh", "-c", script)
 		cmd.ExtraFiles = []*os.File{dir}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		runAsNobody(cmd)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Logf("%s: %v: %s", script, err, out)
@@ -204,7 +204,7 @@ func TestAllowOtherChecksPermissions(t *testing.T) {
 	}
 	srv.sameObject(t, "roots", []byte("keep"))
 	srv.sameObject(t, "shared/nobodys", []byte("mine\n"))
-	if o, _ := srv.store.Head(testBucket, "shared/nobodys"); o.Meta["uid"] != "65534" {
+	if o, _ := srv.store.Head(testBucket, "shared/nobodys"); o.Meta["uid"] != fmt.Sprint(nobody) {
 		t.Errorf("the new file's owner: %v", o.Meta)
 	}
 }
@@ -232,6 +232,15 @@ func TestMountOverADeadMount(t *testing.T) {
 	if isMounted(dir) {
 		t.Error("a mount is left at the mountpoint")
 	}
+}
+
+// nobody is the user the tests run programs as to be someone other than
+// root (Debian's nobody).
+const nobody = 65534
+
+// runAsNobody makes cmd run as nobody.
+func runAsNobody(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 }
 
 // A credentials file others can read is refused, as ossfs does.
