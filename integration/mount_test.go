@@ -311,6 +311,50 @@ func TestSighupUnmounts(t *testing.T) {
 	srv.sameObject(t, "before-hup.txt", []byte("kept"))
 }
 
+// A foreground mount whose stderr reader went away (`ossmount -f ... |
+// head`) keeps serving: its next log line killed it with SIGPIPE, leaving
+// a dead mount.
+func TestClosedStderrDoesNotKillTheMount(t *testing.T) {
+	srv := startServer(t)
+	mnt := t.TempDir()
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ossmountBin, append([]string{"-f"}, mountArgs(srv, mnt, filepath.Join(t.TempDir(), "cache"))...)...)
+	cmd.Env = append(credentialsEnv(), "OSSMOUNT_READY_FD=3")
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.Stderr = logW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logW.Close()
+	readyW.Close()
+	status, _ := bufio.NewReader(readyR).ReadString('\n')
+	readyR.Close()
+	if strings.TrimSpace(status) != "ok" {
+		cmd.Wait()
+		t.Fatalf("mount failed: %q", status)
+	}
+	defer func() {
+		if isMounted(mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	}()
+	logR.Close()                        // the reader goes away
+	cmd.Process.Signal(syscall.SIGUSR1) // a status line on stderr
+	writeFile(t, filepath.Join(mnt, "after.txt"), []byte("still serving"))
+	srv.sameObject(t, "after.txt", []byte("still serving"))
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("ossmount exited with %v", err)
+	}
+}
+
 // -o storage_class and -o acl ride along with every upload.
 func TestStorageClassAndACL(t *testing.T) {
 	srv := startServer(t)

@@ -14,10 +14,12 @@ import (
 	"log/slog"
 	"log/syslog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 
 	"github.com/ossmount/ossmount/upload"
 )
@@ -172,6 +174,10 @@ func run(args []string) int {
 	}
 	ready := openReadyPipe()
 	setProcs()
+	// Logs on a stderr whose reader went away (`ossmount -f ... | head`)
+	// fail instead of killing the mount: a Go program dies of SIGPIPE on
+	// fd 2 unless it ignores the signal.
+	signal.Ignore(syscall.SIGPIPE)
 	detached := os.Getenv(detachedEnv) != ""
 	os.Unsetenv(detachedEnv)
 	log, closeLog, err := newLogger(a.opts, detached)
