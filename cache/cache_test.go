@@ -1027,7 +1027,7 @@ func TestSharedCacheDirectoryStaysShared(t *testing.T) {
 }
 
 // privateDir is a new 0700 directory, which the cache takes as its own
-// (t.TempDir's are 0755: the cache would go in a subdirectory, ownRoot).
+// (t.TempDir's are 0755: the cache would go in a subdirectory, OwnRoot).
 func privateDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()

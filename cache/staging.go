@@ -98,9 +98,9 @@ type Dir struct {
 
 // OpenDir creates path (and parents) if needed and keeps the cache in a
 // directory only its owner can enter: path itself, or one of its own below
-// it (ownRoot). limit bounds the bytes staged (0: no bound).
+// it (OwnRoot). limit bounds the bytes staged (0: no bound).
 func OpenDir(path string, limit int64) (*Dir, error) {
-	path, err := ownRoot(path)
+	path, err := OwnRoot(path)
 	if err != nil {
 		return nil, fmt.Errorf("cache directory: %w", err)
 	}
@@ -118,12 +118,12 @@ func OpenDir(path string, limit int64) (*Dir, error) {
 	return d, nil
 }
 
-// ownRoot returns the directory the cache lives in under the configured
+// OwnRoot returns the directory the cache lives in under the configured
 // path: path itself when it is new, or already private (0700) and the
 // user's; else a subdirectory ossmount-UID of its own. A shared directory
 // — ossfs's documented use_cache=/tmp — was made 0700, locking every other
 // user and program out of /tmp.
-func ownRoot(path string) (string, error) {
+func OwnRoot(path string) (string, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return path, ensurePrivateDir(path)

@@ -15,12 +15,14 @@ import (
 	"log/syslog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
 
+	"github.com/ossmount/ossmount/cache"
 	"github.com/ossmount/ossmount/upload"
 )
 
@@ -41,6 +43,11 @@ func main() { os.Exit(run(os.Args[1:])) }
 // revision is the commit `make build` stamps (-ldflags -X): the Makefile
 // builds with -buildvcs=false, so Go records none.
 var revision string
+
+// dialSyslog connects to the system log.
+func dialSyslog() (io.WriteCloser, error) {
+	return syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "ossmount")
+}
 
 // version is the commit the binary was built from.
 func version() string {
@@ -124,6 +131,11 @@ func parseArgs(args []string) (mountArgs, error) {
 		return a, err
 	}
 	a.prefix = prefix
+	if cacheDir := a.opts.cacheDir(); under(cacheDir, a.mountpoint) {
+		// Its staging files would be made through the mount itself:
+		// every create failed with ENOENT.
+		return a, fmt.Errorf("the cache directory %s is inside the mountpoint %s; choose one outside it (-o cache_dir=)", cacheDir, a.mountpoint)
+	}
 	if a.opts.Endpoint == "" {
 		if a.opts.Region == "" {
 			return a, errors.New("no endpoint: use -o endpoint=URL (or -o region=R for oss-R.aliyuncs.com)")
@@ -180,7 +192,7 @@ func run(args []string) int {
 	signal.Ignore(syscall.SIGPIPE)
 	detached := os.Getenv(detachedEnv) != ""
 	os.Unsetenv(detachedEnv)
-	log, closeLog, err := newLogger(a.opts, detached)
+	log, closeLog, err := newLogger(a.opts, detached, dialSyslog)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ossmount:", err)
 		ready.report(err)
@@ -217,22 +229,31 @@ func run(args []string) int {
 }
 
 // newLogger logs to -o log_file, else to stderr, or to syslog when
-// detached (nowhere if there is no syslog).
-func newLogger(o options, detached bool) (*slog.Logger, func(), error) {
+// detached — or, with no syslog to reach (a container), to ossmount.log in
+// the cache directory: the logs went nowhere, a detached mount's errors
+// with them.
+func newLogger(o options, detached bool, syslogWriter func() (io.WriteCloser, error)) (*slog.Logger, func(), error) {
 	level := slog.LevelInfo
 	if o.Debug {
 		level = slog.LevelDebug
 	}
 	var w io.Writer = os.Stderr
 	closeFn := func() {}
-	switch {
-	case o.LogFile == "" && detached:
-		w = io.Discard
-		if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "ossmount"); err == nil {
+	logFile := o.LogFile
+	if logFile == "" && detached {
+		sl, err := syslogWriter()
+		if err == nil {
 			w, closeFn = sl, func() { sl.Close() }
+		} else {
+			dir, err := cache.OwnRoot(o.cacheDir())
+			if err != nil {
+				return nil, nil, fmt.Errorf("no syslog, and no cache directory for a log file: %w", err)
+			}
+			logFile = filepath.Join(dir, "ossmount.log")
 		}
-	case o.LogFile != "":
-		f, err := os.OpenFile(o.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	}
+	if logFile != "" {
+		f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, nil, fmt.Errorf("log file: %w", err)
 		}

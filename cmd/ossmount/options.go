@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/ossmount/ossmount/bucket"
+	"github.com/ossmount/ossmount/cache"
 )
 
 // options are the -o settings of a mount.
@@ -44,6 +46,9 @@ type options struct {
 	SSE, SSEKeyID     string
 	Tagging           string
 }
+
+// cacheDir is -o cache_dir, or the default.
+func (o options) cacheDir() string { return cmp.Or(o.CacheDir, cache.DefaultPath()) }
 
 func defaultOptions() options {
 	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,

@@ -49,16 +49,7 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	if err != nil {
 		return err
 	}
-	cacheDir := o.CacheDir
-	if cacheDir == "" {
-		cacheDir = cache.DefaultPath()
-	}
-	if under(cacheDir, a.mountpoint) {
-		// Its staging files would be made through the mount itself:
-		// every create failed with ENOENT.
-		return fmt.Errorf("the cache directory %s is inside the mountpoint %s; choose one outside it (-o cache_dir=)", cacheDir, a.mountpoint)
-	}
-	cd, err := cache.OpenDir(cacheDir, o.CacheSize)
+	cd, err := cache.OpenDir(o.cacheDir(), o.CacheSize)
 	if err != nil {
 		return err
 	}
