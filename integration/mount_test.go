@@ -311,6 +311,28 @@ func TestSighupUnmounts(t *testing.T) {
 	srv.sameObject(t, "before-hup.txt", []byte("kept"))
 }
 
+// With its logs in a file, SIGHUP reopens the file (logrotate renames it,
+// then sends the signal) and the mount goes on.
+func TestSighupReopensTheLogFile(t *testing.T) {
+	srv := startServer(t)
+	logPath := filepath.Join(t.TempDir(), "ossmount.log")
+	m := startMount(t, srv, "log_file="+logPath)
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	m.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "a new log file", func() bool {
+		data, _ := os.ReadFile(logPath)
+		return strings.Contains(string(data), "reopened the log file")
+	})
+	writeFile(t, m.path("after-hup.txt"), []byte("still mounted"))
+	srv.sameObject(t, "after-hup.txt", []byte("still mounted"))
+	m.stop(t)
+	if data, _ := os.ReadFile(logPath); !strings.Contains(string(data), "unmounted") {
+		t.Errorf("the new log file lacks the unmount:\n%s", data)
+	}
+}
+
 // A foreground mount whose stderr reader went away (`ossmount -f ... |
 // head`) keeps serving: its next log line killed it with SIGPIPE, leaving
 // a dead mount.

@@ -192,7 +192,7 @@ func run(args []string) int {
 	signal.Ignore(syscall.SIGPIPE)
 	detached := os.Getenv(detachedEnv) != ""
 	os.Unsetenv(detachedEnv)
-	log, closeLog, err := newLogger(a.opts, detached, dialSyslog)
+	log, logFile, closeLog, err := newLogger(a.opts, detached, dialSyslog)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ossmount:", err)
 		ready.report(err)
@@ -215,7 +215,7 @@ func run(args []string) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := serve(a, log, ready); err != nil {
+	if err := serve(a, log, logFile, ready); err != nil {
 		if !detached {
 			fmt.Fprintln(os.Stderr, "ossmount:", err)
 		}
@@ -231,33 +231,33 @@ func run(args []string) int {
 // newLogger logs to -o log_file, else to stderr, or to syslog when
 // detached — or, with no syslog to reach (a container), to ossmount.log in
 // the cache directory: the logs went nowhere, a detached mount's errors
-// with them.
-func newLogger(o options, detached bool, syslogWriter func() (io.WriteCloser, error)) (*slog.Logger, func(), error) {
+// with them. file is the log file, if the logs go to one.
+func newLogger(o options, detached bool, syslogWriter func() (io.WriteCloser, error)) (_ *slog.Logger, file *logFile, closeFn func(), _ error) {
 	level := slog.LevelInfo
 	if o.Debug {
 		level = slog.LevelDebug
 	}
 	var w io.Writer = os.Stderr
-	closeFn := func() {}
-	logFile := o.LogFile
-	if logFile == "" && detached {
+	closeFn = func() {}
+	path := o.LogFile
+	if path == "" && detached {
 		sl, err := syslogWriter()
 		if err == nil {
 			w, closeFn = sl, func() { sl.Close() }
 		} else {
 			dir, err := cache.OwnRoot(o.cacheDir())
 			if err != nil {
-				return nil, nil, fmt.Errorf("no syslog, and no cache directory for a log file: %w", err)
+				return nil, nil, nil, fmt.Errorf("no syslog, and no cache directory for a log file: %w", err)
 			}
-			logFile = filepath.Join(dir, "ossmount.log")
+			path = filepath.Join(dir, "ossmount.log")
 		}
 	}
-	if logFile != "" {
-		f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if path != "" {
+		f, err := openLogFile(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("log file: %w", err)
+			return nil, nil, nil, fmt.Errorf("log file: %w", err)
 		}
-		w, closeFn = f, func() { f.Close() }
+		w, file, closeFn = f, f, func() { f.Close() }
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeFn, nil
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), file, closeFn, nil
 }

@@ -21,9 +21,9 @@ func TestDetachedLogsWithoutSyslog(t *testing.T) {
 	o := defaultOptions()
 	o.CacheDir = filepath.Join(t.TempDir(), "cache")
 	noSyslog := func() (io.WriteCloser, error) { return nil, errors.New("no /dev/log") }
-	log, closeLog, err := newLogger(o, true, noSyslog)
-	if err != nil {
-		t.Fatal(err)
+	log, file, closeLog, err := newLogger(o, true, noSyslog)
+	if err != nil || file == nil {
+		t.Fatal(file, err)
 	}
 	log.Error("upload failed", "key", "k")
 	closeLog()
@@ -38,9 +38,9 @@ func TestDetachedLogsWithoutSyslog(t *testing.T) {
 
 	o.CacheDir = filepath.Join(t.TempDir(), "cache")
 	sl := &closingBuffer{}
-	log, closeLog, err = newLogger(o, true, func() (io.WriteCloser, error) { return sl, nil })
-	if err != nil {
-		t.Fatal(err)
+	log, file, closeLog, err = newLogger(o, true, func() (io.WriteCloser, error) { return sl, nil })
+	if err != nil || file != nil {
+		t.Fatal(file, err)
 	}
 	log.Error("upload failed", "key", "k")
 	closeLog()

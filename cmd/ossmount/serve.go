@@ -27,7 +27,7 @@ import (
 
 // serve checks the bucket, mounts, reports readiness and serves until
 // unmounted. Errors before the mount is up are returned.
-func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
+func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error {
 	o := a.opts
 	if err := checkMountpoint(a.mountpoint, log); err != nil {
 		return err
@@ -172,7 +172,8 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 	// Signals are caught before readiness is reported, so that a SIGTERM
 	// sent as soon as the mount is up still unmounts cleanly.
 	sigs := make(chan os.Signal, 2)
-	// SIGHUP too, as libfuse does: a foreground mount whose terminal
+	// SIGHUP too: with the logs in a file it reopens the file (logrotate),
+	// else it unmounts, as libfuse does — a foreground mount whose terminal
 	// went away died at once, leaving a dead mount behind.
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
@@ -200,6 +201,14 @@ func serve(a mountArgs, log *slog.Logger, ready readyPipe) error {
 			switch {
 			case s == syscall.SIGUSR1:
 				logStatus(log, cd, queue)
+			case s == syscall.SIGHUP && logs != nil:
+				// logrotate's signal; a hangup matters only to logs on a
+				// terminal, and those are not in a file.
+				if err := logs.Reopen(); err != nil {
+					log.Error("cannot reopen the log file; logging on in the old one", "path", logs.path, "err", err)
+				} else {
+					log.Info("reopened the log file", "path", logs.path)
+				}
 			case unmounted.Load() && queue != nil:
 				log.Warn("stopping the write-back drain; files not uploaded stay journaled for the next mount", "signal", s.String())
 				stopDraining()
