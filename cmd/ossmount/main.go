@@ -75,6 +75,7 @@ func version() string {
 // mountArgs is the parsed command line.
 type mountArgs struct {
 	foreground bool
+	detached   bool // the child of a detaching ossmount: no terminal
 	bucket     string
 	prefix     string
 	mountpoint string
@@ -190,9 +191,9 @@ func run(args []string) int {
 	// fail instead of killing the mount: a Go program dies of SIGPIPE on
 	// fd 2 unless it ignores the signal.
 	signal.Ignore(syscall.SIGPIPE)
-	detached := os.Getenv(detachedEnv) != ""
+	a.detached = os.Getenv(detachedEnv) != ""
 	os.Unsetenv(detachedEnv)
-	log, logFile, closeLog, err := newLogger(a.opts, detached, dialSyslog)
+	log, logFile, closeLog, err := newLogger(a.opts, a.detached, dialSyslog)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ossmount:", err)
 		ready.report(err)
@@ -216,7 +217,7 @@ func run(args []string) int {
 		}
 	}
 	if err := serve(a, log, logFile, ready); err != nil {
-		if !detached {
+		if !a.detached {
 			fmt.Fprintln(os.Stderr, "ossmount:", err)
 		}
 		if !errors.Is(err, errNotDrained) {

@@ -209,6 +209,10 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 				} else {
 					log.Info("reopened the log file", "path", logs.path)
 				}
+			case s == syscall.SIGHUP && a.detached:
+				// No terminal to hang up, no file to reopen: someone
+				// meant a reload, not an unmount.
+				log.Info("SIGHUP: the logs go to syslog, nothing to reopen")
 			case unmounted.Load() && queue != nil:
 				log.Warn("stopping the write-back drain; files not uploaded stay journaled for the next mount", "signal", s.String())
 				stopDraining()
