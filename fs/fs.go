@@ -44,9 +44,10 @@ type Config struct {
 	Log   *slog.Logger
 	Now   func() time.Time // nil: time.Now
 
-	Prefix          string // normalized key prefix ("" or ending in "/")
-	UID, GID        uint32 // owner of objects without metadata
-	Umask           uint32 // applied to the default modes 0666/0777
+	Prefix          string  // normalized key prefix ("" or ending in "/")
+	UID, GID        uint32  // owner of objects without metadata
+	Umask           uint32  // applied to the default modes 0666/0777
+	RootUmask       *uint32 // the root's (ossfs's mp_umask); nil: Umask
 	ForbidOverwrite bool
 	// DirRenameLimit is the most objects a directory rename moves (EXDEV
 	// above it).
@@ -135,6 +136,9 @@ func New(cfg Config) *FS {
 	f.listings = cache.NewListings(cfg.StatTTL, f.now)
 	f.started = f.now()
 	f.root = &dirNode{fsys: f, meta: f.defaultMeta(syscall.S_IFDIR, f.started)}
+	if cfg.RootUmask != nil {
+		f.root.meta.Mode = syscall.S_IFDIR | 0o777&^*cfg.RootUmask
+	}
 	f.root.placeAt(nil, "")
 	return f
 }

@@ -234,6 +234,33 @@ func TestMountOverADeadMount(t *testing.T) {
 	}
 }
 
+// ossfs's mp_umask sets the mount root's mode: with allow_other (and so
+// the kernel's permission checks) mp_umask=000 lets other users write at
+// the root, as ossfs users' fstab lines expect. It was ignored, with a
+// warning, and the root was 0755.
+func TestMpUmaskOpensTheRoot(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "allow_other", "mp_umask=000")
+	if fi, err := os.Stat(m.dir); err != nil || fi.Mode().Perm() != 0o777 {
+		t.Fatalf("the root: %v %v, want 0777", fi.Mode(), err)
+	}
+	dir, err := os.Open(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	cmd := exec.Command("sh", "-c", "echo theirs > /dev/fd/3/at-the-root")
+	cmd.ExtraFiles = []*os.File{dir}
+	runAsNobody(cmd)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nobody could not write at the root: %v %s", err, out)
+	}
+	srv.sameObject(t, "at-the-root", []byte("theirs\n"))
+	if strings.Contains(m.logs.String(), "mp_umask") {
+		t.Errorf("mp_umask was warned about:\n%s", m.logs)
+	}
+}
+
 // nobody is the user the tests run programs as to be someone other than
 // root (Debian's nobody).
 const nobody = 65534

@@ -15,15 +15,17 @@ import (
 
 // options are the -o settings of a mount.
 type options struct {
-	Endpoint         string
-	Region           string
-	PathStyle        bool
-	CacheDir         string
-	StorageClass     string
-	ACL              string
-	Debug            bool
-	UID, GID         int64 // -1: the mounting user
-	Umask            uint32
+	Endpoint     string
+	Region       string
+	PathStyle    bool
+	CacheDir     string
+	StorageClass string
+	ACL          string
+	Debug        bool
+	UID, GID     int64 // -1: the mounting user
+	Umask        uint32
+	// RootUmask (ossfs's mp_umask) is the mount root's; -1: Umask.
+	RootUmask        int64
 	AllowOther       bool
 	ReadOnly         bool
 	StatTTL          time.Duration
@@ -47,11 +49,20 @@ type options struct {
 	Tagging           string
 }
 
+// rootUmask is mp_umask, if given.
+func (o options) rootUmask() *uint32 {
+	if o.RootUmask < 0 {
+		return nil
+	}
+	m := uint32(o.RootUmask)
+	return &m
+}
+
 // cacheDir is -o cache_dir, or the default.
 func (o options) cacheDir() string { return cmp.Or(o.CacheDir, cache.DefaultPath()) }
 
 func defaultOptions() options {
-	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
+	return options{UID: -1, GID: -1, Umask: 0o022, RootUmask: -1, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
 		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, WritebackAttempts: 5, Parallel: 4, KeptSize: -1}
 }
 
@@ -102,6 +113,10 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			var m uint64
 			m, err = strconv.ParseUint(value, 8, 32)
 			o.Umask = uint32(m) & 0o777
+		case "mp_umask": // ossfs: the mount root's umask
+			var m uint64
+			m, err = strconv.ParseUint(value, 8, 32)
+			o.RootUmask = int64(m & 0o777)
 		case "allow_other":
 			o.AllowOther = true
 		case "ro":
