@@ -177,29 +177,12 @@ func TestAllowOtherChecksPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(m.path("shared"), 0o777) // past the umask
-	// The mountpoint's parents are the test's, 0700: reach it by a
-	// descriptor opened as root.
-	dir, err := os.Open(m.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
-	asNobody := func(script string) error {
-		cmd := exec.Command("sh", "-c", script)
-		cmd.ExtraFiles = []*os.File{dir}
-		runAsNobody(cmd)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Logf("%s: %v: %s", script, err, out)
-		}
-		return err
-	}
 	for _, refused := range []string{"cat /dev/fd/3/private", "echo replaced > /dev/fd/3/roots", "rm -f /dev/fd/3/roots", "mkdir /dev/fd/3/new"} {
-		if asNobody(refused) == nil {
+		if shellAsNobodyIn(t, m.dir, refused) == nil {
 			t.Errorf("nobody could: %s", refused)
 		}
 	}
-	if err := asNobody("echo mine > /dev/fd/3/shared/nobodys"); err != nil {
+	if err := shellAsNobodyIn(t, m.dir, "echo mine > /dev/fd/3/shared/nobodys"); err != nil {
 		t.Fatalf("nobody could not write in a 0777 directory: %v", err)
 	}
 	srv.sameObject(t, "roots", []byte("keep"))
@@ -244,16 +227,8 @@ func TestMpUmaskOpensTheRoot(t *testing.T) {
 	if fi, err := os.Stat(m.dir); err != nil || fi.Mode().Perm() != 0o777 {
 		t.Fatalf("the root: %v %v, want 0777", fi.Mode(), err)
 	}
-	dir, err := os.Open(m.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
-	cmd := exec.Command("sh", "-c", "echo theirs > /dev/fd/3/at-the-root")
-	cmd.ExtraFiles = []*os.File{dir}
-	runAsNobody(cmd)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nobody could not write at the root: %v %s", err, out)
+	if err := shellAsNobodyIn(t, m.dir, "echo theirs > /dev/fd/3/at-the-root"); err != nil {
+		t.Fatalf("nobody could not write at the root: %v", err)
 	}
 	srv.sameObject(t, "at-the-root", []byte("theirs\n"))
 	if strings.Contains(m.logs.String(), "mp_umask") {
@@ -268,6 +243,26 @@ const nobody = 65534
 // runAsNobody makes cmd run as nobody.
 func runAsNobody(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+}
+
+// shellAsNobodyIn runs script with sh as nobody, with dir as /dev/fd/3:
+// the test's directories above a mountpoint are 0700, so nobody reaches
+// it through a descriptor opened as root. Its output is logged on failure.
+func shellAsNobodyIn(t *testing.T, dir, script string) error {
+	t.Helper()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	cmd := exec.Command("sh", "-c", script)
+	cmd.ExtraFiles = []*os.File{d}
+	runAsNobody(cmd)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Logf("%s: %v: %s", script, err, out)
+	}
+	return err
 }
 
 // A credentials file others can read is refused, as ossfs does.
