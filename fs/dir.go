@@ -67,7 +67,6 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	fillAttr(&out.Attr, d.meta, 0)
-	out.Nlink = 2
 	return 0
 }
 

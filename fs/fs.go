@@ -358,6 +358,9 @@ func fillAttr(out *fuse.Attr, md upload.Metadata, size int64) {
 	out.Size = uint64(size)
 	out.Blocks = (uint64(size) + 511) / 512
 	out.Blksize = 1 << 20
+	// 1 for a directory too, which fts (find, du) takes as "count
+	// unknown": 2 would say it has no subdirectories, and gnulib's fts
+	// trusts that on FUSE. It was 2 from getattr and 1 from lookup.
 	out.Nlink = 1
 	out.Uid, out.Gid = md.UID, md.GID
 	out.Rdev = md.Rdev

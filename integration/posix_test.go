@@ -463,7 +463,8 @@ func TestObjectsFromOtherClients(t *testing.T) {
 }
 
 // A directory lists "." and ".." with the inodes stat gives (programs
-// count on them), the root's inode is not 0, and a directory without a
+// count on them), the root's inode is not 0, a directory's link count is
+// 1 whichever request asked, and a directory without a
 // marker — the root, one other clients' objects imply — dates from the
 // mount, not from the year 1: tar called that "implausibly old", and
 // rsync and tar made it 1901 on ext4.
@@ -485,6 +486,11 @@ func TestDirectoryDotsAndTimes(t *testing.T) {
 		}
 		if mt := fi.ModTime(); mt.Before(before) || mt.After(after) {
 			t.Errorf("%q: mtime %v, want the mount's start", rel, mt)
+		}
+		// 1, "count unknown" to fts: 2 says "no subdirectories" (it
+		// was 2 from getattr, 1 from lookup).
+		if n := fi.Sys().(*syscall.Stat_t).Nlink; n != 1 {
+			t.Errorf("%q: %d links, want 1", rel, n)
 		}
 		return fi.Sys().(*syscall.Stat_t).Ino
 	}
