@@ -7,50 +7,54 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 )
 
-// mountsAt returns the IDs of the mounts at path, from
-// /proc/self/mountinfo.
-func mountsAt(path string) (map[string]bool, error) {
+// mountEntry is a mount of /proc/self/mountinfo: its ID and file system
+// type ("fuse.ossmount").
+type mountEntry struct{ id, fsType string }
+
+// mountsAt returns the mounts at path, each on top of the ones before it
+// (never nil without an error), from /proc/self/mountinfo.
+func mountsAt(path string) ([]mountEntry, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	ids := map[string]bool{}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == path {
-			ids[f[0]] = true
-		}
-	}
-	return ids, nil
-}
-
-// typeOfMountAt returns the file system type of the topmost mount at path
-// ("fuse.ossmount"), or "" if there is none.
-func typeOfMountAt(path string) string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	typ := ""
+	mounts := []mountEntry{}
 	for _, line := range strings.Split(string(data), "\n") {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
 		f := strings.Fields(line)
 		if len(f) < 5 || unescapeMountinfo(f[4]) != path {
 			continue
 		}
-		for i := 5; i+1 < len(f); i++ {
-			if f[i] == "-" {
-				typ = f[i+1] // later lines are mounts on top of earlier ones
-				break
-			}
+		m := mountEntry{id: f[0]}
+		if i := slices.Index(f[5:], "-"); i >= 0 && 5+i+1 < len(f) {
+			m.fsType = f[5+i+1]
 		}
+		mounts = append(mounts, m)
 	}
-	return typ
+	return mounts, nil
+}
+
+// resolvePath makes p absolute with its symbolic links resolved as far as
+// it exists (a dead mount cannot be resolved; a cache directory may not be
+// made yet): as mountinfo shows mountpoints.
+func resolvePath(p string) string {
+	p, _ = filepath.Abs(p)
+	for rest := ""; ; {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(real, rest)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return filepath.Join(p, rest)
+		}
+		p, rest = parent, filepath.Join(filepath.Base(p), rest)
+	}
 }
 
 // checkMountpoint makes sure the mountpoint is a directory. A dead mount of
@@ -61,11 +65,12 @@ func typeOfMountAt(path string) string {
 func checkMountpoint(mountpoint string, log *slog.Logger) error {
 	_, err := os.Stat(mountpoint)
 	if errors.Is(err, syscall.ENOTCONN) {
-		abs, _ := filepath.Abs(mountpoint)
-		if real, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
-			abs = filepath.Join(real, filepath.Base(abs))
+		abs := resolvePath(mountpoint)
+		typ := ""
+		if mounts, _ := mountsAt(abs); len(mounts) > 0 {
+			typ = mounts[len(mounts)-1].fsType
 		}
-		if typ := typeOfMountAt(abs); typ != "fuse.ossmount" {
+		if typ != "fuse.ossmount" {
 			return fmt.Errorf("mountpoint %s is a dead mount of %q (transport endpoint is not connected); unmount it first: fusermount3 -u %s", mountpoint, typ, mountpoint)
 		}
 		if err := lazyUnmount(abs); err != nil {
@@ -110,18 +115,13 @@ func unescapeMountinfo(s string) string {
 // endpoint is not connected" until someone unmounts it. A mount that was
 // at the mountpoint before is never touched.
 type failedMountCleaner struct {
-	mountpoint string          // absolute, symlinks resolved, as mountinfo shows it
-	before     map[string]bool // nil: mountinfo could not be read
+	mountpoint string       // absolute, symlinks resolved, as mountinfo shows it
+	before     []mountEntry // nil: mountinfo could not be read
 }
 
 // beforeMount notes the mounts at mountpoint; call it before mounting.
 func beforeMount(mountpoint string) *failedMountCleaner {
-	c := &failedMountCleaner{mountpoint: mountpoint}
-	if abs, err := filepath.Abs(mountpoint); err == nil {
-		if real, err := filepath.EvalSymlinks(abs); err == nil {
-			c.mountpoint = real
-		}
-	}
+	c := &failedMountCleaner{mountpoint: resolvePath(mountpoint)}
 	c.before, _ = mountsAt(c.mountpoint)
 	return c
 }
@@ -156,9 +156,9 @@ func (c *failedMountCleaner) clean(log *slog.Logger) {
 }
 
 // hasNew says whether after holds a mount that was not there before.
-func (c *failedMountCleaner) hasNew(after map[string]bool) bool {
-	for id := range after {
-		if !c.before[id] {
+func (c *failedMountCleaner) hasNew(after []mountEntry) bool {
+	for _, a := range after {
+		if !slices.Contains(c.before, a) {
 			return true
 		}
 	}

@@ -245,21 +245,7 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 // under reports whether path is dir or lies below it, symbolic links
 // resolved as far as path exists.
 func under(path, dir string) bool {
-	resolve := func(p string) string {
-		p, _ = filepath.Abs(p)
-		// The longest part that exists, resolved, with the rest after it.
-		for rest := ""; ; {
-			if real, err := filepath.EvalSymlinks(p); err == nil {
-				return filepath.Join(real, rest)
-			}
-			parent := filepath.Dir(p)
-			if parent == p {
-				return filepath.Join(p, rest)
-			}
-			p, rest = parent, filepath.Join(filepath.Base(p), rest)
-		}
-	}
-	path, dir = resolve(path), resolve(dir)
+	path, dir = resolvePath(path), resolvePath(dir)
 	return path == dir || strings.HasPrefix(path, dir+string(filepath.Separator))
 }
 
