@@ -24,8 +24,8 @@ type options struct {
 	Debug        bool
 	UID, GID     int64 // -1: the mounting user
 	Umask        uint32
-	// RootUmask (ossfs's mp_umask) is the mount root's; -1: Umask.
-	RootUmask        int64
+	// RootUmask (ossfs's mp_umask) is the mount root's; nil: Umask.
+	RootUmask        *uint32
 	AllowOther       bool
 	ReadOnly         bool
 	StatTTL          time.Duration
@@ -49,20 +49,11 @@ type options struct {
 	Tagging           string
 }
 
-// rootUmask is mp_umask, if given.
-func (o options) rootUmask() *uint32 {
-	if o.RootUmask < 0 {
-		return nil
-	}
-	m := uint32(o.RootUmask)
-	return &m
-}
-
 // cacheDir is -o cache_dir, or the default.
 func (o options) cacheDir() string { return cmp.Or(o.CacheDir, cache.DefaultPath()) }
 
 func defaultOptions() options {
-	return options{UID: -1, GID: -1, Umask: 0o022, RootUmask: -1, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
+	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
 		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, WritebackAttempts: 5, Parallel: 4, KeptSize: -1}
 }
 
@@ -110,13 +101,11 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 		case "gid":
 			o.GID, err = strconv.ParseInt(value, 10, 32)
 		case "umask":
-			var m uint64
-			m, err = strconv.ParseUint(value, 8, 32)
-			o.Umask = uint32(m) & 0o777
+			o.Umask, err = parseUmask(value)
 		case "mp_umask": // ossfs: the mount root's umask
-			var m uint64
-			m, err = strconv.ParseUint(value, 8, 32)
-			o.RootUmask = int64(m & 0o777)
+			var m uint32
+			m, err = parseUmask(value)
+			o.RootUmask = &m
 		case "allow_other":
 			o.AllowOther = true
 		case "ro":
@@ -199,6 +188,12 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 		}
 	}
 	return unknown, nil
+}
+
+// parseUmask reads an octal umask.
+func parseUmask(value string) (uint32, error) {
+	m, err := strconv.ParseUint(value, 8, 32)
+	return uint32(m) & 0o777, err
 }
 
 func parseBool(value string, hasValue bool) (bool, error) {

@@ -27,10 +27,10 @@ func TestParseOptions(t *testing.T) {
 	if _, err := parseOptions(&o, "stat_cache_expire=60,dbglevel=info"); err != nil || o.StatTTL != time.Minute || o.Debug {
 		t.Fatalf("stat_cache_expire, dbglevel=info: %v %v %v", err, o.StatTTL, o.Debug)
 	}
-	if o.rootUmask() != nil {
-		t.Errorf("no mp_umask: the root's umask is %v, want umask's", *o.rootUmask())
+	if o.RootUmask != nil {
+		t.Errorf("no mp_umask: the root's umask is %v, want umask's", *o.RootUmask)
 	}
-	if _, err := parseOptions(&o, "mp_umask=007"); err != nil || o.rootUmask() == nil || *o.rootUmask() != 0o007 {
+	if _, err := parseOptions(&o, "mp_umask=007"); err != nil || o.RootUmask == nil || *o.RootUmask != 0o007 {
 		t.Fatalf("mp_umask=007: %v %v", err, o.RootUmask)
 	}
 	if _, err := parseOptions(&o, "dbglevel=debug"); err != nil || !o.Debug {

@@ -123,7 +123,7 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 		UID:             uid,
 		GID:             gid,
 		Umask:           o.Umask,
-		RootUmask:       o.rootUmask(),
+		RootUmask:       o.RootUmask,
 		ForbidOverwrite: o.ForbidOverwrite,
 		DirRenameLimit:  o.DirRenameLimit,
 		StatTTL:         o.StatTTL,
