@@ -15,11 +15,16 @@ type logFile struct {
 }
 
 func openLogFile(path string) (*logFile, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := openAppending(path)
 	if err != nil {
 		return nil, err
 	}
 	return &logFile{path: path, f: f}, nil
+}
+
+// openAppending opens path to append to it, made 0600 if it is new.
+func openAppending(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 }
 
 func (l *logFile) Write(p []byte) (int, error) {
@@ -30,7 +35,7 @@ func (l *logFile) Write(p []byte) (int, error) {
 
 // Reopen opens the path anew; on failure the old file stays in use.
 func (l *logFile) Reopen() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := openAppending(l.path)
 	if err != nil {
 		return err
 	}
