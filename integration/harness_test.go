@@ -408,7 +408,24 @@ func startMountWithFileLimit(t *testing.T, srv *server, nofile int, extra ...str
 // must exec it (its pid is ossmount's).
 func startMountVia(t *testing.T, srv *server, dir, cacheDir string, wrapper []string, extra ...string) *mount {
 	t.Helper()
+	return launchMount(t, srv, dir, cacheDir, wrapper, nil, extra...)
+}
+
+// startMountLoggingTo mounts with ossmount's stderr on stderr, not in
+// mount.logs.
+func startMountLoggingTo(t *testing.T, srv *server, stderr io.Writer, extra ...string) *mount {
+	t.Helper()
+	return launchMount(t, srv, t.TempDir(), filepath.Join(t.TempDir(), "cache"), nil, stderr, extra...)
+}
+
+// launchMount starts ossmount through wrapper, its stderr on stderr (nil:
+// mount.logs), and waits until the mount is ready.
+func launchMount(t *testing.T, srv *server, dir, cacheDir string, wrapper []string, stderr io.Writer, extra ...string) *mount {
+	t.Helper()
 	m := &mount{dir: dir, cacheDir: cacheDir, srv: srv, logs: &syncBuffer{}}
+	if stderr == nil {
+		stderr = m.logs
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -417,7 +434,7 @@ func startMountVia(t *testing.T, srv *server, dir, cacheDir string, wrapper []st
 	m.cmd = exec.Command(args[0], args[1:]...)
 	m.cmd.Env = append(credentialsEnv(), "OSSMOUNT_READY_FD=3")
 	m.cmd.ExtraFiles = []*os.File{w}
-	m.cmd.Stderr = m.logs
+	m.cmd.Stderr = stderr
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

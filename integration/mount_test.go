@@ -360,43 +360,17 @@ func TestSighupReopensTheLogFile(t *testing.T) {
 // a dead mount.
 func TestClosedStderrDoesNotKillTheMount(t *testing.T) {
 	srv := startServer(t)
-	mnt := t.TempDir()
 	logR, logW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(ossmountBin, append([]string{"-f"}, mountArgs(srv, mnt, filepath.Join(t.TempDir(), "cache"))...)...)
-	cmd.Env = append(credentialsEnv(), "OSSMOUNT_READY_FD=3")
-	cmd.ExtraFiles = []*os.File{readyW}
-	cmd.Stderr = logW
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	m := startMountLoggingTo(t, srv, logW)
 	logW.Close()
-	readyW.Close()
-	status, _ := bufio.NewReader(readyR).ReadString('\n')
-	readyR.Close()
-	if strings.TrimSpace(status) != "ok" {
-		cmd.Wait()
-		t.Fatalf("mount failed: %q", status)
-	}
-	defer func() {
-		if isMounted(mnt) {
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	}()
-	logR.Close()                        // the reader goes away
-	cmd.Process.Signal(syscall.SIGUSR1) // a status line on stderr
-	writeFile(t, filepath.Join(mnt, "after.txt"), []byte("still serving"))
+	logR.Close()                          // the reader goes away
+	m.cmd.Process.Signal(syscall.SIGUSR1) // a status line on stderr
+	writeFile(t, m.path("after.txt"), []byte("still serving"))
 	srv.sameObject(t, "after.txt", []byte("still serving"))
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("ossmount exited with %v", err)
-	}
+	m.stop(t) // exit 0, nothing left mounted
 }
 
 // -o storage_class and -o acl ride along with every upload.
