@@ -464,12 +464,7 @@ func (m *mount) stop(t *testing.T) {
 	}
 	m.stopped = true
 	m.cmd.Process.Signal(syscall.SIGTERM)
-	// A hung unmount fails the test with ossmount's goroutines (SIGQUIT
-	// makes the Go runtime print them) instead of the suite's timeout.
-	dump := time.AfterFunc(stopTimeout, func() { m.cmd.Process.Signal(syscall.SIGQUIT) })
-	err := m.cmd.Wait()
-	dump.Stop()
-	if err != nil {
+	if err := m.wait(); err != nil {
 		t.Errorf("ossmount exited with %v\nlogs:\n%s", err, m.logs)
 	}
 	if isMounted(m.dir) {
@@ -482,6 +477,15 @@ func (m *mount) stop(t *testing.T) {
 		}
 	}
 	m.showLogsIfFailed(t)
+}
+
+// wait waits for ossmount to exit. One that has not within stopTimeout
+// gets SIGQUIT: a hung unmount fails the test with ossmount's goroutines
+// (the Go runtime prints them) instead of the suite's timeout.
+func (m *mount) wait() error {
+	dump := time.AfterFunc(stopTimeout, func() { m.cmd.Process.Signal(syscall.SIGQUIT) })
+	defer dump.Stop()
+	return m.cmd.Wait()
 }
 
 func (m *mount) showLogsIfFailed(t *testing.T) {
