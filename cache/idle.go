@@ -33,10 +33,21 @@ const (
 )
 
 // reclaim frees the disk blocks kept for reuse — by idle staging files and
-// past the size of reused ones — once the disk is full, and reports whether
-// there were any.
+// past the size of reused ones — and kept copies once the disk is full, and
+// reports whether there were any.
 func (d *Dir) reclaim() bool {
 	keptFreed := d.dropAllKept()
+	freed := d.freeSpareBlocks()
+	return d.dropSent() || freed || keptFreed
+}
+
+// hasSpareBlocksLocked reports whether freeSpareBlocks may free anything.
+// LOCKS_REQUIRED(d.mu)
+func (d *Dir) hasSpareBlocksLocked() bool { return d.idleBytes > 0 || len(d.reused) > 0 }
+
+// freeSpareBlocks frees the blocks idle staging files keep, and those past
+// the size of reused ones; it reports whether there were any.
+func (d *Dir) freeSpareBlocks() bool {
 	d.mu.Lock()
 	idle := d.idle
 	d.idle, d.idleBytes = nil, 0
@@ -65,7 +76,7 @@ func (d *Dir) reclaim() bool {
 	d.mu.Lock()
 	d.idle = append(d.idle, kept...)
 	d.mu.Unlock()
-	return d.dropSent() || freed || keptFreed
+	return freed
 }
 
 // cutTail frees the stale bytes past the staged size; it reports whether
@@ -100,7 +111,7 @@ func (d *Dir) dispose(i idleFile) {
 	}
 	d.mu.Lock()
 	room := reusable && d.idleRoomLocked() > 0
-	keepBlocks := d.minFree == 0 && i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
+	keepBlocks := i.extent <= maxKeptExtent && d.idleBytes+i.extent <= maxIdleBytes
 	d.mu.Unlock()
 	if room && !keepBlocks {
 		room = i.dropBlocks()

@@ -235,6 +235,15 @@ func (d *Dir) reserve(n int64) error {
 		if d.evictKeptLocked() {
 			continue // kept copies go before anything is waited for
 		}
+		if d.minFree > 0 && d.hasSpareBlocksLocked() {
+			// Blocks kept for reuse count against the free space.
+			d.mu.Unlock()
+			freed := d.freeSpareBlocks()
+			d.mu.Lock()
+			if freed {
+				continue
+			}
+		}
 		busy := false
 		if evictable := d.evictable; evictable != nil {
 			d.mu.Unlock()
@@ -294,11 +303,23 @@ func (d *Dir) fullLocked(n int64) bool {
 
 // SetMinFree makes writers wait for uploads, or fail with ENOSPC, rather
 // than leave less than n bytes free on the cache directory's disk (ossfs's
-// ensure_diskfree). Emptied staging files then keep no blocks.
+// ensure_diskfree). Blocks kept for reuse are freed first.
 func (d *Dir) SetMinFree(n int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.minFree = n
+}
+
+// DefaultMinFree is the free space staging leaves on the cache disk unless
+// told otherwise: 5% of the disk, at most 1 GiB. A write-back backlog
+// behind a slow or failing link must not fill the disk the host runs on
+// (by default /var/cache, on the root file system, for root).
+func (d *Dir) DefaultMinFree() int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.path, &st); err != nil {
+		return 0
+	}
+	return min(int64(st.Blocks)*st.Bsize/20, 1<<30)
 }
 
 func (d *Dir) release(n int64) {

@@ -546,6 +546,42 @@ func TestEnsureDiskFree(t *testing.T) {
 	}
 }
 
+// Without ensure_diskfree, staging leaves 5% of the cache disk free (at
+// most 1 GiB): a write-back backlog waits for its uploads rather than fill
+// the disk the host runs on, and no write fails.
+func TestDefaultDiskReserve(t *testing.T) {
+	srv := startServer(t)
+	cacheDir := mountTmpfs(t, "8m")
+	m := startMountAt(t, srv, t.TempDir(), cacheDir, "writeback", "writeback_delay=1h")
+	size, _ := diskSpace(t, cacheDir)
+	reserve := size / 20
+	want := map[string][]byte{}
+	for i := 0; i < 12; i++ { // 12 MiB through 8
+		name := fmt.Sprintf("f%d", i)
+		want[name] = randomBytes(t, 1<<20)
+		writeFile(t, m.path(name), want[name])
+		// A page or two of directories and records may come after the check.
+		if _, free := diskSpace(t, cacheDir); free < reserve-(64<<10) {
+			t.Fatalf("after %s the cache disk has %d bytes free, want about %d", name, free, reserve)
+		}
+	}
+	m.stop(t)
+	for k, v := range want {
+		srv.sameObject(t, k, v)
+	}
+}
+
+// diskSpace returns the size of the file system holding dir and its space
+// free to users.
+func diskSpace(t *testing.T, dir string) (size, free int64) {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize
+}
+
 // A full cache disk: blocks kept for reuse (by emptied staging files and
 // past the size of reused ones) are freed first; past that, a write gets
 // ENOSPC, logged with its key.

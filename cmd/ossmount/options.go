@@ -43,7 +43,7 @@ type options struct {
 	WritebackAttempts int
 	CacheSize         int64
 	KeptSize          int64 // -1: the default (cache.Dir.SetKeptBudget)
-	EnsureDiskFree    int64
+	EnsureDiskFree    int64 // -1: the default (cache.Dir.DefaultMinFree)
 	RAMRole           string
 	SSE, SSEKeyID     string
 	Tagging           string
@@ -54,7 +54,8 @@ func (o options) cacheDir() string { return cmp.Or(o.CacheDir, cache.DefaultPath
 
 func defaultOptions() options {
 	return options{UID: -1, GID: -1, Umask: 0o022, StatTTL: 2 * time.Second, DirRenameLimit: 1000,
-		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, WritebackAttempts: 5, Parallel: 4, KeptSize: -1}
+		WritebackDelay: 20 * time.Millisecond, WritebackWorkers: 16, WritebackAttempts: 5, Parallel: 4, KeptSize: -1,
+		EnsureDiskFree: -1}
 }
 
 // parseOptions applies a comma-separated "-o" list to o. Unknown options

@@ -70,7 +70,11 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 		return err
 	}
 	cd.SetLogger(log)
-	cd.SetMinFree(o.EnsureDiskFree)
+	minFree := o.EnsureDiskFree
+	if minFree < 0 {
+		minFree = cd.DefaultMinFree()
+	}
+	cd.SetMinFree(minFree)
 	var journal *cache.Journal
 	var bk bucket.Bucket = b
 	if o.Writeback {
@@ -177,7 +181,8 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 	// else it unmounts, as libfuse does — a foreground mount whose terminal
 	// went away died at once, leaving a dead mount behind.
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
-	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path())
+	log.Info("mounted", "bucket", a.bucket, "prefix", a.prefix, "mountpoint", a.mountpoint, "endpoint", o.Endpoint, "cache_dir", cd.Path(),
+		"ensure_diskfree", humanize.IBytes(uint64(minFree)))
 	ready.report(nil)
 	orphansDone := make(chan struct{})
 	go func() {
