@@ -3,7 +3,6 @@ package cache
 import (
 	"container/list"
 	"strings"
-	"syscall"
 )
 
 // Kept copies. A file's staging file went at its last release once the
@@ -266,12 +265,11 @@ func (d *Dir) dropAllKept() bool {
 // it free (or than ensure_diskfree): a copy kept for speed must not be
 // what fills the disk another program writes to. LOCKS_REQUIRED(d.mu)
 func (d *Dir) diskLowLocked() bool {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.path, &st); err != nil {
+	size, free, err := d.DiskSpace()
+	if err != nil {
 		return true
 	}
-	free := int64(st.Bavail) * st.Bsize
-	return free < int64(st.Blocks)*st.Bsize/10 || free < d.minFree
+	return free < size/10 || free < d.minFree
 }
 
 // SetKeptBudget bounds the bytes kept files hold (0: none are kept); call

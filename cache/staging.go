@@ -293,9 +293,8 @@ func (d *Dir) fullLocked(n int64) bool {
 		return true
 	}
 	if d.minFree > 0 {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(d.path, &st); err == nil {
-			return int64(st.Bavail)*st.Bsize-n < d.minFree
+		if _, free, err := d.DiskSpace(); err == nil {
+			return free-n < d.minFree
 		}
 	}
 	return false
@@ -315,11 +314,21 @@ func (d *Dir) SetMinFree(n int64) {
 // behind a slow or failing link must not fill the disk the host runs on
 // (by default /var/cache, on the root file system, for root).
 func (d *Dir) DefaultMinFree() int64 {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.path, &st); err != nil {
+	size, _, err := d.DiskSpace()
+	if err != nil {
 		return 0
 	}
-	return min(int64(st.Blocks)*st.Bsize/20, 1<<30)
+	return min(size/20, 1<<30)
+}
+
+// DiskSpace returns the size of the cache directory's disk and the space
+// on it free to the mount (ext4 keeps some for root).
+func (d *Dir) DiskSpace() (size, free int64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.path, &st); err != nil {
+		return 0, 0, err
+	}
+	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
 }
 
 func (d *Dir) release(n int64) {

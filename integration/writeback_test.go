@@ -544,6 +544,15 @@ func TestEnsureDiskFree(t *testing.T) {
 	for k, v := range want {
 		srv.sameObject(t, k, v)
 	}
+
+	// More than the disk has free: said at the mount, not at each write.
+	m = startMountAt(t, srv, t.TempDir(), mountTmpfs(t, "8m"), "ensure_diskfree=9")
+	waitUntil(t, "a warning at the mount", func() bool {
+		return strings.Contains(m.logs.String(), "the cache disk has less free space than ensure_diskfree")
+	})
+	if err := os.WriteFile(m.path("none"), []byte("x"), 0o644); errnoOf(err) != syscall.ENOSPC {
+		t.Fatalf("a write with 9 MiB to keep free on 8: %v, want ENOSPC", err)
+	}
 }
 
 // Without ensure_diskfree, staging leaves 5% of the cache disk free (at

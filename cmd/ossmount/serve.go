@@ -75,6 +75,10 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 		minFree = cd.DefaultMinFree()
 	}
 	cd.SetMinFree(minFree)
+	if _, free, err := cd.DiskSpace(); err == nil && free < minFree {
+		log.Warn("the cache disk has less free space than ensure_diskfree: writes fail with ENOSPC (or, in write-back mode, wait for uploads) until space is freed; free some, lower ensure_diskfree or move cache_dir",
+			"cache_dir", cd.Path(), "free", humanize.IBytes(uint64(free)), "ensure_diskfree", humanize.IBytes(uint64(minFree)))
+	}
 	var journal *cache.Journal
 	var bk bucket.Bucket = b
 	if o.Writeback {
