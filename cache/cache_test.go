@@ -711,6 +711,63 @@ func TestReserve(t *testing.T) {
 	r.Remove()
 }
 
+// Under ensure_diskfree, blocks an idle staging file keeps for reuse count
+// against the free space: a writer short of it frees them, also those of
+// files whose uploads end while it waits, rather than fail.
+func TestReserveFreesBlocksKeptForReuse(t *testing.T) {
+	const mib = 1 << 20
+	d, _ := OpenDir(t.TempDir(), 0)
+	defer d.Close()
+	// An 8 MiB disk holding only the staging files' blocks.
+	var files []*os.File
+	defer func(f func(string) (int64, int64, error)) { statDisk = f }(statDisk)
+	statDisk = func(string) (int64, int64, error) {
+		var allocated int64
+		for _, f := range files {
+			var st unix.Stat_t
+			if unix.Fstat(int(f.Fd()), &st) == nil {
+				allocated += st.Blocks * 512
+			}
+		}
+		return 8 * mib, 8*mib - allocated, nil
+	}
+	stage := func() *Staging {
+		s, err := d.NewStaging()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.withFile(func(f *os.File) error { files = append(files, f); return nil })
+		if _, err := s.WriteAt(make([]byte, mib), 0); err != nil {
+			t.Fatal(err)
+		}
+		s.Sync() // allocated now, not at writeback
+		return s
+	}
+	a, b := stage(), stage()
+	a.MarkUploaded()
+	b.MarkUploaded()
+	// 6 MiB free; 1 MiB more must leave 6.5: both files' blocks must go.
+	d.SetMinFree(6*mib + mib/2)
+	asked := make(chan struct{}, 2)
+	d.SetEvictable(func() bool { asked <- struct{}{}; return true })
+	c, _ := d.NewStaging()
+	defer c.Remove()
+	done := make(chan error, 1)
+	go func() { _, err := c.WriteAt(make([]byte, mib), 0); done <- err }()
+	for _, uploaded := range []*Staging{a, b} {
+		waitForWriter(t, asked, done)
+		uploaded.Remove() // its upload ended: idle, keeping its blocks
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("writer: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the writer still waits, with blocks kept for reuse")
+	}
+}
+
 // A file larger than the cache: when a writer is short of room, bytes a
 // streamed upload has sent leave the disk, and it waits for parts in
 // flight. What left can no longer be read, written or truncated into; the

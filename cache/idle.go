@@ -37,24 +37,17 @@ const (
 // reports whether there were any.
 func (d *Dir) reclaim() bool {
 	keptFreed := d.dropAllKept()
-	freed := d.freeSpareBlocks()
-	return d.dropSent() || freed || keptFreed
+	idleFreed := d.dropIdleBlocks()
+	tailsFreed := d.cutReusedTails()
+	return d.dropSent() || idleFreed || tailsFreed || keptFreed
 }
 
-// hasSpareBlocksLocked reports whether freeSpareBlocks may free anything.
-// LOCKS_REQUIRED(d.mu)
-func (d *Dir) hasSpareBlocksLocked() bool { return d.idleBytes > 0 || len(d.reused) > 0 }
-
-// freeSpareBlocks frees the blocks idle staging files keep, and those past
-// the size of reused ones; it reports whether there were any.
-func (d *Dir) freeSpareBlocks() bool {
+// dropIdleBlocks frees the blocks idle staging files keep; it reports
+// whether there were any.
+func (d *Dir) dropIdleBlocks() bool {
 	d.mu.Lock()
 	idle := d.idle
 	d.idle, d.idleBytes = nil, 0
-	reused := make([]*Staging, 0, len(d.reused))
-	for s := range d.reused {
-		reused = append(reused, s)
-	}
 	d.mu.Unlock()
 	freed := false
 	kept := idle[:0]
@@ -68,14 +61,27 @@ func (d *Dir) freeSpareBlocks() bool {
 		}
 		kept = append(kept, i)
 	}
+	d.mu.Lock()
+	d.idle = append(d.idle, kept...)
+	d.mu.Unlock()
+	return freed
+}
+
+// cutReusedTails frees the blocks past the staged size of reused staging
+// files; it reports whether there were any.
+func (d *Dir) cutReusedTails() bool {
+	d.mu.Lock()
+	reused := make([]*Staging, 0, len(d.reused))
+	for s := range d.reused {
+		reused = append(reused, s)
+	}
+	d.mu.Unlock()
+	freed := false
 	for _, s := range reused {
 		if s.cutTail() {
 			freed = true
 		}
 	}
-	d.mu.Lock()
-	d.idle = append(d.idle, kept...)
-	d.mu.Unlock()
 	return freed
 }
 

@@ -231,14 +231,23 @@ func (d *Dir) reserve(n int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var deadline time.Time
+	tailsCut := false
 	for n > 0 && d.fullLocked(n) {
 		if d.evictKeptLocked() {
 			continue // kept copies go before anything is waited for
 		}
-		if d.minFree > 0 && d.hasSpareBlocksLocked() {
-			// Blocks kept for reuse count against the free space.
+		if d.minFree > 0 && (d.idleBytes > 0 || !tailsCut && len(d.reused) > 0) {
+			// Blocks kept for reuse count against the free space: those
+			// of idle files (an upload that ends may add some), and once
+			// per call those past the size of reused files (a pass over
+			// all of them).
+			cutTails := !tailsCut
+			tailsCut = true
 			d.mu.Unlock()
-			freed := d.freeSpareBlocks()
+			freed := d.dropIdleBlocks()
+			if cutTails && d.cutReusedTails() {
+				freed = true
+			}
 			d.mu.Lock()
 			if freed {
 				continue
@@ -323,9 +332,12 @@ func (d *Dir) DefaultMinFree() int64 {
 
 // DiskSpace returns the size of the cache directory's disk and the space
 // on it free to the mount (ext4 keeps some for root).
-func (d *Dir) DiskSpace() (size, free int64, err error) {
+func (d *Dir) DiskSpace() (size, free int64, err error) { return statDisk(d.path) }
+
+// statDisk is DiskSpace's statfs (tests give the disk a size).
+var statDisk = func(path string) (size, free int64, err error) {
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.path, &st); err != nil {
+	if err := syscall.Statfs(path, &st); err != nil {
 		return 0, 0, err
 	}
 	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
