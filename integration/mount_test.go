@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // runOssmount runs ossmount in its default, detaching mode and returns its
@@ -439,15 +441,33 @@ func TestMountHelper(t *testing.T) {
 	defer os.Remove(helper)
 	srv := startServer(t)
 	mnt := t.TempDir()
-	opts := "rw,nosuid,_netdev,endpoint=" + srv.url + ",path_style,region=local,cache_dir=" + filepath.Join(t.TempDir(), "cache")
+	// The kernel's flags hold (a hardened fstab line's noexec was dropped);
+	// access-time options are taken without a warning.
+	opts := "rw,nosuid,nodev,noexec,noatime,_netdev,endpoint=" + srv.url + ",path_style,region=local,cache_dir=" + filepath.Join(t.TempDir(), "cache")
 	cmd := exec.Command("mount", "-t", "fuse.ossmount", testBucket, mnt, "-o", opts)
 	cmd.Env = credentialsEnv()
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		t.Fatalf("mount -t fuse.ossmount: %v\n%s", err, out)
 	}
 	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	if strings.Contains(string(out), "ignoring option") {
+		t.Errorf("warned about an fstab option:\n%s", out)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(unix.ST_NOEXEC | unix.ST_NOSUID | unix.ST_NODEV); st.Flags&want != want {
+		t.Errorf("mount flags %#x, want noexec, nosuid and nodev (%#x)", st.Flags, want)
+	}
 	writeFile(t, filepath.Join(mnt, "via-fstab.txt"), []byte("mounted by mount(8)"))
 	srv.sameObject(t, "via-fstab.txt", []byte("mounted by mount(8)"))
+	program := filepath.Join(mnt, "true")
+	run(t, "cp", "/bin/true", program)
+	if err := exec.Command(program).Run(); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("a program run from a noexec mount: %v, want EACCES", err)
+	}
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		t.Fatalf("umount: %v", err)
 	}

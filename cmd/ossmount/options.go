@@ -25,9 +25,12 @@ type options struct {
 	UID, GID     int64 // -1: the mounting user
 	Umask        uint32
 	// RootUmask (ossfs's mp_umask) is the mount root's; nil: Umask.
-	RootUmask        *uint32
-	AllowOther       bool
-	ReadOnly         bool
+	RootUmask  *uint32
+	AllowOther bool
+	ReadOnly   bool
+	// MountFlags are the kernel's mount flags asked for (noexec, nosuid,
+	// ...), in order; without them the mount is nosuid and nodev.
+	MountFlags       []string
 	StatTTL          time.Duration
 	ForbidOverwrite  bool
 	PasswdFile       string
@@ -179,8 +182,13 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 		case "log_file":
 			err = need()
 			o.LogFile = value
-		case "dev", "suid", "nosuid", "nodev", "exec", "noexec", "auto", "noauto", "user", "nouser", "_netdev", "defaults":
-			// fstab and mount(8) options with no meaning here.
+		case "dev", "nodev", "suid", "nosuid", "exec", "noexec":
+			// The kernel's: an fstab line's noexec must hold.
+			o.MountFlags = append(o.MountFlags, name)
+		case "auto", "noauto", "user", "nouser", "_netdev", "defaults",
+			"atime", "noatime", "relatime", "norelatime", "strictatime", "diratime", "nodiratime":
+			// fstab and mount(8) options with no meaning here (no
+			// access times are kept).
 		default:
 			unknown = append(unknown, opt)
 		}

@@ -52,6 +52,12 @@ func TestParseOptions(t *testing.T) {
 			t.Errorf("kept_size=%s: %v %d", value, err, o.KeptSize)
 		}
 	}
+	// The kernel's flags go to the mount; access-time ones are no unknown.
+	flags := defaultOptions()
+	if unknown, err := parseOptions(&flags, "nosuid,noexec,noatime,nodev,relatime"); err != nil || len(unknown) != 0 ||
+		strings.Join(flags.MountFlags, ",") != "nosuid,noexec,nodev" {
+		t.Errorf("mount flags: %v %v %v", err, unknown, flags.MountFlags)
+	}
 	if _, err := parseOptions(&o, "tagging=b=2&a=1"); err != nil || o.Tagging != "a=1&b=2" {
 		t.Errorf("tagging: %v %q", err, o.Tagging)
 	}

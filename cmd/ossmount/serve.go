@@ -157,6 +157,9 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 	if o.ReadOnly {
 		mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, "ro")
 	}
+	// go-fuse turns these into mount(2) flags, as fusermount3 does (which
+	// refuses suid and dev to other users than root).
+	mountOpts.MountOptions.Options = append(mountOpts.MountOptions.Options, o.MountFlags...)
 	if o.AllowOther {
 		// Other users are let in: the kernel checks each one against
 		// the files' modes and owners, which ossmount does not. Without
