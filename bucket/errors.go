@@ -67,9 +67,9 @@ func RequestID(err error) string {
 	return ""
 }
 
-// convert turns an SDK error into an *Error. It is the only place that
-// inspects SDK errors.
-func convert(op, key string, err error) error {
+// convert turns an SDK error of a request made with ctx into an *Error. It
+// is the only place that inspects SDK errors.
+func convert(ctx context.Context, op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -80,8 +80,8 @@ func convert(op, key string, err error) error {
 		e.Status, e.Code, e.RequestID = se.StatusCode, se.Code, se.RequestID
 		e.Err = nil
 		e.Kind = kindOf(se.StatusCode, se.Code)
-	case errors.Is(err, context.Canceled):
-		e.Kind = context.Canceled
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		e.Kind = context.Canceled // else a stray one (strayCancel): transient
 	case isCRCMismatch(err):
 		e.Kind = ErrIntegrity
 	case errors.Is(err, errRoleCredentials):
@@ -135,3 +135,15 @@ func isCRCMismatch(err error) bool {
 	var m *crcMismatch
 	return errors.As(err, &m) || strings.Contains(err.Error(), "crc is inconsistent")
 }
+
+// strayCancel makes the SDK retry a request that failed with
+// context.Canceled although its context is live (the SDK asks only then).
+// net/http can hand a request a connection that another request's
+// cancellation is closing: a request whose response has no body puts its
+// connection back in the idle pool before its caller has it, and if its
+// context is cancelled in between (a stream's parts, cancelled by its
+// abort) the connection is closed under whoever took it, with the
+// cancelled request's error. A close of a file failed so, with EINTR.
+type strayCancel struct{}
+
+func (strayCancel) IsErrorRetryable(err error) bool { return errors.Is(err, context.Canceled) }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/credentials"
+	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/retry"
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss/transport"
 
 	"github.com/ossmount/ossmount/internal/crc64"
@@ -43,6 +44,8 @@ type Config struct {
 	// Multiparts, when set, is told of every multipart upload's start and
 	// end (streams, the Uploader's and the Copier's).
 	Multiparts MultipartLog
+	// wrapTransport, set by tests only, wraps the HTTP transport.
+	wrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Credentials is an access key. Its String method hides the secret so it
@@ -80,14 +83,21 @@ func NewOSS(cfg Config) *OSS {
 	if region == "" {
 		region = regionFromEndpoint(cfg.Endpoint)
 	}
+	// The client carries the timeouts: the SDK reads its config's only to
+	// build a client of its own.
+	hc := httpClient(10*time.Second, 60*time.Second)
+	if cfg.wrapTransport != nil {
+		hc.Transport = cfg.wrapTransport(hc.Transport)
+	}
 	sdkCfg := oss.LoadDefaultConfig().
 		WithCredentialsProvider(provider).
 		WithRegion(region).
 		WithEndpoint(cfg.Endpoint).
 		WithUsePathStyle(cfg.PathStyle).
-		// The client carries the timeouts: the SDK reads its config's only
-		// to build a client of its own.
-		WithHttpClient(httpClient(10*time.Second, 60*time.Second)).
+		WithHttpClient(hc).
+		WithRetryer(retry.NewStandard(func(o *retry.RetryOptions) {
+			o.ErrorRetryables = append(slices.Clip(retry.DefaultErrorRetryables), strayCancel{})
+		})).
 		// Uploads are checked by crc.go instead, several times faster.
 		WithDisableUploadCRC64Check(true)
 	if strings.HasPrefix(cfg.Endpoint, "http://") {
@@ -152,7 +162,7 @@ func (b *OSS) Name() string { return b.name }
 func (b *OSS) Head(ctx context.Context, key string) (ObjectInfo, error) {
 	res, err := b.client.HeadObject(ctx, &oss.HeadObjectRequest{Bucket: &b.name, Key: &key})
 	if err != nil {
-		return ObjectInfo{}, convert("HeadObject", key, err)
+		return ObjectInfo{}, convert(ctx, "HeadObject", key, err)
 	}
 	info := ObjectInfo{Key: key, Size: res.ContentLength, ETag: oss.ToString(res.ETag),
 		ContentType: oss.ToString(res.ContentType), Meta: map[string]string{}}
@@ -181,7 +191,7 @@ func (b *OSS) Get(ctx context.Context, get GetRequest) (Body, error) {
 		req.Range, req.RangeBehavior = &r, oss.Ptr("standard")
 	}
 	res, err := b.client.GetObject(ctx, req)
-	if err := convert("GetObject", key, err); errors.Is(err, errPastEnd) {
+	if err := convert(ctx, "GetObject", key, err); errors.Is(err, errPastEnd) {
 		return Body{ReadCloser: io.NopCloser(strings.NewReader("")), Size: -1}, nil // nothing to read there
 	} else if err != nil {
 		return Body{}, err
@@ -189,7 +199,7 @@ func (b *OSS) Get(ctx context.Context, get GetRequest) (Body, error) {
 	if off > 0 && res.ContentRange == nil {
 		// A server that ignored the range sent the whole object.
 		res.Body.Close()
-		return Body{}, convert("GetObject", key, fmt.Errorf("the server ignored the range %s", *req.Range))
+		return Body{}, convert(ctx, "GetObject", key, fmt.Errorf("the server ignored the range %s", *req.Range))
 	}
 	size := res.ContentLength // the whole object, unless a range was answered
 	if res.ContentRange != nil {
@@ -237,7 +247,7 @@ func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 		}
 	}
 	if err != nil {
-		return PutResult{}, convert("PutObject", req.Key, err)
+		return PutResult{}, convert(ctx, "PutObject", req.Key, err)
 	}
 	return PutResult{ETag: oss.ToString(res.ETag), RequestID: res.Headers.Get("x-oss-request-id")}, nil
 }
@@ -281,7 +291,7 @@ func (b *OSS) List(ctx context.Context, req ListRequest) (ListPage, error) {
 	}
 	res, err := b.client.ListObjectsV2(ctx, lreq)
 	if err != nil {
-		return ListPage{}, convert("ListObjectsV2", req.Prefix, err)
+		return ListPage{}, convert(ctx, "ListObjectsV2", req.Prefix, err)
 	}
 	var page ListPage
 	for _, o := range res.Contents {
@@ -302,7 +312,7 @@ func (b *OSS) List(ctx context.Context, req ListRequest) (ListPage, error) {
 
 func (b *OSS) Delete(ctx context.Context, key string) error {
 	_, err := b.client.DeleteObject(ctx, &oss.DeleteObjectRequest{Bucket: &b.name, Key: &key})
-	if err = convert("DeleteObject", key, err); err != nil && !isNotFound(err) {
+	if err = convert(ctx, "DeleteObject", key, err); err != nil && !isNotFound(err) {
 		return err
 	}
 	return nil
@@ -348,7 +358,7 @@ func (b *OSS) deleteBatch(ctx context.Context, keys []string) (left []string, er
 	}
 	res, err := b.client.DeleteMultipleObjects(ctx, &oss.DeleteMultipleObjectsRequest{Bucket: &b.name, Delete: &oss.Delete{Objects: objs}})
 	if err != nil {
-		return nil, convert("DeleteMultipleObjects", keys[0], err)
+		return nil, convert(ctx, "DeleteMultipleObjects", keys[0], err)
 	}
 	deleted := make(map[string]bool, len(res.DeletedObjects))
 	for _, d := range res.DeletedObjects {
@@ -392,7 +402,7 @@ func (b *OSS) Copy(ctx context.Context, c CopyRequest) error {
 		// threshold and a multipart copy above it.
 		_, err = b.copier.Copy(ctx, req)
 	}
-	return convert("CopyObject", c.Dst, err)
+	return convert(ctx, "CopyObject", c.Dst, err)
 }
 
 func isNotFound(err error) bool {
@@ -413,7 +423,7 @@ func (b *OSS) StartMultipart(ctx context.Context, key string, attrs Attrs) (stri
 	}
 	res, err := b.mp.InitiateMultipartUpload(ctx, req)
 	if err != nil {
-		return "", convert("InitiateMultipartUpload", key, err)
+		return "", convert(ctx, "InitiateMultipartUpload", key, err)
 	}
 	return oss.ToString(res.UploadId), nil
 }
@@ -424,7 +434,7 @@ func (b *OSS) UploadPart(ctx context.Context, key, uploadID string, number int, 
 		PartNumber: int32(number), Body: sent, ContentLength: oss.Ptr(size)},
 		checkCRC(func(*http.Response) (uint64, bool, error) { return sent.sum(size) }))
 	if err != nil {
-		return Part{}, convert("UploadPart", key, err)
+		return Part{}, convert(ctx, "UploadPart", key, err)
 	}
 	crc, _ := strconv.ParseUint(oss.ToString(res.HashCRC64), 10, 64)
 	return Part{Number: number, Size: size, ETag: oss.ToString(res.ETag), CRC64: crc}, nil
@@ -443,7 +453,7 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 	}
 	res, err := b.mp.CompleteMultipartUpload(ctx, req)
 	if err != nil {
-		return PutResult{}, convert("CompleteMultipartUpload", key, err)
+		return PutResult{}, convert(ctx, "CompleteMultipartUpload", key, err)
 	}
 	requestID := res.Headers.Get("x-oss-request-id")
 	if got := res.Headers.Get(crcHeader); got != "" {
@@ -459,7 +469,7 @@ func (b *OSS) CopyPart(ctx context.Context, key, uploadID string, number int, sr
 		PartNumber: int32(number), SourceKey: &src.Key, IfMatch: oss.Ptr(src.ETag),
 		Range: oss.Ptr(fmt.Sprintf("bytes=%d-%d", src.Off, src.Off+src.Size-1))})
 	if err != nil {
-		return Part{}, convert("UploadPartCopy", key, err)
+		return Part{}, convert(ctx, "UploadPartCopy", key, err)
 	}
 	got := res.Headers.Get(crcHeader)
 	if src.Unsummed {
@@ -476,5 +486,5 @@ func (b *OSS) CopyPart(ctx context.Context, key, uploadID string, number int, sr
 
 func (b *OSS) AbortMultipart(ctx context.Context, key, uploadID string) error {
 	_, err := b.mp.AbortMultipartUpload(ctx, &oss.AbortMultipartUploadRequest{Bucket: &b.name, Key: &key, UploadId: &uploadID})
-	return convert("AbortMultipartUpload", key, err)
+	return convert(ctx, "AbortMultipartUpload", key, err)
 }

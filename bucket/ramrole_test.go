@@ -36,7 +36,7 @@ func TestFetchRAMRole(t *testing.T) {
 		if !errors.Is(err, errRoleCredentials) || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: %v", tc.name, err)
 		}
-		if convert("ListObjectsV2", "", err).(*Error).Kind != ErrAccessDenied {
+		if convert(context.Background(), "ListObjectsV2", "", err).(*Error).Kind != ErrAccessDenied {
 			t.Errorf("%s: not mapped to access denied", tc.name)
 		}
 	}
