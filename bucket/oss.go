@@ -137,9 +137,14 @@ func NewOSS(cfg Config) *OSS {
 // request past ten closed its connection when done, and the next one
 // dialled — with TLS, a handshake — anew. All the connections the SDK may
 // open (100 per host) may stay idle; they close after 50 s unused.
+//
+// It also takes its proxy from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as
+// ossfs (libcurl) and Go programs do; the SDK's client goes straight to
+// the endpoint, which a host behind a proxy cannot reach.
 func httpClient(connect, readWrite time.Duration) *http.Client {
 	return transport.NewHttpClient(&transport.Config{ConnectTimeout: &connect, ReadWriteTimeout: &readWrite},
-		func(t *http.Transport) { t.MaxIdleConnsPerHost = transport.DefaultMaxConnections })
+		func(t *http.Transport) { t.MaxIdleConnsPerHost = transport.DefaultMaxConnections },
+		transport.ProxyFromEnvironment())
 }
 
 // regionFromEndpoint derives cn-hangzhou from oss-cn-hangzhou.aliyuncs.com;

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -470,6 +472,33 @@ func TestMountHelper(t *testing.T) {
 	}
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		t.Fatalf("umount: %v", err)
+	}
+}
+
+// Behind a proxy (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, which ossfs's libcurl
+// and Go programs honour) requests go through it; they went straight to
+// the endpoint, which such a host cannot reach.
+func TestProxyFromEnvironment(t *testing.T) {
+	srv := startServer(t)
+	target, err := url.Parse(srv.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proxied atomic.Int32
+	proxy := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		proxied.Add(1)
+		pr.SetURL(target)
+		pr.Out.Host = pr.In.Host
+	}})
+	t.Cleanup(proxy.Close)
+	// A name only the proxy reaches: nothing resolves it.
+	endpoint := "http://oss.ossmount-test.invalid:" + target.Port()
+	m := startMountVia(t, srv, t.TempDir(), filepath.Join(t.TempDir(), "cache"), []string{"env", "HTTP_PROXY=" + proxy.URL},
+		"endpoint="+endpoint)
+	writeFile(t, m.path("via-proxy"), []byte("through the proxy"))
+	srv.sameObject(t, "via-proxy", []byte("through the proxy"))
+	if proxied.Load() == 0 {
+		t.Fatal("no request went through the proxy")
 	}
 }
 
