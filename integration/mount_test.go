@@ -493,7 +493,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 	t.Cleanup(proxy.Close)
 	// A name only the proxy reaches: nothing resolves it.
 	endpoint := "http://oss.ossmount-test.invalid:" + target.Port()
-	m := startMountVia(t, srv, t.TempDir(), filepath.Join(t.TempDir(), "cache"), []string{"env", "HTTP_PROXY=" + proxy.URL},
+	m := startMountVia(t, srv, t.TempDir(), filepath.Join(t.TempDir(), "cache"), []string{"env", "-u", "NO_PROXY", "-u", "no_proxy", "HTTP_PROXY=" + proxy.URL},
 		"endpoint="+endpoint)
 	writeFile(t, m.path("via-proxy"), []byte("through the proxy"))
 	srv.sameObject(t, "via-proxy", []byte("through the proxy"))
