@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/bucket/store"
@@ -37,5 +38,20 @@ func TestErrorStatusKinds(t *testing.T) {
 		if !strings.Contains(err.Error(), c.code) {
 			t.Errorf("status %d: %q does not name the server's code %s", c.status, err, c.code)
 		}
+	}
+}
+
+// ossfs's readwrite_timeout: a server that stops answering fails the
+// request, as a transient failure, instead of holding it for as long as
+// it stalls.
+func TestReadWriteTimeout(t *testing.T) {
+	stalled := make(chan struct{})
+	cfg := localConfig(serveLocal(t, store.NewMemory(), osslocal.Fault{Op: "PutObject", Before: func() { <-stalled }}))
+	t.Cleanup(func() { close(stalled) }) // before the server's close, which waits for it
+	cfg.ReadWriteTimeout, cfg.RetryMaxAttempts = 200*time.Millisecond, 1
+	start := time.Now()
+	_, err := bucket.NewOSS(cfg).Put(context.Background(), bucket.PutRequest{Key: "k", Body: strings.NewReader("x"), Size: 1})
+	if !errors.Is(err, bucket.ErrTransient) || time.Since(start) > 30*time.Second {
+		t.Fatalf("put to a stalled server: %v after %v, want a transient failure at the timeout", err, time.Since(start))
 	}
 }

@@ -1,6 +1,7 @@
 package bucket
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,8 +36,12 @@ type Config struct {
 	// defaults. Bodies smaller than PartSize go in one PutObject.
 	PartSize int64
 	Parallel int
-	// RetryMaxAttempts bounds the SDK's retries of one request; 0: default.
+	// RetryMaxAttempts bounds the SDK's tries of one request; 0: default.
 	RetryMaxAttempts int
+	// ConnectTimeout bounds a connection's setup (10 s if 0), and
+	// ReadWriteTimeout each read and write on it (60 s if 0): a server
+	// that stops answering fails the request, which is tried again.
+	ConnectTimeout, ReadWriteTimeout time.Duration
 	// Encryption and Tagging apply to every object the mount writes
 	// (uploads, and copies, which would otherwise lose the encryption).
 	Encryption Encryption
@@ -85,7 +90,7 @@ func NewOSS(cfg Config) *OSS {
 	}
 	// The client carries the timeouts: the SDK reads its config's only to
 	// build a client of its own.
-	hc := httpClient(10*time.Second, 60*time.Second)
+	hc := httpClient(cmp.Or(cfg.ConnectTimeout, 10*time.Second), cmp.Or(cfg.ReadWriteTimeout, 60*time.Second))
 	if cfg.wrapTransport != nil {
 		hc.Transport = cfg.wrapTransport(hc.Transport)
 	}

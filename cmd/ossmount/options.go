@@ -47,9 +47,13 @@ type options struct {
 	CacheSize         int64
 	KeptSize          int64 // -1: the default (cache.Dir.SetKeptBudget)
 	EnsureDiskFree    int64 // -1: the default (cache.Dir.DefaultMinFree)
-	RAMRole           string
-	SSE, SSEKeyID     string
-	Tagging           string
+	// ConnectTimeout, ReadWriteTimeout and RequestAttempts (tries of one
+	// request) tune the SDK's HTTP client; 0: its defaults.
+	ConnectTimeout, ReadWriteTimeout time.Duration
+	RequestAttempts                  int
+	RAMRole                          string
+	SSE, SSEKeyID                    string
+	Tagging                          string
 }
 
 // cacheDir is -o cache_dir, or the default.
@@ -117,13 +121,17 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 		case "rw":
 			o.ReadOnly = false
 		case "stat_ttl", "stat_cache_expire": // ossfs: in seconds
-			o.StatTTL, err = time.ParseDuration(value)
-			if err != nil {
-				var secs float64
-				if secs, err = strconv.ParseFloat(value, 64); err == nil {
-					o.StatTTL = time.Duration(secs * float64(time.Second))
-				}
+			o.StatTTL, err = parseSeconds(value)
+		case "connect_timeout": // ossfs's, in seconds
+			o.ConnectTimeout, err = parseSeconds(value)
+		case "readwrite_timeout": // ossfs's, in seconds
+			o.ReadWriteTimeout, err = parseSeconds(value)
+		case "retries": // ossfs's: tries after the first
+			var n int
+			if n, err = strconv.Atoi(value); err == nil && n < 0 {
+				err = fmt.Errorf("%d is not a number of retries", n)
 			}
+			o.RequestAttempts = n + 1
 		case "forbid_overwrite":
 			o.ForbidOverwrite, err = parseBool(value, hasValue)
 		case "passwd_file":
@@ -197,6 +205,18 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 		}
 	}
 	return unknown, nil
+}
+
+// parseSeconds reads a duration: "1.5" (seconds, as ossfs) or "1500ms".
+func parseSeconds(value string) (time.Duration, error) {
+	if d, err := time.ParseDuration(value); err == nil {
+		return d, nil
+	}
+	secs, err := strconv.ParseFloat(value, 64)
+	if err != nil || secs < 0 {
+		return 0, fmt.Errorf("%q is not a duration", value)
+	}
+	return time.Duration(secs * float64(time.Second)), nil
 }
 
 // parseUmask reads an octal umask.

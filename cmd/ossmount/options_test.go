@@ -53,6 +53,12 @@ func TestParseOptions(t *testing.T) {
 		}
 	}
 	// The kernel's flags go to the mount; access-time ones are no unknown.
+	// ossfs's network options, in seconds.
+	timeouts := defaultOptions()
+	if unknown, err := parseOptions(&timeouts, "connect_timeout=5,readwrite_timeout=1.5,retries=4"); err != nil || len(unknown) != 0 ||
+		timeouts.ConnectTimeout != 5*time.Second || timeouts.ReadWriteTimeout != 1500*time.Millisecond || timeouts.RequestAttempts != 5 {
+		t.Errorf("timeouts: %v %v %+v", err, unknown, timeouts)
+	}
 	flags := defaultOptions()
 	if unknown, err := parseOptions(&flags, "nosuid,noexec,noatime,nodev,relatime"); err != nil || len(unknown) != 0 ||
 		strings.Join(flags.MountFlags, ",") != "nosuid,noexec,nodev" {
@@ -61,7 +67,7 @@ func TestParseOptions(t *testing.T) {
 	if _, err := parseOptions(&o, "tagging=b=2&a=1"); err != nil || o.Tagging != "a=1&b=2" {
 		t.Errorf("tagging: %v %q", err, o.Tagging)
 	}
-	for _, bad := range []string{"uid=x", "endpoint", "stat_ttl=soon", "part_size=lots", "ensure_diskfree=much", "kept_size=some", "tagging=k=%zz"} {
+	for _, bad := range []string{"uid=x", "endpoint", "stat_ttl=soon", "part_size=lots", "ensure_diskfree=much", "kept_size=some", "tagging=k=%zz", "retries=-1", "connect_timeout=soon"} {
 		if _, err := parseOptions(&o, bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

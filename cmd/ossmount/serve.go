@@ -55,7 +55,8 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 	}
 	defer cd.Close()
 	cfg := bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
-		Credentials: creds, RAMRoleURL: roleURL, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging}
+		Credentials: creds, RAMRoleURL: roleURL, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging,
+		ConnectTimeout: o.ConnectTimeout, ReadWriteTimeout: o.ReadWriteTimeout, RetryMaxAttempts: o.RequestAttempts}
 	var multiparts *cache.Multiparts
 	if !o.ReadOnly {
 		// Any later mount of the bucket, whatever its prefix, cleans up.
