@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +56,31 @@ func TestReadWriteTimeout(t *testing.T) {
 	_, err := bucket.NewOSS(cfg).Put(context.Background(), bucket.PutRequest{Key: "k", Body: strings.NewReader("x"), Size: 1})
 	if !errors.Is(err, bucket.ErrTransient) || time.Since(start) > 30*time.Second {
 		t.Fatalf("put to a stalled server: %v after %v, want a transient failure at the timeout", err, time.Since(start))
+	}
+}
+
+// A server with a certificate no authority signed is refused, unless told
+// (ossfs's no_check_certificate).
+func TestSkipCertificateCheck(t *testing.T) {
+	s := store.NewMemory()
+	if err := s.CreateBucket("test-bucket"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(osslocal.New(osslocal.Config{Store: s, Keys: map[string]string{"id": "secret"}}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	put := func(cfg bucket.Config) error {
+		_, err := bucket.NewOSS(cfg).Put(context.Background(), bucket.PutRequest{Key: "k", Body: strings.NewReader("x"), Size: 1})
+		return err
+	}
+	cfg := localConfig(srv.URL)
+	cfg.RetryMaxAttempts = 1
+	if err := put(cfg); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("put to a self-signed server: %v, want a certificate error", err)
+	}
+	cfg.SkipCertificateCheck = true
+	if err := put(cfg); err != nil {
+		t.Fatalf("put with the check skipped: %v", err)
 	}
 }

@@ -42,6 +42,9 @@ type Config struct {
 	// ReadWriteTimeout each read and write on it (60 s if 0): a server
 	// that stops answering fails the request, which is tried again.
 	ConnectTimeout, ReadWriteTimeout time.Duration
+	// SkipCertificateCheck accepts any TLS certificate (ossfs's
+	// no_check_certificate), for a server with a self-signed one.
+	SkipCertificateCheck bool
 	// Encryption and Tagging apply to every object the mount writes
 	// (uploads, and copies, which would otherwise lose the encryption).
 	Encryption Encryption
@@ -90,7 +93,7 @@ func NewOSS(cfg Config) *OSS {
 	}
 	// The client carries the timeouts: the SDK reads its config's only to
 	// build a client of its own.
-	hc := httpClient(cmp.Or(cfg.ConnectTimeout, 10*time.Second), cmp.Or(cfg.ReadWriteTimeout, 60*time.Second))
+	hc := httpClient(cmp.Or(cfg.ConnectTimeout, 10*time.Second), cmp.Or(cfg.ReadWriteTimeout, 60*time.Second), cfg.SkipCertificateCheck)
 	if cfg.wrapTransport != nil {
 		hc.Transport = cfg.wrapTransport(hc.Transport)
 	}
@@ -146,10 +149,10 @@ func NewOSS(cfg Config) *OSS {
 // It also takes its proxy from HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as
 // ossfs (libcurl) and Go programs do; the SDK's client goes straight to
 // the endpoint, which a host behind a proxy cannot reach.
-func httpClient(connect, readWrite time.Duration) *http.Client {
+func httpClient(connect, readWrite time.Duration, skipVerify bool) *http.Client {
 	return transport.NewHttpClient(&transport.Config{ConnectTimeout: &connect, ReadWriteTimeout: &readWrite},
 		func(t *http.Transport) { t.MaxIdleConnsPerHost = transport.DefaultMaxConnections },
-		transport.ProxyFromEnvironment())
+		transport.ProxyFromEnvironment(), transport.InsecureSkipVerify(skipVerify))
 }
 
 // regionFromEndpoint derives cn-hangzhou from oss-cn-hangzhou.aliyuncs.com;

@@ -36,7 +36,7 @@ const usage = `usage: ossmount [-f] BUCKET[:/PREFIX] MOUNTPOINT [-o opt[,opt...]
        part_size=16MiB, parallel=N, writeback, writeback_delay=20ms,
        writeback_workers=16, writeback_attempts=5, cache_size=10GiB,
        kept_size=1GiB, ensure_diskfree=MB, dir_rename_limit=1000,
-       connect_timeout=10, readwrite_timeout=60, retries=2,
+       connect_timeout=10, readwrite_timeout=60, retries=2, no_check_certificate,
        log_file=F, debug`
 
 func main() { os.Exit(run(os.Args[1:])) }

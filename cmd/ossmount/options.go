@@ -51,6 +51,7 @@ type options struct {
 	// request) tune the SDK's HTTP client; 0: its defaults.
 	ConnectTimeout, ReadWriteTimeout time.Duration
 	RequestAttempts                  int
+	SkipCertificateCheck             bool
 	RAMRole                          string
 	SSE, SSEKeyID                    string
 	Tagging                          string
@@ -126,6 +127,8 @@ func parseOptions(o *options, list string) (unknown []string, err error) {
 			o.ConnectTimeout, err = parseSeconds(value)
 		case "readwrite_timeout": // ossfs's, in seconds
 			o.ReadWriteTimeout, err = parseSeconds(value)
+		case "no_check_certificate": // ossfs's
+			o.SkipCertificateCheck, err = parseBool(value, hasValue)
 		case "retries": // ossfs's: tries after the first
 			var n int
 			if n, err = strconv.Atoi(value); err == nil && n < 0 {

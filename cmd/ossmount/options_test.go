@@ -55,7 +55,8 @@ func TestParseOptions(t *testing.T) {
 	// The kernel's flags go to the mount; access-time ones are no unknown.
 	// ossfs's network options, in seconds.
 	timeouts := defaultOptions()
-	if unknown, err := parseOptions(&timeouts, "connect_timeout=5,readwrite_timeout=1.5,retries=4"); err != nil || len(unknown) != 0 ||
+	if unknown, err := parseOptions(&timeouts, "connect_timeout=5,readwrite_timeout=1.5,retries=4,no_check_certificate"); err != nil || len(unknown) != 0 ||
+		!timeouts.SkipCertificateCheck ||
 		timeouts.ConnectTimeout != 5*time.Second || timeouts.ReadWriteTimeout != 1500*time.Millisecond || timeouts.RequestAttempts != 5 {
 		t.Errorf("timeouts: %v %v %+v", err, unknown, timeouts)
 	}

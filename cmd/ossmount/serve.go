@@ -56,7 +56,11 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 	defer cd.Close()
 	cfg := bucket.Config{Bucket: a.bucket, Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.PathStyle,
 		Credentials: creds, RAMRoleURL: roleURL, PartSize: partSize, Parallel: o.Parallel, Encryption: encryption, Tagging: o.Tagging,
-		ConnectTimeout: o.ConnectTimeout, ReadWriteTimeout: o.ReadWriteTimeout, RetryMaxAttempts: o.RequestAttempts}
+		ConnectTimeout: o.ConnectTimeout, ReadWriteTimeout: o.ReadWriteTimeout, RetryMaxAttempts: o.RequestAttempts,
+		SkipCertificateCheck: o.SkipCertificateCheck}
+	if o.SkipCertificateCheck {
+		log.Warn("no_check_certificate: the server's TLS certificate is not checked; anyone on the network path can read and change the data")
+	}
 	var multiparts *cache.Multiparts
 	if !o.ReadOnly {
 		// Any later mount of the bucket, whatever its prefix, cleans up.
