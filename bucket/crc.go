@@ -143,15 +143,24 @@ func (u *uploaderCRC) object(server *string) error {
 	if server == nil {
 		return nil
 	}
+	crc, err := u.sum()
+	if err != nil {
+		return err
+	}
+	return compareCRC(crc, *server)
+}
+
+// sum is the CRC of the object the parts sent make.
+func (u *uploaderCRC) sum() (uint64, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var crc uint64
 	for n, off := 1, int64(0); off < u.size; n, off = n+1, off+u.partSize {
 		part, ok := u.parts[n]
 		if !ok {
-			return fmt.Errorf("upload check: no CRC for part %d", n)
+			return 0, fmt.Errorf("upload check: no CRC for part %d", n)
 		}
 		crc = crc64.Combine(crc, part, min(u.partSize, u.size-off))
 	}
-	return compareCRC(crc, *server)
+	return crc, nil
 }

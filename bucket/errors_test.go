@@ -84,3 +84,52 @@ func TestSkipCertificateCheck(t *testing.T) {
 		t.Fatalf("put with the check skipped: %v", err)
 	}
 }
+
+// A completion whose reply is lost (the connection drops once the server
+// has joined the parts) is sent again by the SDK, and the server, whose
+// upload is gone, answers NoSuchUpload. The object holding the upload's
+// bytes — its size and CRC-64 — is the upload done, not a failure: the
+// Uploader's (a whole file) and a stream's.
+func TestCompletionWithALostReply(t *testing.T) {
+	data := make([]byte, 300<<10+5)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	s := store.NewMemory()
+	cfg := localConfig(serveLocal(t, s, osslocal.Fault{Op: "CompleteMultipartUpload", LoseReply: true, Count: 2}))
+	cfg.PartSize = 100 << 10
+	b := bucket.NewOSS(cfg)
+	ctx := context.Background()
+	check := func(key string) {
+		t.Helper()
+		_, body, err := s.Open("test-bucket", key, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer body.Close()
+		if got, _ := io.ReadAll(body); !bytes.Equal(got, data) {
+			t.Fatalf("%s holds %d other bytes", key, len(got))
+		}
+	}
+	if _, err := b.Put(ctx, bucket.PutRequest{Key: "whole", Body: bytes.NewReader(data), Size: int64(len(data))}); err != nil {
+		t.Fatalf("put whose completion's reply was lost: %v", err)
+	}
+	check("whole")
+
+	id, err := b.StartMultipart(ctx, "streamed", bucket.Attrs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []bucket.Part
+	for off := int64(0); off < int64(len(data)); off += 128 << 10 {
+		p, err := b.UploadPart(ctx, "streamed", id, len(parts)+1, bytes.NewReader(data), off, min(128<<10, int64(len(data))-off))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, p)
+	}
+	if _, err := b.CompleteMultipart(ctx, "streamed", id, parts, bucket.Attrs{}); err != nil {
+		t.Fatalf("completion whose reply was lost: %v", err)
+	}
+	check("streamed")
+}

@@ -2,7 +2,6 @@ package bucket
 
 import (
 	"context"
-	"errors"
 
 	"github.com/aliyun/alibabacloud-oss-go-sdk-v2/oss"
 )
@@ -51,8 +50,7 @@ func (c *loggedClient) AbortMultipartUpload(ctx context.Context, req *oss.AbortM
 // succeeded, or the server does not know the upload. After any other
 // failure the upload may still hold parts.
 func (c *loggedClient) ended(uploadID string, err error) {
-	var se *oss.ServiceError
-	if c.log != nil && (err == nil || errors.As(err, &se) && se.Code == "NoSuchUpload") {
+	if c.log != nil && (err == nil || isNoSuchUpload(err)) {
 		c.log.Ended(uploadID)
 	}
 }

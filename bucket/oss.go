@@ -257,6 +257,12 @@ func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 		})
 		if err == nil {
 			err = check.object(res.HashCRC64)
+		} else if isNoSuchUpload(err) {
+			if crc, sumErr := check.sum(); sumErr == nil {
+				if done, ok := b.landed(ctx, req.Key, req.Size, crc); ok {
+					return done, nil
+				}
+			}
 		}
 	}
 	if err != nil {
@@ -460,12 +466,19 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 		req.ForbidOverwrite = oss.Ptr("true")
 	}
 	var crc uint64
+	var size int64
 	for _, p := range parts {
 		req.CompleteMultipartUpload.Parts = append(req.CompleteMultipartUpload.Parts, oss.UploadPart{PartNumber: int32(p.Number), ETag: oss.Ptr(p.ETag)})
 		crc = crc64.Combine(crc, p.CRC64, p.Size)
+		size += p.Size
 	}
 	res, err := b.mp.CompleteMultipartUpload(ctx, req)
 	if err != nil {
+		if isNoSuchUpload(err) {
+			if done, ok := b.landed(ctx, key, size, crc); ok {
+				return done, nil
+			}
+		}
 		return PutResult{}, convert(ctx, "CompleteMultipartUpload", key, err)
 	}
 	requestID := res.Headers.Get("x-oss-request-id")
@@ -475,6 +488,25 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 		}
 	}
 	return PutResult{ETag: oss.ToString(res.ETag), RequestID: requestID}, nil
+}
+
+// landed reports whether key holds size bytes of CRC-64 crc. A multipart
+// upload the server no longer knows (NoSuchUpload) was completed if so: a
+// completion whose reply was lost (a dropped connection) is sent again by
+// the SDK, and finds its upload gone. Without a CRC from the server it
+// cannot tell, and says no.
+func (b *OSS) landed(ctx context.Context, key string, size int64, crc uint64) (PutResult, bool) {
+	info, err := b.Head(ctx, key)
+	if err != nil || info.CRC64 == 0 || info.Size != size || info.CRC64 != crc {
+		return PutResult{}, false
+	}
+	return PutResult{ETag: info.ETag}, true
+}
+
+// isNoSuchUpload reports whether the server did not know a multipart upload.
+func isNoSuchUpload(err error) bool {
+	var se *oss.ServiceError
+	return errors.As(err, &se) && se.Code == "NoSuchUpload"
 }
 
 func (b *OSS) CopyPart(ctx context.Context, key, uploadID string, number int, src CopySource) (Part, error) {

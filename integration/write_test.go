@@ -298,6 +298,34 @@ func TestDroppedConnections(t *testing.T) {
 		t.Fatal("a torn upload landed")
 	}
 	srv.ClearFaults()
+
+	// A completion's reply lost: the SDK sends it again, to an upload the
+	// server has completed. Streamed (cp writes in order) and whole (a
+	// write behind the parts sent): close says 0, and the object is whole.
+	// Close said ENOENT ("NoSuchUpload"), and a stream sent the file again.
+	m2 := startMount(t, srv, "part_size=1MiB")
+	big := randomBytes(t, 3<<20+5)
+	srv.AddFault(osslocal.Fault{Op: "CompleteMultipartUpload", LoseReply: true, Count: 1})
+	started := srv.Count("InitiateMultipartUpload")
+	writeFile(t, m2.path("streamed.bin"), big)
+	srv.sameObject(t, "streamed.bin", big)
+	if n := srv.Count("InitiateMultipartUpload") - started; n != 1 {
+		t.Errorf("%d multipart uploads for one streamed file, want 1 (not the whole file again)", n)
+	}
+	srv.ClearFaults()
+	srv.AddFault(osslocal.Fault{Op: "CompleteMultipartUpload", LoseReply: true, Count: 1})
+	f, err = os.Create(m2.path("whole.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(big)
+	f.WriteAt([]byte("behind"), 10)
+	if err := f.Close(); err != nil {
+		t.Fatalf("close of a whole upload whose completion's reply was lost: %v", err)
+	}
+	copy(big[10:], "behind")
+	srv.sameObject(t, "whole.bin", big)
+	srv.ClearFaults()
 }
 
 // DESIGN §2: the CRC64 the server returns is checked; a mismatch fails the

@@ -12,32 +12,35 @@ import (
 // after the first After matching ones, Count times (0: every time), answer
 // with Status (an OSS error document), stall for Stall first, have their
 // connection cut (Cut) once half the request body has been read or
-// (CutBody) half the response body sent, or succeed with a wrong CRC64 in
-// the response (BadCRC). For tests in the same process, Before runs when
+// (CutBody) half the response body sent, or, served, before any of the
+// reply (LoseReply: the client cannot know the request took effect), or
+// succeed with a wrong CRC64 in the response (BadCRC). For tests in the same process, Before runs when
 // the fault fires, before the request is served, and OnCut after a CutBody
 // cut, before the client sees it. With Rate (between 0 and 1) it fires for
 // that share of the matching requests, drawn from a generator seeded with
 // Seed: the same requests in the same order meet the same failures.
 type Fault struct {
-	Op      string
-	Status  int
-	Stall   time.Duration
-	Cut     bool
-	CutBody bool
-	BadCRC  bool
-	After   int
-	Count   int
-	Before  func()
-	OnCut   func()
-	Rate    float64
-	Seed    uint64
+	Op        string
+	Status    int
+	Stall     time.Duration
+	Cut       bool
+	CutBody   bool
+	LoseReply bool
+	BadCRC    bool
+	After     int
+	Count     int
+	Before    func()
+	OnCut     func()
+	Rate      float64
+	Seed      uint64
 
 	seen, fired int
 	draws       *rand.Rand
 }
 
 // ParseFault reads a fault from "op=PutObject,status=500,after=1,count=2,
-// stall=2s,cut" (or cutbody, badcrc; rate=0.1,seed=7 for an error rate).
+// stall=2s,cut" (or cutbody, losereply, badcrc; rate=0.1,seed=7 for an
+// error rate).
 func ParseFault(s string) (Fault, error) {
 	var f Fault
 	for _, part := range strings.Split(s, ",") {
@@ -54,6 +57,8 @@ func ParseFault(s string) (Fault, error) {
 			f.Cut = true
 		case "cutbody":
 			f.CutBody = true
+		case "losereply":
+			f.LoseReply = true
 		case "badcrc":
 			f.BadCRC = true
 		case "after":

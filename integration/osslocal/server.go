@@ -158,12 +158,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fault != nil && fault.CutBody {
 		req.w = &cutBodyWriter{ResponseWriter: req.w, onCut: fault.OnCut}
 	}
+	if fault != nil && fault.LoseReply {
+		req.w = &lostReplyWriter{header: http.Header{}}
+	}
 	s.cfg.Log.Debug("request", "op", req.op, "bucket", req.bucket, "key", req.key)
 	err := s.serve(req)
 	if err != nil {
 		s.writeError(req, errorFor(err))
 	}
+	if _, lost := req.w.(*lostReplyWriter); lost {
+		panic(http.ErrAbortHandler) // served; the connection drops before the reply
+	}
 }
+
+// lostReplyWriter swallows a reply (Fault.LoseReply).
+type lostReplyWriter struct{ header http.Header }
+
+func (w *lostReplyWriter) Header() http.Header         { return w.header }
+func (w *lostReplyWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *lostReplyWriter) WriteHeader(int)             {}
 
 // injectFault applies f and reports whether the request was answered.
 func (s *Server) injectFault(req *request, f *Fault) bool {
