@@ -133,3 +133,23 @@ func TestCompletionWithALostReply(t *testing.T) {
 	}
 	check("streamed")
 }
+
+// The same for a PutObject that must not overwrite (forbid_overwrite): sent
+// again, it finds its own object and is answered FileAlreadyExists. An
+// object of other bytes there is the conflict it is.
+func TestForbiddenOverwriteWithALostReply(t *testing.T) {
+	s := store.NewMemory()
+	url := serveLocal(t, s, osslocal.Fault{Op: "PutObject", LoseReply: true, Count: 1})
+	b := bucket.NewOSS(localConfig(url))
+	put := func(data string) error {
+		_, err := b.Put(context.Background(), bucket.PutRequest{Key: "k", Body: strings.NewReader(data), Size: int64(len(data)),
+			Attrs: bucket.Attrs{ForbidOverwrite: true}})
+		return err
+	}
+	if err := put("first"); err != nil {
+		t.Fatalf("put whose reply was lost: %v", err)
+	}
+	if err := put("other"); !errors.Is(err, bucket.ErrExists) {
+		t.Fatalf("put over another object: %v, want ErrExists", err)
+	}
+}

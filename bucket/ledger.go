@@ -50,7 +50,7 @@ func (c *loggedClient) AbortMultipartUpload(ctx context.Context, req *oss.AbortM
 // succeeded, or the server does not know the upload. After any other
 // failure the upload may still hold parts.
 func (c *loggedClient) ended(uploadID string, err error) {
-	if c.log != nil && (err == nil || isNoSuchUpload(err)) {
+	if c.log != nil && (err == nil || hasCode(err, "NoSuchUpload")) {
 		c.log.Ended(uploadID)
 	}
 }

@@ -248,6 +248,14 @@ func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 		pres, err = b.client.PutObject(ctx, preq, checkCRC(func(*http.Response) (uint64, bool, error) { return sent.sum(req.Size) }))
 		if err == nil {
 			res = &oss.UploadResult{ETag: pres.ETag, ResultCommon: pres.ResultCommon}
+		} else if req.Attrs.ForbidOverwrite && hasCode(err, "FileAlreadyExists") {
+			// Perhaps the object this request made, its reply lost and the
+			// request sent again by the SDK.
+			if crc, ok, _ := sent.sum(req.Size); ok {
+				if done, ok := b.landed(ctx, req.Key, req.Size, crc); ok {
+					return done, nil
+				}
+			}
 		}
 	} else {
 		body := io.NewSectionReader(req.Body, 0, req.Size)
@@ -257,7 +265,7 @@ func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 		})
 		if err == nil {
 			err = check.object(res.HashCRC64)
-		} else if isNoSuchUpload(err) {
+		} else if hasCode(err, "NoSuchUpload") {
 			if crc, sumErr := check.sum(); sumErr == nil {
 				if done, ok := b.landed(ctx, req.Key, req.Size, crc); ok {
 					return done, nil
@@ -474,7 +482,7 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 	}
 	res, err := b.mp.CompleteMultipartUpload(ctx, req)
 	if err != nil {
-		if isNoSuchUpload(err) {
+		if hasCode(err, "NoSuchUpload") {
 			if done, ok := b.landed(ctx, key, size, crc); ok {
 				return done, nil
 			}
@@ -490,11 +498,12 @@ func (b *OSS) CompleteMultipart(ctx context.Context, key, uploadID string, parts
 	return PutResult{ETag: oss.ToString(res.ETag), RequestID: requestID}, nil
 }
 
-// landed reports whether key holds size bytes of CRC-64 crc. A multipart
-// upload the server no longer knows (NoSuchUpload) was completed if so: a
-// completion whose reply was lost (a dropped connection) is sent again by
-// the SDK, and finds its upload gone. Without a CRC from the server it
-// cannot tell, and says no.
+// landed reports whether key holds size bytes of CRC-64 crc. A request
+// whose reply was lost (a dropped connection) is sent again by the SDK, and
+// finds its own work done: a multipart completion its upload gone
+// (NoSuchUpload), a PutObject that must not overwrite its object there
+// (FileAlreadyExists). The key holding the bytes sent tells that apart from
+// a real failure; without a CRC from the server it cannot, and says no.
 func (b *OSS) landed(ctx context.Context, key string, size int64, crc uint64) (PutResult, bool) {
 	info, err := b.Head(ctx, key)
 	if err != nil || info.CRC64 == 0 || info.Size != size || info.CRC64 != crc {
@@ -503,10 +512,10 @@ func (b *OSS) landed(ctx context.Context, key string, size int64, crc uint64) (P
 	return PutResult{ETag: info.ETag}, true
 }
 
-// isNoSuchUpload reports whether the server did not know a multipart upload.
-func isNoSuchUpload(err error) bool {
+// hasCode reports whether err is the server's error code.
+func hasCode(err error, code string) bool {
 	var se *oss.ServiceError
-	return errors.As(err, &se) && se.Code == "NoSuchUpload"
+	return errors.As(err, &se) && se.Code == code
 }
 
 func (b *OSS) CopyPart(ctx context.Context, key, uploadID string, number int, src CopySource) (Part, error) {
