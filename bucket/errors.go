@@ -80,6 +80,13 @@ func convert(ctx context.Context, op, key string, err error) error {
 		e.Status, e.Code, e.RequestID = se.StatusCode, se.Code, se.RequestID
 		e.Err = nil
 		e.Kind = kindOf(se.StatusCode, se.Code)
+		if se.Code == "NoSuchUpload" && op != "AbortMultipartUpload" {
+			// The upload went away under a write (aborted by a lifecycle
+			// rule or another client): the file is not in the bucket, and
+			// sending it again works. Not "no such file", which close
+			// said. An abort's, though, is the upload gone as asked.
+			e.Kind = ErrTransient
+		}
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		e.Kind = context.Canceled // else a stray one (strayCancel): transient
 	case isCRCMismatch(err):

@@ -153,3 +153,29 @@ func TestForbiddenOverwriteWithALostReply(t *testing.T) {
 		t.Fatalf("put over another object: %v, want ErrExists", err)
 	}
 }
+
+// An upload that went away under a write (a lifecycle rule, another
+// client) fails the write as a transient failure (EIO; sending the file
+// again works), not as "not found" (ENOENT at close); aborting it again is
+// the upload gone as asked.
+func TestUploadGoneUnderAWrite(t *testing.T) {
+	b := bucket.NewOSS(localConfig(serveLocal(t, store.NewMemory())))
+	ctx := context.Background()
+	id, err := b.StartMultipart(ctx, "k", bucket.Attrs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AbortMultipart(ctx, "k", id); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.UploadPart(ctx, "k", id, 1, strings.NewReader("part"), 0, 4)
+	if !errors.Is(err, bucket.ErrTransient) {
+		t.Fatalf("part of a gone upload: %v, want ErrTransient", err)
+	}
+	if _, err := b.CompleteMultipart(ctx, "k", id, nil, bucket.Attrs{}); !errors.Is(err, bucket.ErrTransient) {
+		t.Fatalf("completion of a gone upload: %v, want ErrTransient", err)
+	}
+	if err := b.AbortMultipart(ctx, "k", id); !errors.Is(err, bucket.ErrNotFound) {
+		t.Fatalf("abort of a gone upload: %v, want ErrNotFound", err)
+	}
+}
