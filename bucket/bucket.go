@@ -43,6 +43,9 @@ type PutRequest struct {
 	Body  io.ReaderAt
 	Size  int64
 	Attrs Attrs
+	// Progress, if set, is told the bytes sent so far of a multipart
+	// upload, as its parts finish.
+	Progress func(sent int64)
 }
 
 // PutResult is what the server returned for a completed upload.

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,5 +178,26 @@ func TestUploadGoneUnderAWrite(t *testing.T) {
 	}
 	if err := b.AbortMultipart(ctx, "k", id); !errors.Is(err, bucket.ErrNotFound) {
 		t.Fatalf("abort of a gone upload: %v, want ErrNotFound", err)
+	}
+}
+
+// A multipart upload tells its progress as its parts finish.
+func TestPutReportsProgress(t *testing.T) {
+	cfg := localConfig(serveLocal(t, store.NewMemory()))
+	cfg.PartSize = 100 << 10
+	data := make([]byte, 300<<10+5)
+	var mu sync.Mutex
+	var reports []int64
+	_, err := bucket.NewOSS(cfg).Put(context.Background(), bucket.PutRequest{Key: "k", Body: bytes.NewReader(data), Size: int64(len(data)),
+		Progress: func(sent int64) {
+			mu.Lock()
+			reports = append(reports, sent)
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 4 || reports[3] != int64(len(data)) {
+		t.Fatalf("progress %v, want 4 reports ending at %d", reports, len(data))
 	}
 }

@@ -259,6 +259,9 @@ func (b *OSS) Put(ctx context.Context, req PutRequest) (PutResult, error) {
 		}
 	} else {
 		body := io.NewSectionReader(req.Body, 0, req.Size)
+		if req.Progress != nil {
+			preq.ProgressFn = func(_, sent, _ int64) { req.Progress(sent) }
+		}
 		check := &uploaderCRC{body: body, size: req.Size, partSize: b.uploaderPartSize(req.Size), parts: map[int]uint64{}}
 		res, err = b.uploader.UploadFrom(ctx, preq, body, func(o *oss.UploaderOptions) {
 			o.ClientOptions = append(slices.Clip(o.ClientOptions), checkCRC(check.want))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ossmount/ossmount/bucket"
 	"github.com/ossmount/ossmount/internal/crc64"
@@ -136,11 +137,14 @@ func (u *Uploader) putCopying(ctx context.Context, key string, body io.ReaderAt,
 	copyErrs := make([]error, len(plans))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, u.cfg.parallel())
+	prog := u.newProgress(key, size)
+	var finished atomic.Int64 // bytes of the parts done
 	for i, p := range plans {
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
+			defer func() { prog.sent(finished.Add(p.size)) }()
 			if !p.copy {
 				parts[i], errs[i] = u.bucket.UploadPart(ctx, key, id, i+1, body, p.off, p.size)
 				return

@@ -15,9 +15,6 @@ import (
 // DefaultPartSize is the first part size of multipart uploads.
 const DefaultPartSize = 8 << 20
 
-// progressEvery is how often a long streamed upload logs its progress.
-const progressEvery = 5 * time.Second
-
 // maxParts is OSS's limit on the parts of one upload.
 const maxParts = 10000
 
@@ -57,9 +54,10 @@ type Stream struct {
 	body io.ReaderAt
 	// attrs are sent at initiation: a file's metadata as it is when its
 	// first part is due.
-	attrs bucket.Attrs
-	slots chan struct{} // parts in flight
-	start time.Time
+	attrs    bucket.Attrs
+	slots    chan struct{} // parts in flight
+	start    time.Time
+	progress *progress
 	// parts is the context of the parts' requests: they outlive the write
 	// that started them, and end at once when the stream is given up — an
 	// abort (and the unmount waiting for it) does not wait for parts no
@@ -70,7 +68,6 @@ type Stream struct {
 	mu       sync.Mutex
 	uploadID string        // GUARDED_BY(mu)
 	sent     int64         // GUARDED_BY(mu); bytes of finished parts
-	lastLog  time.Time     // GUARDED_BY(mu); last progress line
 	parts    []bucket.Part // GUARDED_BY(mu); by index
 	handed   int64         // GUARDED_BY(mu); bytes given to parts
 	// inOrder parts from the first are in the bucket, sentInOrder bytes.
@@ -87,7 +84,7 @@ func (u *Uploader) NewStream(key string, body io.ReaderAt, md Metadata) *Stream 
 	attrs.ForbidOverwrite = u.cfg.ForbidOverwrite
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Stream{u: u, key: key, body: body, attrs: attrs, slots: make(chan struct{}, u.cfg.parallel()), start: u.now(),
-		partsCtx: ctx, cancelParts: cancel}
+		progress: u.newProgress(key, -1), partsCtx: ctx, cancelParts: cancel}
 }
 
 // Attrs returns the attributes the stream sends.
@@ -191,11 +188,7 @@ func (s *Stream) startPart(ctx context.Context, i int, off, size int64) error {
 			}()
 		}
 		s.sent += size
-		if now := s.u.now(); now.Sub(s.lastLog) >= progressEvery && now.Sub(s.start) >= progressEvery {
-			s.lastLog = now
-			s.u.log.Info("uploading", "key", s.key, "sent", humanize.IBytes(uint64(s.sent)),
-				"rate", rate(s.sent, now.Sub(s.start)))
-		}
+		s.progress.sent(s.sent)
 	}()
 	return nil
 }

@@ -137,7 +137,8 @@ func (u *Uploader) put(ctx context.Context, key string, body io.ReaderAt, size i
 		return fmt.Errorf("upload of %s: %w", key, cache.ErrAbsent)
 	}
 	if !done {
-		res, err = u.bucket.Put(ctx, bucket.PutRequest{Key: key, Body: body, Size: size, Attrs: attrs})
+		res, err = u.bucket.Put(ctx, bucket.PutRequest{Key: key, Body: body, Size: size, Attrs: attrs,
+			Progress: u.newProgress(key, size).sent})
 	}
 	elapsed := u.now().Sub(start)
 	if err != nil && logFailure {
