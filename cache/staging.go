@@ -318,8 +318,8 @@ func (d *Dir) SetMinFree(n int64) {
 	d.minFree = n
 }
 
-// DefaultMinFree is the free space staging leaves on the cache disk unless
-// told otherwise: 5% of the disk, at most 1 GiB. A write-back backlog
+// DefaultMinFree is the free space write-back staging leaves on the cache
+// disk unless told otherwise: 5% of the disk, at most 1 GiB. A backlog
 // behind a slow or failing link must not fill the disk the host runs on
 // (by default /var/cache, on the root file system, for root).
 func (d *Dir) DefaultMinFree() int64 {

@@ -555,8 +555,8 @@ func TestEnsureDiskFree(t *testing.T) {
 	}
 }
 
-// Without ensure_diskfree, staging leaves 5% of the cache disk free (at
-// most 1 GiB): a write-back backlog waits for its uploads rather than fill
+// Without ensure_diskfree, write-back staging leaves 5% of the cache disk
+// free (at most 1 GiB): a backlog waits for its uploads rather than fill
 // the disk the host runs on, and no write fails.
 func TestDefaultDiskReserve(t *testing.T) {
 	srv := startServer(t)
@@ -578,6 +578,13 @@ func TestDefaultDiskReserve(t *testing.T) {
 	for k, v := range want {
 		srv.sameObject(t, k, v)
 	}
+
+	// In sync mode staging holds only what is being written: a file that
+	// leaves less than 5% of the disk free still goes.
+	m = startMountAt(t, srv, t.TempDir(), mountTmpfs(t, "8m"))
+	nearlyAll := randomBytes(t, 8<<20-300<<10)
+	writeFile(t, m.path("nearly-all"), nearlyAll)
+	srv.sameObject(t, "nearly-all", nearlyAll)
 }
 
 // diskSpace returns the size of the file system holding dir and its space

@@ -77,7 +77,14 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 	cd.SetLogger(log)
 	minFree := o.EnsureDiskFree
 	if minFree < 0 {
-		minFree = cd.DefaultMinFree()
+		// Only a write-back backlog grows without bound; in sync mode
+		// staging holds what programs are writing, as a local disk
+		// would, and a reserve would refuse a small file on a disk with
+		// room for it.
+		minFree = 0
+		if o.Writeback {
+			minFree = cd.DefaultMinFree()
+		}
 	}
 	cd.SetMinFree(minFree)
 	if _, free, err := cd.DiskSpace(); err == nil && free < minFree {
