@@ -63,7 +63,7 @@ func resolvePath(p string) string {
 // "not a directory", and the user had to find fusermount3 -u. Another
 // program's dead mount is left alone, with what to do.
 func checkMountpoint(mountpoint string, log *slog.Logger) error {
-	_, err := os.Stat(mountpoint)
+	fi, err := os.Stat(mountpoint)
 	if errors.Is(err, syscall.ENOTCONN) {
 		abs := resolvePath(mountpoint)
 		typ := ""
@@ -77,8 +77,8 @@ func checkMountpoint(mountpoint string, log *slog.Logger) error {
 			return fmt.Errorf("mountpoint %s is a dead ossmount mount (its process ended without unmounting), and unmounting it failed: %v", mountpoint, err)
 		}
 		log.Warn("unmounted a dead ossmount mount left at the mountpoint (its process ended without unmounting)", "mountpoint", abs)
+		fi, err = os.Stat(mountpoint) // what the dead mount hid
 	}
-	fi, err := os.Stat(mountpoint)
 	switch {
 	case err != nil:
 		return fmt.Errorf("mountpoint: %v", err)
