@@ -56,8 +56,7 @@ type Stream struct {
 	// first part is due.
 	attrs    bucket.Attrs
 	slots    chan struct{} // parts in flight
-	start    time.Time
-	progress *progress
+	progress *progress     // since the stream began
 	// parts is the context of the parts' requests: they outlive the write
 	// that started them, and end at once when the stream is given up — an
 	// abort (and the unmount waiting for it) does not wait for parts no
@@ -83,7 +82,7 @@ func (u *Uploader) NewStream(key string, body io.ReaderAt, md Metadata) *Stream 
 	attrs := u.Attrs(key, md, "")
 	attrs.ForbidOverwrite = u.cfg.ForbidOverwrite
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Stream{u: u, key: key, body: body, attrs: attrs, slots: make(chan struct{}, u.cfg.parallel()), start: u.now(),
+	return &Stream{u: u, key: key, body: body, attrs: attrs, slots: make(chan struct{}, u.cfg.parallel()),
 		progress: u.newProgress(key, -1), partsCtx: ctx, cancelParts: cancel}
 }
 
@@ -222,7 +221,7 @@ func (s *Stream) Complete(ctx context.Context, size int64) error {
 			s.endTrackingLocked()
 			s.mu.Unlock()
 			setSource(s.body, s.key, res.ETag)
-			elapsed := s.u.now().Sub(s.start)
+			elapsed := s.u.now().Sub(s.progress.start)
 			s.u.log.Debug("uploaded", "key", s.key, "size", humanize.IBytes(uint64(size)), "parts", len(parts),
 				"took", elapsed.Round(time.Millisecond).String(), "rate", rate(size, elapsed), "etag", res.ETag, "request_id", res.RequestID)
 			return nil
