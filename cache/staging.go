@@ -241,12 +241,11 @@ func (d *Dir) reserve(n int64) error {
 			// of idle files (an upload that ends may add some), and once
 			// per call those past the size of reused files (a pass over
 			// all of them).
-			cutTails := !tailsCut
-			tailsCut = true
 			d.mu.Unlock()
 			freed := d.dropIdleBlocks()
-			if cutTails && d.cutReusedTails() {
-				freed = true
+			if !tailsCut {
+				tailsCut = true
+				freed = d.cutReusedTails() || freed
 			}
 			d.mu.Lock()
 			if freed {
