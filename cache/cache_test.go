@@ -718,32 +718,8 @@ func TestReserveFreesBlocksKeptForReuse(t *testing.T) {
 	const mib = 1 << 20
 	d, _ := OpenDir(t.TempDir(), 0)
 	defer d.Close()
-	// An 8 MiB disk holding only the staging files' blocks.
-	var files []*os.File
-	defer func(f func(string) (int64, int64, error)) { statDisk = f }(statDisk)
-	statDisk = func(string) (int64, int64, error) {
-		var allocated int64
-		for _, f := range files {
-			var st unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &st) == nil {
-				allocated += st.Blocks * 512
-			}
-		}
-		return 8 * mib, 8*mib - allocated, nil
-	}
-	stage := func() *Staging {
-		s, err := d.NewStaging()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.withFile(func(f *os.File) error { files = append(files, f); return nil })
-		if _, err := s.WriteAt(make([]byte, mib), 0); err != nil {
-			t.Fatal(err)
-		}
-		s.Sync() // allocated now, not at writeback
-		return s
-	}
-	a, b := stage(), stage()
+	stage := smallDisk(t, d, 8*mib)
+	a, b := stage(mib), stage(mib)
 	a.MarkUploaded()
 	b.MarkUploaded()
 	// 6 MiB free; 1 MiB more must leave 6.5: both files' blocks must go.
@@ -758,6 +734,75 @@ func TestReserveFreesBlocksKeptForReuse(t *testing.T) {
 		waitForWriter(t, asked, done)
 		uploaded.Remove() // its upload ended: idle, keeping its blocks
 	}
+	waitWritten(t, done)
+}
+
+// The last uploaded file let go while a writer short of room asks the
+// queue (which answers that nothing is under way any more): the writer
+// looks again and frees the blocks the file left for reuse, rather than
+// fail. The kernel sends a release after its close has returned, so the
+// next file's writes race it (CI's TestEnsureDiskFree).
+func TestReserveSeesAReleaseWhileAsking(t *testing.T) {
+	const mib = 1 << 20
+	d, _ := OpenDir(t.TempDir(), 0)
+	defer d.Close()
+	stage := smallDisk(t, d, 8*mib)
+	a := stage(mib)
+	a.MarkUploaded()
+	d.SetMinFree(6*mib + mib/2)
+	var once sync.Once
+	d.SetEvictable(func() bool {
+		once.Do(a.Remove) // idle, keeping its blocks
+		return false
+	})
+	c, _ := d.NewStaging()
+	defer c.Remove()
+	done := make(chan error, 1)
+	go func() { _, err := c.WriteAt(make([]byte, mib), 0); done <- err }()
+	waitWritten(t, done)
+}
+
+// smallDisk makes d's disk size bytes large, holding only the blocks of
+// the staging files stage makes (each of n bytes, allocated).
+func smallDisk(t *testing.T, d *Dir, size int64) (stage func(n int) *Staging) {
+	var mu sync.Mutex
+	var files []*os.File
+	old := statDisk
+	t.Cleanup(func() { statDisk = old })
+	statDisk = func(string) (int64, int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		var allocated int64
+		for _, f := range files {
+			var st unix.Stat_t
+			if unix.Fstat(int(f.Fd()), &st) == nil {
+				allocated += st.Blocks * 512
+			}
+		}
+		return size, size - allocated, nil
+	}
+	return func(n int) *Staging {
+		s, err := d.NewStaging()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.withFile(func(f *os.File) error {
+			mu.Lock()
+			files = append(files, f)
+			mu.Unlock()
+			return nil
+		})
+		if _, err := s.WriteAt(make([]byte, n), 0); err != nil {
+			t.Fatal(err)
+		}
+		s.Sync() // allocated now, not at writeback
+		return s
+	}
+}
+
+// waitWritten fails unless the writer's write succeeds within a minute.
+func waitWritten(t *testing.T, done <-chan error) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {

@@ -62,7 +62,6 @@ func (d *Dir) SetKeepMin(n int64) { d.keepMin = n }
 // one object version and it fits the bounds; otherwise s is removed. It
 // replaces whatever was kept for key before.
 func (d *Dir) Keep(key string, s *Staging) {
-	s.unmark()
 	s.mu.Lock()
 	size, held := s.size, s.heldLocked()
 	whole := s.src != nil && s.dropped.Load() == 0 && s.absent == nil && s.src.clean.in(0, size) == size
@@ -93,6 +92,9 @@ func (d *Dir) Keep(key string, s *Staging) {
 		over = append(over, d.popKeptLocked())
 	}
 	d.mu.Unlock()
+	// Only now, kept or gone: a writer short of room that saw the uploaded
+	// mark go before either would give up (reserve).
+	s.unmark()
 	evict.remove()
 	for _, o := range over {
 		o.remove()

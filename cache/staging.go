@@ -62,7 +62,10 @@ type Dir struct {
 
 	mu   sync.Mutex
 	cond *sync.Cond
-	used int64 // GUARDED_BY(mu); bytes in staging files (not holes: holes.go)
+	// wakes counts cond's broadcasts: a writer that lets go of mu to ask
+	// the queue sees whether space was freed meanwhile (wakeLocked).
+	wakes uint64 // GUARDED_BY(mu)
+	used  int64  // GUARDED_BY(mu); bytes in staging files (not holes: holes.go)
 	// uploaded: bytes of used that the bucket has too (Staging.MarkUploaded);
 	// they go when their files' last handles are released.
 	uploaded int64 // GUARDED_BY(mu)
@@ -212,8 +215,14 @@ func (d *Dir) SetEvictable(fn func() bool) {
 // Freed wakes writers waiting for space (call after uploads finish).
 func (d *Dir) Freed() {
 	d.mu.Lock()
-	d.cond.Broadcast()
+	d.wakeLocked()
 	d.mu.Unlock()
+}
+
+// wakeLocked wakes writers waiting for space or a slot. LOCKS_REQUIRED(d.mu)
+func (d *Dir) wakeLocked() {
+	d.wakes++
+	d.cond.Broadcast()
 }
 
 // ErrNoSpace is returned when the cache is full and nothing can be evicted.
@@ -254,11 +263,15 @@ func (d *Dir) reserve(n int64) error {
 		}
 		busy := false
 		if evictable := d.evictable; evictable != nil {
+			seen := d.wakes
 			d.mu.Unlock()
 			busy = evictable()
 			d.mu.Lock()
-			if !d.fullLocked(n) {
-				break // freed while unlocked
+			if d.wakes != seen {
+				// An upload ended or a file was let go while unlocked:
+				// its blocks may be idle or kept now, and its wake-up
+				// came before this writer waited.
+				continue
 			}
 		}
 		if !busy && len(d.streaming) > 0 {
@@ -348,7 +361,7 @@ func (d *Dir) release(n int64) {
 	}
 	d.mu.Lock()
 	d.used -= n
-	d.cond.Broadcast()
+	d.wakeLocked()
 	d.mu.Unlock()
 }
 
@@ -521,7 +534,7 @@ func (d *Dir) tryTakeSlot() bool {
 func (d *Dir) giveBackSlot() {
 	d.mu.Lock()
 	d.count.Add(-1)
-	d.cond.Broadcast()
+	d.wakeLocked()
 	d.mu.Unlock()
 }
 
@@ -868,7 +881,7 @@ func (d *Dir) unaccount(s *Staging) {
 	d.uploaded -= uploaded
 	d.used -= n
 	d.count.Add(-1)
-	d.cond.Broadcast() // room for writers (reserve, takeSlot)
+	d.wakeLocked() // room for writers (reserve, takeSlot)
 	d.mu.Unlock()
 }
 

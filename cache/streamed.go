@@ -48,7 +48,7 @@ func (s *Staging) Sending(key string, handed, sent int64) {
 		s.dir.streaming[s] = st
 	}
 	st.handed, st.sent = max(st.handed, handed), max(st.sent, sent)
-	s.dir.cond.Broadcast()
+	s.dir.wakeLocked()
 }
 
 // StreamEnded says the streamed upload completed or was given up: nothing
@@ -58,7 +58,7 @@ func (s *Staging) StreamEnded() {
 	defer s.dir.mu.Unlock()
 	if _, ok := s.dir.streaming[s]; ok {
 		delete(s.dir.streaming, s)
-		s.dir.cond.Broadcast()
+		s.dir.wakeLocked()
 	}
 }
 
