@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -672,6 +673,34 @@ func TestNewStagingWaitsForDescriptors(t *testing.T) {
 	s.Remove()
 }
 
+// The last upload ends while a writer at the bound asks the queue, which
+// answered that one was under way: its wake-up came before the writer
+// waited, and the writer must not wait for another that never comes.
+func TestNewStagingSeesAnUploadEndWhileAsking(t *testing.T) {
+	d, _ := OpenDir(t.TempDir(), 0)
+	defer d.Close()
+	d.maxOpen = 1
+	a, _ := d.NewStaging() // its file stays open: no slot comes free
+	defer a.Remove()
+	var asks atomic.Int32
+	d.SetEvictable(func() bool {
+		if asks.Add(1) > 1 {
+			return false // nothing under way any more
+		}
+		d.Freed() // the upload ends before the writer waits
+		return true
+	})
+	done := make(chan error, 1)
+	go func() {
+		s, err := d.NewStaging()
+		if err == nil {
+			s.Remove()
+		}
+		done <- err
+	}()
+	waitWritten(t, done)
+}
+
 // Reserve allocates disk blocks without changing what is staged; an idle
 // file gives back more of them than it may keep, and a file that reuses one
 // reads none of them.
@@ -800,7 +829,7 @@ func smallDisk(t *testing.T, d *Dir, size int64) (stage func(n int) *Staging) {
 	}
 }
 
-// waitWritten fails unless the writer's write succeeds within a minute.
+// waitWritten fails unless the writer succeeds within a minute.
 func waitWritten(t *testing.T, done <-chan error) {
 	t.Helper()
 	select {
@@ -809,7 +838,7 @@ func waitWritten(t *testing.T, done <-chan error) {
 			t.Fatalf("writer: %v", err)
 		}
 	case <-time.After(time.Minute):
-		t.Fatal("the writer still waits, with blocks kept for reuse")
+		t.Fatal("the writer still waits after a minute")
 	}
 }
 

@@ -492,14 +492,15 @@ func (d *Dir) awaitSlotLocked() bool {
 		if evictable == nil {
 			return false
 		}
+		seen := d.wakes
 		d.mu.Unlock()
 		busy := evictable()
 		d.mu.Lock()
+		if d.wakes != seen {
+			continue // a wake-up came before this writer waited
+		}
 		if !busy {
 			return false
-		}
-		if d.tryTakeSlot() {
-			return true
 		}
 		if !waited && d.log != nil {
 			// Info once a mount: a user wondering why a copy slowed
