@@ -233,9 +233,15 @@ func (d *dirNode) checkEmpty(ctx context.Context, name string) syscall.Errno {
 		return d.fsys.fail("rmdir", key, err)
 	}
 	for _, o := range page.Objects {
-		if o.Key != key {
-			return syscall.ENOTEMPTY
+		if o.Key == key {
+			continue
 		}
+		if name, _, _ := strings.Cut(strings.TrimPrefix(o.Key, key), "/"); !isEntryName(name) {
+			// Listings leave such keys out: say why an empty-looking
+			// directory is not empty.
+			d.fsys.log.Info("rmdir: the directory holds keys no path reaches", "key", key, "example", o.Key)
+		}
+		return syscall.ENOTEMPTY
 	}
 	if len(page.Prefixes) > 0 {
 		return syscall.ENOTEMPTY

@@ -473,7 +473,7 @@ func TestDirectoryDotsAndTimes(t *testing.T) {
 	srv.putByOther(t, "implicit/deeper/file.txt", []byte("from elsewhere"))
 	// Legal keys that name nothing a path reaches: not listed (they were,
 	// as a second "." and ".." and an empty name).
-	for _, k := range []string{"implicit/../escape", "implicit/./dot", "implicit//double", "implicit/.", "implicit/.."} {
+	for _, k := range []string{"implicit/../escape", "implicit/./dot", "implicit//double", "implicit/.", "implicit/..", "hidden//x"} {
 		srv.putByOther(t, k, []byte("unreachable"))
 	}
 	before := time.Now().Add(-time.Second)
@@ -516,6 +516,14 @@ func TestDirectoryDotsAndTimes(t *testing.T) {
 	}
 	if got := strings.Fields(run(t, "ls", "-a", m.path("implicit"))); !slices.Equal(got, []string{".", "..", "deeper"}) {
 		t.Errorf("implicit lists %q", got)
+	}
+	// A directory holding only such keys lists empty but is not, and
+	// rmdir says why in the log.
+	if err := syscall.Rmdir(m.path("hidden")); err != syscall.ENOTEMPTY {
+		t.Errorf("rmdir of a directory holding only hidden//x: %v, want ENOTEMPTY", err)
+	}
+	if !strings.Contains(m.logs.String(), `holds keys no path reaches" key=hidden/ example=hidden//x`) {
+		t.Errorf("rmdir did not log the key no path reaches")
 	}
 	archive := filepath.Join(t.TempDir(), "a.tar")
 	run(t, "tar", "-C", m.path(""), "-cf", archive, "implicit")
