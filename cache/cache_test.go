@@ -645,14 +645,7 @@ func TestNewStagingWaitsForDescriptors(t *testing.T) {
 	b, _ := d.NewStaging()
 	defer b.Remove()
 	asked := askOnce(d, true)
-	done := make(chan error, 1)
-	go func() {
-		s, err := d.NewStaging()
-		if err == nil {
-			s.Remove()
-		}
-		done <- err
-	}()
+	done := newStagingAsync(d)
 	waitForWriter(t, asked, done)
 	select {
 	case err := <-done:
@@ -690,6 +683,13 @@ func TestNewStagingSeesAnUploadEndWhileAsking(t *testing.T) {
 		d.Freed() // the upload ends before the writer waits
 		return true
 	})
+	done := newStagingAsync(d)
+	waitWritten(t, done)
+}
+
+// newStagingAsync opens and removes a staging file in a goroutine; the
+// channel gets its error.
+func newStagingAsync(d *Dir) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		s, err := d.NewStaging()
@@ -698,7 +698,7 @@ func TestNewStagingSeesAnUploadEndWhileAsking(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitWritten(t, done)
+	return done
 }
 
 // Reserve allocates disk blocks without changing what is staged; an idle
