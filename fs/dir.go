@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -516,6 +517,11 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 	if pages <= listOnDemandPages {
 		d.setTooBig(false) // small enough again to list on demand
 	}
+	// In name order, files and directories together, as programs that
+	// stat what they list go (rsync, a sorted walk): the bucket lists a
+	// page's objects before its prefixes, and a scan that followed that
+	// order lost its place at every directory (prefetch.go).
+	slices.Sort(names)
 	entries := make([]fuse.DirEntry, 0, len(names))
 	listed := make(map[string]bool, len(names))
 	for _, name := range names {

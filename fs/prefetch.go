@@ -207,13 +207,15 @@ func (a *asked) answer(ctx context.Context, d *dirNode, isDir bool) *asked {
 	return a
 }
 
-// askAheadLocked drops the questions about entries up to index i (taken,
-// or skipped by the kernel) and asks about the next aheadLookups entries
-// that the mount knows nothing fresh about. LOCKS_REQUIRED(d.scan.mu)
+// askAheadLocked drops the questions about entry i (taken) and about files
+// before it (skipped by the kernel), and asks about the next aheadLookups
+// entries that the mount knows nothing fresh about. Directories passed
+// over keep theirs: rsync stats a directory's files first and comes back
+// for its subdirectories. LOCKS_REQUIRED(d.scan.mu)
 func (d *dirNode) askAheadLocked(i int) {
 	s := &d.scan
 	for name, a := range s.ahead {
-		if a.index <= i {
+		if a.index == i || a.index < i && !a.isDir {
 			delete(s.ahead, name)
 		}
 	}

@@ -1073,6 +1073,82 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	}
 }
 
+// A walk that stats every entry in name order (Go's filepath.Walk,
+// Python's sorted os.walk) and rsync's second run, which stats a
+// directory's files first and its subdirectories after, both find the
+// files' HEADs asked ahead, past directories in between. The bucket lists
+// a page's objects before its prefixes, and the scan followed that order:
+// two directories in a row lost its place, and every HEAD after them went
+// out alone. Each HEAD takes 20 ms here, so that those asked ahead overlap.
+func TestWalksInNameOrderAskAhead(t *testing.T) {
+	var inFlight, most, markerHeads atomic.Int32
+	slow := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead && (strings.HasSuffix(r.URL.Path, "/f005d/") || strings.HasSuffix(r.URL.Path, "/f005e/")) {
+				markerHeads.Add(1)
+			}
+			// The files after the directories: walk/f020 to f059.
+			if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/walk/f0") && r.URL.Path >= "/"+testBucket+"/walk/f020" {
+				n := inFlight.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(20 * time.Millisecond)
+				inFlight.Add(-1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	srv := startServerWith(t, store.NewMemory(), slow)
+	src := t.TempDir()
+	var want []string
+	for i := range 60 {
+		name := fmt.Sprintf("f%03d", i)
+		writeFile(t, filepath.Join(src, name), randomBytes(t, 8<<10))
+		want = append(want, name)
+		if i == 5 {
+			for _, dir := range []string{"f005d", "f005e"} {
+				writeFile(t, filepath.Join(src, dir, "inside"), []byte(dir))
+				want = append(want, dir, dir+"/inside")
+			}
+		}
+	}
+	m := startMount(t, srv, "stat_ttl=1m")
+	run(t, "rsync", "-a", src+"/", m.path("walk"))
+	m.stop(t)
+
+	m = startMount(t, srv, "stat_ttl=1m")
+	var walked []string
+	if err := filepath.Walk(m.path("walk"), func(path string, _ os.FileInfo, err error) error {
+		if rel, _ := filepath.Rel(m.path("walk"), path); rel != "." {
+			walked = append(walked, rel)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(walked, want) {
+		t.Fatalf("the walk found %q, want %q", walked, want)
+	}
+	if n := most.Swap(0); n < 4 {
+		t.Errorf("a walk in name order: at most %d HEADs of the files after two directories were under way at once", n)
+	}
+	m.stop(t)
+
+	m = startMount(t, srv, "stat_ttl=1m")
+	markerHeads.Store(0)
+	if out := run(t, "rsync", "-a", "--stats", src+"/", m.path("walk")); !strings.Contains(out, "Number of regular files transferred: 0") {
+		t.Errorf("rsync again sent files:\n%s", out)
+	}
+	if n := most.Load(); n < 4 {
+		t.Errorf("rsync again: at most %d HEADs of the files after two directories were under way at once", n)
+	}
+	// The directories were asked about ahead, while rsync passed over
+	// them: those answers wait for it to come back, not asked again.
+	if n := markerHeads.Load(); n != 2 {
+		t.Errorf("rsync again sent %d HEADs of the two directories' markers, want 2", n)
+	}
+}
+
 // rm -r of objects the mount knows nothing about looks each up before it
 // unlinks it, and the lookups are asked ahead as ls -l's are. An unlink
 // changes the directory, but not the names asked about: their answers
