@@ -43,6 +43,9 @@ type dirNode struct {
 	unlisted      int       // GUARDED_BY(mu)
 	unlistedSince time.Time // GUARDED_BY(mu)
 	tooBig        bool      // GUARDED_BY(mu)
+	// walkedAt is when a program walking the parent looked the directory
+	// up (prefetch.go: wantsListing).
+	walkedAt time.Time // GUARDED_BY(mu)
 
 	scan scan // the kernel's lookups through the last listing (prefetch.go)
 }
@@ -200,7 +203,7 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		return ch, 0, false
 	}
 	if known && isDir {
-		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys, ahead)
+		return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys, ahead, true)
 	}
 	if ch := d.queuedChild(ctx, name, key, out); ch != nil {
 		return ch, 0, false
@@ -219,7 +222,7 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 		// A failed HEAD must never make an existing object look absent.
 		return nil, d.fsys.fail("lookup", key, err), false
 	}
-	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys, nil)
+	return d.lookupDir(ctx, name, d.fsys.dirKey(path), out, keys, nil, false)
 }
 
 // freshChild returns the node of name if this mount made or found it in
@@ -285,22 +288,30 @@ func (d *dirNode) queuedChild(ctx context.Context, name, key string, out *fuse.E
 func (d *dirNode) dirKey() string { return d.fsys.dirKey(d.path()) }
 
 // lookupDir finds a directory: its marker (with metadata), or else any key
-// below it. As lookupOnce, it lets the keys go while it asks the bucket,
-// unless the answer was asked ahead (prefetch.go).
-func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut, keys *keyHold, ahead *asked) (_ *gofs.Inode, _ syscall.Errno, renamed bool) {
+// below it — or, listed in d's fresh listing, its marker or nothing. As
+// lookupOnce, it lets the keys go while it asks the bucket, unless the
+// answer was asked ahead (prefetch.go).
+func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.EntryOut, keys *keyHold, ahead *asked, listed bool) (_ *gofs.Inode, _ syscall.Errno, renamed bool) {
 	if upload.ValidateKey(dirKey) != nil {
 		return nil, syscall.ENOENT, false // its marker could not exist
 	}
 	var a dirAnswer
-	if got := ahead.answer(ctx, d, true); got != nil {
+	got := ahead.answer(ctx, d, true)
+	if got != nil {
 		a = got.dir
-	} else if keys.around(func() { a = d.fsys.askDir(ctx, dirKey) }) {
+	} else if keys.around(func() { a = d.fsys.askDir(ctx, dirKey, listed) }) {
 		return nil, 0, true
 	}
 	switch {
 	case a.listErr != nil:
 		return nil, d.fsys.fail("lookup", dirKey, a.listErr), false
-	case len(a.page.Objects) == 0 && len(a.page.Prefixes) == 0:
+	case a.listed && !a.hasMarker:
+		// Listed without a marker: its queued marker's metadata if the
+		// write-back queue holds one, else a directory other keys imply.
+		if ch, errno := d.queuedDir(ctx, name, dirKey, out); errno == 0 {
+			return ch, 0, false
+		}
+	case !a.listed && len(a.page.Objects) == 0 && len(a.page.Prefixes) == 0:
 		ch, errno := d.queuedDir(ctx, name, dirKey, out)
 		return ch, errno, false
 	}
@@ -314,7 +325,11 @@ func (d *dirNode) lookupDir(ctx context.Context, name, dirKey string, out *fuse.
 			return nil, d.fsys.fail("lookup", dirKey, a.headErr), false
 		}
 	}
-	return d.dirChild(ctx, name, md, out), 0, false
+	ch := d.dirChild(ctx, name, md, out)
+	if got != nil {
+		ch.Operations().(*dirNode).walked()
+	}
+	return ch, 0, false
 }
 
 // queuedDir finds a directory of which only the write-back queue knows:

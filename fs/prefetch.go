@@ -18,8 +18,8 @@ import (
 // (the kernel's READDIRPLUS only takes what the mount knows fresh, see
 // readdir.go), and a lookup of an entry this mount knows nothing fresh
 // about asks the bucket: a HEAD for a file (a listing has no user
-// metadata: mode, owner, mtime), a one-key listing and the marker's HEAD
-// for a directory. `ls -l` of 1,000 objects another client wrote was 1,000
+// metadata: mode, owner, mtime), the marker's HEAD for a directory (one
+// the listing holds exists). `ls -l` of 1,000 objects another client wrote was 1,000
 // round trips in a row. The first lookup through the last listing, or one
 // of the entry after the one looked up before it, is taken for such a
 // scan, and the requests of the next aheadLookups entries are started at
@@ -44,7 +44,9 @@ const aheadLookups = 16
 const listOnDemandPages = 10
 
 // wantsListing counts a lookup in d that found no fresh listing, and says
-// whether to list d now.
+// whether to list d now: at the second such lookup within stat_ttl, or at
+// the first if a program walking the parent looked d up (with an answer
+// asked ahead) — it goes on to stat what d holds (rsync, ls -lR).
 func (d *dirNode) wantsListing() bool {
 	if d.fsys.cfg.StatTTL <= 0 {
 		return false // nothing would be kept
@@ -58,7 +60,14 @@ func (d *dirNode) wantsListing() bool {
 		d.unlisted, d.unlistedSince = 0, d.fsys.now()
 	}
 	d.unlisted++
-	return d.unlisted >= 2
+	return d.unlisted >= 2 || d.fsys.withinTTL(d.walkedAt)
+}
+
+// walked notes that a program walking the parent looked d up.
+func (d *dirNode) walked() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.walkedAt = d.fsys.now()
 }
 
 // setTooBig notes whether d has more entries than a listing on demand
@@ -106,8 +115,11 @@ type asked struct {
 
 // dirAnswer is what the bucket says about a directory key: one listing
 // tells whether anything lies below; the marker, if there is one, sorts
-// first and is read for its metadata.
+// first and is read for its metadata. A directory the parent's fresh
+// listing holds (listed) exists: only its marker is asked for — one
+// request, not two in a row.
 type dirAnswer struct {
+	listed    bool
 	page      bucket.ListPage
 	listErr   error
 	hasMarker bool
@@ -115,7 +127,13 @@ type dirAnswer struct {
 	headErr   error
 }
 
-func (f *FS) askDir(ctx context.Context, dirKey string) (a dirAnswer) {
+func (f *FS) askDir(ctx context.Context, dirKey string, listed bool) (a dirAnswer) {
+	if listed {
+		a.listed = true
+		a.marker, a.headErr = f.bucket.Head(ctx, dirKey)
+		a.hasMarker = !errors.Is(a.headErr, bucket.ErrNotFound)
+		return a
+	}
 	a.page, a.listErr = f.bucket.List(ctx, bucket.ListRequest{Prefix: dirKey, MaxKeys: 1})
 	if a.hasMarker = a.listErr == nil && len(a.page.Objects) > 0 && a.page.Objects[0].Key == dirKey; a.hasMarker {
 		a.marker, a.headErr = f.bucket.Head(ctx, dirKey)
@@ -240,7 +258,7 @@ func (d *dirNode) askAheadLocked(i int) {
 			defer close(a.done)
 			ctx := context.Background()
 			if a.isDir {
-				a.dir = d.fsys.askDir(ctx, d.fsys.dirKey(path))
+				a.dir = d.fsys.askDir(ctx, d.fsys.dirKey(path), true) // listed
 			} else {
 				a.file, a.fileErr = d.fsys.bucket.Head(ctx, d.fsys.fileKey(path))
 			}
