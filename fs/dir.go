@@ -183,14 +183,18 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 			return nil, errno, renamed
 		}
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
-	case !known && d.wantsListing():
+	case !known:
+		pages := d.wantsListing()
+		if pages == 0 {
+			break
+		}
 		// Listed on demand (prefetch.go); if that fails, the name is
 		// asked for alone, and that request's failure is the lookup's.
-		_, errno, renamed, complete := d.list(ctx, keys, listOnDemandPages)
+		_, errno, renamed, complete := d.list(ctx, keys, pages)
 		if renamed {
 			return nil, 0, true
 		}
-		if errno == 0 && !complete {
+		if errno == 0 && !complete && pages == listOnDemandPages {
 			d.setTooBig(true)
 		}
 		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)

@@ -44,23 +44,31 @@ const aheadLookups = 16
 const listOnDemandPages = 10
 
 // wantsListing counts a lookup in d that found no fresh listing, and says
-// whether to list d now: at the second such lookup within stat_ttl, or at
-// the first if a program walking the parent looked d up (with an answer
-// asked ahead) — it goes on to stat what d holds (rsync, ls -lR).
-func (d *dirNode) wantsListing() bool {
+// how many pages of d to list now, if any (0): up to listOnDemandPages at
+// the second such lookup within stat_ttl; one at the first if a program
+// walking the parent looked d up (with an answer asked ahead) — it goes on
+// to stat what d holds (rsync, ls -lR), but a lookup of one name in a
+// large directory must not wait for ten pages.
+func (d *dirNode) wantsListing() (pages int) {
 	if d.fsys.cfg.StatTTL <= 0 {
-		return false // nothing would be kept
+		return 0 // nothing would be kept
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.tooBig {
-		return false
+		return 0
 	}
 	if !d.fsys.withinTTL(d.unlistedSince) {
 		d.unlisted, d.unlistedSince = 0, d.fsys.now()
 	}
 	d.unlisted++
-	return d.unlisted >= 2 || d.fsys.withinTTL(d.walkedAt)
+	switch {
+	case d.unlisted >= 2:
+		return listOnDemandPages
+	case d.fsys.withinTTL(d.walkedAt):
+		return 1
+	}
+	return 0
 }
 
 // walked notes that a program walking the parent looked d up.

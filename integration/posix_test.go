@@ -1169,6 +1169,35 @@ func TestWalksInNameOrderAskAhead(t *testing.T) {
 	}
 }
 
+// A directory found by a walk of its parent is listed at the first lookup
+// in it — but a page of it, not up to ten: a lookup of one name in a large
+// directory does not wait for all of it.
+func TestFirstLookupInAWalkedDirectoryListsOnePage(t *testing.T) {
+	var pages atomic.Int32
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if q := r.URL.Query(); r.Method == http.MethodGet && q.Get("prefix") == "big/" && q.Get("delimiter") == "/" {
+				pages.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	srv.putByOther(t, "a", []byte("before big, so that ls -l asks about big ahead"))
+	for i := range 2500 {
+		srv.putByOther(t, fmt.Sprintf("big/f%04d", i), []byte("x"))
+	}
+	m := startMount(t, srv, "stat_ttl=1m")
+	if out := run(t, "ls", "-l", m.path("")); !strings.Contains(out, " big\n") {
+		t.Fatalf("ls -l of the root:\n%s", out)
+	}
+	if data, err := os.ReadFile(m.path("big/f1234")); err != nil || string(data) != "x" {
+		t.Fatalf("big/f1234: %q, %v", data, err)
+	}
+	if n := pages.Load(); n != 1 {
+		t.Errorf("a lookup in a directory of 2,500 objects found by a walk listed %d pages of it, want 1", n)
+	}
+}
+
 // rm -r of objects the mount knows nothing about looks each up before it
 // unlinks it, and the lookups are asked ahead as ls -l's are. An unlink
 // changes the directory, but not the names asked about: their answers
