@@ -791,6 +791,29 @@ func TestReserveSeesAReleaseWhileAsking(t *testing.T) {
 	waitWritten(t, done)
 }
 
+// Room made on the disk by something else while a writer asks the queue
+// (another writer freeing blocks kept for reuse, a file deleted beside the
+// cache) comes with no wake-up: the writer still sees it.
+func TestReserveSeesRoomMadeWhileAsking(t *testing.T) {
+	const mib = 1 << 20
+	d, _ := OpenDir(t.TempDir(), 0)
+	defer d.Close()
+	var others atomic.Int64 // bytes of the disk that others use
+	others.Store(2 * mib)
+	defer func(f func(string) (int64, int64, error)) { statDisk = f }(statDisk)
+	statDisk = func(string) (int64, int64, error) { return 8 * mib, 8*mib - others.Load(), nil }
+	d.SetMinFree(6*mib + mib/2)
+	d.SetEvictable(func() bool {
+		others.Store(0) // deleted meanwhile
+		return false
+	})
+	c, _ := d.NewStaging()
+	defer c.Remove()
+	if _, err := c.WriteAt(make([]byte, mib), 0); err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+}
+
 // smallDisk makes d's disk size bytes large, holding only the blocks of
 // the staging files stage makes (each of n bytes, allocated).
 func smallDisk(t *testing.T, d *Dir, size int64) (stage func(n int) *Staging) {

@@ -267,10 +267,10 @@ func (d *Dir) reserve(n int64) error {
 			d.mu.Unlock()
 			busy = evictable()
 			d.mu.Lock()
-			if d.wakes != seen {
-				// An upload ended or a file was let go while unlocked:
-				// its blocks may be idle or kept now, and its wake-up
-				// came before this writer waited.
+			if d.wakes != seen || !d.fullLocked(n) {
+				// Freed while unlocked, or an upload ended or a file was
+				// let go: its blocks may be idle or kept now, and its
+				// wake-up came before this writer waited.
 				continue
 			}
 		}
