@@ -19,8 +19,8 @@ import (
 // readdir.go), and a lookup of an entry this mount knows nothing fresh
 // about asks the bucket: a HEAD for a file (a listing has no user
 // metadata: mode, owner, mtime), the marker's HEAD for a directory (one
-// the listing holds exists). `ls -l` of 1,000 objects another client wrote was 1,000
-// round trips in a row. The first lookup through the last listing, or one
+// the listing holds exists). `ls -l` of 1,000 objects another client
+// wrote was 1,000 round trips in a row. The first lookup through the last listing, or one
 // of the entry after the one looked up before it, is taken for such a
 // scan, and the requests of the next aheadLookups entries are started at
 // once, for the lookups to come to take (s3fs does the HEADs of a whole
