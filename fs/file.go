@@ -677,18 +677,26 @@ func (n *fileNode) startStream(st *cache.Staging, md upload.Metadata) *upload.St
 
 // Flush runs at every close of every descriptor: upload if dirty and return
 // the upload's error, so close reports it. An empty new file is left to
-// Release (see emptyPending).
+// Release (see emptyPending); in write-back mode it is journaled here all
+// the same, since the close acknowledges it, and its upload waits for the
+// release.
 func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 	ctx = uninterrupted(ctx)
 	n.mu.Lock()
 	deferred := n.emptyPending
 	n.mu.Unlock()
-	if deferred {
+	if deferred && n.fsys.queue == nil {
 		return 0
 	}
 	release := sync.OnceFunc(n.fsys.usingKeys("a close"))
 	defer release()
-	if err := n.upload(ctx, release); err != nil {
+	var err error
+	if deferred {
+		_, err = n.submit(true)
+	} else {
+		err = n.upload(ctx, release)
+	}
+	if err != nil {
 		return n.fsys.fail("flush", n.key(), err)
 	}
 	return 0
@@ -743,7 +751,7 @@ func (n *fileNode) releaseLost() {
 // released follows a handle's release.
 func (n *fileNode) released() {
 	n.mu.Lock()
-	last, dirty := n.handles == 0, n.dirty
+	last, dirty, queued := n.handles == 0, n.dirty, n.wbID
 	n.mu.Unlock()
 	if last && dirty {
 		release := sync.OnceFunc(n.fsys.usingKeys("a release"))
@@ -752,6 +760,8 @@ func (n *fileNode) released() {
 		if err != nil {
 			n.fsys.log.Error("upload at release failed; the staged data is kept until the next close", "key", n.key(), "err", err)
 		}
+	} else if last && queued != "" {
+		n.fsys.queue.Unhold(queued) // an empty file's close held its upload
 	}
 	n.dropStagingIfIdle()
 }
@@ -811,7 +821,7 @@ func (n *fileNode) dropStagingIfIdle() {
 // that rename's exclusive hold — does not wait for this transfer.
 func (n *fileNode) upload(ctx context.Context, letKeysGo func()) error {
 	if n.fsys.queue != nil {
-		if streams, err := n.submit(); !streams {
+		if streams, err := n.submit(false); !streams {
 			return err
 		}
 	}

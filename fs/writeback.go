@@ -13,12 +13,13 @@ import (
 // rename or chmod of a file still queued changes the queued item instead of
 // costing requests.
 
-// submit seals the staged content and queues its upload, unless the file
-// streams through (streamThrough): then the caller uploads it as in sync
-// mode. So does one whose streamed upload failed after its start left the
-// cache: no queued upload could send it, and its close must not be
-// acknowledged. And so does one staged from its end (absent.go).
-func (n *fileNode) submit() (streams bool, err error) {
+// submit seals the staged content and queues its upload (held, for an
+// empty file's close: see Flush), unless the file streams through
+// (streamThrough): then the caller uploads it as in sync mode. So does one
+// whose streamed upload failed after its start left the cache: no queued
+// upload could send it, and its close must not be acknowledged. And so
+// does one staged from its end (absent.go).
+func (n *fileNode) submit(held bool) (streams bool, err error) {
 	n.freeze.Lock()
 	defer n.freeze.Unlock()
 	n.mu.Lock()
@@ -39,7 +40,11 @@ func (n *fileNode) submit() (streams bool, err error) {
 	n.mu.Unlock()
 
 	rec := cache.Record{ID: id, Key: n.key(), File: st.Name(), Size: size, Meta: md.Encode()}
-	err = n.fsys.queue.Submit(rec, st, n.queuedDone)
+	if held {
+		err = n.fsys.queue.SubmitHeld(rec, st, n.queuedDone)
+	} else {
+		err = n.fsys.queue.Submit(rec, st, n.queuedDone)
+	}
 	if err != nil {
 		n.mu.Lock()
 		n.dirty, n.sealed = true, false

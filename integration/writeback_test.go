@@ -379,6 +379,49 @@ func TestWritebackJournalReplayAfterKill(t *testing.T) {
 	}
 }
 
+// A close acknowledges what the file holds, nothing included: a new empty
+// file, or one truncated by its open, is journaled by its close, not by
+// the release the kernel sends later — a crash in between must not lose
+// it. A shared mapping holds the release off, as it does for as long as a
+// program keeps one.
+func TestWritebackEmptyCloseSurvivesACrash(t *testing.T) {
+	srv := startServer(t)
+	dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+	m := startMountAt(t, srv, dir, cacheDir, "writeback", "writeback_delay=1h")
+	f, err := os.Create(m.path("truncated"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("content a close acknowledged")
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var mappings [][]byte
+	for _, name := range []string{"new", "truncated"} {
+		f, err := os.OpenFile(m.path(name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mapping, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ, syscall.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mappings = append(mappings, mapping)
+		if err := f.Close(); err != nil {
+			t.Fatalf("close of %s: %v", name, err)
+		}
+	}
+	m.kill(t)
+	for _, mapping := range mappings {
+		syscall.Munmap(mapping)
+	}
+	m = startMountAt(t, srv, dir, cacheDir, "writeback")
+	m.stop(t) // drains the replayed queue
+	srv.sameObject(t, "new", []byte{})
+	srv.sameObject(t, "truncated", []byte{})
+}
+
 // -o cache_size bounds the staged bytes: in write-back mode writers wait
 // for uploads; with nothing to wait for, a write fails with ENOSPC.
 func TestCacheSizeLimit(t *testing.T) {

@@ -111,7 +111,9 @@ type item struct {
 	suspended bool
 	// stored: an attempt failed after the server stored an object (a
 	// CRC-64 mismatch), so the key may hold one the file never had.
-	stored  bool
+	stored bool
+	// held: journaled, but not due until Unhold (SubmitHeld).
+	held    bool
 	waiters []chan error
 	index   int // in Queue.ready; -1 when not there
 }
@@ -204,6 +206,44 @@ func nextSeq() int64 {
 // version of an id replaces a queued one; if that one is running, the
 // newer one runs after it. onDone is called once this version is uploaded.
 func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
+	return q.submit(rec, file, onDone, false)
+}
+
+// heldFor is how far off a held item is due: never, in practice, unless
+// something makes every item due (Drain, WaitPrefix, Wait).
+const heldFor = 100 * 365 * 24 * time.Hour
+
+// SubmitHeld journals rec as Submit does, but its upload waits for Unhold
+// (or for an unmount, or an fsync of the file or a directory above it). A
+// close of an empty file the program may be about to fill (a shell
+// redirection closes a duplicate of its descriptor before the command
+// writes) is acknowledged, and so must be journaled, without an upload
+// that the real content would follow a moment later.
+func (q *Queue) SubmitHeld(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool)) error {
+	return q.submit(rec, file, onDone, true)
+}
+
+// Unhold makes a held version of id due after the usual delay.
+func (q *Queue) Unhold(id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, ok := q.items[id]
+	if !ok {
+		return
+	}
+	for it.again != nil {
+		it = it.again
+	}
+	if !it.held {
+		return
+	}
+	it.held, it.due = false, q.u.now().Add(q.cfg.Delay)
+	if !it.running && it.index >= 0 {
+		q.schedule(it)
+	}
+}
+
+func (q *Queue) submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool), held bool) error {
 	rec.Seq = nextSeq()
 	// Older uploads of the key leave no ghost behind this version.
 	if err := q.journal.Settle(rec.Key); err != nil {
@@ -220,7 +260,10 @@ func (q *Queue) Submit(rec cache.Record, file *cache.Staging, onDone func(*cache
 			q.log.Error("a crash could replay an older upload", "key", rec.Key, "err", err)
 		}
 	}()
-	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), index: -1}
+	it := &item{rec: rec, file: file, onDone: onDone, due: q.u.now().Add(q.cfg.Delay), held: held, index: -1}
+	if held {
+		it.due = q.u.now().Add(heldFor)
+	}
 	var superseded *cache.Staging // removed after unlocking: Dir locks come after q.mu
 	defer func() {
 		if superseded != nil {

@@ -508,6 +508,50 @@ func TestQueueHurryStartsHeldUploads(t *testing.T) {
 	}
 }
 
+// A held upload (an empty file's close, before its release) stays queued
+// past its delay until Unhold; an unmount's drain sends it. One worker
+// takes items in the order they are due, so an upload submitted after the
+// held one and done proves the held one was passed over.
+func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Millisecond, Workers: 1})
+	hold := func(id, key string) {
+		s, err := e.dir.NewStaging()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.q.SubmitHeld(cache.Record{ID: id, Key: key, File: s.Name()}, s, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uploaded := func(key string) bool {
+		_, err := e.b.Head(context.Background(), key)
+		return err == nil
+	}
+	hold("1", "held")
+	e.submit(t, "2", "after", "x")
+	if err := e.q.Wait(context.Background(), "2"); err != nil {
+		t.Fatal(err)
+	}
+	if uploaded("held") {
+		t.Fatal("a held upload ran before Unhold")
+	}
+	e.q.Unhold("1")
+	e.submit(t, "3", "later", "y")
+	if err := e.q.Wait(context.Background(), "3"); err != nil {
+		t.Fatal(err)
+	}
+	if !uploaded("held") || e.content(t, "held") != "" {
+		t.Fatal("Unhold did not let the upload run in its turn")
+	}
+	hold("4", "drained")
+	if err := e.q.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !uploaded("drained") {
+		t.Fatal("the drain left a held upload")
+	}
+}
+
 // WaitPrefix starts every upload below the prefix at once (an fsync of a
 // directory with thousands of queued files), not one after another: here
 // each PutObject is held until all three are in flight.
