@@ -54,9 +54,13 @@ type Queue struct {
 	closed    bool      // GUARDED_BY(mu)
 	// releasing counts items gone from items whose staged file is still
 	// being handed back: space they hold is about to be freed.
-	releasing int        // GUARDED_BY(mu)
-	stats     QueueStats // GUARDED_BY(mu)
-	wg        sync.WaitGroup
+	releasing int // GUARDED_BY(mu)
+	// landing counts, by key, the uploads done whose files are still
+	// being handed back: until then the file system does not know that
+	// the object exists, and Suspend says so in its place.
+	landing map[string]int // GUARDED_BY(mu)
+	stats   QueueStats     // GUARDED_BY(mu)
+	wg      sync.WaitGroup
 	// sending carries the uploads; a drain told to stop cancels it.
 	sending context.Context
 	stop    context.CancelFunc
@@ -175,7 +179,8 @@ func NewQueue(u *Uploader, j *cache.Journal, log *slog.Logger, cfg QueueConfig) 
 	if cfg.Revive <= 0 {
 		cfg.Revive = 5 * time.Minute
 	}
-	q := &Queue{u: u, journal: j, log: log, cfg: cfg, items: map[string]*item{}, byKey: map[string]map[*item]struct{}{}}
+	q := &Queue{u: u, journal: j, log: log, cfg: cfg, items: map[string]*item{}, byKey: map[string]map[*item]struct{}{},
+		landing: map[string]int{}}
 	q.sending, q.stop = context.WithCancel(context.Background())
 	q.cond = sync.NewCond(&q.mu)
 	for i := 0; i < cfg.Workers; i++ {
@@ -564,6 +569,7 @@ func (q *Queue) Queued(key string) (cache.Record, bool) {
 func (q *Queue) Suspend(ctx context.Context, key string) (ids []string, ran bool) {
 	q.mu.Lock()
 	var running []<-chan error
+	ran = q.landing[key] > 0
 	q.eachLocked(key, true, func(id string, it *item) {
 		ids = append(ids, id)
 		ran = ran || it.stored
@@ -918,6 +924,9 @@ func (q *Queue) worker() {
 			q.journal.Done(rec, it.file, true, true)
 		}
 		q.releasing++
+		if uploaded {
+			q.landing[rec.Key]++
+		}
 		q.cond.Broadcast()
 		q.mu.Unlock()
 
@@ -930,6 +939,11 @@ func (q *Queue) worker() {
 		}
 		q.released()
 		q.mu.Lock()
+		if uploaded {
+			if q.landing[rec.Key]--; q.landing[rec.Key] == 0 {
+				delete(q.landing, rec.Key)
+			}
+		}
 	}
 }
 

@@ -508,18 +508,49 @@ func TestQueueHurryStartsHeldUploads(t *testing.T) {
 	}
 }
 
+// An upload that has landed leaves the queue before its file is handed
+// back (which tells the file system the object exists): an unlink that
+// suspends the key in between must hear that an upload ran, or it takes a
+// new file for one never uploaded, deletes nothing, and the object stays.
+// A random test met it under load: rmdir of the emptied directory said
+// ENOTEMPTY.
+func TestQueueSuspendSeesAnUploadBeingHandedBack(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Millisecond})
+	handingBack, release := make(chan struct{}), make(chan struct{})
+	s, err := e.dir.NewStaging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.WriteAt([]byte("x"), 0)
+	onDone := func(f *cache.Staging, uploaded bool) {
+		close(handingBack)
+		<-release
+		f.Remove()
+	}
+	if err := e.q.Submit(cache.Record{ID: "1", Key: "k", File: s.Name(), Size: 1}, s, onDone); err != nil {
+		t.Fatal(err)
+	}
+	<-handingBack
+	ids, ran := e.q.Suspend(context.Background(), "k")
+	close(release)
+	e.q.Resume(ids)
+	if !ran {
+		t.Fatal("Suspend did not report the upload whose file was being handed back")
+	}
+}
+
 // A held upload (an empty file's close, before its release) stays queued
-// past its delay until Unhold; an unmount's drain sends it. One worker
-// takes items in the order they are due, so an upload submitted after the
-// held one and done proves the held one was passed over.
+// until Unhold; an unmount's drain sends it. With no delay and one worker,
+// which takes items in the order they are due, an upload submitted after
+// the held one and done proves the held one was passed over.
 func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
-	e := newQueueEnv(t, QueueConfig{Delay: time.Millisecond, Workers: 1})
-	hold := func(id, key string) {
+	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
+	hold := func(id, key string, onDone func(*cache.Staging, bool)) {
 		s, err := e.dir.NewStaging()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.q.SubmitHeld(cache.Record{ID: id, Key: key, File: s.Name()}, s, nil); err != nil {
+		if err := e.q.SubmitHeld(cache.Record{ID: id, Key: key, File: s.Name()}, s, onDone); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -527,7 +558,11 @@ func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
 		_, err := e.b.Head(context.Background(), key)
 		return err == nil
 	}
-	hold("1", "held")
+	done := make(chan bool, 1)
+	hold("1", "held", func(f *cache.Staging, ok bool) {
+		f.Remove()
+		done <- ok
+	})
 	e.submit(t, "2", "after", "x")
 	if err := e.q.Wait(context.Background(), "2"); err != nil {
 		t.Fatal(err)
@@ -536,14 +571,15 @@ func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
 		t.Fatal("a held upload ran before Unhold")
 	}
 	e.q.Unhold("1")
-	e.submit(t, "3", "later", "y")
-	if err := e.q.Wait(context.Background(), "3"); err != nil {
-		t.Fatal(err)
+	select {
+	case ok := <-done:
+		if !ok || e.content(t, "held") != "" {
+			t.Fatal("the upload after Unhold failed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Unhold did not let the upload run")
 	}
-	if !uploaded("held") || e.content(t, "held") != "" {
-		t.Fatal("Unhold did not let the upload run in its turn")
-	}
-	hold("4", "drained")
+	hold("3", "drained", nil)
 	if err := e.q.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
