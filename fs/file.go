@@ -926,8 +926,12 @@ func (n *fileNode) moveTo(ctx context.Context, oldKey, newKey string) error {
 		// (Rename drops it once the file has its new key, if a release
 		// meanwhile left it idle.)
 		defer n.pinStaging()()
+		// An older version that has just landed counts, though its file
+		// is not handed back yet: asked first, so that its hand-back
+		// (which sets inBucket) cannot fall between the two.
+		inBucket := n.fsys.queue != nil && n.fsys.queue.Landing(oldKey)
 		n.mu.Lock()
-		inBucket := n.inBucket
+		inBucket = inBucket || n.inBucket
 		n.mu.Unlock()
 		if err := n.sendAs(ctx, newKey, st, size, md); err != nil || !inBucket {
 			return err

@@ -57,7 +57,7 @@ type Queue struct {
 	releasing int // GUARDED_BY(mu)
 	// landing counts, by key, the uploads done whose files are still
 	// being handed back: until then the file system does not know that
-	// the object exists, and Suspend says so in its place.
+	// the object exists, and Suspend and Update say so in its place.
 	landing map[string]int // GUARDED_BY(mu)
 	stats   QueueStats     // GUARDED_BY(mu)
 	wg      sync.WaitGroup
@@ -330,8 +330,9 @@ func (q *Queue) Replay(dir *cache.Dir, recs []cache.Record) error {
 
 // Update changes the key and metadata of a queued item that has not
 // started, and reports whether it did (false: unknown or running), and
-// whether an object an attempt left (item.stored) stays under the old key
-// for the caller to delete.
+// whether an object an attempt left (item.stored), or an older version
+// whose file is still being handed back (landing), stays under the old
+// key for the caller to delete.
 func (q *Queue) Update(id, key string, meta map[string]string) (updated, leftBehind bool, err error) {
 	q.mu.Lock()
 	it, ok := q.items[id]
@@ -352,7 +353,7 @@ func (q *Queue) Update(id, key string, meta map[string]string) (updated, leftBeh
 		return false, false, nil
 	}
 	if key != it.rec.Key {
-		leftBehind, it.stored = it.stored, false
+		leftBehind, it.stored = it.stored || q.landing[it.rec.Key] > 0, false
 	}
 	q.rekeyLocked(it, key)
 	it.rec.Meta = meta
@@ -548,6 +549,14 @@ func (q *Queue) Keys(prefix string) []string {
 	var keys []string
 	q.eachLocked(prefix, false, func(_ string, it *item) { keys = append(keys, it.rec.Key) })
 	return keys
+}
+
+// Landing reports whether an upload of key is done but its file not yet
+// handed back: the object exists, though the file system may not know.
+func (q *Queue) Landing(key string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.landing[key] > 0
 }
 
 // Queued returns the record of the newest queued version of key.

@@ -531,11 +531,55 @@ func TestQueueSuspendSeesAnUploadBeingHandedBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-handingBack
+	landing := e.q.Landing("k")
 	ids, ran := e.q.Suspend(context.Background(), "k")
 	close(release)
 	e.q.Resume(ids)
-	if !ran {
-		t.Fatal("Suspend did not report the upload whose file was being handed back")
+	if !ran || !landing {
+		t.Fatalf("the upload whose file was being handed back: Suspend says it ran %v, Landing %v", ran, landing)
+	}
+}
+
+// The same moment for a rename of a file whose newer version is queued:
+// the older version has landed under the old name, and Update must say an
+// object stays there, or nothing deletes it (a crash test met it: the old
+// name was in the bucket after the rename).
+func TestQueueUpdateSeesAnOlderVersionBeingHandedBack(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
+	putStarted, letPutGo := e.holdPut("old", nil)
+	handingBack, letHandBackGo := make(chan struct{}), make(chan struct{})
+	staged := func(content string) *cache.Staging {
+		s, err := e.dir.NewStaging()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.WriteAt([]byte(content), 0)
+		return s
+	}
+	first := staged("v1")
+	err := e.q.Submit(cache.Record{ID: "1", Key: "old", File: first.Name(), Size: 2}, first, func(f *cache.Staging, _ bool) {
+		close(handingBack)
+		<-letHandBackGo
+		f.Remove()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-putStarted
+	second := staged("v2")
+	// Held, so that it does not start once the first is done.
+	if err := e.q.SubmitHeld(cache.Record{ID: "1", Key: "old", File: second.Name(), Size: 2}, second, nil); err != nil {
+		t.Fatal(err)
+	}
+	close(letPutGo)
+	<-handingBack
+	updated, leftBehind, err := e.q.Update("1", "new", nil)
+	close(letHandBackGo)
+	if err != nil || !updated {
+		t.Fatalf("Update of the queued version: %v, %v", updated, err)
+	}
+	if !leftBehind {
+		t.Fatal("Update did not report the older version landed under the old name")
 	}
 }
 
