@@ -52,6 +52,16 @@ func (s *Store) InitiateMultipart(bucket, key string, attrs Attrs) (string, erro
 // Uploads returns the keys of the bucket's uploads neither completed nor
 // aborted (ListMultipartUploads), in no order.
 func (s *Store) Uploads(bucket string) ([]string, error) {
+	return s.uploads(bucket, func(*multipart) bool { return true })
+}
+
+// UploadsHoldingParts returns the keys of the uploads Uploads returns that
+// hold at least one part.
+func (s *Store) UploadsHoldingParts(bucket string) ([]string, error) {
+	return s.uploads(bucket, func(u *multipart) bool { return len(u.parts) > 0 })
+}
+
+func (s *Store) uploads(bucket string, keep func(*multipart) bool) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, err := s.bucketLocked(bucket)
@@ -60,7 +70,9 @@ func (s *Store) Uploads(bucket string) ([]string, error) {
 	}
 	var keys []string
 	for _, u := range b.uploads {
-		keys = append(keys, u.key)
+		if keep(u) {
+			keys = append(keys, u.key)
+		}
 	}
 	return keys, nil
 }
