@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ossmount/ossmount/internal/fsutil"
 )
@@ -130,25 +133,39 @@ func (m *Multiparts) appendLocked(l ledgerLine, durable bool) error {
 	return err
 }
 
-// create makes this mount's ledger: under a hidden name until it is
-// locked, so that no other mount takes a fresh ledger for a dead one's,
-// then renamed into view, and its directory entry made durable.
+// create makes this mount's ledger, locked before it has a name, so that
+// no other mount takes a fresh ledger for a dead one's, and a mount killed
+// while making it leaves nothing behind: an unnamed (O_TMPFILE) file,
+// linked into view once locked; where the file system has no unnamed
+// files, one under a hidden name, renamed (Orphans removes a hidden one
+// left unlocked for a minute). Then its directory entry is made durable.
 func (m *Multiparts) create() (*os.File, error) {
-	f, err := os.CreateTemp(m.dir, fmt.Sprintf(".%d-*", os.Getpid()))
-	if err != nil {
+	path := filepath.Join(m.dir, fmt.Sprintf("%d-%s", os.Getpid(), newID()))
+	f, err := os.OpenFile(m.dir, os.O_RDWR|oTmpfile, 0o600)
+	unnamed := err == nil
+	if !unnamed {
+		if f, err = os.CreateTemp(m.dir, fmt.Sprintf(".%d-*", os.Getpid())); err != nil {
+			return nil, err
+		}
+	}
+	ledgerMade(m.dir)
+	drop := func(err error) (*os.File, error) {
+		if !unnamed {
+			os.Remove(f.Name())
+		}
+		f.Close()
 		return nil, err
 	}
-	hidden := f.Name()
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		os.Remove(hidden)
-		return nil, err
+		return drop(err)
 	}
-	path := filepath.Join(m.dir, filepath.Base(hidden)[1:])
-	if err := os.Rename(hidden, path); err != nil {
-		f.Close()
-		os.Remove(hidden)
-		return nil, err
+	if unnamed {
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+	} else {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return drop(err)
 	}
 	if err := fsutil.SyncDir(m.dir); err != nil {
 		m.log.Warn("cannot sync the multipart ledger's directory", "dir", m.dir, "err", err)
@@ -156,6 +173,10 @@ func (m *Multiparts) create() (*os.File, error) {
 	m.path = path
 	return f, nil
 }
+
+// ledgerMade is called once a ledger's file exists, before it is locked
+// (a test looks at the directory then).
+var ledgerMade = func(dir string) {}
 
 // Close ends the ledger at unmount: removed when every upload ended, kept
 // (for the next mount to abort what is left) otherwise.

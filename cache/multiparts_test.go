@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,6 +124,28 @@ func TestHalfMadeLedgerIsRemovedWhenOld(t *testing.T) {
 	}
 	if files := ledgerFiles(t, m); !slices.Equal(files, []string{".1-young"}) {
 		t.Fatalf("files %v, want the young one only", files)
+	}
+}
+
+// A ledger has no name until it is locked: a mount killed while making it
+// left an unlocked hidden file that the next mount kept for a minute, and
+// a crash test found it in the cache directory after the next mount.
+func TestLedgerHasNoNameUntilLocked(t *testing.T) {
+	dir := t.TempDir()
+	m := openLedger(t, dir)
+	var seen []string
+	ledgerMade = func(string) { seen = ledgerFiles(t, m) }
+	defer func() { ledgerMade = func(string) {} }()
+	m.Started("k", "1")
+	if len(seen) != 0 {
+		t.Fatalf("the ledger had a name before it was locked: %v", seen)
+	}
+	if files := ledgerFiles(t, m); len(files) != 1 || strings.HasPrefix(files[0], ".") {
+		t.Fatalf("ledger files %v, want one in view", files)
+	}
+	other := openLedger(t, dir)
+	if o, err := other.Orphans(); err != nil || len(o.Uploads) != 0 {
+		t.Fatalf("another mount took a live ledger: %v, %v", o, err)
 	}
 }
 
