@@ -20,14 +20,14 @@ import (
 // about asks the bucket: a HEAD for a file (a listing has no user
 // metadata: mode, owner, mtime), the marker's HEAD for a directory (one
 // the listing holds exists). `ls -l` of 1,000 objects another client
-// wrote was 1,000 round trips in a row. The first lookup through the last listing, or one
-// of the entry after the one looked up before it, is taken for such a
-// scan, and the requests of the next aheadLookups entries are started at
-// once, for the lookups to come to take (s3fs does the HEADs of a whole
-// listing in parallel, 20 at a time). More would be faster over a long
-// link (ls -l of 2,000 objects at 10 ms a request: 1.6 s with 16, 0.9 s
-// with 32, 0.6 s with 64), but the names of one directory are what OSS
-// calls sequential, which it serves at 2,000 requests a second: in the
+// wrote was 1,000 round trips in a row. The first lookup through the last
+// listing, or one of the entry after the one looked up before it, is taken
+// for such a scan, and the requests of the next aheadLookups entries are
+// started at once, for the lookups to come to take (s3fs does the HEADs of
+// a whole listing in parallel, 20 at a time). More would be faster over a
+// long link (ls -l of 2,000 objects at 10 ms a request: 1.6 s with 16,
+// 0.9 s with 32, 0.6 s with 64), but the names of one directory are what
+// OSS calls sequential, which it serves at 2,000 requests a second: in the
 // same region, where a HEAD takes a few milliseconds, 16 reach that.
 const aheadLookups = 16
 
