@@ -112,13 +112,20 @@ func (q *Queue) checkIndex() error {
 	return nil
 }
 
-func (e *queueEnv) submit(t *testing.T, id, key, content string) *cache.Staging {
+// staged returns a new staging file holding content.
+func (e *queueEnv) staged(t *testing.T, content string) *cache.Staging {
 	t.Helper()
 	s, err := e.dir.NewStaging()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.WriteAt([]byte(content), 0)
+	return s
+}
+
+func (e *queueEnv) submit(t *testing.T, id, key, content string) *cache.Staging {
+	t.Helper()
+	s := e.staged(t, content)
 	if err := e.q.Submit(cache.Record{ID: id, Key: key, File: s.Name(), Size: int64(len(content))}, s, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -517,11 +524,7 @@ func TestQueueHurryStartsHeldUploads(t *testing.T) {
 func TestQueueSuspendSeesAnUploadBeingHandedBack(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: time.Millisecond})
 	handingBack, release := make(chan struct{}), make(chan struct{})
-	s, err := e.dir.NewStaging()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.WriteAt([]byte("x"), 0)
+	s := e.staged(t, "x")
 	onDone := func(f *cache.Staging, uploaded bool) {
 		close(handingBack)
 		<-release
@@ -548,15 +551,7 @@ func TestQueueUpdateSeesAnOlderVersionBeingHandedBack(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
 	putStarted, letPutGo := e.holdPut("old", nil)
 	handingBack, letHandBackGo := make(chan struct{}), make(chan struct{})
-	staged := func(content string) *cache.Staging {
-		s, err := e.dir.NewStaging()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.WriteAt([]byte(content), 0)
-		return s
-	}
-	first := staged("v1")
+	first := e.staged(t, "v1")
 	err := e.q.Submit(cache.Record{ID: "1", Key: "old", File: first.Name(), Size: 2}, first, func(f *cache.Staging, _ bool) {
 		close(handingBack)
 		<-letHandBackGo
@@ -566,7 +561,7 @@ func TestQueueUpdateSeesAnOlderVersionBeingHandedBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-putStarted
-	second := staged("v2")
+	second := e.staged(t, "v2")
 	// Held, so that it does not start once the first is done.
 	if err := e.q.SubmitHeld(cache.Record{ID: "1", Key: "old", File: second.Name(), Size: 2}, second, nil); err != nil {
 		t.Fatal(err)
@@ -590,10 +585,7 @@ func TestQueueUpdateSeesAnOlderVersionBeingHandedBack(t *testing.T) {
 func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
 	hold := func(id, key string, onDone func(*cache.Staging, bool)) {
-		s, err := e.dir.NewStaging()
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := e.staged(t, "")
 		if err := e.q.SubmitHeld(cache.Record{ID: id, Key: key, File: s.Name()}, s, onDone); err != nil {
 			t.Fatal(err)
 		}
