@@ -25,7 +25,10 @@ var errnoTable = []struct {
 	{bucket.ErrTransient, syscall.EIO},
 	{bucket.ErrRejected, syscall.EIO},
 	{bucket.ErrIntegrity, syscall.EIO},
-	{bucket.ErrChanged, syscall.EIO},
+	// Another client replaced the object a handle reads, or an edit was
+	// copying: NFS's and gcsfuse's answer to a file changed behind a
+	// handle. An open that gets it is looked up again by the kernel.
+	{bucket.ErrChanged, syscall.ESTALE},
 	{context.Canceled, syscall.EINTR},
 }
 
@@ -48,11 +51,13 @@ func errnoOf(err error) syscall.Errno {
 }
 
 // fail maps err to an errno and logs every failure with the operation,
-// the key and the request id — but ENOENT, and ESTALE (a file unlinked
-// meanwhile), which are answers rather than failures.
+// the key and the request id — but ENOENT, and ESTALE for a file unlinked
+// meanwhile, which are answers rather than failures. An object another
+// client changed is logged: the reader loses its read.
 func (f *FS) fail(op, key string, err error) syscall.Errno {
 	errno := errnoOf(err)
-	if errno != syscall.ENOENT && errno != syscall.ESTALE && errno != 0 {
+	quiet := errno == 0 || errno == syscall.ENOENT || errno == syscall.ESTALE && !errors.Is(err, bucket.ErrChanged)
+	if !quiet {
 		f.log.Warn(op+" failed", "key", key, "errno", errno.Error(), "request_id", bucket.RequestID(err), "err", err)
 	}
 	return errno

@@ -91,7 +91,7 @@ const streamRetries = 3
 // unknown).
 //
 // Every request is of the handle's pinned version (readPin), once it has
-// one: another version fails the read (bucket.ErrChanged, EIO). Before
+// one: another version fails the read (bucket.ErrChanged, ESTALE). Before
 // that, a stream that asked for the rest of a broken body and found the
 // object replaced fails the read if some of dest came from the old
 // version: a read returns one version's bytes, never a splice. If none
