@@ -252,6 +252,11 @@ func (d *dirNode) askAheadLocked(i int) {
 	j := max(s.next, i+1)
 	for ; j < len(s.entries) && j <= i+aheadLookups; j++ {
 		e := s.entries[j]
+		if s.ahead[e.Name] != nil {
+			// Asked already: the first file looked up moved s.next back
+			// over entries of unknown type asked before it.
+			continue
+		}
 		if d.knowsFresh(e.Name) || e.Mode == syscall.S_IFREG && !s.filesLooked {
 			continue // its lookup asks nothing, or may never come
 		}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,15 +251,16 @@ type headGate struct {
 	on       atomic.Bool
 
 	mu       sync.Mutex
-	waiting  map[bool]int // GUARDED_BY(mu); by "is a marker"
-	most     map[bool]int // GUARDED_BY(mu)
-	timeouts map[bool]int // GUARDED_BY(mu)
+	waiting  map[bool]int   // GUARDED_BY(mu); by "is a marker"
+	most     map[bool]int   // GUARDED_BY(mu)
+	timeouts map[bool]int   // GUARDED_BY(mu)
+	asked    map[string]int // GUARDED_BY(mu); HEADs by path
 	gates    map[bool]chan struct{}
 	opened   map[bool]*sync.Once
 }
 
 func newHeadGate(prefix string, markers bool, together int) *headGate {
-	return &headGate{prefix: prefix, markers: markers, together: together, waiting: map[bool]int{}, most: map[bool]int{}, timeouts: map[bool]int{},
+	return &headGate{prefix: prefix, markers: markers, together: together, waiting: map[bool]int{}, most: map[bool]int{}, timeouts: map[bool]int{}, asked: map[string]int{},
 		gates:  map[bool]chan struct{}{false: make(chan struct{}), true: make(chan struct{})},
 		opened: map[bool]*sync.Once{false: new(sync.Once), true: new(sync.Once)}}
 }
@@ -271,6 +273,7 @@ func (g *headGate) wrap(h http.Handler) http.Handler {
 		marker := strings.HasSuffix(r.URL.Path, "/")
 		if g.on.Load() && r.Method == http.MethodHead && strings.Contains(r.URL.Path, g.prefix) && (g.markers || !marker) {
 			g.mu.Lock()
+			g.asked[r.URL.Path]++
 			g.waiting[marker]++
 			g.most[marker] = max(g.most[marker], g.waiting[marker])
 			if g.waiting[marker] >= g.together {
@@ -300,6 +303,20 @@ func (g *headGate) mostWaiting() (files, markers int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.most[false], g.most[true]
+}
+
+// askedAgain returns the paths asked for more than once.
+func (g *headGate) askedAgain() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var again []string
+	for path, n := range g.asked {
+		if n > 1 {
+			again = append(again, path)
+		}
+	}
+	slices.Sort(again)
+	return again
 }
 
 // putByOther puts key into the test bucket as another client would,

@@ -1298,6 +1298,9 @@ func TestRsyncAgainByAFreshMountAsksInParallel(t *testing.T) {
 	if files, _ := gate.mostWaiting(); files < 8 {
 		t.Errorf("at most %d HEADs were under way at once", files)
 	}
+	if again := gate.askedAgain(); len(again) > 0 {
+		t.Errorf("the second rsync asked for %d objects twice: %v", len(again), again)
+	}
 	t.Logf("the second rsync: %s", requestsSince(before, srv.Counts()))
 
 	src := smallTree(t, 20)
