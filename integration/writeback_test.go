@@ -957,7 +957,9 @@ func (s *server) sameTree(t *testing.T, src, prefix string) {
 // in sync mode: once the cache cannot hold it, it is uploaded while it is
 // written, its uploaded parts leave the cache, and its close waits for the
 // upload — it failed with ENOSPC. A version of the file closed before
-// (hurried out of the full cache) does not land over it.
+// (hurried out of the full cache) does not land over it. dd opens its
+// output with O_TRUNC and closes a duplicate of the descriptor before it
+// writes: the close of an empty file, held until the release.
 func TestWritebackFileLargerThanTheCache(t *testing.T) {
 	srv := startServer(t)
 	m := startMount(t, srv, "writeback", "writeback_delay=1h", "cache_size=6MiB", "part_size=1MiB", "parallel=2")
@@ -974,6 +976,11 @@ func TestWritebackFileLargerThanTheCache(t *testing.T) {
 			t.Errorf("no log line %q", line)
 		}
 	}
+	// So does a new file through dd, which closes a duplicate of its
+	// descriptor before it writes: that close is of an empty file, whose
+	// held upload the writer waited for, for ever.
+	run(t, "dd", "if="+src, "of="+m.path("fresh"), "bs=1M", "status=none")
+	srv.sameObject(t, "fresh", data)
 	// An fsync completes it, as in sync mode: the object is there when
 	// it returns, and what left the cache cannot be written again.
 	script := `
@@ -1004,8 +1011,8 @@ os.close(fd)
 	m.stop(t)
 	srv.sameObject(t, "big", data)
 	srv.sameObject(t, "small", []byte("queued"))
-	if c := srv.Counts(); c["CompleteMultipartUpload"] != 2 {
-		t.Errorf("%d CompleteMultipartUpload, want 2", c["CompleteMultipartUpload"])
+	if c := srv.Counts(); c["CompleteMultipartUpload"] != 3 {
+		t.Errorf("%d CompleteMultipartUpload, want 3 (big, fresh, fsynced)", c["CompleteMultipartUpload"])
 	}
 }
 

@@ -46,7 +46,11 @@ type Queue struct {
 	// items, so that the two stay true.
 	byKey  map[string]map[*item]struct{} // GUARDED_BY(mu)
 	active int                           // GUARDED_BY(mu)
-	ready  itemHeap                      // GUARDED_BY(mu); items waiting to run, by due time
+	// held counts the active items that are held (SubmitHeld): no worker
+	// takes them before their Unhold, so a writer waiting for cache
+	// space must not wait for them.
+	held  int      // GUARDED_BY(mu)
+	ready itemHeap // GUARDED_BY(mu); items waiting to run, by due time
 	// First attempts due by rushUntil are due now (Hurry: a writer waits
 	// for cache space or descriptors). Files closed later keep their
 	// delay, so that a rename after them still rides along.
@@ -242,10 +246,19 @@ func (q *Queue) Unhold(id string) {
 	if !it.held {
 		return
 	}
-	it.held, it.due = false, q.u.now().Add(q.cfg.Delay)
+	q.unholdLocked(it)
+	it.due = q.u.now().Add(q.cfg.Delay)
 	if !it.running && it.index >= 0 {
 		q.schedule(it)
 	}
+}
+
+// unholdLocked ends it's hold. LOCKS_REQUIRED(q.mu)
+func (q *Queue) unholdLocked(it *item) {
+	if it.held && q.items[it.rec.ID] == it && !it.gaveUp {
+		q.held-- // counted while active (indexLocked)
+	}
+	it.held = false
 }
 
 func (q *Queue) submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool), held bool) error {
@@ -465,9 +478,16 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 		return it.lastErr
 	}
 	ch := it.waiter()
-	if !it.running && it.index >= 0 {
+	if !it.running {
+		// Due now, and held no more: a held version's Unhold comes at the
+		// file's release, which may wait for this caller (a close of the
+		// file waits behind a rename for the keys). One queued behind a
+		// running version keeps its due time until it is scheduled.
+		q.unholdLocked(it)
 		it.due = q.u.now()
-		q.schedule(it)
+		if it.index >= 0 {
+			q.schedule(it)
+		}
 	}
 	q.mu.Unlock()
 	select {
@@ -685,9 +705,16 @@ func (q *Queue) Hurry() bool {
 	// A bound, not every item made due: a waiting writer asks again after
 	// each upload, and a pass over thousands of items each time was
 	// quadratic. Retries keep their backoff.
-	q.rushUntil = q.u.now().Add(q.cfg.Delay)
+	q.rushUntil = later(q.rushUntil, q.u.now().Add(q.cfg.Delay))
 	q.cond.Broadcast()
-	return q.activeLocked() > 0
+	return q.activeLocked()-q.held > 0
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // dueNowLocked makes every waiting item due now. LOCKS_REQUIRED(q.mu)
@@ -708,6 +735,9 @@ func (q *Queue) dueNowLocked() {
 func (q *Queue) Drain(ctx context.Context) error {
 	q.mu.Lock()
 	q.dueNowLocked()
+	// And every first attempt queued from now on: a held version queued
+	// behind one running is scheduled only when that one ends.
+	q.rushUntil = q.u.now().Add(2 * heldFor)
 	for _, it := range q.items {
 		q.reviveLocked(it)
 	}
@@ -826,6 +856,9 @@ func (q *Queue) indexLocked(it *item) {
 	set[it] = struct{}{}
 	if !it.gaveUp {
 		q.active++
+		if it.held {
+			q.held++
+		}
 	}
 }
 
@@ -838,6 +871,9 @@ func (q *Queue) unindexLocked(it *item) {
 	}
 	if !it.gaveUp {
 		q.active--
+		if it.held {
+			q.held--
+		}
 	}
 }
 
@@ -874,6 +910,7 @@ func (q *Queue) worker() {
 			q.mu.Unlock()
 			return
 		}
+		q.unholdLocked(it) // made due (Drain, WaitPrefix): held no more
 		it.running = true
 		rec := it.rec
 		q.mu.Unlock()

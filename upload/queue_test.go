@@ -624,6 +624,96 @@ func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
 	}
 }
 
+// A held version waited for (a rename, an fsync) runs without Unhold,
+// also when it is queued behind an older version still uploading: the
+// release that would let it go may come only after the waiter is done —
+// the close of another descriptor of the file waited behind the rename
+// for the keys, and the mount hung.
+func TestQueueWaitForAHeldVersionBehindARunningOne(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
+	started, release := e.holdPut("k", nil)
+	e.submit(t, "a", "k", "old")
+	<-started
+	s := e.staged(t, "")
+	if err := e.q.SubmitHeld(cache.Record{ID: "a", Key: "k", File: s.Name()}, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- e.q.Wait(context.Background(), "a") }()
+	// The old version finishes once Wait waits for the held one.
+	for waiting := false; !waiting; time.Sleep(time.Millisecond) {
+		e.q.mu.Lock()
+		waiting = len(e.q.items["a"].again.waiters) > 0
+		e.q.mu.Unlock()
+	}
+	close(release)
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait for a held version queued behind a running one never returned")
+	}
+	if got := e.content(t, "k"); got != "" {
+		t.Fatalf("content %q, want the held (empty) version", got)
+	}
+}
+
+// A writer short of cache space waits for uploads (Hurry reports some
+// under way) — but not for a held one, which runs only at its file's
+// release: dd into a write-back mount closes a duplicate of its descriptor
+// before it writes (a held empty version), and a file larger than the
+// cache then waited forever instead of streaming through.
+func TestQueueHurryDoesNotWaitForHeldUploads(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour, Workers: 1})
+	s := e.staged(t, "")
+	if err := e.q.SubmitHeld(cache.Record{ID: "a", Key: "k", File: s.Name()}, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e.q.Hurry() {
+		t.Fatal("Hurry reports a held upload as one to wait for")
+	}
+	e.submit(t, "b", "other", "x")
+	if !e.q.Hurry() {
+		t.Fatal("Hurry reports nothing to wait for with an upload queued")
+	}
+	if err := e.q.Wait(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	e.q.Unhold("a")
+	if !e.q.Hurry() {
+		t.Fatal("Hurry reports nothing to wait for once the held upload is let go")
+	}
+}
+
+// A drain uploads a held version queued behind a running one, which is
+// scheduled only once that one ends.
+func TestQueueDrainUploadsAHeldVersionBehindARunningOne(t *testing.T) {
+	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
+	started, release := e.holdPut("k", nil)
+	e.submit(t, "a", "k", "old")
+	<-started
+	s := e.staged(t, "")
+	if err := e.q.SubmitHeld(cache.Record{ID: "a", Key: "k", File: s.Name()}, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- e.q.Drain(context.Background()) }()
+	close(release)
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain waited for a held version behind a running one")
+	}
+	if got := e.content(t, "k"); got != "" {
+		t.Fatalf("content %q, want the held (empty) version", got)
+	}
+}
+
 // WaitPrefix starts every upload below the prefix at once (an fsync of a
 // directory with thousands of queued files), not one after another: here
 // each PutObject is held until all three are in flight.
