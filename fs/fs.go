@@ -119,6 +119,14 @@ type metaHolder interface {
 	EmbeddedInode() *gofs.Inode
 }
 
+// Capabilities are the FUSE capabilities the file system needs beyond
+// go-fuse's own. ATOMIC_O_TRUNC: an open with O_TRUNC arrives as one, and
+// Open stages the file empty. Without it the kernel sent the open without
+// O_TRUNC and a truncate after it, and the open copied the object in
+// first — all of it, or a big one's last parts — for the truncate to
+// throw away: `cp` over an existing object cost a GET.
+const Capabilities = fuse.CAP_ATOMIC_O_TRUNC
+
 // New returns the file system; Root is its root node.
 func New(cfg Config) *FS {
 	f := &FS{cfg: cfg, bucket: cfg.Bucket, queue: cfg.Queue, log: cfg.Log, now: cfg.Now}

@@ -37,7 +37,7 @@ func mountFake(t *testing.T) (dir string, b *bucket.Fake) {
 	dir = t.TempDir()
 	var ttl time.Duration
 	server, err := gofs.Mount(dir, fsys.Root(), &gofs.Options{
-		MountOptions:    fuse.MountOptions{DirectMount: true, MaxWrite: 1 << 20},
+		MountOptions:    fuse.MountOptions{DirectMount: true, MaxWrite: 1 << 20, ExtraCapabilities: Capabilities},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &ttl,

@@ -1210,3 +1210,35 @@ func TestCloseInsideDirectoryBeingRenamed(t *testing.T) {
 		})
 	}
 }
+
+// An open with O_TRUNC reads nothing of the object it empties: cp, dd and a
+// shell redirection over an existing file cost its lookup and the upload.
+// The mount asks the kernel for atomic O_TRUNC; without it the kernel sent
+// the open without O_TRUNC and a truncate after it, and the open copied the
+// object in first — a small one whole, a large one's last part — for the
+// truncate to throw away.
+func TestOverwriteReadsNothingOfTheOldObject(t *testing.T) {
+	for _, mode := range bothModes {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := startServer(t)
+			m := startMount(t, srv, append([]string{"kept_size=0", "part_size=1MiB"}, mode.opts...)...)
+			srv.putByOther(t, "small", randomBytes(t, 1000))
+			srv.putByOther(t, "large", randomBytes(t, 3<<20))
+			srv.putByOther(t, "redirected", randomBytes(t, 3<<20))
+			src := filepath.Join(t.TempDir(), "src")
+			data := randomBytes(t, 5000)
+			writeFile(t, src, data)
+			before := srv.Count("GetObject")
+			run(t, "cp", src, m.path("small"))
+			run(t, "dd", "if="+src, "of="+m.path("large"), "status=none")
+			run(t, "sh", "-c", `cat "$1" > "$2"`, "sh", src, m.path("redirected"))
+			if got := srv.Count("GetObject") - before; got != 0 {
+				t.Errorf("overwriting three objects read %d ranges of them", got)
+			}
+			m.stop(t)
+			for _, key := range []string{"small", "large", "redirected"} {
+				srv.sameObject(t, key, data)
+			}
+		})
+	}
+}

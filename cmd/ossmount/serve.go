@@ -151,11 +151,12 @@ func serve(a mountArgs, log *slog.Logger, logs *logFile, ready readyPipe) error 
 	ttl := o.StatTTL
 	mountOpts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
-			FsName:      "ossmount:" + a.bucket,
-			Name:        "ossmount",
-			AllowOther:  o.AllowOther,
-			MaxWrite:    1 << 20,
-			DirectMount: os.Geteuid() == 0,
+			FsName:            "ossmount:" + a.bucket,
+			Name:              "ossmount",
+			AllowOther:        o.AllowOther,
+			MaxWrite:          1 << 20,
+			DirectMount:       os.Geteuid() == 0,
+			ExtraCapabilities: fs.Capabilities,
 			// FUSE protocol tracing, a developer's aid.
 			Debug: os.Getenv("OSSMOUNT_FUSE_DEBUG") != "",
 		},
