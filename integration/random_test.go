@@ -81,29 +81,39 @@ func TestConcurrentOperationsEndAsTheMountShowed(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
 				srv := startServer(t)
 				m := startMount(t, srv, mode.opts...)
-				for _, d := range []string{"d", "e"} {
-					if err := os.Mkdir(m.path(d), 0o755); err != nil {
-						t.Fatal(err)
-					}
-				}
-				var wg sync.WaitGroup
-				for w := uint64(0); w < 4; w++ {
-					wg.Go(func() {
-						r := rand.New(rand.NewPCG(seed, w))
-						for i := 0; i < 150; i++ {
-							_, op := randomOperation(r)
-							op(m.path(""))
-						}
-					})
-				}
-				wg.Wait()
-				shown := t.TempDir()
-				copyTree(t, m.path(""), shown)
+				shown := runConcurrently(t, seed, 150, m.path(""), "")
 				m.stop(t)
 				sameTree(t, shown, startMount(t, srv).path(""))
 			})
 		}
 	}
+}
+
+// runConcurrently has four programs do n random operations each on the
+// same names in base at once (none whose description starts with leftOut,
+// unless it is empty), and returns a copy of the tree they left.
+func runConcurrently(t *testing.T, seed uint64, n int, base, leftOut string) (shown string) {
+	t.Helper()
+	for _, d := range []string{"d", "e"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := uint64(0); w < 4; w++ {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(seed, w))
+			for i := 0; i < n; i++ {
+				if what, op := randomOperation(r); leftOut == "" || !strings.HasPrefix(what, leftOut) {
+					op(base)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	shown = t.TempDir()
+	copyTree(t, base, shown)
+	return shown
 }
 
 // copyTree copies the directories and regular files below src to dst,
@@ -326,8 +336,7 @@ func sameTree(t *testing.T, want, got string) {
 // in the modes with small parts, streamed files and files staged from their
 // end. chmod is left out: a mode change is held for a moment
 // (docs/SEMANTICS.md, Metadata), as a local file system's is until its
-// journal commits. The crash may leave an upload the server had started
-// and the ledger had not recorded yet: one with no part.
+// journal commits.
 func TestWritebackKilledAfterRandomOperations(t *testing.T) {
 	for _, mode := range randomModes {
 		if !slices.Contains(mode.opts, "writeback") {
@@ -335,22 +344,36 @@ func TestWritebackKilledAfterRandomOperations(t *testing.T) {
 		}
 		for seed := uint64(1); seed <= 3; seed++ {
 			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
-				srv := startServer(t)
-				srv.partlessUploadsMayStay = true
-				dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
-				m := startMountAt(t, srv, dir, cacheDir, mode.opts...)
-				local := t.TempDir()
-				done := runRandomOperations(t, seed, 40+int(seed)*30, m.path(""), local, "chmod")
-				m.kill(t)
-				m = startMountAt(t, srv, dir, cacheDir, mode.opts...)
-				m.stop(t) // drains the replayed queue
-				check := startMount(t, srv)
-				if sameTree(t, local, check.path("")); t.Failed() {
+				var done []string
+				if afterACrash(t, mode.opts, func(m *mount) string {
+					local := t.TempDir()
+					done = runRandomOperations(t, seed, 40+int(seed)*30, m.path(""), local, "chmod")
+					return local
+				}); t.Failed() {
 					t.Logf("the last operations:\n%s", strings.Join(done[max(0, len(done)-40):], "\n"))
 				}
 			})
 		}
 	}
+}
+
+// afterACrash mounts with opts (write-back), runs ops, which returns a
+// directory holding what the bucket must come to, kills the mount
+// (SIGKILL), replays its journal through a new mount on the same cache
+// directory, and compares the bucket with that directory. The crash may
+// leave an upload the server had started and the ledger had not recorded
+// yet: one with no part.
+func afterACrash(t *testing.T, opts []string, ops func(m *mount) (want string)) {
+	t.Helper()
+	srv := startServer(t)
+	srv.partlessUploadsMayStay = true
+	dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
+	m := startMountAt(t, srv, dir, cacheDir, opts...)
+	want := ops(m)
+	m.kill(t)
+	m = startMountAt(t, srv, dir, cacheDir, opts...)
+	m.stop(t) // drains the replayed queue
+	sameTree(t, want, startMount(t, srv).path(""))
 }
 
 // Four programs doing random operations on the same names at once on a
@@ -365,33 +388,9 @@ func TestWritebackKilledAfterConcurrentOperations(t *testing.T) {
 		}
 		for seed := uint64(1); seed <= 2; seed++ {
 			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
-				srv := startServer(t)
-				srv.partlessUploadsMayStay = true
-				dir, cacheDir := t.TempDir(), filepath.Join(t.TempDir(), "cache")
-				m := startMountAt(t, srv, dir, cacheDir, mode.opts...)
-				for _, d := range []string{"d", "e"} {
-					if err := os.Mkdir(m.path(d), 0o755); err != nil {
-						t.Fatal(err)
-					}
-				}
-				var wg sync.WaitGroup
-				for w := uint64(0); w < 4; w++ {
-					wg.Go(func() {
-						r := rand.New(rand.NewPCG(seed, w))
-						for i := 0; i < 100; i++ {
-							if what, op := randomOperation(r); !strings.HasPrefix(what, "chmod") {
-								op(m.path(""))
-							}
-						}
-					})
-				}
-				wg.Wait()
-				shown := t.TempDir()
-				copyTree(t, m.path(""), shown)
-				m.kill(t)
-				m = startMountAt(t, srv, dir, cacheDir, mode.opts...)
-				m.stop(t) // drains the replayed queue
-				sameTree(t, shown, startMount(t, srv).path(""))
+				afterACrash(t, mode.opts, func(m *mount) string {
+					return runConcurrently(t, seed, 100, m.path(""), "chmod")
+				})
 			})
 		}
 	}

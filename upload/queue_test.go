@@ -152,6 +152,40 @@ func (e *queueEnv) holdPut(key string, err error) (started, release chan struct{
 	return started, release
 }
 
+// submitHeld queues an empty version of id, held (SubmitHeld), as the
+// close of an empty file does.
+func (e *queueEnv) submitHeld(t *testing.T, id, key string, onDone func(*cache.Staging, bool)) {
+	t.Helper()
+	s := e.staged(t, "")
+	if err := e.q.SubmitHeld(cache.Record{ID: id, Key: key, File: s.Name()}, s, onDone); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// heldBehindRunning queues a version of id whose upload it holds, and a
+// held empty version behind it; closing release lets the first one end.
+func (e *queueEnv) heldBehindRunning(t *testing.T, id, key string) (release chan struct{}) {
+	t.Helper()
+	started, release := e.holdPut(key, nil)
+	e.submit(t, id, key, "old")
+	<-started
+	e.submitHeld(t, id, key, nil)
+	return release
+}
+
+// returnsNil fails unless done gives nil within ten seconds.
+func returnsNil(t *testing.T, what string, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s never returned", what)
+	}
+}
+
 func (e *queueEnv) content(t *testing.T, key string) string {
 	t.Helper()
 	r, err := e.b.Get(context.Background(), bucket.GetRequest{Key: key, Length: -1})
@@ -584,18 +618,12 @@ func TestQueueUpdateSeesAnOlderVersionBeingHandedBack(t *testing.T) {
 // the held one and done proves the held one was passed over.
 func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
-	hold := func(id, key string, onDone func(*cache.Staging, bool)) {
-		s := e.staged(t, "")
-		if err := e.q.SubmitHeld(cache.Record{ID: id, Key: key, File: s.Name()}, s, onDone); err != nil {
-			t.Fatal(err)
-		}
-	}
 	uploaded := func(key string) bool {
 		_, err := e.b.Head(context.Background(), key)
 		return err == nil
 	}
 	done := make(chan bool, 1)
-	hold("1", "held", func(f *cache.Staging, ok bool) {
+	e.submitHeld(t, "1", "held", func(f *cache.Staging, ok bool) {
 		f.Remove()
 		done <- ok
 	})
@@ -615,7 +643,7 @@ func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Unhold did not let the upload run")
 	}
-	hold("3", "drained", nil)
+	e.submitHeld(t, "3", "drained", nil)
 	if err := e.q.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -631,13 +659,7 @@ func TestQueueHeldUploadWaitsForUnhold(t *testing.T) {
 // for the keys, and the mount hung.
 func TestQueueWaitForAHeldVersionBehindARunningOne(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
-	started, release := e.holdPut("k", nil)
-	e.submit(t, "a", "k", "old")
-	<-started
-	s := e.staged(t, "")
-	if err := e.q.SubmitHeld(cache.Record{ID: "a", Key: "k", File: s.Name()}, s, nil); err != nil {
-		t.Fatal(err)
-	}
+	release := e.heldBehindRunning(t, "a", "k")
 	waited := make(chan error, 1)
 	go func() { waited <- e.q.Wait(context.Background(), "a") }()
 	// The old version finishes once Wait waits for the held one.
@@ -647,14 +669,7 @@ func TestQueueWaitForAHeldVersionBehindARunningOne(t *testing.T) {
 		e.q.mu.Unlock()
 	}
 	close(release)
-	select {
-	case err := <-waited:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Wait for a held version queued behind a running one never returned")
-	}
+	returnsNil(t, "Wait for a held version queued behind a running one", waited)
 	if got := e.content(t, "k"); got != "" {
 		t.Fatalf("content %q, want the held (empty) version", got)
 	}
@@ -667,10 +682,7 @@ func TestQueueWaitForAHeldVersionBehindARunningOne(t *testing.T) {
 // cache then waited forever instead of streaming through.
 func TestQueueHurryDoesNotWaitForHeldUploads(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: time.Hour, Workers: 1})
-	s := e.staged(t, "")
-	if err := e.q.SubmitHeld(cache.Record{ID: "a", Key: "k", File: s.Name()}, s, nil); err != nil {
-		t.Fatal(err)
-	}
+	e.submitHeld(t, "a", "k", nil)
 	if e.q.Hurry() {
 		t.Fatal("Hurry reports a held upload as one to wait for")
 	}
@@ -691,24 +703,11 @@ func TestQueueHurryDoesNotWaitForHeldUploads(t *testing.T) {
 // scheduled only once that one ends.
 func TestQueueDrainUploadsAHeldVersionBehindARunningOne(t *testing.T) {
 	e := newQueueEnv(t, QueueConfig{Delay: 0, Workers: 1})
-	started, release := e.holdPut("k", nil)
-	e.submit(t, "a", "k", "old")
-	<-started
-	s := e.staged(t, "")
-	if err := e.q.SubmitHeld(cache.Record{ID: "a", Key: "k", File: s.Name()}, s, nil); err != nil {
-		t.Fatal(err)
-	}
+	release := e.heldBehindRunning(t, "a", "k")
 	drained := make(chan error, 1)
 	go func() { drained <- e.q.Drain(context.Background()) }()
 	close(release)
-	select {
-	case err := <-drained:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the drain waited for a held version behind a running one")
-	}
+	returnsNil(t, "a drain with a held version behind a running one", drained)
 	if got := e.content(t, "k"); got != "" {
 		t.Fatalf("content %q, want the held (empty) version", got)
 	}
