@@ -86,12 +86,12 @@ func newQueueEnvLimited(t *testing.T, cfg QueueConfig, limit int64) *queueEnv {
 	return &queueEnv{b: b, dir: d, j: j, q: q, logs: logs}
 }
 
-// checkIndex compares the queue's key index and count of active items
-// with what its items say.
+// checkIndex compares the queue's key index and counts of active and held
+// items with what its items say.
 func (q *Queue) checkIndex() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	active, indexed := 0, 0
+	active, held, indexed := 0, 0, 0
 	for id, it := range q.items {
 		if it.rec.ID != id {
 			return fmt.Errorf("item %s holds the record of %s", id, it.rec.ID)
@@ -101,13 +101,16 @@ func (q *Queue) checkIndex() error {
 		}
 		if !it.gaveUp {
 			active++
+			if it.held {
+				held++
+			}
 		}
 	}
 	for _, set := range q.byKey {
 		indexed += len(set)
 	}
-	if indexed != len(q.items) || active != q.active {
-		return fmt.Errorf("%d items, %d indexed; %d active, counted %d", len(q.items), indexed, active, q.active)
+	if indexed != len(q.items) || active != q.active || held != q.held {
+		return fmt.Errorf("%d items, %d indexed; %d active, counted %d; %d held, counted %d", len(q.items), indexed, active, q.active, held, q.held)
 	}
 	return nil
 }
