@@ -253,7 +253,7 @@ func (q *Queue) Unhold(id string) {
 	}
 }
 
-// unholdLocked ends it's hold. LOCKS_REQUIRED(q.mu)
+// unholdLocked ends the hold of it, if any. LOCKS_REQUIRED(q.mu)
 func (q *Queue) unholdLocked(it *item) {
 	if it.held && q.items[it.rec.ID] == it && !it.gaveUp {
 		q.held-- // counted while active (indexLocked)
@@ -482,7 +482,7 @@ func (q *Queue) Wait(ctx context.Context, id string) error {
 		// Due now, and held no more: a held version's Unhold comes at the
 		// file's release, which may wait for this caller (a close of the
 		// file waits behind a rename for the keys). One queued behind a
-		// running version keeps its due time until it is scheduled.
+		// running version is scheduled, due, once that one ends.
 		q.unholdLocked(it)
 		it.due = q.u.now()
 		if it.index >= 0 {
@@ -698,7 +698,8 @@ func (q *Queue) Stats() QueueStats {
 
 // Hurry makes every queued upload due now (a writer waits for cache
 // space) and reports whether any upload is queued or running, that is
-// whether waiting can succeed.
+// whether waiting can succeed. Held ones do not count: they wait for
+// their file's release, which may wait for this writer.
 func (q *Queue) Hurry() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -710,6 +711,7 @@ func (q *Queue) Hurry() bool {
 	return q.activeLocked()-q.held > 0
 }
 
+// later returns the later of a and b.
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
