@@ -334,7 +334,10 @@ func TestQueueGhosts(t *testing.T) {
 // uploads the file if the server is back. It used to return the old error
 // at once, so that nothing but the next mount sent the file.
 func TestQueueWaitForGivenUpTriesOnceMore(t *testing.T) {
-	e := newQueueEnv(t, QueueConfig{MaxAttempts: 1, Revive: time.Hour})
+	// Not due before the first Wait: an attempt made and given up before
+	// it would have made that Wait the second try (3 PUTs, 1 in 100 runs
+	// under load).
+	e := newQueueEnv(t, QueueConfig{Delay: time.Hour, MaxAttempts: 1, Revive: time.Hour})
 	down := true
 	var mu sync.Mutex
 	e.b.SetFail(func(op, key string) error {
