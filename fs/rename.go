@@ -97,6 +97,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		defer n.freeze.Unlock()
 		err := d.fsys.removing(ctx, newKey, func(bool) error { return n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey) })
 		if err != nil {
+			d.fsys.renameFailed(dst, newName)
 			return d.fsys.fail("rename", newKey, err)
 		}
 		if target != nil {
@@ -120,6 +121,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			return d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size})
 		})
 		if err != nil {
+			d.fsys.renameFailed(dst, newName)
 			return d.fsys.fail("rename", newKey, err)
 		}
 	default:
@@ -172,6 +174,18 @@ func (f *FS) afterMove(parent *gofs.Inode, name string, newParent *gofs.Inode, n
 		}
 		time.Sleep(20 * time.Microsecond)
 	}
+}
+
+// renameFailed forgets what the mount and the kernel hold about newName in
+// dst after a failed move of a file, which may have left an object there:
+// a copy that landed and a delete that failed (a policy that denies
+// deletes) leave both names, and the kernel's negative entry for newName,
+// from the rename's own lookup, hid the new one for stat_ttl, as did dst's
+// listing. The kernel is told once the rename has returned: it holds dst's
+// lock until then.
+func (f *FS) renameFailed(dst *dirNode, newName string) {
+	f.listings.ForgetBelow(dst.dirKey())
+	go dst.NotifyEntry(newName)
 }
 
 // holdReplaced takes the freeze of the file a rename replaces, if it is

@@ -1683,3 +1683,39 @@ func TestEmptiedDirectoryLastsUntilRmdir(t *testing.T) {
 		t.Fatalf("left in the bucket: %v", keys)
 	}
 }
+
+// A rename whose copy landed and whose delete was refused (a policy that
+// denies deletes) fails, and leaves the object under both names: the mount
+// shows both at once. The kernel's negative entry for the new name, from
+// the rename's own lookup, and the directory's listing hid it for
+// stat_ttl (here an hour).
+func TestRenameWithDeleteRefusedShowsBothNames(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=1h")
+	writeFile(t, m.path("f"), []byte("content"))
+	srv.AddFault(osslocal.Fault{Op: "DeleteObject", Status: 403})
+	if err := os.Rename(m.path("f"), m.path("g")); errnoOf(err) != syscall.EACCES {
+		t.Fatalf("rename with every delete refused: %v, want EACCES", err)
+	}
+	// The kernel hears of the new name once the rename has returned.
+	waitUntil(t, "the new name to be found", func() bool {
+		_, err := os.Stat(m.path("g"))
+		return err == nil
+	})
+	entries, err := os.ReadDir(m.path(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if fmt.Sprint(names) != "[f g]" {
+		t.Errorf("listed %v, want [f g]", names)
+	}
+	for _, name := range []string{"f", "g"} {
+		if got, err := os.ReadFile(m.path(name)); err != nil || string(got) != "content" {
+			t.Errorf("%s: %q, %v", name, got, err)
+		}
+	}
+}
