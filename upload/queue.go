@@ -253,12 +253,22 @@ func (q *Queue) Unhold(id string) {
 	}
 }
 
-// unholdLocked ends the hold of it, if any. LOCKS_REQUIRED(q.mu)
+// unholdLocked ends the hold of it, if any. One in items is counted by
+// the index (indexLocked), which takes it out and back in around the
+// change, as giveUpLocked does; one queued behind a running version is not
+// indexed yet. LOCKS_REQUIRED(q.mu)
 func (q *Queue) unholdLocked(it *item) {
-	if it.held && q.items[it.rec.ID] == it && !it.gaveUp {
-		q.held-- // counted while active (indexLocked)
+	if !it.held {
+		return
+	}
+	indexed := q.items[it.rec.ID] == it
+	if indexed {
+		q.unindexLocked(it)
 	}
 	it.held = false
+	if indexed {
+		q.indexLocked(it)
+	}
 }
 
 func (q *Queue) submit(rec cache.Record, file *cache.Staging, onDone func(*cache.Staging, bool), held bool) error {
