@@ -392,12 +392,12 @@ func (d *dirNode) fileChild(ctx context.Context, name string, info bucket.Object
 	md.Mode = syscall.S_IFREG | md.Mode&0o7777
 	if ch := d.child(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok {
-			fn.refresh(info.Size, md)
+			fn.refresh(info.Size, md, info.ETag)
 			fn.fillEntry(out)
 			return ch
 		}
 	}
-	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md}
+	fn := &fileNode{fsys: d.fsys, size: info.Size, meta: md, etag: info.ETag, etagSeen: d.fsys.now()}
 	fn.confirmLocked() // not shared yet
 	fn.metaPending = d.fsys.adoptHeld(fn, d.fsys.fileKey(upload.Child(d.path(), name)), &fn.meta)
 	fn.fillEntry(out)
@@ -513,7 +513,13 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 				return
 			}
 			for _, o := range page.Objects {
-				add(strings.TrimPrefix(o.Key, prefix), listedType(o.Size))
+				name := strings.TrimPrefix(o.Key, prefix)
+				add(name, listedType(o.Size))
+				if ch := d.child(name); ch != nil {
+					if fn, ok := ch.Operations().(*fileNode); ok {
+						fn.listedAs(o.Size, o.ETag)
+					}
+				}
 			}
 			for _, p := range page.Prefixes {
 				add(strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/"), syscall.S_IFDIR)

@@ -81,6 +81,17 @@ type fileNode struct {
 	rewrites uint64 // GUARDED_BY(mu)
 	// copied: the last copy on the server that made the file (copyrange.go).
 	copied *serverCopy // GUARDED_BY(mu)
+	// etag is the object's version as this mount last saw it (a lookup's
+	// HEAD, its own upload); "" when unknown, and while staged. etagSeen
+	// is when the bucket last showed it (those, or a listing).
+	etag     string    // GUARDED_BY(mu)
+	etagSeen time.Time // GUARDED_BY(mu)
+	// pages is the version whose bytes the kernel's page cache may hold
+	// for the file: that of the reads of the object since the last open
+	// that dropped the cache (keepPages), mixedPages if they read two;
+	// pagesRead the ranges they read (pages.go).
+	pages     readPin    // GUARDED_BY(mu)
+	pagesRead pageRanges // GUARDED_BY(mu)
 }
 
 var (
@@ -106,11 +117,11 @@ func (n *fileNode) isLocal() bool {
 // refresh takes the bucket's view of a file that has no local state. A
 // metadata change held for a moment (metaPending) is newer than that view
 // and stays.
-func (n *fileNode) refresh(size int64, md upload.Metadata) {
+func (n *fileNode) refresh(size int64, md upload.Metadata, etag string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.staging == nil {
-		n.size = size
+		n.size, n.etag, n.etagSeen = size, etag, n.fsys.now()
 		if !n.metaPending {
 			n.meta = md
 		}
@@ -192,7 +203,15 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			return nil, 0, n.fsys.fail("open", n.key(), err)
 		}
 	}
-	return &fileHandle{node: n, append: flags&syscall.O_APPEND != 0}, openFlags(flags), 0
+	h := &fileHandle{node: n, append: flags&syscall.O_APPEND != 0, pagesCached: flags&syscall.O_DIRECT == 0}
+	fuseFlags := openFlags(flags)
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY && !truncate {
+		if pin, keep := n.keepPages(); keep {
+			h.pin = pin
+			fuseFlags |= fuse.FOPEN_KEEP_CACHE
+		}
+	}
+	return h, fuseFlags, 0
 }
 
 // openFlags tells the kernel how to treat a new handle. Writes through a
@@ -273,6 +292,9 @@ func (n *fileNode) stage(ctx context.Context, truncate bool, change sizeChange, 
 		}
 		n.mu.Lock()
 		n.staging, n.absentRead = st, 0
+		// The kernel's cached pages are of the object, which the staged
+		// content leaves behind from now on.
+		n.etag, n.pages, n.pagesRead = "", readPin{}, nil
 		// Another client may have changed the object since it was looked
 		// up: the file is what the object holds now, not that cut to the
 		// old size or padded with zeros to it.
@@ -521,11 +543,12 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	defer keys.letGo()
 	var key string
 	var got int
+	var pin readPin
 	var err error
 	keys.retry(func() bool {
 		key = n.key()
 		var found int64
-		renamed := keys.around(func() { got, found, err = h.readRemote(key, dest[:length], off, size, rewrites) })
+		renamed := keys.around(func() { got, found, pin, err = h.readRemote(key, dest[:length], off, size, rewrites) })
 		switch {
 		case renamed:
 			// The stream it opened may read another object, moved in
@@ -536,8 +559,14 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 		}
 		return renamed
 	})
+	if errors.Is(err, bucket.ErrChanged) {
+		n.versionGone(pin.etag)
+	}
 	if err != nil {
 		return nil, n.fsys.fail("read", key, err)
+	}
+	if got > 0 && h.pagesCached {
+		n.notePages(pin, off, off+int64(got))
 	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
@@ -799,6 +828,9 @@ func (n *fileNode) dropStagingIfIdle() {
 		idle, keep = n.staging, !n.dirty && !n.unlinked
 		n.staging = nil
 		n.dirty = false
+		if keep {
+			n.uploadedVersionLocked(idle, n.key())
+		}
 	}
 	n.mu.Unlock()
 	// Outside mu: Remove waits for readers of the file, and for parts of a

@@ -21,6 +21,9 @@ import (
 type fileHandle struct {
 	node   *fileNode
 	append bool // O_APPEND: every write goes to the end
+	// pagesCached: reads through it go through the kernel's page cache
+	// (not O_DIRECT), so they count for keepPages.
+	pagesCached bool
 
 	mu        sync.Mutex
 	stream    io.ReadCloser // GUARDED_BY(mu); open GET body, nil if none
@@ -88,7 +91,7 @@ const streamRetries = 3
 // readRemote fills dest from the object at off (size is the object's size,
 // as far as the node knows; rewrites the node's count of them). found is
 // the size of the object a new stream found (-1: none opened, or its size
-// unknown).
+// unknown); pin the version the handle reads, once it has one.
 //
 // Every request is of the handle's pinned version (readPin), once it has
 // one: another version fails the read (bucket.ErrChanged, ESTALE). Before
@@ -96,9 +99,11 @@ const streamRetries = 3
 // object replaced fails the read if some of dest came from the old
 // version: a read returns one version's bytes, never a splice. If none
 // did, dest comes from a new stream, of the version there now.
-func (h *fileHandle) readRemote(key string, dest []byte, off, size int64, rewrites uint64) (n int, found int64, err error) {
+func (h *fileHandle) readRemote(key string, dest []byte, off, size int64, rewrites uint64) (n int, found int64, pin readPin, err error) {
 	if n, ok, err := h.readKept(key, dest, off, rewrites); ok {
-		return n, -1, err
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return n, -1, h.pin, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -116,7 +121,7 @@ func (h *fileHandle) readRemote(key string, dest []byte, off, size int64, rewrit
 		// Bytes handed to the reader: from now on, this version only.
 		h.pin = readPin{key: key, etag: h.streamETag, rewrites: rewrites}
 	}
-	return n, found, err
+	return n, found, h.pin, err
 }
 
 // readKept reads from the kept copy of the object, if there is one (ok).
@@ -126,9 +131,16 @@ func (h *fileHandle) readKept(key string, dest []byte, off int64, rewrites uint6
 	if !h.keptChecked {
 		h.keptChecked = true
 		var etag string
-		if h.kept, etag = h.node.fsys.keptForReading(context.Background(), key); h.kept != nil && h.pin.etag == "" {
+		h.kept, etag = h.node.fsys.keptForReading(context.Background(), key)
+		switch {
+		case h.kept == nil:
+		case h.pin.etag == "":
 			// What the object is now, as the HEAD found it.
 			h.pin = readPin{key: key, etag: etag, rewrites: rewrites}
+		case h.pin.etag != etag:
+			// Pinned at the open to the version of the kernel's pages
+			// (keepPages), which the kept copy is not.
+			h.kept = nil
 		}
 	}
 	kept := h.kept

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -403,11 +404,11 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 // An edit of a file this mount uploaded starts from the copy the cache
 // kept at its release, not a download of the whole object, and reads of it
 // are served from that copy, as long as the object is still that version;
-// another client's replacement is read in.
+// another client's replacement is read in once stat_ttl has run out.
 func TestKeptCopyServesEditsAndReads(t *testing.T) {
 	for _, mode := range bothModes {
 		t.Run(mode.name, func(t *testing.T) {
-			srv, m, settled := logMount(t, mode)
+			srv, m, settled := logMount(t, mode, "stat_ttl=300ms")
 			data := randomBytes(t, 4<<20+7)
 			writeFile(t, m.path("log"), data)
 			settled()
@@ -442,7 +443,9 @@ func TestKeptCopyServesEditsAndReads(t *testing.T) {
 			srv.putByOther(t, "log", other)
 			writeFile(t, local, other)
 			before = srv.Counts()
-			run(t, "cmp", local, m.path("log"))
+			waitUntil(t, "another client's replacement to show", func() bool {
+				return exec.Command("cmp", "-s", local, m.path("log")).Run() == nil
+			})
 			if n := srv.Counts()["GetObject"] - before["GetObject"]; n == 0 {
 				t.Error("a read of an object another client replaced read the kept copy")
 			}
@@ -490,10 +493,10 @@ func TestWritebackAppendDuringUploadCopiesFromIt(t *testing.T) {
 
 // logMount mounts a new server with 1 MiB parts in mode; settled waits
 // until the file "log" is in the bucket (its upload, in write-back mode).
-func logMount(t *testing.T, mode mountMode) (srv *server, m *mount, settled func()) {
+func logMount(t *testing.T, mode mountMode, opts ...string) (srv *server, m *mount, settled func()) {
 	t.Helper()
 	srv = startServer(t)
-	m = startMount(t, srv, append([]string{"part_size=1MiB"}, mode.opts...)...)
+	m = startMount(t, srv, slices.Concat([]string{"part_size=1MiB"}, mode.opts, opts)...)
 	settled = func() {
 		if mode.name == "writeback" {
 			run(t, "sync", m.path("log")) // waits for its upload

@@ -1248,3 +1248,92 @@ func TestOverwriteReadsNothingOfTheOldObject(t *testing.T) {
 		})
 	}
 }
+
+// A file read whole is read again from the kernel's page cache: an open
+// within stat_ttl of the mount's last look at the object keeps the pages
+// (FOPEN_KEEP_CACHE) when they are of the version it saw. Each `cat` of an
+// object was a GET. Anything this mount writes to the file, through any
+// kind of descriptor, is read back; a file read in part is read from the
+// bucket, so that a new open reads another client's replacement, as
+// before; a listing that shows a new version drops the pages.
+func TestRereadsComeFromThePageCache(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=1h")
+	data, old := randomBytes(t, 3<<20), randomBytes(t, 2<<20)
+	// (Put before the first lookup: the mount lists the root once an hour.)
+	srv.putByOther(t, "big", data)
+	srv.putByOther(t, "part", old)
+	srv.putByOther(t, "whole", old)
+	path := m.path("big")
+	readAll := func(want []byte, what string) {
+		t.Helper()
+		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: %d bytes (%v), the right ones: %v", what, len(got), err, bytes.Equal(got, want))
+		}
+	}
+	readAll(data, "first read")
+	before := srv.Counts()
+	readAll(data, "second read")
+	run(t, "cat", path)
+	if after := srv.Counts(); after["GetObject"] != before["GetObject"] || after["HeadObject"] != before["HeadObject"] {
+		t.Errorf("reads of a file read whole asked the bucket: %d GETs, %d HEADs",
+			after["GetObject"]-before["GetObject"], after["HeadObject"]-before["HeadObject"])
+	}
+
+	// Written through a write-only descriptor (direct I/O, which leaves
+	// the kernel's pages alone), then through a read-write one.
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("written"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copy(data[1<<20:], "written")
+	readAll(data, "read after a write-only edit")
+	editAt(t, path, 5, []byte("edited"))
+	copy(data[5:], "edited")
+	readAll(data, "read after a read-write edit")
+	readAll(data, "read again")
+	srv.sameObject(t, "big", data)
+	// Replaced by a rename: the name is another file.
+	writeFile(t, m.path("other"), []byte("the other file"))
+	if err := os.Rename(m.path("other"), path); err != nil {
+		t.Fatal(err)
+	}
+	readAll([]byte("the other file"), "read after a rename over it")
+
+	// Read in part, then replaced by another client: a new open reads the
+	// new version (no page of the old one is kept).
+	f, err := os.Open(m.path("part"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	replaced := randomBytes(t, 2<<20)
+	srv.putByOther(t, "part", replaced)
+	if got, err := os.ReadFile(m.path("part")); err != nil || !bytes.Equal(got, replaced) {
+		t.Fatalf("read of a file read in part, replaced since: %d bytes (%v), the new version: %v", len(got), err, bytes.Equal(got, replaced))
+	}
+
+	// Read whole, then replaced: within stat_ttl the mount shows the
+	// version it saw, as it shows its size — or, for a page the kernel
+	// let go, fails the read (ESTALE): never a splice of the two — until a
+	// listing shows the new one.
+	path = m.path("whole")
+	readAll(old, "read of another object")
+	srv.putByOther(t, "whole", replaced)
+	if got, err := os.ReadFile(path); err != nil && errnoOf(err) != syscall.ESTALE || err == nil && !bytes.Equal(got, old) {
+		t.Fatalf("read within stat_ttl of a replaced object: %d bytes (%v), the old version: %v", len(got), err, bytes.Equal(got, old))
+	}
+	if _, err := os.ReadDir(m.path("")); err != nil {
+		t.Fatal(err)
+	}
+	readAll(replaced, "read after a listing showed the replacement")
+}
