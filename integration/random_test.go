@@ -216,7 +216,7 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 	size := []int64{0, 5, 500}[r.IntN(3)]
 	off := []int64{0, 3, 600, 69000}[r.IntN(4)]
 	dir, dir2 := []string{"d", "e", "g"}[r.IntN(3)], []string{"d", "e", "g"}[r.IntN(3)]
-	switch r.IntN(11) {
+	switch r.IntN(12) {
 	case 0, 1:
 		what = fmt.Sprintf("write %d bytes to %s", len(data), name)
 		op = func(base string) error { return os.WriteFile(filepath.Join(base, name), data, 0o644) }
@@ -270,6 +270,17 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 	case 9:
 		what = "rmdir " + dir
 		op = func(base string) error { return syscall.Rmdir(filepath.Join(base, dir)) }
+	case 10:
+		// Read-only and whole: the kernel's pages of it may be kept for
+		// the next read (fs/pages.go), across the other operations.
+		what = "read " + name
+		op = func(base string) error {
+			data, err := os.ReadFile(filepath.Join(base, name))
+			if err != nil {
+				return err
+			}
+			return readBack(data)
+		}
 	default:
 		what = fmt.Sprintf("rename directory %s to %s", dir, dir2)
 		op = func(base string) error { return os.Rename(filepath.Join(base, dir), filepath.Join(base, dir2)) }
