@@ -72,7 +72,7 @@ func TestListings(t *testing.T) {
 	if _, _, ok := l.Stamps("d/", "new"); ok {
 		t.Fatal("an expired list has stamps")
 	}
-	if known, _, _, expired := l.Lookup("d/", "new"); known || !expired {
+	if known, _, _, stale := l.Lookup("d/", "new"); known || stale != 2 {
 		t.Fatal("expired list used")
 	}
 	l.Put("a/b/", nil)

@@ -77,22 +77,23 @@ func (l *Listings) freshLocked(dir string) *listing {
 }
 
 // Lookup answers from a fresh list of dir: known is false when there is
-// none; otherwise exists and isDir say what dir holds under name. expired
-// says a list was kept but is too old: the directory is in use, and listing
-// it again is likely cheaper than looking up names one by one.
-func (l *Listings) Lookup(dir, name string) (known, exists, isDir, expired bool) {
+// none; otherwise exists and isDir say what dir holds under name. stale is
+// the number of entries of a list kept but too old (-1: none was): the
+// directory is in use, and if it is small, listing it again is likely
+// cheaper than looking up names one by one.
+func (l *Listings) Lookup(dir, name string) (known, exists, isDir bool, stale int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	d, ok := l.dirs[dir]
 	if !ok {
-		return false, false, false, false
+		return false, false, false, -1
 	}
 	if l.now().Sub(d.at) >= l.ttl {
 		delete(l.dirs, dir)
-		return false, false, false, true
+		return false, false, false, len(d.entries)
 	}
 	isDir, exists = d.entries[name]
-	return true, exists, isDir, false
+	return true, exists, isDir, -1
 }
 
 // Stamps identifies dir's fresh list (made: a new list has a new one) and

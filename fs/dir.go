@@ -175,29 +175,28 @@ func (d *dirNode) lookupOnce(ctx context.Context, name string, out *fuse.EntryOu
 			return ch, 0, false
 		}
 	}
-	known, exists, isDir, expired := d.fsys.listings.Lookup(d.dirKey(), name)
-	switch {
-	case expired:
-		_, errno, renamed, _ := d.list(ctx, keys, 0)
-		if renamed || errno != 0 {
-			return nil, errno, renamed
-		}
-		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
-	case !known:
+	known, exists, isDir, stale := d.fsys.listings.Lookup(d.dirKey(), name)
+	if !known {
 		pages := d.wantsListing()
-		if pages == 0 {
-			break
+		if stale >= 0 && stale < listPageSize {
+			// A small directory in use: listed again, one request, as a
+			// lookup by name would cost. (A large one was listed again
+			// whole: 20 requests for one name in 20,000 entries, every
+			// stat_ttl.)
+			pages = listOnDemandPages
 		}
-		// Listed on demand (prefetch.go); if that fails, the name is
-		// asked for alone, and that request's failure is the lookup's.
-		_, errno, renamed, complete := d.list(ctx, keys, pages)
-		if renamed {
-			return nil, 0, true
+		if pages > 0 {
+			// Listed on demand (prefetch.go); if that fails, the name is
+			// asked for alone, and that request's failure is the lookup's.
+			_, errno, renamed, complete := d.list(ctx, keys, pages)
+			if renamed {
+				return nil, 0, true
+			}
+			if errno == 0 && !complete && pages == listOnDemandPages {
+				d.setTooBig(true)
+			}
+			known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 		}
-		if errno == 0 && !complete && pages == listOnDemandPages {
-			d.setTooBig(true)
-		}
-		known, exists, isDir, _ = d.fsys.listings.Lookup(d.dirKey(), name)
 	}
 	if known && !exists {
 		return nil, syscall.ENOENT, false
@@ -508,7 +507,7 @@ func (d *dirNode) list(ctx context.Context, keys *keyHold, maxPages int) (_ []fu
 		token := ""
 		for pages = 1; ; pages++ {
 			var page bucket.ListPage
-			page, err = d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: 1000})
+			page, err = d.fsys.bucket.List(ctx, bucket.ListRequest{Prefix: prefix, Delimiter: "/", ContinuationToken: token, MaxKeys: listPageSize})
 			if err != nil {
 				return
 			}

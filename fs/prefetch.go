@@ -43,6 +43,9 @@ const aheadLookups = 16
 // could cost more than the lookups it saves.
 const listOnDemandPages = 10
 
+// listPageSize is the entries a listing asks for per request (OSS's most).
+const listPageSize = 1000
+
 // wantsListing counts a lookup in d that found no fresh listing, and says
 // how many pages of d to list now, if any (0): up to listOnDemandPages at
 // the second such lookup within stat_ttl; one at the first if a program

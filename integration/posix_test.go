@@ -1347,6 +1347,53 @@ func TestTooBigToListOnDemand(t *testing.T) {
 	}
 }
 
+// A lookup in a directory whose list has expired lists it again only if
+// it held less than a page: one request, as the lookup would cost. A
+// larger one is left to the rule for directories with no list (the second
+// lookup within stat_ttl lists it): it was listed again whole, three
+// requests here for one stat, twenty for a directory of 20,000 entries.
+func TestLookupAfterStatTTLListsAgainOnlyWhatIsSmall(t *testing.T) {
+	var bigPages, smallPages atomic.Int64
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if q := r.URL.Query(); r.Method == http.MethodGet && q.Get("delimiter") == "/" {
+				switch q.Get("prefix") {
+				case "big/":
+					bigPages.Add(1)
+				case "small/":
+					smallPages.Add(1)
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	for i := range 2_001 {
+		srv.putByOther(t, fmt.Sprintf("big/k%04d", i), nil)
+	}
+	for i := range 10 {
+		srv.putByOther(t, fmt.Sprintf("small/s%d", i), nil)
+	}
+	m := startMount(t, srv, "stat_ttl=1s") // long enough for the first stats to count as within it
+	stat := func(names ...string) {
+		t.Helper()
+		for _, name := range names {
+			if _, err := os.Stat(m.path(name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stat("big/k0000", "big/k0001", "small/s0", "small/s1") // each second lists
+	if bigPages.Load() != 3 || smallPages.Load() != 1 {
+		t.Fatalf("second lookups listed %d and %d pages, want 3 and 1", bigPages.Load(), smallPages.Load())
+	}
+	time.Sleep(1100 * time.Millisecond) // what is tested: stat_ttl running out
+	stat("big/k0002", "small/s2")
+	if bigPages.Load() != 3 || smallPages.Load() != 2 {
+		t.Errorf("a stat in each after stat_ttl: %d pages of the large one's listing in all, %d of the small one's; want 3 and 2",
+			bigPages.Load(), smallPages.Load())
+	}
+}
+
 // FIFOs, sockets and device nodes (mkfifo, mknod, rsync -a, which copies
 // them with -D) are empty objects with their type in x-oss-meta-mode and a
 // device's number in x-oss-meta-rdev, as ossfs and s3fs keep them: a fresh
