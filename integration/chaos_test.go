@@ -203,16 +203,20 @@ func TestReadsUnderServerErrors(t *testing.T) {
 	srv.AddFault(osslocal.Fault{Op: "GetObject", CutBody: true, Rate: 0.25, Seed: 2})
 	srv.AddFault(osslocal.Fault{Op: "HeadObject", Status: 500, Rate: 0.25, Seed: 3})
 	equal := 0
-	for _, name := range names {
-		out, err := exec.Command("cmp", filepath.Join(src, name), m.path(name)).CombinedOutput()
-		switch {
-		case err == nil:
-			equal++
-		case !strings.Contains(string(out), "Input/output error"):
-			t.Errorf("%s: cmp: %v %s", name, err, out)
+	// Twice: the second reads of a file read whole come from the pages
+	// the first left (fs/pages.go), which must be its bytes.
+	for range 2 {
+		for _, name := range names {
+			out, err := exec.Command("cmp", filepath.Join(src, name), m.path(name)).CombinedOutput()
+			switch {
+			case err == nil:
+				equal++
+			case !strings.Contains(string(out), "Input/output error"):
+				t.Errorf("%s: cmp: %v %s", name, err, out)
+			}
 		}
 	}
-	t.Logf("%d of %d reads equal, the rest EIO", equal, len(names))
+	t.Logf("%d of %d reads equal, the rest EIO", equal, 2*len(names))
 	if equal == 0 {
 		t.Error("no read got through the faults")
 	}
