@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -1391,6 +1392,52 @@ func TestLookupAfterStatTTLListsAgainOnlyWhatIsSmall(t *testing.T) {
 	if bigPages.Load() != 3 || smallPages.Load() != 2 {
 		t.Errorf("a stat in each after stat_ttl: %d pages of the large one's listing in all, %d of the small one's; want 3 and 2",
 			bigPages.Load(), smallPages.Load())
+	}
+}
+
+// The lookup of a file the mount knows, in a small directory whose list
+// has expired, asks for the file's HEAD while the listing is under way,
+// not after it: one round trip instead of two for the first stat in each
+// directory of a tree looked at again after stat_ttl (git status, make).
+// The server holds the listing until the HEAD comes (a second at most).
+func TestLookupAfterStatTTLAsksWithTheListing(t *testing.T) {
+	var armed, together atomic.Bool
+	headCame := make(chan struct{})
+	var once sync.Once
+	srv := startServerWith(t, store.NewMemory(), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if armed.Load() {
+				q := r.URL.Query()
+				switch {
+				case r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, "/small/s1"):
+					once.Do(func() { close(headCame) })
+				case r.Method == http.MethodGet && q.Get("prefix") == "small/" && q.Get("delimiter") == "/":
+					select {
+					case <-headCame:
+						together.Store(true)
+					case <-time.After(time.Second):
+					}
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	for i := range 10 {
+		srv.putByOther(t, fmt.Sprintf("small/s%d", i), []byte{byte(i)})
+	}
+	m := startMount(t, srv, "stat_ttl=1s")
+	for _, name := range []string{"s0", "s1"} { // the second lists
+		if _, err := os.Stat(m.path("small/" + name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // what is tested: stat_ttl running out
+	armed.Store(true)
+	if info, err := os.Stat(m.path("small/s1")); err != nil || info.Size() != 1 {
+		t.Fatalf("stat after stat_ttl: %v %v", info, err)
+	}
+	if !together.Load() {
+		t.Error("the lookup asked for the file's HEAD only after the listing")
 	}
 }
 
