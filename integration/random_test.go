@@ -26,11 +26,13 @@ import (
 // back in uploaded with their unchanged parts copied), and also with no
 // kept copies, so that every file of 70,000 bytes opened for writing is
 // staged from its end (fs/absent.go; in write-back mode its close uploads
-// it instead of queueing it).
+// it instead of queueing it); and sync with a stat_ttl of 30 ms, so that
+// lists, lookups and kept pages expire during a run.
 var randomModes = []mountMode{
 	{"sync", nil},
 	{"writeback", []string{"writeback", "writeback_delay=2ms"}},
 	{"sync-nocache", []string{"stat_ttl=0s"}},
+	{"sync-shortttl", []string{"stat_ttl=30ms"}},
 	{"writeback-nocache", []string{"writeback", "writeback_delay=2ms", "stat_ttl=0s"}},
 	{"sync-smallparts", []string{"part_size=16KiB"}},
 	{"writeback-smallparts", []string{"writeback", "writeback_delay=2ms", "part_size=16KiB"}},
