@@ -15,9 +15,11 @@ import (
 // last dropped was of one version, and that version is the one the mount
 // last saw in the bucket (a HEAD, a listing, its own upload) less than
 // stat_ttl ago, under the same key: the freshness of the file's
-// attributes. Anything this mount does to the
-// content stages the file first, which forgets the version; another
-// client's change shows once a lookup after stat_ttl finds a new ETag.
+// attributes. Anything this mount does to the content stages the file
+// first, which forgets the version; another client's change shows once a
+// lookup after stat_ttl, or a listing, finds a new ETag. ETags are
+// compared, never trusted to be current: two versions with one ETag have
+// the same bytes.
 
 // mixedPages is the pages' version when reads of two versions filled
 // them: they are dropped at the next open. No ETag looks like this.
@@ -110,15 +112,15 @@ func (n *fileNode) uploadedVersionLocked(st *cache.Staging, key string) {
 }
 
 // listedAs takes a listing's entry for the file's object: the bucket
-// still has the version the mount last saw, or has another one, whose
-// pages a new open does not keep.
+// still has the version the mount last saw (or, if it knew none, has this
+// one), or has another one, whose pages a new open does not keep.
 func (n *fileNode) listedAs(size int64, etag string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {
 	case n.staging != nil:
-	case etag != "" && etag == n.etag && size == n.size:
-		n.etagSeen = n.fsys.now()
+	case etag != "" && (etag == n.etag || n.etag == "") && size == n.size:
+		n.etag, n.etagSeen = etag, n.fsys.now()
 	default:
 		n.etagSeen = time.Time{}
 	}
