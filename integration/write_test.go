@@ -1336,4 +1336,21 @@ func TestRereadsComeFromThePageCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	readAll(replaced, "read after a listing showed the replacement")
+
+	// Streamed through a cache smaller than itself, its start gone from
+	// the disk, the file's version is not known from its upload: the
+	// first listing that shows it tells it.
+	m = startMount(t, srv, "stat_ttl=1h", "cache_size=4MiB", "part_size=1MiB")
+	streamed := randomBytes(t, 12<<20)
+	path = m.path("streamed")
+	writeFile(t, path, streamed)
+	readAll(streamed, "read of a streamed file")
+	if _, err := os.ReadDir(m.path("")); err != nil {
+		t.Fatal(err)
+	}
+	before = srv.Counts()
+	readAll(streamed, "read of a streamed file again")
+	if n := srv.Counts()["GetObject"] - before["GetObject"]; n != 0 {
+		t.Errorf("a streamed file read whole, listed since, read again with %d GETs", n)
+	}
 }
