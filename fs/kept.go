@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"strings"
 
 	"github.com/dustin/go-humanize"
 
@@ -44,9 +43,7 @@ func (n *fileNode) fromKept(ctx context.Context, letKeysGo func()) (st *cache.St
 // not synced to the disk, and could have been changed there.
 func (f *FS) stillObject(ctx context.Context, key string, c cache.KeptCopy) (etag string, still bool) {
 	info, err := f.bucket.Head(ctx, key)
-	// An ETag from a response header is quoted; one from a response body
-	// (a completed multipart upload) may not be.
-	if err != nil || strings.Trim(info.ETag, `"`) != strings.Trim(c.ETag, `"`) || info.Size != c.Size {
+	if err != nil || !sameVersion(info.ETag, c.ETag) || info.Size != c.Size {
 		f.log.Debug("the kept copy is not the object any more", "key", key, "err", err)
 		return "", false
 	}

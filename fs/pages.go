@@ -3,6 +3,7 @@ package fs
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ossmount/ossmount/cache"
@@ -20,6 +21,13 @@ import (
 // lookup after stat_ttl, or a listing, finds a new ETag. ETags are
 // compared, never trusted to be current: two versions with one ETag have
 // the same bytes.
+
+// sameVersion reports whether two ETags name one object version. An ETag
+// from a response header is quoted; one from a response body (a completed
+// multipart upload) may not be.
+func sameVersion(a, b string) bool {
+	return a != "" && strings.Trim(a, `"`) == strings.Trim(b, `"`)
+}
 
 // mixedPages is the pages' version when reads of two versions filled
 // them: they are dropped at the next open. No ETag looks like this.
@@ -70,7 +78,7 @@ func (n *fileNode) keepPages() (readPin, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	p := n.pages
-	keep := n.staging == nil && !n.unlinked && p.etag != "" && p.etag == n.etag &&
+	keep := n.staging == nil && !n.unlinked && sameVersion(p.etag, n.etag) &&
 		p.key == key && p.rewrites == n.rewrites && n.pagesRead.covers(n.size) &&
 		n.fsys.withinTTL(n.etagSeen)
 	if !keep {
@@ -119,7 +127,7 @@ func (n *fileNode) listedAs(size int64, etag string) {
 	defer n.mu.Unlock()
 	switch {
 	case n.staging != nil:
-	case etag != "" && (etag == n.etag || n.etag == "") && size == n.size:
+	case etag != "" && (sameVersion(etag, n.etag) || n.etag == "") && size == n.size:
 		n.etag, n.etagSeen = etag, n.fsys.now()
 	default:
 		n.etagSeen = time.Time{}
@@ -132,7 +140,7 @@ func (n *fileNode) listedAs(size int64, etag string) {
 func (n *fileNode) versionGone(etag string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if etag != "" && etag == n.etag {
+	if sameVersion(etag, n.etag) {
 		n.etagSeen = time.Time{}
 	}
 }
