@@ -111,7 +111,7 @@ func TestServerErrorsAtRandom(t *testing.T) {
 				}
 			}
 			for _, p := range reported {
-				if !strings.Contains(m.logs.String(), "tree/"+p) {
+				if !m.logged("tree/" + p) {
 					t.Errorf("no log line names %s, which cp reported", p)
 				}
 			}

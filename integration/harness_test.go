@@ -570,6 +570,18 @@ func isMounted(dir string) bool {
 
 func (m *mount) path(rel string) string { return filepath.Join(m.dir, rel) }
 
+// logged reports whether the mount logs a line containing text within ten
+// seconds: its log comes through a pipe, and a line written before an
+// operation returned may reach the test after it.
+func (m *mount) logged(text string) bool {
+	for end := time.Now().Add(10 * time.Second); !strings.Contains(m.logs.String(), text); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			return false
+		}
+	}
+	return true
+}
+
 // run runs a command and fails the test if it fails.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()

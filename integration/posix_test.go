@@ -440,7 +440,7 @@ func TestObjectsFromOtherClients(t *testing.T) {
 	srv := startServer(t)
 	srv.putByOther(t, "implicit/deeper/file.txt", []byte("from elsewhere"))
 	m := startMount(t, srv, "uid=1234", "gid=99", "umask=027")
-	if !strings.Contains(m.logs.String(), "without allow_other only the mounting user may enter the mount") {
+	if !m.logged("without allow_other only the mounting user may enter the mount") {
 		t.Error("no warning that uid 1234 cannot enter the mount without allow_other")
 	}
 	fi, err := os.Stat(m.path("implicit/deeper/file.txt"))

@@ -209,7 +209,7 @@ func TestFileLargerThanTheCache(t *testing.T) {
 	writeFile(t, filepath.Join(src, "big"), data)
 	run(t, "dd", "if="+filepath.Join(src, "big"), "of="+m.path("big"), "bs=1M", "status=none")
 	srv.sameObject(t, "big", data)
-	if !strings.Contains(m.logs.String(), "the cache is full: uploaded parts of a file being written leave it") {
+	if !m.logged("the cache is full: uploaded parts of a file being written leave it") {
 		t.Errorf("no log line says why the start of the file left the cache")
 	}
 	if strings.Contains(m.logs.String(), "cache_size is under two parts") {
@@ -394,7 +394,7 @@ func TestEditOfABigObjectCopiesWhatItLeftAlone(t *testing.T) {
 			settled()
 			copy(data, "MINE")
 			srv.sameObject(t, "log", data)
-			if !strings.Contains(m.logs.String(), "uploading the whole file") {
+			if !m.logged("uploading the whole file") {
 				t.Error("no line says the copy was given up")
 			}
 		})
@@ -668,7 +668,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 	// (cmp's close uploads the file, as any close does.)
 	before = srv.Counts()
 	run(t, "cmp", want, m.path("read"))
-	if !strings.Contains(m.logs.String(), `"fetching the start of a file staged from its end" key=read`) {
+	if !m.logged(`"fetching the start of a file staged from its end" key=read`) {
 		t.Error("reading the whole file did not read its start in")
 	}
 	if err := f.Close(); err != nil {
@@ -770,7 +770,7 @@ func TestAppendToALargeObjectReadsOnlyItsEnd(t *testing.T) {
 		srv.sameObject(t, key, other)
 	}
 	appendAfterReplace("sync", m.path("replaced"), "replaced")
-	if !strings.Contains(m.logs.String(), "was replaced or removed before its start was read in") {
+	if !m.logged("was replaced or removed before its start was read in") {
 		t.Error("no line says why the close failed")
 	}
 	// The file is not stuck: once its last handle is released, the next

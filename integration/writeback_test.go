@@ -374,7 +374,7 @@ func TestWritebackJournalReplayAfterKill(t *testing.T) {
 	if srv.exists("crash/unacknowledged") {
 		t.Fatal("an unacknowledged file was uploaded")
 	}
-	if !strings.Contains(m.logs.String(), "replaying") {
+	if !m.logged("replaying") {
 		t.Errorf("no log line about the replay")
 	}
 }
@@ -972,7 +972,7 @@ func TestWritebackFileLargerThanTheCache(t *testing.T) {
 	// delay: the close waited for it.
 	srv.sameObject(t, "big", data)
 	for _, line := range []string{"the cache cannot hold a file being written", "the cache is full: uploaded parts of a file being written leave it"} {
-		if !strings.Contains(m.logs.String(), line) {
+		if !m.logged(line) {
 			t.Errorf("no log line %q", line)
 		}
 	}
