@@ -34,3 +34,18 @@ func TestPageRanges(t *testing.T) {
 		t.Errorf("%d ranges taken", len(r))
 	}
 }
+
+// An ETag names one version with or without its quotes; none names none.
+func TestSameVersion(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{`"abc"`, `"abc"`, true}, {`"abc"`, `abc`, true}, {`abc-2`, `"abc-2"`, true},
+		{`"abc"`, `"abd"`, false}, {``, ``, false}, {``, `"abc"`, false}, {mixedPages, `"abc"`, false},
+	} {
+		if got := sameVersion(c.a, c.b); got != c.same {
+			t.Errorf("sameVersion(%q, %q) = %v", c.a, c.b, got)
+		}
+	}
+}
