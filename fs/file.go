@@ -787,7 +787,10 @@ func (n *fileNode) released() {
 		err := n.upload(context.Background(), release)
 		release()
 		if err != nil {
-			n.fsys.log.Error("upload at release failed; the staged data is kept until the next close", "key", n.key(), "err", err)
+			pause := n.fsys.leave(n)
+			n.fsys.log.Error("upload at release failed; tried again later, and at the unmount", "key", n.key(), "in", pause.String(), "err", err)
+		} else {
+			n.fsys.landed(n)
 		}
 	} else if last && queued != "" {
 		n.fsys.queue.Unhold(queued) // an empty file's close held its upload

@@ -99,6 +99,8 @@ type FS struct {
 	// again (heldRetries); closing: Shutdown has begun, no more retries.
 	retried map[metaHolder]int // GUARDED_BY(heldMu)
 	closing bool               // GUARDED_BY(heldMu)
+
+	left leftUploads // left.go
 }
 
 // heldRetries bounds the attempts at a held change the server failed, tried
@@ -280,6 +282,7 @@ func (f *FS) Shutdown(ctx context.Context) {
 		f.applyHeld(ctx, n)
 	}
 	f.applying.Wait()
+	f.uploadLeft(ctx)
 }
 
 // releaseLost walks the tree below in (fileNode.releaseLost).

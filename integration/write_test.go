@@ -251,6 +251,31 @@ func TestUploadFailureIsCloseError(t *testing.T) {
 	srv.sameObject(t, "fails.txt", []byte("keep me, and this"))
 }
 
+// An upload left to the release — a new empty file's (touch, whose close
+// uploads nothing, see TestShellRedirectDdTouchOverwrite) — that fails is
+// tried again until it lands, and at the unmount at the latest (the second
+// file: whichever comes first): touch was told the file was made. It
+// stayed in the mount's memory, and went nowhere.
+func TestFailedUploadAtReleaseIsTriedAgain(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv)
+	srv.AddFault(faultPut500)
+	for _, name := range []string{"again", "at-unmount"} {
+		run(t, "touch", m.path(name))
+		waitUntil(t, "the release's upload of "+name+" to fail", func() bool {
+			return strings.Contains(m.logs.String(), "upload at release failed") && strings.Contains(m.logs.String(), "key="+name)
+		})
+		if name == "again" {
+			srv.ClearFaults()
+			waitUntil(t, "the file to land", func() bool { return srv.exists(name) })
+		}
+	}
+	srv.ClearFaults()
+	m.stop(t)
+	srv.sameObject(t, "again", nil)
+	srv.sameObject(t, "at-unmount", nil)
+}
+
 // DESIGN §3: a transient failure is never taken for "not found": a HEAD
 // that keeps failing with 503 is EIO, and creating the file then does not
 // replace the object with an empty one.
