@@ -19,12 +19,19 @@ import (
 // next mount with the same cache directory aborts them, and not the
 // upload of another mount that is still writing.
 func TestKilledMountsUploadsAreAbortedByTheNext(t *testing.T) {
-	// Once armed, the first part of "whole" waits.
+	// Once armed, the first part of "whole" waits — of an upload the
+	// server holds: a part of the file's stream, given up before, can
+	// still arrive late (and failed the test once, held in its place).
 	var holding atomic.Bool
+	var srv *server
 	wrap, started, release := holdFirst(func(r *http.Request) bool {
-		return holding.Load() && r.Method == http.MethodPut && r.URL.Query().Has("uploadId") && strings.HasSuffix(r.URL.Path, "/whole")
+		if !holding.Load() || r.Method != http.MethodPut || !r.URL.Query().Has("uploadId") || !strings.HasSuffix(r.URL.Path, "/whole") {
+			return false
+		}
+		keys, err := srv.store.Uploads(testBucket)
+		return err == nil && slices.Contains(keys, "whole")
 	})
-	srv := startServerWith(t, store.NewMemory(), wrap)
+	srv = startServerWith(t, store.NewMemory(), wrap)
 	uploads := func() []string {
 		keys, err := srv.store.Uploads(testBucket)
 		if err != nil {
