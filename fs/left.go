@@ -50,22 +50,24 @@ func (f *FS) landed(n *fileNode) {
 	delete(f.left.files, n)
 }
 
-// retryLeft tries n's upload again if nothing else will: no handle is
-// open (its close uploads), the file is still dirty and not unlinked.
+// retryLeft tries n's upload again if nothing else will: the file is
+// still dirty, not unlinked, and no handle is open (its close uploads; it
+// is looked at again later, until it is clean).
 func (f *FS) retryLeft(n *fileNode) {
 	if f.isClosing() {
 		return // Shutdown tries them all once more
 	}
-	if !n.leftIdle() {
-		n.mu.Lock()
-		done := !n.dirty || n.unlinked
-		n.mu.Unlock()
-		if done {
-			f.landed(n)
-		}
-		return
+	n.mu.Lock()
+	done, busy := !n.dirty || n.unlinked, n.handles > 0
+	n.mu.Unlock()
+	switch {
+	case done:
+		f.landed(n)
+	case busy:
+		f.leave(n)
+	default:
+		n.released()
 	}
-	n.released()
 }
 
 // leftIdle reports whether n is dirty with no handle open.
