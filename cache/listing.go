@@ -127,6 +127,17 @@ func (l *Listings) Made(dir string) (made uint64, ok bool) {
 	return 0, false
 }
 
+// Untouched is Made for a fresh list that this mount has changed nothing
+// in since it was made (Add, Remove): what the listing said, it says.
+func (l *Listings) Untouched(dir string) (made uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d := l.freshLocked(dir); d != nil && len(d.changed) == 0 {
+		return d.made, true
+	}
+	return 0, false
+}
+
 // Add records that dir now holds name.
 func (l *Listings) Add(dir, name string, isDir bool) {
 	l.mu.Lock()

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"slices"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -70,6 +71,10 @@ func (h *dirHandle) load(ctx context.Context) syscall.Errno {
 	if h.entries != nil {
 		return 0
 	}
+	if entries := h.d.keptEntries(); entries != nil {
+		h.entries = append(h.d.dots(), entries...)
+		return 0
+	}
 	ctx = uninterrupted(ctx)
 	keys := h.d.fsys.holdKeys("a listing")
 	defer keys.letGo()
@@ -81,6 +86,30 @@ func (h *dirHandle) load(ctx context.Context) syscall.Errno {
 	}
 	h.entries = append(h.d.dots(), entries...)
 	return 0
+}
+
+// keptEntries returns the entries of d's last listing if it is fresh and
+// this mount has changed nothing in the directory since, nil otherwise: a
+// read of the directory then asks nothing, as a lookup in it does not.
+// Each readdir listed it again — `git status` over a tree lists each
+// directory that its lstats, a moment before, had listed on demand.
+// Other clients' changes show after stat_ttl, as with lookups. The
+// lookups that follow the read are followed afresh (listed).
+func (d *dirNode) keptEntries() []fuse.DirEntry {
+	made, ok := d.fsys.listings.Untouched(d.dirKey())
+	if !ok {
+		return nil
+	}
+	s := &d.scan
+	s.mu.Lock()
+	if s.entries == nil || s.made != made {
+		s.mu.Unlock()
+		return nil
+	}
+	entries := slices.Clone(s.entries)
+	s.mu.Unlock()
+	d.listed(entries)
+	return entries
 }
 
 // dots are the entries "." and "..", which the kernel does not make up for

@@ -1067,12 +1067,13 @@ func TestListingOfOthersObjectsAsksInParallel(t *testing.T) {
 	if n := after["ListObjectsV2"] - before["ListObjectsV2"]; n > 2 {
 		t.Errorf("%d listings for a directory of %d directories, want 1", n, dirs)
 	}
-	// Within stat_ttl, what was just looked up is known: the second
-	// ls -l only lists.
+	// Within stat_ttl, what was just looked up and listed is known: the
+	// second ls -l asks nothing (it listed again before
+	// TestDirectoryReadAgainAsksNothing's change).
 	if again := run(t, "ls", "-ln", m.path("others")); again != out {
 		t.Errorf("ls -l again:\n%s\nfirst:\n%s", again, out)
 	}
-	if got := requestsSince(after, srv.Counts()); got != "1 requests (ListObjectsV2=1)" {
+	if got := requestsSince(after, srv.Counts()); got != "0 requests ()" {
 		t.Errorf("ls -l again sent %s", got)
 	}
 }
@@ -1274,6 +1275,42 @@ func TestPlainListingAsksNoHead(t *testing.T) {
 	}
 	if got := run(t, "stat", "-c", "%A %s", m.path("others/link"), m.path("others/pipe"), m.path("others/f01")); got != "lrwxrwxrwx 3\nprw------- 0\n-rw-r----- 3\n" {
 		t.Errorf("stat shows\n%s", got)
+	}
+}
+
+// A directory read again within stat_ttl of its listing, with nothing
+// changed in it by this mount since, is read from that listing: each
+// readdir listed it again (git status reads every directory whose entries
+// its lstats had just listed on demand). A change by this mount lists it
+// again; another client's shows after stat_ttl, as for lookups.
+func TestDirectoryReadAgainAsksNothing(t *testing.T) {
+	srv := startServer(t)
+	for i := range 5 {
+		srv.putByOther(t, fmt.Sprintf("d/f%d", i), []byte("x"))
+	}
+	m := startMount(t, srv, "stat_ttl=1h")
+	ls := func() string {
+		t.Helper()
+		return strings.Join(strings.Fields(run(t, "ls", m.path("d"))), " ")
+	}
+	ls()
+	before := srv.Counts()
+	if got := ls(); got != "f0 f1 f2 f3 f4" {
+		t.Errorf("ls again printed %q", got)
+	}
+	if got := requestsSince(before, srv.Counts()); got != "0 requests ()" {
+		t.Errorf("ls again sent %s", got)
+	}
+	writeFile(t, m.path("d/new"), []byte("y"))
+	if err := os.Remove(m.path("d/f0")); err != nil {
+		t.Fatal(err)
+	}
+	before = srv.Counts()
+	if got := ls(); got != "f1 f2 f3 f4 new" {
+		t.Errorf("ls after a create and an unlink printed %q", got)
+	}
+	if got := requestsSince(before, srv.Counts()); got != "1 requests (ListObjectsV2=1)" {
+		t.Errorf("ls after a create and an unlink sent %s", got)
 	}
 }
 
