@@ -129,6 +129,14 @@ func (n *fileNode) refresh(size int64, md upload.Metadata, etag string) {
 	n.confirmLocked()
 }
 
+// uploadedWhole reports whether the bucket has all of the file: its
+// upload is done and nothing was written since.
+func (n *fileNode) uploadedWhole() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.dirty && n.inBucket && !n.unlinked
+}
+
 // learnSize takes now, the size of the object a read found, if the node
 // still says was, the size it said when the read began: another client
 // replaced the object, and nothing of this mount (an upload) changed the
@@ -522,6 +530,15 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 			if moved {
 				continue
 			}
+		}
+		if errors.Is(err, cache.ErrDropped) && n.uploadedWhole() {
+			// Streamed through a cache smaller than itself and closed,
+			// its upload done: the bucket has the part that left, and
+			// the read is of the object. (It failed EIO until the
+			// kernel's release, which comes after close returns, let
+			// the staging file go.)
+			st = nil
+			break
 		}
 		if err != nil && err != io.EOF {
 			return nil, n.fsys.fail("read", n.key(), err)

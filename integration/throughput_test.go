@@ -228,11 +228,22 @@ for what, op in (("pwrite", lambda: os.pwrite(fd, b"x", 0)), ("ftruncate", lambd
         print(what, "ok")
     except OSError as e:
         print(what, errno.errorcode[e.errno])
-os.write(fd, data[20 << 20:])
-os.close(fd)
+rfd = os.open(path, os.O_RDONLY)
+for when in ("", " after close"):
+    try:
+        print("pread" + when, "ok" if os.pread(rfd, 100, 0) == data[:100] else "wrong")
+    except OSError as e:
+        print("pread" + when, errno.errorcode[e.errno])
+    if not when:
+        os.write(fd, data[20 << 20:])
+        os.close(fd)
+os.close(rfd)
 `
+	// Read back while it is written, the start is gone; once the close
+	// has uploaded it, the start is read from the object, though rfd
+	// still holds the staging file (it failed EIO until the release).
 	out := run(t, "python3", "-c", script, m.path("edited"), filepath.Join(src, "big"))
-	if want := "pwrite EIO\nftruncate EIO\nrename EBUSY\n"; out != want {
+	if want := "pwrite EIO\nftruncate EIO\nrename EBUSY\npread EIO\npread after close ok\n"; out != want {
 		t.Errorf("changes of what left the cache:\n%swant\n%s", out, want)
 	}
 	srv.sameObject(t, "edited", data)
