@@ -57,9 +57,7 @@ func (f *FS) retryLeft(n *fileNode) {
 	if f.isClosing() {
 		return // Shutdown tries them all once more
 	}
-	n.mu.Lock()
-	done, busy := !n.dirty || n.unlinked, n.handles > 0
-	n.mu.Unlock()
+	done, busy := n.leftState()
 	switch {
 	case done:
 		f.landed(n)
@@ -70,11 +68,12 @@ func (f *FS) retryLeft(n *fileNode) {
 	}
 }
 
-// leftIdle reports whether n is dirty with no handle open.
-func (n *fileNode) leftIdle() bool {
+// leftState says whether what n's release left is done with (the file is
+// clean, or unlinked) and whether a handle is open, whose close uploads it.
+func (n *fileNode) leftState() (done, busy bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.handles == 0 && n.dirty && !n.unlinked
+	return !n.dirty || n.unlinked, n.handles > 0
 }
 
 // uploadLeft tries each upload a release left once more, at the unmount.
@@ -86,7 +85,7 @@ func (f *FS) uploadLeft(ctx context.Context) {
 	}
 	f.left.mu.Unlock()
 	for _, n := range files {
-		if !n.leftIdle() {
+		if done, busy := n.leftState(); done || busy {
 			continue
 		}
 		f.log.Info("uploading at the unmount what a release left", "key", n.key())
