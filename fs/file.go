@@ -97,6 +97,7 @@ type fileNode struct {
 var (
 	_ = (gofs.NodeOpener)((*fileNode)(nil))
 	_ = (gofs.NodeGetattrer)((*fileNode)(nil))
+	_ = (gofs.NodeOnForgetter)((*fileNode)(nil))
 	_ = (gofs.NodeSetattrer)((*fileNode)(nil))
 	_ = (gofs.NodeReader)((*fileNode)(nil))
 	_ = (gofs.NodeWriter)((*fileNode)(nil))

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -274,6 +275,45 @@ func TestFailedUploadAtReleaseIsTriedAgain(t *testing.T) {
 	m.stop(t)
 	srv.sameObject(t, "again", nil)
 	srv.sameObject(t, "at-unmount", nil)
+}
+
+// A file whose upload at release failed is still there after the kernel
+// forgets its node: a lookup, a listing and rmdir of its directory see it,
+// and a program that writes the name again writes that file — neither the
+// retry nor the unmount replaces what it wrote with the empty file. (The
+// kernel's forgetting made the file vanish until its retry landed, and the
+// forgotten node's retry overwrote the new content.)
+func TestForgottenFileAwaitingItsRetryIsStillThere(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=0s")
+	if err := os.Mkdir(m.path("dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv.AddFault(faultPut500)
+	run(t, "touch", m.path("dir/touched"))
+	if !m.logged("upload at release failed") {
+		t.Fatal("the release's upload did not fail")
+	}
+	// Make the kernel forget unused inodes (FUSE FORGET).
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !m.logged("the kernel forgot a file not uploaded yet; kept in the tree") {
+		t.Fatal("the kernel's forgetting of the touched file was not seen")
+	}
+	if fi, err := os.Stat(m.path("dir/touched")); err != nil || fi.Size() != 0 {
+		t.Fatalf("stat after the kernel forgot the file: %v %v", fi, err)
+	}
+	if out := run(t, "ls", m.path("dir")); out != "touched\n" {
+		t.Fatalf("ls after the kernel forgot the file: %q", out)
+	}
+	if err := os.Remove(m.path("dir")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir of the file's directory: %v, want ENOTEMPTY", err)
+	}
+	srv.ClearFaults()
+	writeFile(t, m.path("dir/touched"), []byte("written after"))
+	m.stop(t)
+	srv.sameObject(t, "dir/touched", []byte("written after"))
 }
 
 // DESIGN §3: a transient failure is never taken for "not found": a HEAD
