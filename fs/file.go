@@ -92,6 +92,9 @@ type fileNode struct {
 	// pagesRead the ranges they read (pages.go).
 	pages     readPin    // GUARDED_BY(mu)
 	pagesRead pageRanges // GUARDED_BY(mu)
+	// putBack: the kernel forgot the node while it held what the bucket
+	// lacks, and OnForget put it back in the tree (forgotten.go).
+	putBack bool // GUARDED_BY(mu)
 }
 
 var (
@@ -116,19 +119,25 @@ func (n *fileNode) isLocal() bool {
 }
 
 // refresh takes the bucket's view of a file that has no local state. A
-// metadata change held for a moment (metaPending) is newer than that view
-// and stays.
+// metadata change held for a moment, or on its way (metaAheadLocked), is
+// newer than that view and stays.
 func (n *fileNode) refresh(size int64, md upload.Metadata, etag string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.staging == nil {
 		n.size, n.etag, n.etagSeen = size, etag, n.fsys.now()
-		if !n.metaPending {
+		if !n.metaAheadLocked() {
 			n.meta = md
 		}
 	}
 	n.confirmLocked()
 }
+
+// metaAheadLocked reports whether the node's metadata is newer than the
+// bucket's: a change held (metaPending), or being copied onto the object
+// (rewrites is odd) — a lookup's HEAD meanwhile read the mode before the
+// chmod. LOCKS_REQUIRED(n.mu)
+func (n *fileNode) metaAheadLocked() bool { return n.metaPending || n.rewrites%2 == 1 }
 
 // uploadedWhole reports whether the bucket has all of the file: its
 // upload is done and nothing was written since.
@@ -863,6 +872,7 @@ func (n *fileNode) dropStagingIfIdle() {
 	case idle != nil:
 		idle.Remove()
 	}
+	n.settled()
 }
 
 // upload puts the staged content if it is dirty, as one consistent
@@ -1048,6 +1058,7 @@ func (n *fileNode) takeHeldMeta() (upload.Metadata, bool) {
 // applyHeldMeta sends held metadata changes of a clean file: a copy of the
 // object onto itself with the new metadata.
 func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
+	defer n.settled()
 	if rides, err := n.settleQueuedForMeta(ctx, key); rides || err != nil {
 		return err
 	}

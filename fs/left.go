@@ -43,39 +43,11 @@ func (f *FS) leave(n *fileNode) time.Duration {
 	return pause
 }
 
-// landed forgets n: its upload at release went through. If the kernel
-// had forgotten it (OnForget), it leaves the tree now.
+// landed forgets n: its upload at release went through.
 func (f *FS) landed(n *fileNode) {
 	f.left.mu.Lock()
+	defer f.left.mu.Unlock()
 	delete(f.left.files, n)
-	f.left.mu.Unlock()
-	// Removes n only if the kernel holds no reference: it may have looked
-	// it up again.
-	n.EmbeddedInode().ForgetPersistent()
-}
-
-// OnForget is called when the kernel has dropped the node and go-fuse has
-// taken it out of the tree. A file the bucket does not have yet — its
-// upload at release failed and waits to be tried again, or is under way —
-// is put back, without a kernel reference: a lookup found nothing (the
-// bucket has no such object) and `touch` had made a file that `ls` no
-// longer showed; a program that then wrote the name made a new node whose
-// content the forgotten one's retry overwrote. Put back, the next lookup
-// finds the same node, dirty, with its retry. (A lookup in the moment
-// between go-fuse's removal and this still asks the bucket.)
-func (n *fileNode) OnForget() {
-	n.mu.Lock()
-	adrift := n.dirty && !n.unlinked
-	n.mu.Unlock()
-	at := n.at.Load()
-	if !adrift || at == nil || at.parent == nil {
-		return
-	}
-	if !at.parent.AddChild(at.name, n.EmbeddedInode(), false) {
-		n.fsys.log.Warn("the kernel forgot a file not uploaded yet, and the name is taken again; its upload goes on", "key", n.key())
-		return
-	}
-	n.fsys.log.Debug("the kernel forgot a file not uploaded yet; kept in the tree", "key", n.key())
 }
 
 // retryLeft tries n's upload again if nothing else will: the file is

@@ -720,6 +720,38 @@ func TestChmodSurvivesForgottenNode(t *testing.T) {
 	}
 }
 
+// A file the kernel forgets while its chmod's copy is on its way to the
+// bucket is still the mount's node: a lookup meanwhile shows the new mode,
+// not the one the bucket has until the copy lands (fs/forgotten.go).
+func TestChmodInFlightSurvivesForgottenNode(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "stat_ttl=0s")
+	writeFile(t, m.path("f"), []byte("content"))
+	copying, land := make(chan struct{}), make(chan struct{})
+	srv.AddFault(osslocal.Fault{Op: "CopyObject", Count: 1, Before: func() { close(copying); <-land }})
+	if err := os.Chmod(m.path("f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	<-copying
+	// Make the kernel forget unused inodes (FUSE FORGET).
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !m.logged("the kernel forgot a file not uploaded yet; kept in the tree") {
+		t.Fatal("the kernel's forgetting of the file was not seen")
+	}
+	fi, err := os.Stat(m.path("f"))
+	close(land)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("stat while the chmod's copy is on its way: %v %v, want mode 600", fi, err)
+	}
+	m.stop(t)
+	if o, _ := srv.store.Head(testBucket, "f"); o.Meta["mode"] != fmt.Sprint(syscall.S_IFREG|0o600) {
+		t.Fatalf("object's mode %v, want %o", o.Meta["mode"], syscall.S_IFREG|0o600)
+	}
+	srv.sameObject(t, "f", []byte("content"))
+}
+
 // A chmod held on a file whose directory is then renamed, and whose node
 // the kernel forgets, follows the file to its new name: it does not land
 // on a new file made under the old name.

@@ -218,7 +218,7 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 	size := []int64{0, 5, 500}[r.IntN(3)]
 	off := []int64{0, 3, 600, 69000}[r.IntN(4)]
 	dir, dir2 := []string{"d", "e", "g"}[r.IntN(3)], []string{"d", "e", "g"}[r.IntN(3)]
-	switch r.IntN(12) {
+	switch r.IntN(13) {
 	case 0, 1:
 		what = fmt.Sprintf("write %d bytes to %s", len(data), name)
 		op = func(base string) error { return os.WriteFile(filepath.Join(base, name), data, 0o644) }
@@ -283,6 +283,11 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 			}
 			return readBack(data)
 		}
+	case 11:
+		// The kernel forgets every node it does not use (FUSE FORGET):
+		// the mount's state must outlive its nodes.
+		what = "forget unused nodes"
+		op = func(string) error { return os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0) }
 	default:
 		what = fmt.Sprintf("rename directory %s to %s", dir, dir2)
 		op = func(base string) error { return os.Rename(filepath.Join(base, dir), filepath.Join(base, dir2)) }

@@ -1,0 +1,57 @@
+package fs
+
+// Nodes the kernel forgets. go-fuse takes a node out of its tree when the
+// kernel drops it (memory pressure, drop_caches), and the next lookup of
+// the name makes a new one from the bucket. A file the bucket does not
+// have yet — written or queued and not uploaded, its upload at release
+// failed and waiting to be tried again, a chmod held for a moment — was
+// then gone from lookups and listings until its upload landed, and a
+// program that wrote the name meanwhile made a second node, which the
+// first one's upload then overwrote (a retry at release put back the old
+// content; a held chmod the old mode). Such a node is put back in the tree
+// without a kernel reference, so that the next lookup finds it, with all
+// it holds; it leaves once the bucket has caught up (settled). (A lookup
+// in the moment between go-fuse's removal and OnForget still asks the
+// bucket.)
+
+// OnForget puts the node back in the tree if it holds what the bucket does
+// not have yet.
+func (n *fileNode) OnForget() {
+	n.mu.Lock()
+	pending := n.pendingLocked()
+	n.mu.Unlock()
+	at := n.at.Load()
+	if !pending || at == nil || at.parent == nil {
+		return
+	}
+	if !at.parent.AddChild(at.name, n.EmbeddedInode(), false) {
+		n.fsys.log.Warn("the kernel forgot a file not uploaded yet, and the name is taken again; its upload goes on", "key", n.key())
+		return
+	}
+	n.mu.Lock()
+	n.putBack = true
+	n.mu.Unlock()
+	n.fsys.log.Debug("the kernel forgot a file not uploaded yet; kept in the tree", "key", n.key())
+}
+
+// pendingLocked reports whether the node holds content or metadata the
+// bucket may not have: staged or queued content, a metadata change held or
+// on its way. LOCKS_REQUIRED(n.mu)
+func (n *fileNode) pendingLocked() bool {
+	return !n.unlinked && (n.dirty || n.staging != nil || n.metaAheadLocked())
+}
+
+// settled takes a node OnForget put back out of the tree once it holds
+// nothing the bucket lacks, unless the kernel has looked it up again.
+func (n *fileNode) settled() {
+	n.mu.Lock()
+	out := n.putBack && !n.pendingLocked()
+	if out {
+		n.putBack = false
+	}
+	n.mu.Unlock()
+	if out {
+		// Removes it only if the kernel holds no reference to it.
+		n.EmbeddedInode().ForgetPersistent()
+	}
+}
