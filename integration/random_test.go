@@ -65,8 +65,9 @@ func concurrentModes(seeds uint64) iter.Seq2[mountMode, uint64] {
 	}
 }
 
-// Random sequences of writes, appends, overwrites, truncates, renames,
-// unlinks, chmods, mkdirs, rmdirs and directory renames on a few names,
+// Random sequences of writes, appends, overwrites, truncates, reads,
+// renames, unlinks, chmods, mkdirs, rmdirs, directory renames and the
+// kernel forgetting its unused nodes on a few names,
 // done through the mount and in a local directory alike: every operation
 // must succeed or fail the same way in both, and after the unmount the
 // bucket, seen through a fresh mount, must hold what the local directory
@@ -102,7 +103,8 @@ func TestRandomOperationsMatchLocalDirectory(t *testing.T) {
 // are not checked. This found a close inside a directory being renamed
 // landing under the old name, a rename of a file onto itself that hung the
 // mount, a lookup racing a rename that hung it, chmods lost to nodes the
-// kernel forgot and to a close being queued.
+// kernel forgot and to a close being queued, and files and modes the mount
+// did not show, which a node the kernel forgot then brought back.
 func TestConcurrentOperationsEndAsTheMountShowed(t *testing.T) {
 	for mode, seeds := range concurrentModes(8) {
 		for seed := uint64(1); seed <= seeds; seed++ {
