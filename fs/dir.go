@@ -664,7 +664,9 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		fn, _ = ch.Operations().(*fileNode)
 	}
 	if fn != nil {
-		fn.holdForRemoval()
+		if err := fn.holdForRemoval(ctx); err != nil {
+			return d.fsys.fail("unlink", key, err)
+		}
 		defer fn.freeze.Unlock()
 	}
 	// The file's queued uploads, and those of a node no longer in the tree.

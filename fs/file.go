@@ -1098,7 +1098,26 @@ func (n *fileNode) applyHeldMeta(ctx context.Context, key string) error {
 // and one that would start later finds the file forgotten. Renames hold
 // FS.keys exclusively, so a rename holding the replaced file's freeze may
 // take the moved file's.
-func (n *fileNode) holdForRemoval() { n.freezeFor("a removal") }
+//
+// A file still open whose start only the object holds (staged from its
+// end, absent.go) has its start fetched first: the program may go on
+// reading and writing it, and did so into ESTALE once the object was gone.
+// If that fails, the freeze is let go and the removal is to fail (unless
+// the object had changed already: the start was lost then).
+func (n *fileNode) holdForRemoval(ctx context.Context) error {
+	n.freezeFor("a removal")
+	n.mu.Lock()
+	st, open := n.staging, n.handles > 0
+	n.mu.Unlock()
+	if !open || !hasAbsentStart(st) {
+		return nil
+	}
+	if err := n.fillAbsent(ctx, st); err != nil && !errors.Is(err, errStartGone) {
+		n.freeze.Unlock()
+		return err
+	}
+	return nil
+}
 
 // freezeFor takes the freeze exclusively for op, saying so at debug level
 // when it has to wait (an upload in progress, or writers).

@@ -55,3 +55,20 @@ func (n *fileNode) settled() {
 		n.EmbeddedInode().ForgetPersistent()
 	}
 }
+
+// OnForget puts a directory back in the tree if it holds what the bucket
+// may not show: a marker queued or a metadata change held (write-back
+// mkdir), or entries this mount removed (emptiedHere: a directory without
+// a marker stops existing in the bucket with its last object). Its new
+// node was made from the bucket, which may not show it yet.
+func (d *dirNode) OnForget() {
+	d.mu.Lock()
+	pending := !d.removed && (d.metaPending || d.emptiedHere)
+	d.mu.Unlock()
+	if !pending && (d.fsys.queue == nil || !d.fsys.queue.HasPrefix(d.dirKey())) {
+		return
+	}
+	if at := d.at.Load(); at != nil && at.parent != nil {
+		at.parent.AddChild(at.name, d.EmbeddedInode(), false)
+	}
+}

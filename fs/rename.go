@@ -86,8 +86,12 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 				return syscall.EISDIR
 			}
 		}
-		defer holdReplaced(target)()
 		newKey := d.fsys.fileKey(newPath)
+		release, err := holdReplaced(ctx, target)
+		if err != nil {
+			return d.fsys.fail("rename", newKey, err)
+		}
+		defer release()
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
@@ -95,7 +99,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		// content is uploaded to the new name, or its job renamed.
 		n.freeze.Lock()
 		defer n.freeze.Unlock()
-		err := d.fsys.removing(ctx, newKey, func(bool) error { return n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey) })
+		err = d.fsys.removing(ctx, newKey, func(bool) error { return n.moveTo(ctx, d.fsys.fileKey(oldPath), newKey) })
 		if err != nil {
 			d.fsys.renameFailed(dst, newName)
 			return d.fsys.fail("rename", newKey, err)
@@ -109,15 +113,19 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			n.mu.Unlock()
 		}
 	case *specialNode:
-		defer holdReplaced(target)()
 		newKey := d.fsys.fileKey(newPath)
+		release, err := holdReplaced(ctx, target)
+		if err != nil {
+			return d.fsys.fail("rename", newKey, err)
+		}
+		defer release()
 		if errno := d.fsys.checkNewName("rename", newKey); errno != 0 {
 			return errno
 		}
 		n.mu.Lock()
 		size := n.size
 		n.mu.Unlock()
-		err := d.fsys.removing(ctx, newKey, func(bool) error {
+		err = d.fsys.removing(ctx, newKey, func(bool) error {
 			return d.fsys.moveObject(ctx, bucket.CopyRequest{Src: d.fsys.fileKey(oldPath), Dst: newKey, Size: size})
 		})
 		if err != nil {
@@ -190,14 +198,16 @@ func (f *FS) renameFailed(dst *dirNode, newName string) {
 
 // holdReplaced takes the freeze of the file a rename replaces, if it is
 // one (holdForRemoval), and returns what lets it go.
-func holdReplaced(target *gofs.Inode) (release func()) {
+func holdReplaced(ctx context.Context, target *gofs.Inode) (release func(), err error) {
 	if target != nil {
 		if t, ok := target.Operations().(*fileNode); ok {
-			t.holdForRemoval()
-			return t.freeze.Unlock
+			if err := t.holdForRemoval(ctx); err != nil {
+				return nil, err
+			}
+			return t.freeze.Unlock, nil
 		}
 	}
-	return func() {}
+	return func() {}, nil
 }
 
 // exists reports whether name is an object or a directory in the bucket.

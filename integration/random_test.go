@@ -220,7 +220,7 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 	size := []int64{0, 5, 500}[r.IntN(3)]
 	off := []int64{0, 3, 600, 69000}[r.IntN(4)]
 	dir, dir2 := []string{"d", "e", "g"}[r.IntN(3)], []string{"d", "e", "g"}[r.IntN(3)]
-	switch r.IntN(13) {
+	switch r.IntN(15) {
 	case 0, 1:
 		what = fmt.Sprintf("write %d bytes to %s", len(data), name)
 		op = func(base string) error { return os.WriteFile(filepath.Join(base, name), data, 0o644) }
@@ -290,6 +290,29 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 		// the mount's state must outlive its nodes.
 		what = "forget unused nodes"
 		op = func(string) error { return os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0) }
+	case 12, 13:
+		// A descriptor outlives its name: a log renamed by logrotate, a
+		// temporary file unlinked while open. Its writes go to the file.
+		verb := []string{"rename it to " + other, "unlink it"}[r.IntN(2)]
+		what = fmt.Sprintf("open %s, %s, write %d bytes, close", name, verb, len(data))
+		op = func(base string) error {
+			f, err := os.OpenFile(filepath.Join(base, name), os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(verb, "rename") {
+				err = os.Rename(filepath.Join(base, name), filepath.Join(base, other))
+			} else {
+				err = os.Remove(filepath.Join(base, name))
+			}
+			if _, werr := f.Write(data); err == nil {
+				err = werr
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}
 	default:
 		what = fmt.Sprintf("rename directory %s to %s", dir, dir2)
 		op = func(base string) error { return os.Rename(filepath.Join(base, dir), filepath.Join(base, dir2)) }

@@ -1419,3 +1419,42 @@ func TestRereadsComeFromThePageCache(t *testing.T) {
 		t.Errorf("a streamed file read whole, listed since, read again with %d GETs", n)
 	}
 }
+
+// A file staged from its end (absent.go) that is unlinked, or replaced by a
+// rename, while a descriptor holds it open still reads and writes through
+// it: its start is fetched before its object goes. (Writes there failed
+// ESTALE: the start was to come from the deleted object.)
+func TestOpenFileStagedFromItsEndOutlivesItsName(t *testing.T) {
+	srv := startServer(t)
+	m := startMount(t, srv, "part_size=16KiB", "kept_size=0")
+	data := randomBytes(t, 70000)
+	for _, how := range []string{"unlink", "rename over"} {
+		srv.putByOther(t, "f", data)
+		f, err := os.OpenFile(m.path("f"), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if how == "unlink" {
+			err = os.Remove(m.path("f"))
+		} else {
+			writeFile(t, m.path("other"), []byte("other"))
+			err = os.Rename(m.path("other"), m.path("f"))
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		if _, err := f.WriteAt([]byte("new start"), 0); err != nil {
+			t.Fatalf("write after %s: %v", how, err)
+		}
+		want := append([]byte("new start"), data[9:]...)
+		got := make([]byte, len(data))
+		if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("read after %s: %v, same bytes %v", how, err, bytes.Equal(got, want))
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("close after %s: %v", how, err)
+		}
+	}
+	m.stop(t)
+	srv.sameObject(t, "f", []byte("other"))
+}
