@@ -115,8 +115,11 @@ func (n *fileNode) key() string { return n.fsys.fileKey(n.path()) }
 func (n *fileNode) isLocal() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return !n.unlinked && (n.dirty || n.staging != nil)
+	return n.localLocked()
 }
+
+// localLocked is isLocal. LOCKS_REQUIRED(n.mu)
+func (n *fileNode) localLocked() bool { return !n.unlinked && (n.dirty || n.staging != nil) }
 
 // refresh takes the bucket's view of a file that has no local state. A
 // metadata change held for a moment, or on its way (metaAheadLocked), is

@@ -1,5 +1,7 @@
 package fs
 
+import gofs "github.com/hanwen/go-fuse/v2/fs"
+
 // Nodes the kernel forgets. go-fuse takes a node out of its tree when the
 // kernel drops it (memory pressure, drop_caches), and the next lookup of
 // the name makes a new one from the bucket. A file the bucket does not
@@ -20,11 +22,10 @@ func (n *fileNode) OnForget() {
 	n.mu.Lock()
 	pending := n.pendingLocked()
 	n.mu.Unlock()
-	at := n.at.Load()
-	if !pending || at == nil || at.parent == nil {
+	if !pending {
 		return
 	}
-	if !at.parent.AddChild(at.name, n.EmbeddedInode(), false) {
+	if !n.putBackInTree(n.EmbeddedInode()) {
 		n.fsys.log.Warn("the kernel forgot a file not uploaded yet, and the name is taken again; its upload goes on", "key", n.key())
 		return
 	}
@@ -35,10 +36,10 @@ func (n *fileNode) OnForget() {
 }
 
 // pendingLocked reports whether the node holds content or metadata the
-// bucket may not have: staged or queued content, a metadata change held or
-// on its way. LOCKS_REQUIRED(n.mu)
+// bucket may not have: staged or queued content (localLocked), a metadata
+// change held or on its way. LOCKS_REQUIRED(n.mu)
 func (n *fileNode) pendingLocked() bool {
-	return !n.unlinked && (n.dirty || n.staging != nil || n.metaAheadLocked())
+	return n.localLocked() || !n.unlinked && n.metaAheadLocked()
 }
 
 // settled takes a node OnForget put back out of the tree once it holds
@@ -65,10 +66,15 @@ func (d *dirNode) OnForget() {
 	d.mu.Lock()
 	pending := !d.removed && (d.metaPending || d.emptiedHere)
 	d.mu.Unlock()
-	if !pending && (d.fsys.queue == nil || !d.fsys.queue.HasPrefix(d.dirKey())) {
-		return
+	if pending || d.fsys.queue != nil && d.fsys.queue.HasPrefix(d.dirKey()) {
+		d.putBackInTree(d.EmbeddedInode())
 	}
-	if at := d.at.Load(); at != nil && at.parent != nil {
-		at.parent.AddChild(at.name, d.EmbeddedInode(), false)
-	}
+}
+
+// putBackInTree adds in, the node go-fuse took out of the tree, to its
+// parent again under its name; false if it has no place, or another node
+// took the name meanwhile.
+func (p *placed) putBackInTree(in *gofs.Inode) bool {
+	at := p.at.Load()
+	return at != nil && at.parent != nil && at.parent.AddChild(at.name, in, false)
 }
