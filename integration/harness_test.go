@@ -582,6 +582,10 @@ func (m *mount) logged(text string) bool {
 	return true
 }
 
+// forgetUnusedNodes makes the kernel forget the inodes it does not use
+// (FUSE FORGET), as memory pressure may.
+func forgetUnusedNodes() error { return os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0) }
+
 // run runs a command and fails the test if it fails.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()

@@ -637,8 +637,7 @@ func TestHeldChmodSurvivesForget(t *testing.T) {
 	if err := os.Chmod(m.path("dir"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	// Make the kernel forget unused inodes (FUSE FORGET).
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+	if err := forgetUnusedNodes(); err != nil {
 		t.Fatal(err)
 	}
 	m.stop(t) // applies whatever is still held
@@ -695,7 +694,7 @@ func TestChmodSurvivesForgottenNode(t *testing.T) {
 			if err := os.Chmod(m.path(name), 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+			if err := forgetUnusedNodes(); err != nil {
 				t.Fatalf("dropping the kernel's caches: %v", err)
 			}
 			fi, err := os.Stat(m.path(name))
@@ -733,8 +732,7 @@ func TestChmodInFlightSurvivesForgottenNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-copying
-	// Make the kernel forget unused inodes (FUSE FORGET).
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+	if err := forgetUnusedNodes(); err != nil {
 		t.Fatal(err)
 	}
 	if !m.logged("the kernel forgot a file not uploaded yet; kept in the tree") {
@@ -768,7 +766,7 @@ func TestHeldChmodFollowsDirectoryRename(t *testing.T) {
 	if err := os.Rename(m.path("d"), m.path("g")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+	if err := forgetUnusedNodes(); err != nil {
 		t.Fatalf("dropping the kernel's caches: %v", err)
 	}
 	if err := os.Mkdir(m.path("d"), 0o755); err != nil {

@@ -289,7 +289,7 @@ func randomOperation(r *rand.Rand) (what string, op func(base string) error) {
 		// The kernel forgets every node it does not use (FUSE FORGET):
 		// the mount's state must outlive its nodes.
 		what = "forget unused nodes"
-		op = func(string) error { return os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0) }
+		op = func(string) error { return forgetUnusedNodes() }
 	case 12, 13:
 		// A descriptor outlives its name: a log renamed by logrotate, a
 		// temporary file unlinked while open. Its writes go to the file.

@@ -476,8 +476,7 @@ func TestWritebackForgottenNodeReadsQueuedContent(t *testing.T) {
 	srv.putByOther(t, "f.txt", []byte("old version"))
 	m := startMount(t, srv, "writeback", "writeback_delay=1h", "stat_ttl=0s")
 	writeFile(t, m.path("f.txt"), []byte("new version, queued"))
-	// Make the kernel forget unused inodes (FUSE FORGET).
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+	if err := forgetUnusedNodes(); err != nil {
 		t.Fatal(err)
 	}
 	if data, err := os.ReadFile(m.path("f.txt")); err != nil || string(data) != "new version, queued" {
@@ -520,8 +519,7 @@ func TestWritebackMkdir(t *testing.T) {
 	if err := os.Remove(m.path("gone")); err != nil {
 		t.Fatalf("rmdir of a directory whose marker is queued: %v", err)
 	}
-	// Make the kernel forget unused inodes (FUSE FORGET).
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+	if err := forgetUnusedNodes(); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(m.path("kept/sub"))
